@@ -1,0 +1,83 @@
+"""Shared fixtures: a small synthetic dataset and tiny models, built once per session."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+# Iterative methods read their step caps from these, so the suite stays fast.
+os.environ.setdefault("FERVIS_MAX_STEPS", "16")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fervis_home(tmp_path_factory):
+    """Keep caches of the test session out of the user's cache directory."""
+    if "FERVIS_HOME" not in os.environ:
+        os.environ["FERVIS_HOME"] = str(tmp_path_factory.mktemp("fervis_home"))
+    yield
+
+
+@pytest.fixture(scope="session")
+def synthetic_small():
+    """A small labelled synthetic dataset: 700 Training + 280 PublicTest faces with regions."""
+    from fervis import synthetic
+
+    return synthetic.make_dataset(n_train=700, n_test=280, seed=123)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(synthetic_small):
+    """The ``tiny`` architecture, trained for a few epochs on ``synthetic_small``."""
+    import keras
+
+    from fervis import models, recipes
+
+    keras.utils.set_random_seed(0)
+    model = models.build("tiny", seed=0)
+    train = synthetic_small.subset("Training")
+    recipe = recipes.get("tiny").replace(epochs=6)
+    steps = int(np.ceil(len(train) / recipe.batch_size))
+    trainer = recipes.compile_for_training(model, recipe, steps)
+    trainer.fit(train.x(), keras.utils.to_categorical(train.labels, 7), batch_size=recipe.batch_size,
+                epochs=recipe.epochs, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def residual_model():
+    """A residual CNN whose 1x1 stride-2 shortcut on an even 8-channel map crashes TF 2.21's
+    oneDNN kernels under *eager* input gradients. Every fervis method must survive it."""
+    import keras
+
+    inputs = keras.Input((48, 48, 1), name="pixels")
+    x = keras.layers.Rescaling(1 / 255.0, name="scale")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem_conv")(x)
+    shortcut = keras.layers.Conv2D(8, 1, strides=2, name="shortcut_conv")(x)
+    y = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="res_conv1")(x)
+    y = keras.layers.Conv2D(8, 3, padding="same", name="res_conv2")(y)
+    x = keras.layers.Activation("relu", name="res_out")(keras.layers.Add(name="res_add")([y, shortcut]))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(7, activation="softmax", name="predictions")(x)
+    return keras.Model(inputs, outputs, name="residual")
+
+
+@pytest.fixture(scope="session")
+def fer2013_path():
+    path = os.environ.get("FERVIS_FER2013")
+    if not path:
+        pytest.skip("FERVIS_FER2013 is not set: no real FER2013 file to test on")
+    if not os.path.exists(path):
+        pytest.fail(f"FERVIS_FER2013={path!r} does not exist")
+    return path
