@@ -4,6 +4,14 @@ Every fervis model takes raw 0-255 pixels shaped ``(n, 48, 48, 1)``: the scaling
 layer inside the model, so every explanation (saliency, LIME, activation maximisation)
 lives in pixel space and works the same on every model.
 
+Models are read with Keras ``safe_mode=True`` only, from ``.keras`` archives or legacy
+``.h5`` files identified by their content: a model whose loading would run Python code
+(a ``Lambda`` layer) and any other format (a pickle, say) are refused, never executed.
+Third-party classifiers that expect another input size, channel count or value range are
+brought to the fervis contract by :func:`adapt`, with built-in layers only, so the adapted
+model still saves and loads under ``safe_mode``. :func:`find_layer`, :func:`truncate_at`
+and :func:`to_logits` are the model surgery every explanation module needs.
+
 The ``vgg`` design follows the VGG variants that do well on FER2013 (Khaireddin & Chen,
 "Facial Emotion Recognition: State of the Art Performance on FER2013", 2021): stacked
 3x3 conv -> batch-norm -> ReLU blocks, max pooling, dropout.
@@ -11,11 +19,19 @@ The ``vgg`` design follows the VGG variants that do well on FER2013 (Khaireddin 
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
+import zipfile
+
 import keras
 
 from fervis.constants import IMAGE_SIZE, NUM_CLASSES
 
-__all__ = ["ARCHITECTURES", "build"]
+__all__ = [
+    "ARCHITECTURES", "PRETRAINED", "ModelFileError", "build", "load", "load_pretrained", "pretrained_path",
+    "resolve", "adapt", "find_layer", "conv_layers", "last_conv_layer", "truncate_at", "to_logits",
+]
 
 # (filters per block, convs per block, dense width, dropout)
 _SPECS = {
@@ -93,3 +109,564 @@ def build(name="compact", num_classes=NUM_CLASSES, input_shape=(IMAGE_SIZE, IMAG
         name="predictions",
     )(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+# --------------------------------------------------------------------------- loading
+
+_PRETRAINED_DIR = pathlib.Path(__file__).resolve().parent / "pretrained"
+#: Packaged models by name; ``load_pretrained(name)`` reads ``fervis/pretrained/<file>``.
+PRETRAINED = {"fer2013": "fer2013.keras"}
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_EXTENSIONS = {".keras": "zip", ".h5": "hdf5", ".hdf5": "hdf5"}
+
+
+class ModelFileError(ValueError, FileNotFoundError):
+    """A model file that does not exist: both a ``ValueError`` and a ``FileNotFoundError``."""
+
+
+def _describe_content(head):
+    """A few words on what a file that is neither zip nor HDF5 looks like, from its first bytes."""
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+        return ("a Python pickle; fervis never unpickles files, because unpickling runs "
+                "arbitrary code")
+    if head.startswith(b"\x93NUMPY"):
+        return "a NumPy array file"
+    if not head:
+        return "an empty file"
+    return "neither a Keras .keras archive nor an HDF5 file"
+
+
+def _read_config(path, kind):
+    """The model's architecture config as a dict, read without building anything."""
+    if kind == "zip":
+        with zipfile.ZipFile(path) as archive:
+            if "config.json" not in archive.namelist():
+                raise ValueError(
+                    f"Cannot load model file {str(path)!r}: it is a zip archive but not a Keras model "
+                    f"(no config.json inside; found {archive.namelist()[:5]})."
+                )
+            return json.loads(archive.read("config.json"))
+    import h5py  # ships with TensorFlow/Keras; only needed for legacy files
+
+    with h5py.File(path, "r") as f:
+        config = f.attrs.get("model_config")
+    if config is None:
+        raise ValueError(
+            f"Cannot load model file {str(path)!r}: the HDF5 file holds no model architecture "
+            "(it is a weights-only file?). Save the whole model with model.save('model.keras')."
+        )
+    if isinstance(config, bytes):
+        config = config.decode("utf-8")
+    return json.loads(config)
+
+
+def _lambda_layers(config):
+    """Names of the Lambda layers anywhere in a (nested) model config."""
+    found = []
+    if isinstance(config, dict):
+        if config.get("class_name") == "Lambda":
+            found.append((config.get("config") or {}).get("name", "?"))
+        for value in config.values():
+            found.extend(_lambda_layers(value))
+    elif isinstance(config, list):
+        for value in config:
+            found.extend(_lambda_layers(value))
+    return found
+
+
+def _check_classes(model, num_classes, what):
+    if num_classes is None:
+        return model
+    shape = model.output_shape
+    if isinstance(shape, list) or len(shape) != 2:
+        raise ValueError(f"{what} must have one output of shape (n, classes). Got output shape {shape} instead.")
+    if shape[-1] != num_classes:
+        raise ValueError(
+            f"{what} outputs {shape[-1]} classes, but the data has {num_classes} classes; "
+            "use a model trained for these classes."
+        )
+    return model
+
+
+def load(path, num_classes=None):
+    """Load a Keras model safely from a ``.keras`` archive or a legacy ``.h5`` file.
+
+    Loading always uses Keras ``safe_mode=True``: a model that needs Python code to be
+    deserialized (a ``Lambda`` layer) is refused, and so is any other format (a pickle,
+    for example), which is recognised by its content and never unpickled.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.keras`` file (zip archive) or a ``.h5``/``.hdf5`` file (HDF5).
+    num_classes : int, optional
+        When given, the model's output must have this many classes.
+
+    Returns
+    -------
+    keras.Model
+        Not compiled.
+
+    Raises
+    ------
+    ModelFileError
+        If the file does not exist (a ``ValueError`` and a ``FileNotFoundError``).
+    ValueError
+        For any other file that fervis will not load, with the reason.
+
+    Example
+    -------
+    >>> model = load("model.keras", num_classes=7)  # doctest: +SKIP
+    >>> model.output_shape
+    (None, 7)
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(
+            f"The 'path' parameter of fervis.models.load must be a str or os.PathLike. Got {path!r} instead."
+        )
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise ModelFileError(f"Model file {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise ValueError(
+            f"Cannot load model {str(path)!r}: it is a directory (a TensorFlow SavedModel?). "
+            "fervis loads .keras or .h5 files only."
+        )
+    with open(path, "rb") as f:
+        head = f.read(8)
+    kind = "zip" if head.startswith(_ZIP_MAGIC) else "hdf5" if head.startswith(_HDF5_MAGIC) else None
+    suffix = path.suffix.lower()
+    if kind is None or suffix not in _EXTENSIONS:
+        found = _describe_content(head) if kind is None else f"a {kind} file named {suffix or 'without extension'}"
+        raise ValueError(
+            f"Cannot load model file {str(path)!r}: it is {found}. fervis loads only Keras "
+            ".keras archives and legacy .h5 files."
+        )
+    if _EXTENSIONS[suffix] != kind:
+        raise ValueError(
+            f"Cannot load model file {str(path)!r}: its extension says {suffix} but its content is a "
+            f"{kind} file. fervis loads only Keras .keras archives and legacy .h5 files."
+        )
+    try:
+        config = _read_config(path, kind)
+    except ValueError:
+        raise
+    except Exception as err:  # a damaged zip/HDF5 file
+        raise ValueError(f"Cannot load model file {str(path)!r}: it is damaged ({err}).") from None
+    lambdas = _lambda_layers(config)
+    if lambdas:
+        raise ValueError(
+            f"Refusing to load model file {str(path)!r}: it contains Lambda layer(s) {lambdas}, whose "
+            "Python code would have to be executed to load them (unsafe deserialization). fervis loads "
+            "models with Keras safe_mode=True only; rebuild the model with built-in layers "
+            "(fervis.models.adapt does this for input resizing and scaling)."
+        )
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "safe_mode" in str(err):
+            reason = "it needs unsafe deserialization (Python code in the file), refused under safe_mode"
+        raise ValueError(f"Cannot load model file {str(path)!r}: {reason}") from None
+    return _check_classes(model, num_classes, f"The model in {str(path)!r}")
+
+
+def pretrained_path(name="fer2013"):
+    """Where the packaged model ``name`` lives (whether or not the file exists yet)."""
+    if name not in PRETRAINED:
+        raise ValueError(
+            f"The 'name' parameter of fervis.models.load_pretrained must be one of {sorted(PRETRAINED)}. "
+            f"Got {name!r} instead."
+        )
+    return _PRETRAINED_DIR / PRETRAINED[name]
+
+
+def load_pretrained(name="fer2013", num_classes=None):
+    """Load a model packaged with fervis.
+
+    Parameters
+    ----------
+    name : {"fer2013"}
+        ``fer2013`` is the ``vgg`` model trained on FER2013 with the ``fer2013`` recipe.
+    num_classes : int, optional
+        When given, the model's output must have this many classes.
+
+    Returns
+    -------
+    keras.Model
+
+    Example
+    -------
+    >>> model = load_pretrained("fer2013")  # doctest: +SKIP
+    """
+    path = pretrained_path(name)
+    if not path.exists():
+        raise ModelFileError(
+            f"The pretrained model {name!r} is not installed: {str(path)!r} does not exist. "
+            "Train one with `fervis train` or use fervis.training.load_or_train."
+        )
+    return load(path, num_classes=num_classes)
+
+
+def resolve(spec, num_classes=None):
+    """A model from a model spec: a ``keras.Model``, a file path, or ``"pretrained:<name>"``.
+
+    Parameters
+    ----------
+    spec : keras.Model, str or os.PathLike
+    num_classes : int, optional
+        When given, the model's output must have this many classes.
+
+    Returns
+    -------
+    keras.Model
+
+    Example
+    -------
+    >>> model = resolve("pretrained:fer2013")  # doctest: +SKIP
+    """
+    if isinstance(spec, keras.Model):
+        return _check_classes(spec, num_classes, f"Model {spec.name!r}")
+    if isinstance(spec, str) and spec.startswith("pretrained:"):
+        return load_pretrained(spec.split(":", 1)[1], num_classes=num_classes)
+    if isinstance(spec, (str, os.PathLike)):
+        return load(spec, num_classes=num_classes)
+    raise ValueError(
+        "The 'spec' parameter of fervis.models.resolve must be a keras.Model, a path to a .keras/.h5 "
+        f"file or 'pretrained:<name>' with name in {sorted(PRETRAINED)}. Got {spec!r} instead."
+    )
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabilities"):
+    """Wrap a third-party classifier so it takes raw ``(n, 48, 48, 1)`` 0-255 faces.
+
+    The wrapper resizes (bilinear), rescales 0-255 to ``scale`` and repeats the grey
+    channel, with built-in Keras layers only, so the adapted model saves and loads under
+    ``safe_mode``. The wrapped model stays reachable as ``adapted.get_layer(model.name)``.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The classifier, taking ``input_shape`` images with values in ``scale``.
+    input_shape : tuple (height, width, channels), default (64, 64, 1)
+        What ``model`` expects; ``None`` reads it from the model.
+    scale : tuple (low, high), default (-1.0, 1.0)
+        The value range ``model`` expects; 0 maps to ``low`` and 255 to ``high``.
+    output : {"probabilities", "logits"}, default "probabilities"
+        What ``model`` outputs. For ``"logits"`` a softmax ``Activation`` named
+        ``predictions`` is appended, so the adapted model outputs probabilities.
+
+    Returns
+    -------
+    keras.Model
+        Named ``adapted_<model.name>``, input ``(None, 48, 48, 1)``.
+
+    Example
+    -------
+    >>> adapted = adapt(third_party, input_shape=(64, 64, 3), scale=(0.0, 1.0))  # doctest: +SKIP
+    >>> adapted.input_shape
+    (None, 48, 48, 1)
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"The 'model' parameter of fervis.models.adapt must be a keras.Model. Got {model!r} instead.")
+    expected = None
+    try:
+        expected = tuple(model.input_shape[1:])
+    except (AttributeError, ValueError, TypeError):
+        pass  # an unbuilt Sequential: nothing to check against
+    if input_shape is None:
+        if expected is None or len(expected) != 3 or None in expected:
+            raise ValueError(
+                f"The 'input_shape' parameter of fervis.models.adapt must be given for model {model.name!r}, "
+                f"whose input shape is not fully known ({expected}). Got None instead."
+            )
+        input_shape = expected
+    if (not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3
+            or not all(isinstance(d, int) and d > 0 for d in input_shape)):
+        raise ValueError(
+            "The 'input_shape' parameter of fervis.models.adapt must be a tuple (height, width, channels) "
+            f"of positive ints. Got {input_shape!r} instead."
+        )
+    input_shape = tuple(input_shape)
+    if expected is not None and len(expected) == 3 and any(
+            e is not None and e != d for e, d in zip(expected, input_shape)):
+        raise ValueError(
+            f"The 'input_shape' parameter of fervis.models.adapt must match the input of model {model.name!r}, "
+            f"which is {expected}. Got {input_shape} instead."
+        )
+    if (not isinstance(scale, (tuple, list)) or len(scale) != 2
+            or not all(isinstance(v, (int, float)) for v in scale) or not scale[0] < scale[1]):
+        raise ValueError(
+            "The 'scale' parameter of fervis.models.adapt must be a tuple (low, high) of numbers with "
+            f"low < high. Got {scale!r} instead."
+        )
+    if output not in ("probabilities", "logits"):
+        raise ValueError(
+            "The 'output' parameter of fervis.models.adapt must be one of ['probabilities', 'logits']. "
+            f"Got {output!r} instead."
+        )
+    height, width, channels = input_shape
+    low, high = float(scale[0]), float(scale[1])
+    inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="pixels")
+    x = inputs
+    if (height, width) != (IMAGE_SIZE, IMAGE_SIZE):
+        x = keras.layers.Resizing(height, width, interpolation="bilinear", name="adapt_resize")(x)
+    x = keras.layers.Rescaling(scale=(high - low) / 255.0, offset=low, name="adapt_scale")(x)
+    if channels > 1:
+        # Concatenate, not a Lambda, so the wrapper stays loadable under safe_mode.
+        x = keras.layers.Concatenate(axis=-1, name="adapt_channels")([x] * channels)
+    outputs = model(x)
+    if output == "logits":
+        outputs = keras.layers.Activation("softmax", name="predictions")(outputs)
+    return keras.Model(inputs, outputs, name=f"adapted_{model.name}")
+
+
+# --------------------------------------------------------------------------- layer lookup and surgery
+
+try:  # how a functional graph names the nodes it owns
+    from keras.src.ops.function import make_node_key as _make_node_key
+except ImportError:  # pragma: no cover - older/newer Keras layouts
+    def _make_node_key(op, node_index):
+        return f"{id(op)}_ib-{node_index}"
+
+
+def _conv_types():
+    L = keras.layers
+    return (L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.Conv2DTranspose)
+
+
+def _type_aliases():
+    L = keras.layers
+    return {
+        "conv": _conv_types(),
+        "dense": (L.Dense,),
+        "pool": (L.MaxPooling2D, L.AveragePooling2D, L.GlobalAveragePooling2D, L.GlobalMaxPooling2D),
+        "norm": (L.BatchNormalization, L.LayerNormalization),
+        "activation": (L.Activation, L.ReLU, L.Softmax),
+    }
+
+
+def _walk(model, chain=()):
+    """Every layer as a chain ``(model, nested_model, ..., layer)``, in graph order, depth first."""
+    chain = chain + (model,)
+    for layer in model.layers:
+        yield chain + (layer,)
+        if isinstance(layer, keras.Model):
+            yield from _walk(layer, chain)
+
+
+def _layer_names(model):
+    return [chain[-1].name for chain in _walk(model)]
+
+
+def _matches(layer, kind):
+    if isinstance(kind, type):
+        return isinstance(layer, kind)
+    aliases = _type_aliases()
+    if kind.lower() in aliases:
+        return isinstance(layer, aliases[kind.lower()])
+    return any(cls.__name__.lower() == kind.lower() for cls in type(layer).__mro__)
+
+
+def _find_chain(model, name_or_type, func="fervis.models.find_layer"):
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
+    if not isinstance(name_or_type, (str, type)):
+        raise ValueError(
+            f"The 'name_or_type' parameter of {func} must be a layer name, a type name such as 'conv', "
+            f"'Conv2D' or 'dense', or a layer class. Got {name_or_type!r} instead."
+        )
+    chains = list(_walk(model))
+    if isinstance(name_or_type, str):
+        for chain in chains:
+            if chain[-1].name == name_or_type:
+                return chain
+    for chain in chains:
+        if _matches(chain[-1], name_or_type):
+            return chain
+    shown = name_or_type.__name__ if isinstance(name_or_type, type) else name_or_type
+    raise ValueError(
+        f"Model {model.name!r} has no layer named or of type {shown!r}. "
+        f"Available layers: {[chain[-1].name for chain in chains]}."
+    )
+
+
+def find_layer(model, name_or_type):
+    """A layer found by name or by type, also inside nested (adapted) models.
+
+    Parameters
+    ----------
+    model : keras.Model
+    name_or_type : str or type
+        A layer name (exact); or a type: ``"conv"`` (any 2-D convolution), ``"dense"``,
+        ``"pool"``, ``"norm"``, ``"activation"``, a class name such as ``"Conv2D"``
+        (case-insensitive, subclasses included) or a layer class. A type gives the
+        first such layer in graph order.
+
+    Returns
+    -------
+    keras.layers.Layer
+
+    Example
+    -------
+    >>> find_layer(build("tiny"), "conv").name
+    'block1_conv'
+    """
+    return _find_chain(model, name_or_type)[-1]
+
+
+def conv_layers(model):
+    """Names of the 2-D convolution layers, in graph order, including those of nested models.
+
+    Example
+    -------
+    >>> conv_layers(build("tiny"))
+    ['block1_conv', 'block2_conv']
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"The 'model' parameter of fervis.models.conv_layers must be a keras.Model. Got {model!r} instead."
+        )
+    return [chain[-1].name for chain in _walk(model) if isinstance(chain[-1], _conv_types())]
+
+
+def last_conv_layer(model):
+    """Name of the last 2-D convolution layer (the usual Grad-CAM layer).
+
+    Example
+    -------
+    >>> last_conv_layer(build("tiny"))
+    'block2_conv'
+    """
+    names = conv_layers(model)
+    if not names:
+        raise ValueError(
+            f"Model {model.name!r} has no convolution layer. Available layers: {_layer_names(model)}."
+        )
+    return names[-1]
+
+
+def _node_in(graph_model, layer):
+    """The node by which ``layer`` is called inside ``graph_model``'s own graph."""
+    graph = getattr(graph_model, "_functional", None) or graph_model  # a Sequential keeps one
+    owned = getattr(graph, "_nodes", None)
+    for i, node in enumerate(layer._inbound_nodes):
+        if owned is None or _make_node_key(layer, i) in owned:
+            return node
+    raise ValueError(f"Layer {layer.name!r} is not connected in the graph of model {graph_model.name!r}.")
+
+
+def _single(tensors):
+    tensors = list(tensors)
+    return tensors[0] if len(tensors) == 1 else tensors
+
+
+def _output_in(chain):
+    """The output of ``chain[-1]`` as a tensor of ``chain[0]``'s graph."""
+    model, layer = chain[0], chain[1]
+    node = _node_in(model, layer)
+    if len(chain) == 2:
+        return _single(node.output_tensors)
+    inner = keras.Model(_single(layer.inputs), _output_in(chain[1:]), name=f"{layer.name}_to_{chain[-1].name}")
+    return inner(_single(node.input_tensors))
+
+
+def truncate_at(model, layer_name):
+    """A model from ``model``'s input to the output of ``layer_name``, sharing its weights.
+
+    Works when the layer sits inside a nested model, such as the classifier inside an
+    adapted model: the outer input still feeds the adapter's resizing and scaling.
+
+    Parameters
+    ----------
+    model : keras.Model
+    layer_name : str
+        A layer name, as listed by :func:`conv_layers` or ``find_layer``'s error.
+
+    Returns
+    -------
+    keras.Model
+        Named ``<model.name>_to_<layer_name>``.
+
+    Example
+    -------
+    >>> truncate_at(build("tiny"), "block2_conv").output_shape
+    (None, 24, 24, 16)
+    """
+    if not isinstance(layer_name, str):
+        raise ValueError(
+            f"The 'layer_name' parameter of fervis.models.truncate_at must be a str. Got {layer_name!r} instead."
+        )
+    chain = _find_chain(model, layer_name, "fervis.models.truncate_at")
+    if chain[-1].name != layer_name:
+        raise ValueError(
+            f"Model {model.name!r} has no layer named {layer_name!r}. Available layers: {_layer_names(model)}."
+        )
+    return keras.Model(_single(model.inputs), _output_in(chain), name=f"{model.name}_to_{layer_name}")
+
+
+def _is_softmax(layer):
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    return getattr(getattr(layer, "activation", None), "__name__", None) == "softmax"
+
+
+def _softmax_layer(model):
+    """The layer whose softmax produces ``model``'s output, following nested models."""
+    layer = model.outputs[0]._keras_history[0] if len(model.outputs) == 1 else None
+    if isinstance(layer, keras.Model):
+        return _softmax_layer(layer)
+    if layer is None or not _is_softmax(layer):
+        name = getattr(layer, "name", None)
+        raise ValueError(
+            f"The output of model {model.name!r} must come from a softmax layer for to_logits. "
+            f"Got output layer {name!r} instead."
+        )
+    return layer
+
+
+def to_logits(model):
+    """A copy of ``model`` whose final softmax is linear, so it outputs pre-softmax scores.
+
+    Saliency on logits avoids the saturation of softmax probabilities. ``model`` itself is
+    not changed (unlike ``tf_keras_vis``'s in-place ``ReplaceToLinear``).
+
+    Parameters
+    ----------
+    model : keras.Model
+        Its output comes from a softmax layer (``predictions`` for fervis models), also
+        inside a nested (adapted) model.
+
+    Returns
+    -------
+    keras.Model
+        Same layer names and weights (copied).
+
+    Example
+    -------
+    >>> logits = to_logits(model)  # doctest: +SKIP
+    >>> np.allclose(keras.ops.softmax(logits(x)), model(x))  # doctest: +SKIP
+    True
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"The 'model' parameter of fervis.models.to_logits must be a keras.Model. Got {model!r} instead."
+        )
+    target = _softmax_layer(model)
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if layer is target:
+            if isinstance(layer, keras.layers.Softmax):
+                return keras.layers.Activation("linear", name=layer.name)
+            config["activation"] = "linear"
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    clone.set_weights(model.get_weights())
+    return clone

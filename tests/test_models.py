@@ -1,0 +1,403 @@
+"""Tests for fervis.models: builders, safe loading, adapters, layer lookup and surgery."""
+
+import os
+import pathlib
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from fervis import models  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return models.build("tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return np.random.default_rng(0).integers(0, 256, (6, 48, 48, 1)).astype("float32")
+
+
+def _third_party(shape=(64, 64, 1), activation="softmax", name="third_party"):
+    """A stand-in for someone else's classifier: another input size, its own layer names."""
+    inputs = keras.Input(shape, name="image")
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="tp_conv1")(inputs)
+    x = keras.layers.Conv2D(6, 3, strides=2, activation="relu", name="tp_conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="tp_gap")(x)
+    outputs = keras.layers.Dense(7, activation=activation, name="tp_out")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _manual(images, size, low, high, channels):
+    """What an adapter must do, written out by hand."""
+    x = tf.image.resize(images, size, method="bilinear") if size != (48, 48) else tf.constant(images)
+    x = x / 255.0 * (high - low) + low
+    return tf.repeat(x, channels, axis=-1) if channels > 1 else x
+
+
+class _Marker:
+    """Unpickling this creates a file: the proof that a loader unpickled."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (pathlib.Path(self.path),)
+
+
+# --------------------------------------------------------------------------- build
+
+
+@pytest.mark.parametrize("name, convs", [("tiny", 2), ("compact", 6), ("vgg", 8)])
+def test_build_names_and_contract(name, convs):
+    model = models.build(name, seed=0)
+    assert model.input_shape == (None, 48, 48, 1)
+    assert model.output_shape == (None, 7)
+    assert model.get_layer("predictions").activation.__name__ == "softmax"
+    assert len(models.conv_layers(model)) == convs
+    assert models.conv_layers(model)[0].startswith("block1_conv")
+
+
+def test_build_seed_is_repeatable():
+    a, b = models.build("tiny", seed=3), models.build("tiny", seed=3)
+    assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"name": "resnet"}, "'name' parameter of fervis.models.build"),
+    ({"num_classes": 1}, "'num_classes' parameter"),
+])
+def test_build_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        models.build(**kwargs)
+
+
+# --------------------------------------------------------------------------- load
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_load_round_trip(tmp_path, tiny, faces, suffix):
+    path = tmp_path / f"model{suffix}"
+    tiny.save(path)
+    loaded = models.load(path, num_classes=7)
+    np.testing.assert_allclose(loaded(faces), tiny(faces), atol=1e-6)
+    assert models.load(str(path)).name == "tiny"
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_load_refuses_lambda_under_safe_mode(tmp_path, suffix):
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Lambda(lambda t: t / 255.0, name="my_lambda")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x))
+    path = tmp_path / f"lambda{suffix}"
+    model.save(path)
+    with pytest.raises(ValueError, match=r"Lambda layer.*'my_lambda'.*unsafe deserialization.*safe_mode"):
+        models.load(path)
+
+
+@pytest.mark.parametrize("name", ["model.keras", "model.h5", "model.pkl", "model"])
+def test_load_refuses_pickle_and_never_unpickles(tmp_path, name):
+    # The payload works: unpickling it creates its marker file.
+    proof = tmp_path / "proof"
+    pickle.loads(pickle.dumps(_Marker(proof)))
+    assert proof.exists()
+
+    marker = tmp_path / "unpickled"
+    path = tmp_path / name
+    path.write_bytes(pickle.dumps(_Marker(marker)))
+    with pytest.raises(ValueError, match="pickle.*never unpickles"):
+        models.load(path)
+    assert not marker.exists()
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="does not exist") as info:
+        models.load(tmp_path / "missing.keras")
+    assert isinstance(info.value, FileNotFoundError)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda p: p.write_bytes(b""), "empty file"),
+    (lambda p: p.write_text("hello"), "neither a Keras .keras archive nor an HDF5 file"),
+    (lambda p: np.save(p, np.zeros(3)), "NumPy array file"),
+])
+def test_load_refuses_other_formats(tmp_path, make, match):
+    path = tmp_path / "thing.keras"
+    make(path)
+    if not path.exists():  # np.save appends .npy
+        os.replace(str(path) + ".npy", path)
+    with pytest.raises(ValueError, match=match):
+        models.load(path)
+
+
+def test_load_refuses_zip_without_config(tmp_path):
+    path = tmp_path / "other.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "not a model")
+    with pytest.raises(ValueError, match="not a Keras model.*no config.json"):
+        models.load(path)
+
+
+def test_load_refuses_extension_content_mismatch(tmp_path, tiny):
+    path = tmp_path / "model.h5"
+    tiny.save(path)
+    os.replace(path, tmp_path / "model.keras")
+    with pytest.raises(ValueError, match="extension says .keras but its content is a hdf5 file"):
+        models.load(tmp_path / "model.keras")
+
+
+def test_load_refuses_weights_only_h5(tmp_path, tiny):
+    path = tmp_path / "model.weights.h5"
+    tiny.save_weights(path)
+    with pytest.raises(ValueError, match="no model architecture"):
+        models.load(path)
+
+
+def test_load_refuses_directory_and_bad_type(tmp_path):
+    with pytest.raises(ValueError, match="is a directory"):
+        models.load(tmp_path)
+    with pytest.raises(ValueError, match="'path' parameter of fervis.models.load"):
+        models.load(42)
+
+
+def test_load_refuses_class_mismatch_naming_both_numbers(tmp_path, tiny):
+    path = tmp_path / "model.keras"
+    tiny.save(path)
+    with pytest.raises(ValueError, match="outputs 7 classes, but the data has 5 classes"):
+        models.load(path, num_classes=5)
+
+
+def test_load_refuses_unknown_layer_class(tmp_path, tiny):
+    path = tmp_path / "model.keras"
+    tiny.save(path)
+    custom = tmp_path / "custom.keras"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(custom, "w") as dst:
+        for item in src.namelist():
+            data = src.read(item)
+            if item == "config.json":
+                data = data.replace(b'"class_name": "GlobalAveragePooling2D"', b'"class_name": "MyPooling"')
+            dst.writestr(item, data)
+    with pytest.raises(ValueError, match="Cannot load model file .*custom.keras"):
+        models.load(custom)
+
+
+# --------------------------------------------------------------------------- pretrained, resolve
+
+
+def test_load_pretrained_missing_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "_PRETRAINED_DIR", tmp_path)
+    with pytest.raises(ValueError, match="pretrained model 'fer2013' is not installed") as info:
+        models.load_pretrained("fer2013")
+    assert isinstance(info.value, FileNotFoundError)
+    with pytest.raises(ValueError, match="not installed"):
+        models.resolve("pretrained:fer2013")
+
+
+def test_load_pretrained_and_resolve(tmp_path, monkeypatch, tiny, faces):
+    monkeypatch.setattr(models, "_PRETRAINED_DIR", tmp_path)
+    tiny.save(tmp_path / "fer2013.keras")
+    np.testing.assert_allclose(models.load_pretrained("fer2013", num_classes=7)(faces), tiny(faces), atol=1e-6)
+    np.testing.assert_allclose(models.resolve("pretrained:fer2013")(faces), tiny(faces), atol=1e-6)
+    np.testing.assert_allclose(models.resolve(tmp_path / "fer2013.keras")(faces), tiny(faces), atol=1e-6)
+    assert models.resolve(tiny) is tiny
+    assert models.pretrained_path("fer2013") == tmp_path / "fer2013.keras"
+
+
+def test_packaged_pretrained_model_when_present():
+    path = models.pretrained_path("fer2013")
+    if not path.exists():
+        pytest.skip("the packaged FER2013 model is not built yet")
+    model = models.load_pretrained("fer2013", num_classes=7)
+    assert model.input_shape == (None, 48, 48, 1)
+    assert model.get_layer("predictions").activation.__name__ == "softmax"
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: models.load_pretrained("imagenet"), r"must be one of \['fer2013'\]"),
+    (lambda: models.resolve(3.5), "'spec' parameter of fervis.models.resolve"),
+    (lambda: models.resolve(models.build("tiny"), num_classes=3), "outputs 7 classes, but the data has 3"),
+])
+def test_pretrained_and_resolve_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+# --------------------------------------------------------------------------- adapt
+
+
+@pytest.mark.parametrize("shape, scale, output", [
+    ((64, 64, 1), (-1.0, 1.0), "probabilities"),
+    ((32, 32, 3), (0.0, 1.0), "logits"),
+    ((48, 48, 3), (0, 255), "probabilities"),
+])
+def test_adapt_matches_manual_preprocessing(faces, shape, scale, output):
+    third = _third_party(shape, activation="softmax" if output == "probabilities" else None)
+    adapted = models.adapt(third, input_shape=shape, scale=scale, output=output)
+    assert adapted.input_shape == (None, 48, 48, 1)
+    expected = third(_manual(faces, shape[:2], *scale, shape[2]))
+    if output == "logits":
+        expected = tf.nn.softmax(expected)
+        assert adapted.get_layer("predictions").activation.__name__ == "softmax"
+    np.testing.assert_allclose(adapted(faces), expected, atol=1e-5)
+    assert adapted.get_layer("third_party") is third
+    assert not any(isinstance(layer, keras.layers.Lambda) for layer in adapted.layers)
+
+
+def test_adapt_default_is_64_by_64_minus_one_to_one(faces):
+    third = _third_party()
+    adapted = models.adapt(third)
+    np.testing.assert_allclose(adapted(faces), third(_manual(faces, (64, 64), -1.0, 1.0, 1)), atol=1e-5)
+
+
+def test_adapt_saves_and_loads_under_safe_mode(tmp_path, faces):
+    adapted = models.adapt(_third_party((40, 40, 3)), input_shape=None, scale=(0.0, 1.0))
+    adapted.save(tmp_path / "adapted.keras")
+    loaded = models.load(tmp_path / "adapted.keras", num_classes=7)
+    np.testing.assert_allclose(loaded(faces), adapted(faces), atol=1e-6)
+    assert models.conv_layers(loaded) == ["tp_conv1", "tp_conv2"]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"input_shape": (32, 32, 1)}, r"must match the input of model 'third_party', which is \(64, 64, 1\)"),
+    ({"input_shape": (64, 64)}, "'input_shape' parameter of fervis.models.adapt"),
+    ({"scale": (1.0, -1.0)}, "'scale' parameter of fervis.models.adapt"),
+    ({"output": "scores"}, "'output' parameter of fervis.models.adapt"),
+])
+def test_adapt_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        models.adapt(_third_party(), **kwargs)
+
+
+def test_adapt_refuses_non_model():
+    with pytest.raises(ValueError, match="'model' parameter of fervis.models.adapt must be a keras.Model"):
+        models.adapt("model.keras")
+
+
+# --------------------------------------------------------------------------- layer lookup
+
+
+@pytest.mark.parametrize("query, expected", [
+    ("block2_conv", "block2_conv"),
+    ("conv", "block1_conv"),
+    ("Conv2D", "block1_conv"),
+    ("conv2d", "block1_conv"),
+    ("dense", "predictions"),
+    ("pool", "block1_pool"),
+])
+def test_find_layer_by_name_or_type(tiny, query, expected):
+    assert models.find_layer(tiny, query).name == expected
+
+
+def test_find_layer_by_class_and_inside_adapted():
+    adapted = models.adapt(_third_party())
+    assert models.find_layer(adapted, keras.layers.Dense).name == "tp_out"
+    assert models.find_layer(adapted, "tp_conv2").name == "tp_conv2"
+    assert models.find_layer(adapted, "conv").name == "tp_conv1"
+    assert models.find_layer(adapted, "third_party").name == "third_party"
+
+
+def test_find_layer_unknown_lists_layers(tiny):
+    with pytest.raises(ValueError, match=r"no layer named or of type 'block9_conv'.*Available layers: \['pixels', "
+                                         r"'scale', 'block1_conv'"):
+        models.find_layer(tiny, "block9_conv")
+    with pytest.raises(ValueError, match="'name_or_type' parameter of fervis.models.find_layer"):
+        models.find_layer(tiny, 3)
+
+
+def test_conv_layers_and_last_conv(tiny, residual_model):
+    assert models.conv_layers(tiny) == ["block1_conv", "block2_conv"]
+    assert models.last_conv_layer(tiny) == "block2_conv"
+    assert set(models.conv_layers(residual_model)) == {"stem_conv", "shortcut_conv", "res_conv1", "res_conv2"}
+    adapted = models.adapt(_third_party())
+    assert models.conv_layers(adapted) == ["tp_conv1", "tp_conv2"]
+    assert models.last_conv_layer(adapted) == "tp_conv2"
+
+
+def test_last_conv_layer_without_convs():
+    inputs = keras.Input((48, 48, 1))
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax", name="predictions")(
+        keras.layers.Flatten(name="flat")(inputs)), name="mlp")
+    with pytest.raises(ValueError, match=r"Model 'mlp' has no convolution layer. Available layers: .*'flat'"):
+        models.last_conv_layer(model)
+
+
+# --------------------------------------------------------------------------- surgery
+
+
+def test_truncate_at_outer_layer_shares_weights(tiny, faces):
+    trunk = models.truncate_at(tiny, "block2_conv")
+    assert trunk.output_shape == (None, 24, 24, 16)
+    assert trunk.get_layer("block2_conv") is tiny.get_layer("block2_conv")
+    expected = keras.Model(tiny.input, tiny.get_layer("block2_conv").output)(faces)
+    np.testing.assert_allclose(trunk(faces), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("nested_name", ["tp_conv1", "tp_conv2", "tp_gap"])
+def test_truncate_at_inside_adapted_model(faces, nested_name):
+    third = _third_party((64, 64, 3))
+    adapted = models.adapt(third, input_shape=(64, 64, 3), scale=(-1.0, 1.0))
+    trunk = models.truncate_at(adapted, nested_name)
+    assert trunk.input_shape == (None, 48, 48, 1)
+    inner = keras.Model(third.input, third.get_layer(nested_name).output)
+    np.testing.assert_allclose(trunk(faces), inner(_manual(faces, (64, 64), -1.0, 1.0, 3)), atol=1e-5)
+    # The adapted model still works after the surgery.
+    assert adapted(faces).shape == (6, 7)
+
+
+def test_truncate_at_inside_sequential(faces):
+    seq = keras.Sequential([keras.Input((32, 32, 1)), keras.layers.Conv2D(3, 3, name="s_conv"),
+                            keras.layers.Flatten(name="s_flat"),
+                            keras.layers.Dense(7, activation="softmax", name="s_out")], name="seq")
+    adapted = models.adapt(seq, input_shape=(32, 32, 1), scale=(0.0, 1.0))
+    assert models.truncate_at(adapted, "s_conv")(faces).shape == (6, 30, 30, 3)
+
+
+def test_truncate_at_unknown_layer(tiny):
+    with pytest.raises(ValueError, match=r"no layer named .*'nope'.*Available layers"):
+        models.truncate_at(tiny, "nope")
+    with pytest.raises(ValueError, match="no layer named 'conv'"):
+        models.truncate_at(tiny, "conv")  # a type is not a layer name here
+
+
+@pytest.mark.parametrize("kind", ["fervis", "adapted_probabilities", "adapted_logits", "residual"])
+def test_to_logits_is_pre_softmax_and_leaves_original(kind, tiny, residual_model, faces):
+    model = {
+        "fervis": tiny,
+        "adapted_probabilities": models.adapt(_third_party()),
+        "adapted_logits": models.adapt(_third_party(activation=None), output="logits"),
+        "residual": residual_model,
+    }[kind]
+    before = np.asarray(model(faces))
+    logits = models.to_logits(model)
+    scores = np.asarray(logits(faces))
+    np.testing.assert_allclose(tf.nn.softmax(scores), before, atol=1e-5)
+    assert not np.allclose(scores.sum(axis=1), 1.0)
+    # the original is untouched
+    np.testing.assert_allclose(model(faces), before, atol=1e-7)
+    assert [layer.name for layer in logits.layers] == [layer.name for layer in model.layers]
+
+
+def test_to_logits_input_gradient_in_tf_function(residual_model, faces):
+    logits = models.to_logits(residual_model)
+
+    @tf.function
+    def grad(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            score = logits(x)[:, 3]
+        return tape.gradient(score, x)
+
+    g = grad(tf.constant(faces))
+    assert g.shape == faces.shape and np.isfinite(g.numpy()).all()
+
+
+def test_to_logits_needs_softmax_output():
+    with pytest.raises(ValueError, match="must come from a softmax layer.*'tp_out'"):
+        models.to_logits(_third_party(activation=None))
