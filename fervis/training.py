@@ -1,0 +1,614 @@
+"""Training with checkpoints, resume and one continuous history; a cache of trained models.
+
+:func:`fit` trains a model with a :class:`fervis.recipes.Recipe` (augmentation, label
+smoothing, learning-rate schedule and optimizer all come from the recipe). With ``out_dir``
+it writes, after every epoch, one checkpoint file holding the training model's full state
+(weights, optimizer state and so the position in the learning-rate schedule, and the epoch
+number) atomically (a temporary file, then ``os.replace``), so a run killed at any moment
+loses at most one epoch and ``resume=True`` continues it with one continuous history.
+
+:func:`load_or_train` is what the notebooks call: it returns the model cached for a
+dataset's fingerprint and a recipe, or trains and caches it. :func:`model_for` picks the
+model for a dataset ("auto": the packaged FER2013 model for FER2013, else the cached quick
+model). :func:`evaluate` reports accuracy, per-class recall and the confusion matrix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import pathlib
+import shutil
+import warnings
+import zipfile
+
+import keras
+import numpy as np
+import pandas as pd
+
+from fervis import models, recipes
+from fervis.constants import CLASS_NAMES, IMAGE_SIZE
+
+__all__ = ["fit", "load_or_train", "model_for", "evaluate", "cache_path", "fervis_home"]
+
+CHECKPOINT = "checkpoint.keras"
+HISTORY = "history.csv"
+FINAL = "model.keras"
+_STATE = "fervis_state.json"  # stored inside the checkpoint archive, so the epoch travels with it
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _is_dataset(obj):
+    return all(hasattr(obj, a) for a in ("images", "labels", "splits", "subset", "x"))
+
+
+def _arrays(data, func, param, model):
+    """``(x, y)``: float32 ``(n, h, w, c)`` pixels and int64 labels, checked against ``model``."""
+    if _is_dataset(data):
+        x, y = data.x(), np.asarray(data.labels)
+        where = f"dataset {getattr(data, 'source', '?')!r}"
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = np.asarray(data[0], dtype=np.float32), np.asarray(data[1])
+        if x.ndim == 3:
+            x = x[..., None]
+        where = "the arrays"
+    else:
+        raise ValueError(
+            f"The {param!r} parameter of {func} must be a fervis Dataset or a tuple (images, labels). "
+            f"Got {type(data).__name__} instead."
+        )
+    expected = tuple(model.input_shape[1:])
+    if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+        raise ValueError(
+            f"The {param!r} parameter of {func} must hold images shaped (n,) + {expected} to fit model "
+            f"{model.name!r}. Got images of shape {tuple(x.shape)} instead."
+        )
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(
+            f"The {param!r} parameter of {func} must have one label per image. "
+            f"Got {len(x)} images and labels of shape {tuple(y.shape)} instead."
+        )
+    if len(x) == 0:
+        raise ValueError(f"The {param!r} parameter of {func} must hold at least one image. Got none in {where}.")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"The {param!r} parameter of {func} must have integer labels. Got dtype {y.dtype} instead.")
+    num_classes = model.output_shape[-1]
+    if (y < 0).any():
+        raise ValueError(
+            f"The {param!r} parameter of {func} must be labelled, but {int((y < 0).sum())} of its {len(y)} "
+            f"images in {where} have no label (-1)."
+        )
+    if y.max() >= num_classes:
+        raise ValueError(
+            f"The {param!r} parameter of {func} has labels up to {int(y.max())}, but model {model.name!r} "
+            f"outputs {num_classes} classes."
+        )
+    return x, y.astype(np.int64)
+
+
+def _training_part(data):
+    """A Dataset's Training split when it has one beside other splits, else all of it."""
+    if _is_dataset(data):
+        splits = set(np.asarray(data.splits).tolist())
+        if "Training" in splits and len(splits) > 1:
+            return data.subset("Training")
+    return data
+
+
+def _class_weights(y, num_classes):
+    """Inverse class frequency, normalised so that the weighted sample count stays ``len(y)``."""
+    counts = np.bincount(y, minlength=num_classes)
+    present = np.flatnonzero(counts)
+    return {int(c): float(len(y) / (len(present) * counts[c])) for c in present}
+
+
+def _recipe_hash(recipe):
+    text = json.dumps(recipe.to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _seed_variables(model):
+    return [v for v in model.variables if "seed_generator_state" in v.path]
+
+
+def _write_checkpoint(train_model, out_dir, state):
+    """Save the training model and ``state`` as one file, atomically."""
+    tmp = out_dir / f".{CHECKPOINT}.{os.getpid()}.tmp.keras"  # Keras wants the .keras suffix
+    train_model.save(tmp)
+    with zipfile.ZipFile(tmp, "a") as archive:
+        archive.writestr(_STATE, json.dumps(state))
+    os.replace(tmp, out_dir / CHECKPOINT)
+
+
+def _read_state(path):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read(_STATE))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as err:
+        raise ValueError(f"Cannot resume from checkpoint {str(path)!r}: it is damaged or not a fervis checkpoint ({err}).") from None
+
+
+def _save_atomic(model, path):
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _truncate_history(path, epochs):
+    """Keep the rows of epochs ``< epochs`` (a row written after the last checkpoint would repeat)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        path.unlink()
+        return
+    header, kept = rows[0], []
+    for row in rows[1:]:
+        try:
+            if len(row) == len(header) and int(row[0]) < epochs:
+                kept.append(row)
+        except ValueError:
+            continue  # a line cut short by the kill
+    if not kept:
+        path.unlink()
+        return
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(kept)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def _tensorboard_available():
+    """TensorBoard logs need the TensorFlow backend and the tensorboard package (TF >= 2.20 no
+    longer installs it)."""
+    import importlib.util
+
+    return keras.backend.backend() == "tensorflow" and importlib.util.find_spec("tensorboard") is not None
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    def __init__(self, train_model, core, out_dir, recipe, steps):
+        super().__init__()
+        self.train_model, self.out_dir, self.recipe, self.steps = train_model, out_dir, recipe, steps
+        self.weight_shapes = _weight_shapes(core)
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = {
+            "epoch": epoch + 1,
+            "epochs": self.recipe.epochs,
+            "steps_per_epoch": self.steps,
+            "recipe": self.recipe.to_dict(),
+            "weight_shapes": self.weight_shapes,
+            "seed_states": [np.asarray(v).tolist() for v in _seed_variables(self.train_model)],
+        }
+        _write_checkpoint(self.train_model, self.out_dir, state)
+
+
+def _weight_shapes(model):
+    return [list(v.shape) for v in model.weights]
+
+
+def _restore(train_model, core, path, state, steps):
+    """Load weights and optimizer state; refuse a checkpoint of another model.
+
+    Keras only warns when saved variables do not match, so the shapes are checked first and
+    the optimizer's step count after.
+    """
+    if state.get("weight_shapes") != _weight_shapes(core):
+        raise ValueError(
+            f"Cannot resume from {str(path)!r}: it does not fit model {core.name!r} (its weights have "
+            "other shapes; was it saved from another architecture?)."
+        )
+    train_model.optimizer.build(train_model.trainable_variables)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            train_model.load_weights(path)
+    except Exception as err:
+        raise ValueError(f"Cannot resume from {str(path)!r}: it does not fit model {core.name!r} ({err}).") from None
+    done = int(np.asarray(train_model.optimizer.iterations))
+    if done != state["epoch"] * steps:
+        raise ValueError(
+            f"Cannot resume from {str(path)!r}: its optimizer state is at step {done}, expected "
+            f"{state['epoch'] * steps} after epoch {state['epoch']}."
+        )
+    seeds = state.get("seed_states", [])
+    variables = _seed_variables(train_model)
+    if len(seeds) == len(variables):
+        for variable, value in zip(variables, seeds):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
+class _LearningRate(keras.callbacks.Callback):
+    """Adds the scheduled learning rate to the epoch logs, so the history shows the schedule."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+
+
+class _Progress(keras.callbacks.Callback):
+    """One tqdm bar per epoch, over its batches, closed with the epoch's metrics."""
+
+    def __init__(self, epochs, steps):
+        super().__init__()
+        self.epochs, self.steps, self.bar = epochs, steps, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.steps, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch", leave=True)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in (logs or {}).items() if k != "learning_rate"})
+            self.bar.close()
+            self.bar = None
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def fit(model, dataset_or_arrays, recipe, out_dir=None, resume=False, validation=None, strategy=None,
+        callbacks=(), verbose=True):
+    """Train ``model`` with a recipe, optionally with per-epoch checkpoints and resume.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Takes raw pixels and outputs softmax probabilities; trained in place.
+    dataset_or_arrays : Dataset or tuple (images, labels)
+        A Dataset trains on its ``Training`` split when it has other splits too.
+        ``images`` ``(n, 48, 48)`` or ``(n, 48, 48, 1)`` 0-255, ``labels`` int ``(n,)``.
+    recipe : Recipe or str
+        A :class:`fervis.recipes.Recipe` or a name in ``fervis.recipes.RECIPES``.
+    out_dir : str or os.PathLike, optional
+        Where ``checkpoint.keras`` (every epoch), ``history.csv``, ``tb/`` (TensorBoard logs,
+        with the TensorFlow backend when the tensorboard package is installed) and, at the
+        end, ``model.keras`` go.
+    resume : bool, default False
+        Continue from ``out_dir``'s checkpoint (from scratch when there is none).
+    validation : Dataset, tuple (images, labels) or str, optional
+        A str names a split of ``dataset_or_arrays``.
+    strategy : tf.distribute.Strategy, optional
+        Build and compile under ``strategy.scope()``; the trained weights are copied back
+        into ``model``.
+    callbacks : sequence of keras.callbacks.Callback
+        Run after fervis's own (checkpoint, history, progress).
+    verbose : bool, default True
+        Show a tqdm bar per epoch.
+
+    Returns
+    -------
+    model : keras.Model
+        The trained, augmentation-free ``model``.
+    history : pandas.DataFrame
+        One row per epoch (``epoch``, ``loss``, ``accuracy``, ``learning_rate``, and
+        ``val_*`` with validation); with ``out_dir``, the whole run across resumes.
+
+    Example
+    -------
+    >>> model, history = fit(models.build("tiny"), dataset, "tiny", out_dir="runs/tiny")  # doctest: +SKIP
+    >>> model, history = fit(models.build("tiny"), dataset, "tiny", out_dir="runs/tiny", resume=True)  # doctest: +SKIP
+    """
+    func = "fervis.training.fit"
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
+    recipe = recipes.get(recipe)
+    x, y = _arrays(_training_part(dataset_or_arrays), func, "dataset_or_arrays", model)
+    if isinstance(validation, str):
+        if not _is_dataset(dataset_or_arrays):
+            raise ValueError(
+                f"The 'validation' parameter of {func} may name a split only when training on a Dataset. "
+                f"Got {validation!r} with arrays instead."
+            )
+        validation = dataset_or_arrays.subset(validation)
+    val = None if validation is None else _arrays(validation, func, "validation", model)
+    num_classes = model.output_shape[-1]
+    steps = max(1, math.ceil(len(x) / recipe.batch_size))
+
+    state, out = None, None
+    if out_dir is not None:
+        out = pathlib.Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / CHECKPOINT).exists():
+            if not resume:
+                done = _read_state(out / CHECKPOINT).get("epoch", "?")
+                raise ValueError(
+                    f"The 'out_dir' parameter of {func} names {str(out)!r}, which already holds a checkpoint "
+                    f"(epoch {done} of a run); pass resume=True to continue it, or choose another out_dir."
+                )
+            state = _read_state(out / CHECKPOINT)
+            saved = state.get("recipe", {})
+            changed = sorted(k for k, v in recipe.to_dict().items() if saved.get(k) != v)
+            if changed:
+                raise ValueError(
+                    f"Cannot resume from {str(out / CHECKPOINT)!r}: it was trained with another recipe "
+                    f"(fields {changed} differ: saved {[saved.get(k) for k in changed]}, "
+                    f"now {[getattr(recipe, k) for k in changed]})."
+                )
+            if state.get("steps_per_epoch") != steps:
+                raise ValueError(
+                    f"Cannot resume from {str(out / CHECKPOINT)!r}: it was trained with "
+                    f"{state.get('steps_per_epoch')} steps per epoch, this data gives {steps} "
+                    "(the training data differ)."
+                )
+    elif resume:
+        raise ValueError(f"The 'resume' parameter of {func} needs an out_dir to resume from. Got out_dir=None.")
+    initial_epoch = int(state["epoch"]) if state else 0
+    # Re-seeding with the epoch makes a resumed run repeatable as well.
+    keras.utils.set_random_seed(recipe.seed + initial_epoch)
+
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        if strategy is None:
+            core = model
+        else:  # variables must be created under the strategy's scope
+            core = keras.models.clone_model(model)
+            core.set_weights(model.get_weights())
+        train_model = recipes.compile_for_training(core, recipe, steps)
+        if state:
+            _restore(train_model, core, out / CHECKPOINT, state, steps)
+            seeds = state.get("seed_states", [])
+            variables = _seed_variables(train_model)
+            if len(seeds) == len(variables):
+                for variable, value in zip(variables, seeds):
+                    variable.assign(np.asarray(value, dtype=variable.dtype))
+
+    cbs = [_LearningRate()]
+    if out is not None:
+        cbs.append(_Checkpoint(train_model, core, out, recipe, steps))
+        history_path = out / HISTORY
+        _truncate_history(history_path, initial_epoch)
+        cbs.append(keras.callbacks.CSVLogger(str(history_path), append=True))
+        if _tensorboard_available():
+            cbs.append(keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False))
+    if verbose:
+        cbs.append(_Progress(recipe.epochs, steps))
+    cbs.extend(callbacks)
+
+    onehot = keras.utils.to_categorical(y, num_classes)
+    keras_history = None
+    if initial_epoch < recipe.epochs:
+        keras_history = train_model.fit(
+            x, onehot, batch_size=recipe.batch_size, epochs=recipe.epochs, initial_epoch=initial_epoch,
+            validation_data=None if val is None else (val[0], keras.utils.to_categorical(val[1], num_classes)),
+            class_weight=_class_weights(y, num_classes) if recipe.class_weights else None,
+            callbacks=cbs, verbose=0, shuffle=True,
+        )
+    if core is not model:
+        model.set_weights(core.get_weights())
+    if out is not None:
+        _save_atomic(model, out / FINAL)
+        history = pd.read_csv(out / HISTORY) if (out / HISTORY).exists() else pd.DataFrame({"epoch": []})
+    else:
+        history = pd.DataFrame(keras_history.history if keras_history else {})
+        history.insert(0, "epoch", keras_history.epoch if keras_history else [])
+    return model, history
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def fervis_home():
+    """The fervis cache directory: ``$FERVIS_HOME``, else the user's cache dir for fervis."""
+    home = os.environ.get("FERVIS_HOME")
+    if not home:
+        import platformdirs
+
+        home = platformdirs.user_cache_dir("fervis")
+    return pathlib.Path(home)
+
+
+def cache_path(dataset, recipe="quick"):
+    """Where :func:`load_or_train` caches the model for ``dataset`` and ``recipe``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``$FERVIS_HOME/models/<fingerprint[:16]>-<recipe hash>.keras``
+    """
+    recipe = recipes.get(recipe)
+    return fervis_home() / "models" / f"{str(dataset.fingerprint)[:16]}-{_recipe_hash(recipe)}.keras"
+
+
+def load_or_train(dataset, recipe="quick", progress=True):
+    """The model trained on ``dataset`` with ``recipe``: from the cache, or trained and cached.
+
+    Training uses the ``Training`` split and validates on ``PublicTest`` when it is there
+    and labelled. An interrupted training run resumes from its last epoch on the next call.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    recipe : Recipe or str, default "quick"
+    progress : bool, default True
+        Show a tqdm bar per epoch while training.
+
+    Returns
+    -------
+    keras.Model
+
+    Example
+    -------
+    >>> model = load_or_train(data.load("synthetic"))  # doctest: +SKIP
+    """
+    func = "fervis.training.load_or_train"
+    if not _is_dataset(dataset):
+        raise ValueError(f"The 'dataset' parameter of {func} must be a fervis Dataset. Got {type(dataset).__name__} instead.")
+    recipe = recipes.get(recipe)
+    num_classes = len(dataset.class_names)
+    path = cache_path(dataset, recipe)
+    if path.exists():
+        try:
+            return models.load(path, num_classes=num_classes)
+        except ValueError:
+            pass  # a damaged cache entry is rebuilt below
+    splits = set(np.asarray(dataset.splits).tolist())
+    if "Training" not in splits:
+        raise ValueError(
+            f"The 'dataset' parameter of {func} must have a 'Training' split to train on. "
+            f"Got splits {sorted(splits)} instead."
+        )
+    validation = None
+    if "PublicTest" in splits:
+        public = dataset.subset("PublicTest")
+        if (np.asarray(public.labels) >= 0).all():
+            validation = public
+    run_dir = fervis_home() / "runs" / path.stem
+    model = models.build(recipe.arch, num_classes=num_classes, seed=recipe.seed)
+    try:
+        model, _ = fit(model, dataset.subset("Training"), recipe, out_dir=run_dir, resume=True,
+                       validation=validation, verbose=progress)
+    except ValueError as err:
+        if "Cannot resume" not in str(err):
+            raise
+        shutil.rmtree(run_dir, ignore_errors=True)  # a stale run of older code: start again
+        model = models.build(recipe.arch, num_classes=num_classes, seed=recipe.seed)
+        model, _ = fit(model, dataset.subset("Training"), recipe, out_dir=run_dir, resume=True,
+                       validation=validation, verbose=progress)
+    _save_atomic(model, path)
+    if (run_dir / HISTORY).exists():
+        shutil.copyfile(run_dir / HISTORY, path.with_suffix(".csv"))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return model
+
+
+def _is_fer2013(dataset):
+    synthetic = str(getattr(dataset, "source", "")).startswith("synthetic") or getattr(dataset, "regions", None) is not None
+    return not synthetic and tuple(dataset.class_names) == tuple(CLASS_NAMES)
+
+
+def _check_input(model, func):
+    expected = (IMAGE_SIZE, IMAGE_SIZE, 1)
+    if tuple(model.input_shape[1:]) != expected:
+        raise ValueError(
+            f"The 'model' parameter of {func} must take raw faces shaped (n, 48, 48, 1). Got model "
+            f"{model.name!r} with input shape {model.input_shape} instead; wrap it with fervis.models.adapt."
+        )
+    return model
+
+
+def model_for(dataset, model="auto"):
+    """The model to explain for ``dataset``; the first cell of every notebook calls this.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    model : "auto", keras.Model, path or "pretrained:<name>", default "auto"
+        ``"auto"`` is the packaged FER2013 model when ``dataset`` is FER2013 and the model
+        is installed, otherwise ``load_or_train(dataset, "quick")``.
+
+    Returns
+    -------
+    keras.Model
+        Takes ``(n, 48, 48, 1)`` pixels, outputs ``len(dataset.class_names)`` probabilities.
+
+    Example
+    -------
+    >>> model = model_for(data.load("synthetic"))  # doctest: +SKIP
+    """
+    func = "fervis.training.model_for"
+    if not _is_dataset(dataset):
+        raise ValueError(f"The 'dataset' parameter of {func} must be a fervis Dataset. Got {type(dataset).__name__} instead.")
+    num_classes = len(dataset.class_names)
+    if isinstance(model, str) and model == "auto":
+        if _is_fer2013(dataset) and models.pretrained_path("fer2013").exists():
+            return models.load_pretrained("fer2013", num_classes=num_classes)
+        return load_or_train(dataset, "quick")
+    return _check_input(models.resolve(model, num_classes=num_classes), func)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate(model, dataset, split="PublicTest", tta="none", batch_size=256):
+    """Accuracy, per-class recall and the confusion matrix of ``model`` on one split.
+
+    Parameters
+    ----------
+    model : keras.Model
+    dataset : Dataset
+    split : str or None, default "PublicTest"
+        ``None`` evaluates on every image.
+    tta : {"none", "flip", "tencrop"}, default "none"
+        Test-time augmentation (see :func:`fervis.recipes.predict`).
+    batch_size : int, default 256
+
+    Returns
+    -------
+    dict
+        ``accuracy``, ``balanced_accuracy`` (mean recall over classes present), ``recall``
+        (class name -> recall, NaN for a class without images), ``confusion_matrix``
+        (``(k, k)`` int array, rows true class, columns predicted), ``n``, ``split``,
+        ``tta``, ``class_names``.
+
+    Example
+    -------
+    >>> evaluate(model, dataset)["accuracy"]  # doctest: +SKIP
+    0.71
+    """
+    from sklearn.metrics import confusion_matrix
+
+    func = "fervis.training.evaluate"
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
+    if not _is_dataset(dataset):
+        raise ValueError(f"The 'dataset' parameter of {func} must be a fervis Dataset. Got {type(dataset).__name__} instead.")
+    if tta not in ("none", "flip", "tencrop"):
+        raise ValueError(f"The 'tta' parameter of {func} must be one of ['none', 'flip', 'tencrop']. Got {tta!r} instead.")
+    _check_input(model, func)
+    class_names = list(dataset.class_names)
+    k = len(class_names)
+    if model.output_shape[-1] != k:
+        raise ValueError(
+            f"The 'model' parameter of {func} outputs {model.output_shape[-1]} classes, but the data has {k} classes."
+        )
+    present = sorted(set(np.asarray(dataset.splits).tolist()))
+    if split is not None and split not in present:
+        raise ValueError(f"The 'split' parameter of {func} must be one of {present} or None. Got {split!r} instead.")
+    subset = dataset if split is None else dataset.subset(split)
+    y_true = np.asarray(subset.labels)
+    if len(y_true) == 0:
+        raise ValueError(f"Split {split!r} of dataset {getattr(dataset, 'source', '?')!r} holds no images to evaluate on.")
+    if (y_true < 0).any():
+        raise ValueError(
+            f"Split {split!r} of dataset {getattr(dataset, 'source', '?')!r} is unlabelled "
+            f"({int((y_true < 0).sum())} of {len(y_true)} images have label -1); evaluate needs labels."
+        )
+    probs = recipes.predict(model, subset.images, tta=tta, batch_size=batch_size)
+    y_pred = probs.argmax(axis=1)
+    cm = confusion_matrix(y_true, y_pred, labels=np.arange(k))
+    support = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, cm.diagonal() / np.maximum(support, 1), np.nan)
+    return {
+        "split": split,
+        "tta": tta,
+        "n": int(len(y_true)),
+        "accuracy": float((y_pred == y_true).mean()),
+        "balanced_accuracy": float(np.nanmean(recall)),
+        "recall": {name: float(r) for name, r in zip(class_names, recall)},
+        "confusion_matrix": cm,
+        "class_names": class_names,
+    }

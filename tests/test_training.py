@@ -1,0 +1,380 @@
+"""Tests for fervis.training: fit with checkpoints/resume/history, the model cache, evaluation."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from fervis import models, recipes, training  # noqa: E402
+from fervis.constants import CLASS_NAMES  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _arrays(n=128, seed=0, symmetric=False):
+    """Random faces and balanced labels; ``symmetric`` faces are their own mirror image."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 48, 48))
+    if symmetric:
+        images = (images + images[:, :, ::-1]) // 2
+    return images.astype(np.uint8), np.arange(n) % 7
+
+
+def _run(script, *args, timeout=120):
+    """Run a Python script in a fresh process (its own TensorFlow runtime)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script), *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+TINY4 = recipes.get("tiny").replace(epochs=4)
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def test_fit_trains_in_place_and_writes_run(synthetic_small, tmp_path):
+    model = models.build("tiny", seed=0)
+    before = [w.copy() for w in model.get_weights()]
+    trained, history = training.fit(model, synthetic_small, TINY4.replace(epochs=2), out_dir=tmp_path,
+                                    validation="PublicTest", verbose=False)
+    assert trained is model
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+    assert list(history["epoch"]) == [0, 1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(history.columns)
+    assert (tmp_path / "checkpoint.keras").exists() and (tmp_path / "history.csv").exists()
+    with zipfile.ZipFile(tmp_path / "checkpoint.keras") as archive:
+        state = json.loads(archive.read("fervis_state.json"))
+    assert state["epoch"] == 2 and state["recipe"]["epochs"] == 2
+    final = models.load(tmp_path / "model.keras", num_classes=7)
+    np.testing.assert_allclose(final(synthetic_small.x()[:8]), model(synthetic_small.x()[:8]), atol=1e-6)
+    assert "augment" not in [layer.name for layer in final.layers]  # the plain classifier is saved
+
+
+def test_fit_is_repeatable_and_learns(synthetic_small):
+    recipe = TINY4.replace(epochs=3)
+    a, ha = training.fit(models.build("tiny", seed=0), synthetic_small, recipe, verbose=False)
+    b, hb = training.fit(models.build("tiny", seed=0), synthetic_small, recipe, verbose=False)
+    assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
+    np.testing.assert_array_equal(ha["loss"], hb["loss"])
+    assert ha["loss"].iloc[-1] < ha["loss"].iloc[0]
+
+
+def test_fit_arrays_progress_and_class_weights(capsys):
+    images, labels = _arrays(96)
+    labels = np.where(np.arange(96) < 80, 3, labels)  # mostly "happy"
+    recipe = TINY4.replace(epochs=1, class_weights=True)
+    model, history = training.fit(models.build("tiny", seed=0), (images, labels), recipe, verbose=True)
+    assert len(history) == 1
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "2/2" in err  # one tqdm bar per epoch, over its 2 batches
+
+
+def test_class_weights_are_inverse_frequency():
+    weights = training._class_weights(np.array([0, 0, 0, 1]), 7)
+    assert weights == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
+
+
+def test_fit_user_callbacks_and_learning_rate_schedule():
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((epoch, logs["learning_rate"]))
+
+    images, labels = _arrays(64)
+    recipe = TINY4.replace(epochs=3, warmup_epochs=1)
+    _, history = training.fit(models.build("tiny", seed=0), (images, labels), recipe, callbacks=[Record()],
+                              verbose=False)
+    assert [e for e, _ in seen] == [0, 1, 2]
+    lr = history["learning_rate"].to_numpy()
+    assert lr[0] == pytest.approx(recipe.learning_rate)  # end of warm-up: the peak
+    assert lr[0] > lr[1] > lr[2] and lr[2] == pytest.approx(0.0, abs=1e-9)  # cosine down to zero
+
+
+@pytest.mark.parametrize("data, kwargs, match", [
+    ("not data", {}, "'dataset_or_arrays' parameter of fervis.training.fit must be a fervis Dataset or a tuple"),
+    ((np.zeros((4, 32, 32)), np.zeros(4, int)), {}, r"images shaped \(n,\) \+ \(48, 48, 1\).*\(4, 32, 32, 1\)"),
+    ((np.zeros((4, 48, 48)), np.zeros(3, int)), {}, "one label per image. Got 4 images"),
+    ((np.zeros((4, 48, 48)), -np.ones(4, int)), {}, "must be labelled, but 4 of its 4 images"),
+    ((np.zeros((4, 48, 48)), np.array([0, 1, 2, 9])), {}, "labels up to 9, but model 'tiny' outputs 7 classes"),
+    ((np.zeros((4, 48, 48)), np.zeros(4)), {}, "integer labels"),
+    ((np.zeros((4, 48, 48)), np.zeros(4, int)), {"resume": True}, "needs an out_dir to resume from"),
+    ((np.zeros((4, 48, 48)), np.zeros(4, int)), {"validation": "PublicTest"}, "may name a split only"),
+    ((np.zeros((4, 48, 48)), np.zeros(4, int)), {"recipe": "huge"}, "'recipe' parameter must be a Recipe"),
+])
+def test_fit_bad_input(data, kwargs, match):
+    kwargs = {"recipe": TINY4, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        training.fit(models.build("tiny", seed=0), data, verbose=False, **kwargs)
+
+
+def test_fit_refuses_to_overwrite_or_mix_runs(tmp_path):
+    images, labels = _arrays(64)
+    training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=1), out_dir=tmp_path,
+                 verbose=False)
+    with pytest.raises(ValueError, match="already holds a checkpoint.*pass resume=True"):
+        training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=1), out_dir=tmp_path,
+                     verbose=False)
+    with pytest.raises(ValueError, match=r"another recipe \(fields \['epochs', 'learning_rate'\] differ"):
+        training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=2, learning_rate=0.1),
+                     out_dir=tmp_path, resume=True, verbose=False)
+    with pytest.raises(ValueError, match="does not fit model"):
+        training.fit(models.build("compact", seed=0), (images, labels), TINY4.replace(epochs=1, arch="tiny"),
+                     out_dir=tmp_path, resume=True, verbose=False)
+    (tmp_path / "checkpoint.keras").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="damaged or not a fervis checkpoint"):
+        training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=1), out_dir=tmp_path,
+                     resume=True, verbose=False)
+
+
+def test_resume_of_a_finished_run_returns_it(tmp_path):
+    images, labels = _arrays(64)
+    first, h1 = training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=2),
+                             out_dir=tmp_path, verbose=False)
+    again, h2 = training.fit(models.build("tiny", seed=5), (images, labels), TINY4.replace(epochs=2),
+                             out_dir=tmp_path, resume=True, verbose=False)
+    assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(), again.get_weights()))
+    pd.testing.assert_frame_equal(h1, h2)
+
+
+KILLED_RUN = """
+    import os, sys
+    import numpy as np
+    import keras
+    from fervis import models, recipes, training
+
+    out_dir, where = sys.argv[1], sys.argv[2]
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (128, 48, 48)).astype(np.uint8), np.arange(128) % 7
+
+    class Kill(keras.callbacks.Callback):
+        # The process dies as if killed: no cleanup, no flushing, no exception handling.
+        def on_train_batch_end(self, batch, logs=None):
+            if where == "mid_epoch" and self.epoch == 2 and batch == 0:
+                os._exit(17)
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+        def on_epoch_end(self, epoch, logs=None):
+            if where == "epoch_end" and epoch == 1:
+                os._exit(17)
+
+    recipe = recipes.get("tiny").replace(epochs=4)
+    training.fit(models.build("tiny", seed=0), (images, labels), recipe, out_dir=out_dir, callbacks=[Kill()],
+                 verbose=False)
+"""
+
+
+@pytest.mark.parametrize("where", ["mid_epoch", "epoch_end", "torn_history"])
+def test_kill_and_resume(tmp_path, where):
+    out_dir = tmp_path / "run"
+    proc = _run(KILLED_RUN, out_dir, "epoch_end" if where == "epoch_end" else "mid_epoch")
+    assert proc.returncode == 17, proc.stderr[-2000:]
+    with zipfile.ZipFile(out_dir / "checkpoint.keras") as archive:
+        saved = json.loads(archive.read("fervis_state.json"))["epoch"]
+    assert saved == 2  # killed in epoch 3 (or right after epoch 2): at most one epoch lost
+    if where == "torn_history":
+        # As if the kill came after the history row of epoch 2 but before its checkpoint,
+        # and in the middle of writing the next line.
+        with open(out_dir / "history.csv", "a") as f:
+            f.write("2,0.1,0.003,1.5\n3,0.2")
+    images, labels = _arrays(128)
+    recipe = recipes.get("tiny").replace(epochs=4)
+    model, history = training.fit(models.build("tiny", seed=0), (images, labels), recipe, out_dir=out_dir,
+                                  resume=True, verbose=False)
+    on_disk = pd.read_csv(out_dir / "history.csv")
+    assert list(on_disk["epoch"]) == [0, 1, 2, 3]
+    pd.testing.assert_frame_equal(history, on_disk)
+    # The schedule continued from the checkpoint: the same learning rates as an uninterrupted run.
+    _, reference = training.fit(models.build("tiny", seed=0), (images, labels), recipe, verbose=False)
+    np.testing.assert_allclose(on_disk["learning_rate"], reference["learning_rate"], rtol=1e-6)
+    assert np.isfinite(on_disk["loss"]).all()
+    with zipfile.ZipFile(out_dir / "checkpoint.keras") as archive:
+        assert json.loads(archive.read("fervis_state.json"))["epoch"] == 4
+
+
+MIRRORED = """
+    import json
+    import tensorflow as tf
+
+    # Two logical CPU devices, configured before TensorFlow starts its runtime.
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    import numpy as np
+    from fervis import models, recipes, training
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (256, 48, 48))
+    # Mirror-symmetric faces make the recipe's random flip an identity, so replicas drawing
+    # other random numbers than a single device still see the same data.
+    images = ((images + images[:, :, ::-1]) // 2).astype(np.uint8)
+    labels = np.arange(256) % 7
+    recipe = recipes.get("tiny").replace(epochs=3)
+    single, h1 = training.fit(models.build("tiny", seed=0), (images, labels), recipe, verbose=False)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    mirrored, h2 = training.fit(models.build("tiny", seed=0), (images, labels), recipe, strategy=strategy,
+                                verbose=False)
+    start = models.build("tiny", seed=0).get_weights()
+    print(json.dumps({
+        "replicas": strategy.num_replicas_in_sync,
+        "loss_single": h1["loss"].tolist(), "loss_mirrored": h2["loss"].tolist(),
+        "weight_diff": max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), mirrored.get_weights())),
+        "weight_change": max(float(np.abs(a - b).max()) for a, b in zip(single.get_weights(), start)),
+    }))
+"""
+
+
+def test_mirrored_strategy_matches_single_device():
+    proc = _run(MIRRORED)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    np.testing.assert_allclose(result["loss_mirrored"], result["loss_single"], rtol=1e-4)
+    assert result["weight_change"] > 1e-3  # it trained
+    assert result["weight_diff"] < 1e-4 * max(1.0, result["weight_change"] * 100)
+
+
+# --------------------------------------------------------------------------- cache, model_for
+
+
+def test_load_or_train_caches(synthetic_small, monkeypatch):
+    recipe = TINY4.replace(epochs=1)
+    path = training.cache_path(synthetic_small, recipe)
+    assert path.parent == training.fervis_home() / "models"
+    assert path.name.startswith(synthetic_small.fingerprint[:16] + "-")
+    first = training.load_or_train(synthetic_small, recipe, progress=False)
+    assert path.exists() and path.with_suffix(".csv").exists()
+    assert not (training.fervis_home() / "runs" / path.stem).exists()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("load_or_train trained again instead of using its cache")
+
+    monkeypatch.setattr(training, "fit", no_training)
+    second = training.load_or_train(synthetic_small, recipe, progress=False)
+    x = synthetic_small.x()[:16]
+    np.testing.assert_allclose(second(x), first(x), atol=1e-6)
+    other = training.cache_path(synthetic_small, recipe.replace(seed=1))
+    assert other != path
+
+
+def test_load_or_train_bad_input(synthetic_small):
+    with pytest.raises(ValueError, match="'dataset' parameter of fervis.training.load_or_train must be a fervis"):
+        training.load_or_train((np.zeros((2, 48, 48)), np.zeros(2, int)))
+    test_only = synthetic_small.subset("PublicTest")
+    with pytest.raises(ValueError, match=r"must have a 'Training' split to train on. Got splits \['PublicTest'\]"):
+        training.load_or_train(test_only, TINY4)
+
+
+def _fer_like(tmp_path, synthetic_small):
+    """A small file in FER2013's CSV layout (synthetic pixels: no real FER2013 data)."""
+    from fervis import data
+
+    subset = synthetic_small.take(np.arange(40))
+    path = tmp_path / "fer_like.csv"
+    with open(path, "w") as f:
+        f.write("emotion,pixels,Usage\n")
+        for image, label, split in zip(subset.images, subset.labels, subset.splits):
+            f.write(f"{label},{' '.join(map(str, image.ravel()))},{split}\n")
+    return data.load(path, cache=False)
+
+
+def test_model_for_auto(synthetic_small, tmp_path, monkeypatch):
+    calls = []
+    sentinel = models.build("tiny", seed=0)
+    monkeypatch.setattr(training, "load_or_train", lambda dataset, recipe: calls.append(recipe) or sentinel)
+    monkeypatch.setattr(models, "_PRETRAINED_DIR", tmp_path / "pretrained")
+    # Synthetic data: the cached quick model.
+    assert training.model_for(synthetic_small) is sentinel and calls == ["quick"]
+    # FER2013 without the packaged model: the quick model too.
+    fer = _fer_like(tmp_path, synthetic_small)
+    assert training.model_for(fer) is sentinel and calls == ["quick", "quick"]
+    # FER2013 with the packaged model: that one.
+    (tmp_path / "pretrained").mkdir()
+    models.build("tiny", seed=4).save(tmp_path / "pretrained" / "fer2013.keras")
+    chosen = training.model_for(fer, "auto")
+    assert chosen is not sentinel and chosen.output_shape == (None, 7) and len(calls) == 2
+
+
+def test_model_for_specs(synthetic_small, tmp_path):
+    model = models.build("tiny", seed=0)
+    model.save(tmp_path / "m.keras")
+    assert training.model_for(synthetic_small, model) is model
+    assert training.model_for(synthetic_small, str(tmp_path / "m.keras")).name == "tiny"
+    with pytest.raises(ValueError, match="does not exist"):
+        training.model_for(synthetic_small, str(tmp_path / "missing.keras"))
+    other = keras.Model(*(lambda i: (i, keras.layers.Dense(7, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(i))))(keras.Input((64, 64, 1))), name="big")
+    with pytest.raises(ValueError, match=r"input shape \(None, 64, 64, 1\) instead; wrap it with fervis.models.adapt"):
+        training.model_for(synthetic_small, other)
+    with pytest.raises(ValueError, match="'dataset' parameter of fervis.training.model_for"):
+        training.model_for("synthetic")
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate(tiny_model, synthetic_small):
+    from sklearn.metrics import confusion_matrix
+
+    result = training.evaluate(tiny_model, synthetic_small)
+    test = synthetic_small.subset("PublicTest")
+    y_pred = recipes.predict(tiny_model, test.images).argmax(1)
+    assert result["n"] == len(test) and result["split"] == "PublicTest"
+    assert result["accuracy"] == pytest.approx((y_pred == test.labels).mean())
+    np.testing.assert_array_equal(result["confusion_matrix"], confusion_matrix(test.labels, y_pred, labels=range(7)))
+    cm = result["confusion_matrix"]
+    assert cm.sum(axis=1).tolist() == np.bincount(test.labels, minlength=7).tolist()  # rows: true classes
+    assert list(result["recall"]) == list(CLASS_NAMES)
+    happy = CLASS_NAMES.index("happy")
+    assert result["recall"]["happy"] == pytest.approx(cm[happy, happy] / cm[happy].sum())
+    assert result["balanced_accuracy"] == pytest.approx(np.mean(list(result["recall"].values())))
+    flip = training.evaluate(tiny_model, synthetic_small, split="Training", tta="flip")
+    assert flip["n"] == len(synthetic_small.subset("Training")) and flip["tta"] == "flip"
+    assert training.evaluate(tiny_model, synthetic_small, split=None)["n"] == len(synthetic_small)
+
+
+def test_evaluate_bad_input(tiny_model, synthetic_small):
+    from fervis import data
+
+    unlabeled = data.Dataset(images=synthetic_small.images[:5], labels=-np.ones(5, int),
+                             splits=np.array(["PrivateTest"] * 5))
+    with pytest.raises(ValueError, match="Split 'PrivateTest' .* is unlabelled .*evaluate needs labels"):
+        training.evaluate(tiny_model, unlabeled, split="PrivateTest")
+    with pytest.raises(ValueError, match=r"'split' parameter of fervis.training.evaluate must be one of "
+                                         r"\['PublicTest', 'Training'\] or None. Got 'PrivateTest'"):
+        training.evaluate(tiny_model, synthetic_small, split="PrivateTest")
+    with pytest.raises(ValueError, match="'tta' parameter"):
+        training.evaluate(tiny_model, synthetic_small, tta="rotate")
+    five = models.build("tiny", num_classes=5, seed=0)
+    with pytest.raises(ValueError, match="outputs 5 classes, but the data has 7 classes"):
+        training.evaluate(five, synthetic_small)
+
+
+# --------------------------------------------------------------------------- real FER2013
+
+
+@pytest.mark.fer2013
+def test_short_training_on_real_fer2013(fer2013_path, tmp_path):
+    from fervis import data
+
+    dataset = data.load(fer2013_path)
+    train = dataset.subset("Training").sample(1400, stratify=True, seed=0)
+    test = dataset.subset("PublicTest").sample(350, stratify=True, seed=0)
+    recipe = recipes.get("tiny").replace(epochs=3)
+    model, history = training.fit(models.build("tiny", seed=0), train, recipe, out_dir=tmp_path, validation=test,
+                                  verbose=False)
+    assert list(history["epoch"]) == [0, 1, 2] and np.isfinite(history["loss"]).all()
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
+    result = training.evaluate(model, test, split="PublicTest")
+    assert result["n"] == 350 and result["confusion_matrix"].sum() == 350
+    assert result["accuracy"] > 1 / 7  # better than chance after three short epochs
