@@ -1,0 +1,1215 @@
+"""Read FER2013 in every layout its users have, plus fervis's synthetic faces.
+
+One call, :func:`load`, reads a source by its content, not its file name:
+
+* Kaggle's ``fer2013.csv`` (columns ``emotion,pixels,Usage``), the Kaggle challenge's
+  ``train.csv`` (``emotion,pixels``) and ``test.csv`` (``pixels``), and the course's
+  ``train.csv`` (``label,feature``) and unlabelled ``test.csv`` (``id,feature``);
+* the per-image release, a folder ``<split>/<emotion>/*.jpg|png`` (``train/angry/x.jpg``,
+  ``Training/3/x.png``), the split also taken from ``Training_``/``PublicTest_``/
+  ``PrivateTest_`` file-name prefixes;
+* each of those gzipped (``.csv.gz``) or zipped (a ``.zip`` holding one CSV, or the tree);
+* the string ``"synthetic"``, for :func:`fervis.synthetic.make_dataset`.
+
+Every layout gives one :class:`Dataset`. Parsed files are cached as ``.npz`` under
+``$FERVIS_HOME/data`` (default: the user cache directory), so a second load of the
+35,887-row CSV reads one file instead of 270 MB of text.
+
+The pixel column is parsed for all rows at once: the bytes of many rows are classified
+with numpy (digit or separator), token ends located with one comparison, and each value
+rebuilt from its last three digits. Any row that breaks the fast path's assumptions is
+re-read token by token, so the first bad row is reported by number.
+
+This module imports only numpy and the standard library; pandas, Pillow and platformdirs
+are imported where they are needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import os
+import queue
+import re
+import tempfile
+import threading
+import warnings
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from fervis.constants import CLASS_NAMES, IMAGE_SIZE, SPLITS
+
+__all__ = ["Dataset", "load", "describe", "fingerprint_arrays"]
+
+_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+# Bump when the parser's output for some file could change, so old caches are ignored.
+_CACHE_VERSION = 1
+# About this many bytes of pixel text are classified per numpy pass: small enough that the
+# intermediate arrays stay in the CPU cache, large enough that Python overhead is negligible.
+_BLOCK_BYTES = 1 << 20
+# Pieces read from a file, and compressed bytes inflated at a time, while streaming a CSV.
+_READ_BYTES = 16 << 20
+_GZIP_IN_BYTES = 4 << 20
+# An image member larger than this is not a face crop; refuse it instead of decompressing it.
+_MAX_IMAGE_BYTES = 64 << 20
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
+_CSV_SUFFIXES = (".csv", ".csv.gz")
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+_IMAGE_MAGICS = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    name: str
+    columns: tuple  # lower-case column names, in the order the layout's files use
+    label: str | None
+    pixels: str
+    usage: str | None
+    split: str  # the split of every row when the file has no usage column
+
+
+_LAYOUTS = (
+    _Layout("Kaggle fer2013.csv", ("emotion", "pixels", "usage"), "emotion", "pixels", "usage", "Training"),
+    _Layout("Kaggle challenge train.csv", ("emotion", "pixels"), "emotion", "pixels", None, "Training"),
+    _Layout("Kaggle challenge test.csv", ("pixels",), None, "pixels", None, "PublicTest"),
+    _Layout("course train.csv", ("label", "feature"), "label", "feature", None, "Training"),
+    _Layout("course test.csv", ("id", "feature"), None, "feature", None, "PublicTest"),
+)
+_LAYOUTS_TEXT = "; ".join(f"{','.join(lay.columns)} ({lay.name})" for lay in _LAYOUTS).replace("usage", "Usage")
+
+_SPLIT_ALIASES = {"training": "Training", "train": "Training", "publictest": "PublicTest",
+                  "privatetest": "PrivateTest"}
+_VAL_NAMES = {"val", "valid", "validation", "dev"}
+_TEST_NAMES = {"test", "testing"}
+_SPLIT_PREFIX = re.compile(r"^(training|publictest|privatetest)[_\-.]", re.IGNORECASE)
+
+_EMOTIONS = {name: i for i, name in enumerate(CLASS_NAMES)}
+_EMOTIONS.update({str(i): i for i in range(len(CLASS_NAMES))})
+_EMOTIONS.update({"anger": 0, "disgusted": 1, "fearful": 2, "scared": 2, "happiness": 3,
+                  "sadness": 4, "surprised": 5})
+
+
+def fingerprint_arrays(*arrays):
+    """Hex digest of the dtype, shape and bytes of each array (``None`` allowed).
+
+    Parameters
+    ----------
+    *arrays : numpy.ndarray or None
+        Numeric or fixed-width string arrays; their order matters.
+
+    Returns
+    -------
+    str
+        32 hex characters (BLAKE2b, 16-byte digest).
+
+    Example
+    -------
+    >>> fingerprint_arrays(np.zeros((2, 48, 48), np.uint8)) == fingerprint_arrays(np.zeros((2, 48, 48), np.uint8))
+    True
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for array in arrays:
+        if array is None:
+            h.update(b"None;")
+            continue
+        array = np.ascontiguousarray(array)
+        if array.dtype.hasobject:
+            raise ValueError(
+                "The 'arrays' parameter of fervis.data.fingerprint_arrays must hold numeric or "
+                f"fixed-width string arrays. Got an array of dtype {array.dtype} instead."
+            )
+        h.update(f"{array.dtype.str}{array.shape};".encode())
+        h.update(array)
+    return h.hexdigest()
+
+
+def _frozen(value, dtype, name):
+    """A read-only array of ``dtype``; copies unless ``value`` is already read-only."""
+    array = np.asarray(value)
+    if array.dtype != dtype:
+        array = array.astype(dtype)
+    elif array.flags.writeable or not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array).copy()
+    array.flags.writeable = False
+    return array
+
+
+def _canon(name):
+    return re.sub(r"[\s_\-]", "", str(name)).lower()
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Dataset:
+    """FER2013-like faces with labels and splits; every array is read-only.
+
+    Parameters
+    ----------
+    images : numpy.ndarray, uint8, shape (n, 48, 48)
+    labels : numpy.ndarray, int, shape (n,)
+        Class indices 0-6, or -1 for unlabelled images; stored as int64.
+    splits : array of str, shape (n,)
+        Each one of ``"Training"``, ``"PublicTest"``, ``"PrivateTest"``.
+    class_names : tuple of str, default ``fervis.constants.CLASS_NAMES``
+    source : str, default ""
+        Where the data came from: a path or ``"synthetic"``.
+    fingerprint : str, default ""
+        Hex digest of the content; computed with :func:`fingerprint_arrays` when empty.
+    regions : numpy.ndarray, uint8, shape (n, 48, 48), or None
+        Ground-truth face-region masks (synthetic data only).
+    region_names : tuple of str or None
+
+    Example
+    -------
+    >>> ds = load("synthetic")
+    >>> train, val = ds.subset("Training").train_val_split(0.1)
+    >>> train.x().shape[1:]
+    (48, 48, 1)
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    splits: np.ndarray
+    class_names: tuple = CLASS_NAMES
+    source: str = ""
+    fingerprint: str = ""
+    regions: np.ndarray | None = None
+    region_names: tuple | None = None
+
+    def __post_init__(self):
+        images = np.asarray(self.images)
+        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+            raise ValueError(
+                "The 'images' parameter of Dataset must be a uint8 array of shape (n, 48, 48). "
+                f"Got dtype {images.dtype} and shape {images.shape} instead."
+            )
+        n = len(images)
+        class_names = tuple(str(c) for c in self.class_names)
+        labels = np.asarray(self.labels)
+        if labels.shape != (n,) or not (labels.size == 0 or np.issubdtype(labels.dtype, np.integer)):
+            raise ValueError(
+                f"The 'labels' parameter of Dataset must be an integer array of shape ({n},). "
+                f"Got dtype {labels.dtype} and shape {labels.shape} instead."
+            )
+        if labels.size and (labels.min() < -1 or labels.max() >= len(class_names)):
+            raise ValueError(
+                f"The 'labels' parameter of Dataset must hold class indices 0-{len(class_names) - 1} "
+                f"or -1 (unlabelled). Got values from {labels.min()} to {labels.max()} instead."
+            )
+        splits = np.asarray(self.splits)
+        if splits.dtype.kind in "OS" and splits.size:
+            splits = splits.astype(str)
+        if splits.shape != (n,) or not (splits.size == 0 or splits.dtype.kind == "U"):
+            raise ValueError(
+                f"The 'splits' parameter of Dataset must be an array of {n} split names. "
+                f"Got dtype {splits.dtype} and shape {splits.shape} instead."
+            )
+        unknown = sorted(set(np.unique(splits).tolist()) - set(SPLITS))
+        if unknown:
+            raise ValueError(
+                f"The 'splits' parameter of Dataset must hold only {list(SPLITS)}. "
+                f"Got {unknown} instead."
+            )
+        regions = self.regions
+        if regions is not None:
+            regions = np.asarray(regions)
+            if regions.shape != images.shape:
+                raise ValueError(
+                    f"The 'regions' parameter of Dataset must be None or an array shaped like images, "
+                    f"{images.shape}. Got shape {regions.shape} instead."
+                )
+            regions = _frozen(regions, np.uint8, "regions")
+        set_ = object.__setattr__
+        set_(self, "images", _frozen(images, np.uint8, "images"))
+        set_(self, "labels", _frozen(labels, np.int64, "labels"))
+        set_(self, "splits", _frozen(splits, splits.dtype if splits.size else "<U11", "splits"))
+        set_(self, "class_names", class_names)
+        set_(self, "source", str(self.source))
+        set_(self, "regions", regions)
+        set_(self, "region_names", None if self.region_names is None else tuple(self.region_names))
+        if not self.fingerprint:
+            set_(self, "fingerprint", fingerprint_arrays(self.images, self.labels, self.splits, regions))
+
+    # --- reading -------------------------------------------------------------------
+    def __len__(self):
+        return len(self.images)
+
+    def __repr__(self):
+        splits = {s: int(np.count_nonzero(self.splits == s)) for s in SPLITS if (self.splits == s).any()}
+        return (f"Dataset(source={self.source!r}, n={len(self)}, splits={splits}, "
+                f"labeled={self.labeled}, fingerprint={self.fingerprint[:12]!r})")
+
+    def __eq__(self, other):
+        if not isinstance(other, Dataset):
+            return NotImplemented
+        return (self.fingerprint == other.fingerprint and self.class_names == other.class_names
+                and np.array_equal(self.images, other.images) and np.array_equal(self.labels, other.labels)
+                and np.array_equal(self.splits, other.splits)
+                and (self.regions is None) == (other.regions is None)
+                and (self.regions is None or np.array_equal(self.regions, other.regions)))
+
+    def __hash__(self):
+        return hash(self.fingerprint)
+
+    @property
+    def labeled(self):
+        """True when every image has a class label (none is -1)."""
+        return bool((self.labels >= 0).all())
+
+    def x(self):
+        """Images as model input: a new float32 array of raw 0-255 pixels, shape (n, 48, 48, 1).
+
+        Example
+        -------
+        >>> load("synthetic").x().dtype
+        dtype('float32')
+        """
+        return self.images.astype(np.float32)[..., None]
+
+    def counts(self):
+        """Number of images per split (rows, in ``SPLITS`` order) and class (columns).
+
+        Returns
+        -------
+        pandas.DataFrame
+            int64 counts; an ``unlabeled`` column is added when some labels are -1.
+
+        Example
+        -------
+        >>> load("synthetic").counts().loc["Training"].sum() > 0
+        True
+        """
+        import pandas as pd
+
+        present = [s for s in SPLITS if (self.splits == s).any()]
+        num = len(self.class_names)
+        columns = list(self.class_names) + (["unlabeled"] if (self.labels < 0).any() else [])
+        table = np.zeros((len(present), len(columns)), np.int64)
+        for row, split in enumerate(present):
+            labels = self.labels[self.splits == split]
+            table[row, :num] = np.bincount(labels[labels >= 0], minlength=num)
+            if len(columns) > num:
+                table[row, num] = np.count_nonzero(labels < 0)
+        return pd.DataFrame(table, index=pd.Index(present, name="split"),
+                            columns=pd.Index(columns, name="class"))
+
+    # --- new datasets ----------------------------------------------------------------
+    def take(self, indices):
+        """A new dataset of the images at ``indices`` (ints, or a boolean mask of length n).
+
+        Example
+        -------
+        >>> len(load("synthetic").take([0, 2, 4]))
+        3
+        """
+        n = len(self)
+        idx = np.asarray(indices)
+        if idx.dtype == bool:
+            if idx.shape != (n,):
+                raise ValueError(
+                    f"The 'indices' parameter of Dataset.take must be integers or a boolean mask of "
+                    f"shape ({n},). Got a boolean array of shape {idx.shape} instead."
+                )
+            idx = np.flatnonzero(idx)
+        elif idx.size == 0:
+            idx = idx.astype(np.intp).reshape(0)
+        elif not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 1:
+            raise ValueError(
+                "The 'indices' parameter of Dataset.take must be a 1-D array of integers or a boolean "
+                f"mask. Got dtype {idx.dtype} and shape {idx.shape} instead."
+            )
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise ValueError(
+                f"The 'indices' parameter of Dataset.take must lie in [{-n}, {n}). "
+                f"Got values from {idx.min()} to {idx.max()} instead."
+            )
+        return self._select(idx)
+
+    def _select(self, idx):
+        def pick(array):
+            out = array[idx]
+            out.flags.writeable = False
+            return out
+
+        return Dataset(images=pick(self.images), labels=pick(self.labels), splits=pick(self.splits),
+                       class_names=self.class_names, source=self.source,
+                       regions=None if self.regions is None else pick(self.regions),
+                       region_names=self.region_names)
+
+    def subset(self, split):
+        """The images of one split (``"Training"``, ``"PublicTest"``, ``"PrivateTest"``).
+
+        Example
+        -------
+        >>> set(load("synthetic").subset("PublicTest").splits)
+        {'PublicTest'}
+        """
+        present = [s for s in SPLITS if (self.splits == s).any()]
+        name = _SPLIT_ALIASES.get(_canon(split), split) if isinstance(split, str) else split
+        if name not in present:
+            raise ValueError(
+                f"The 'split' parameter of Dataset.subset must be one of the splits present, {present}. "
+                f"Got {split!r} instead."
+            )
+        return self._select(np.flatnonzero(self.splits == name))
+
+    def sample(self, n, stratify=True, seed=0):
+        """``n`` images drawn without replacement, in their original order.
+
+        Parameters
+        ----------
+        n : int
+            0 <= n <= len(self).
+        stratify : bool, default True
+            Keep each class's share (largest-remainder rounding); unlabelled images form a group.
+        seed : int, default 0
+
+        Example
+        -------
+        >>> len(load("synthetic").sample(50))
+        50
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= len(self):
+            raise ValueError(
+                f"The 'n' parameter of Dataset.sample must be an int in [0, {len(self)}]. Got {n!r} instead."
+            )
+        rng = np.random.default_rng(seed)
+        if stratify:
+            idx = _stratified_choice(self.labels, int(n), rng)
+        else:
+            idx = rng.choice(len(self), int(n), replace=False)
+        return self._select(np.sort(idx))
+
+    def train_val_split(self, val_fraction=0.1, seed=0):
+        """Split into disjoint training and validation datasets, stratified by class.
+
+        Parameters
+        ----------
+        val_fraction : float, default 0.1
+            Share of images that go to validation, in (0, 1).
+        seed : int, default 0
+
+        Returns
+        -------
+        (Dataset, Dataset)
+            ``train``, ``val``; both keep their images' original order and split names.
+
+        Example
+        -------
+        >>> train, val = load("synthetic").subset("Training").train_val_split(0.2)
+        """
+        n = len(self)
+        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (float, int)) or not 0 < val_fraction < 1:
+            raise ValueError(
+                "The 'val_fraction' parameter of Dataset.train_val_split must be a float in (0, 1). "
+                f"Got {val_fraction!r} instead."
+            )
+        n_val = int(round(n * val_fraction))
+        if not 0 < n_val < n:
+            raise ValueError(
+                f"The 'val_fraction' parameter of Dataset.train_val_split leaves {n_val} of {n} images for "
+                f"validation; both parts must be non-empty. Got {val_fraction!r} instead."
+            )
+        val_idx = np.sort(_stratified_choice(self.labels, n_val, np.random.default_rng(seed)))
+        is_val = np.zeros(n, bool)
+        is_val[val_idx] = True
+        return self._select(np.flatnonzero(~is_val)), self._select(val_idx)
+
+
+def _stratified_choice(groups, k, rng):
+    """``k`` indices drawn without replacement, each group's share kept (largest remainder)."""
+    values, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    if not len(values):
+        return np.zeros(0, np.intp)
+    exact = sizes * (k / len(groups))
+    quota = np.floor(exact).astype(np.int64)
+    remainder = exact - quota
+    for g in np.argsort(-remainder, kind="stable")[: k - quota.sum()]:
+        quota[g] += 1
+    chosen = [rng.choice(np.flatnonzero(inverse == g), quota[g], replace=False)
+              for g in range(len(values)) if quota[g]]
+    return np.concatenate(chosen) if chosen else np.zeros(0, np.intp)
+
+
+# --- load ------------------------------------------------------------------------------
+
+
+def load(source, strict=False, cache=True):
+    """Read FER2013 (any layout, see the module docstring) or the synthetic faces.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        ``"synthetic"``, a CSV file (plain, ``.gz`` or in a ``.zip``), a folder or ``.zip``
+        of per-image files, named ``<split>/<emotion>/<file>``.
+    strict : bool, default False
+        Images that are not 48x48 are an error; by default they are resized, with one warning.
+    cache : bool, default True
+        Reuse (and write) the parsed arrays in ``$FERVIS_HOME/data``.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    ValueError
+        The path does not exist, or the data is malformed; the message names the file and
+        the row (CSV) or image (folder, zip) and what was expected.
+
+    Example
+    -------
+    >>> ds = load("synthetic")
+    >>> ds.counts().shape
+    (2, 7)
+    """
+    if isinstance(source, str) and source == "synthetic":
+        from fervis import synthetic
+
+        return synthetic.make_dataset()
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            "The 'source' parameter of fervis.data.load must be 'synthetic' or a path (str or "
+            f"os.PathLike). Got {source!r} of type {type(source).__name__} instead."
+        )
+    if not isinstance(strict, bool) or not isinstance(cache, bool):
+        raise TypeError(
+            "The 'strict' and 'cache' parameters of fervis.data.load must be bools. "
+            f"Got strict={strict!r}, cache={cache!r} instead."
+        )
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise ValueError(
+            "The 'source' parameter of fervis.data.load must be 'synthetic' or an existing file or "
+            f"folder. Got {os.fspath(source)!r} instead, which does not exist."
+        )
+    key = _cache_key(path) if cache else None
+    cached = _read_cache(key) if key else None
+    if cached is not None and not (strict and cached["resized"]):
+        images, labels, splits, fingerprint, resized, first = cached.values()
+    else:
+        images, labels, splits, resized, first = _read(path, strict)
+        for array in (images, labels, splits):
+            array.flags.writeable = False
+        fingerprint = fingerprint_arrays(images, labels, splits, None)
+        if key:
+            _write_cache(key, images, labels, splits, fingerprint, resized, first)
+    if resized:
+        warnings.warn(
+            f"{resized} of {len(images)} images in {os.fspath(path)} were not 48x48 and were resized "
+            f"to 48x48 (the first: {first}); pass strict=True to reject them instead.",
+            UserWarning, stacklevel=2,
+        )
+    return Dataset(images=images, labels=labels, splits=splits, source=os.fspath(path),
+                   fingerprint=fingerprint)
+
+
+def _read(path, strict):
+    """Dispatch on content: folder, gzip, zip or CSV text. Returns arrays + resize count."""
+    if path.is_dir():
+        return _read_folder(path, strict)
+    if not path.is_file():
+        raise ValueError(f"{path}: is neither a regular file nor a folder.")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        raise ValueError(f"{path}: the file is empty; expected a FER2013 CSV, a .zip or a .gz file.")
+    if head.startswith(_ZIP_MAGICS):
+        return _read_zip(path, strict)
+    if head.startswith(_GZIP_MAGIC):
+        return _csv_result(_parse_csv(_gunzip_chunks(path.read_bytes(), str(path)), str(path)))
+    if head.startswith(_IMAGE_MAGICS):
+        raise ValueError(
+            f"{path}: is a single image; pass the folder of the per-image release "
+            "(<split>/<emotion>/<image>) or a FER2013 CSV instead."
+        )
+    return _csv_result(_parse_csv(_file_chunks(path), str(path)))
+
+
+def _csv_result(arrays):
+    images, labels, splits = arrays
+    return images, labels, splits, 0, None
+
+
+def _file_chunks(path):
+    with open(path, "rb") as f:
+        while chunk := f.read(_READ_BYTES):
+            yield chunk
+
+
+def _gunzip_chunks(data, where):
+    """Decompress gzip ``data`` in a worker thread, yielding pieces as they come.
+
+    zlib releases the GIL while it inflates, so decompressing the next piece overlaps with
+    parsing this one. Several concatenated gzip members are read one after the other.
+    """
+    pieces = queue.Queue(maxsize=4)
+    stop = threading.Event()
+
+    def put(item):
+        while not stop.is_set():
+            try:
+                pieces.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def work():
+        try:
+            view, pos, size = memoryview(data), 0, len(data)
+            inflater = zlib.decompressobj(31)
+            while True:
+                if inflater.eof:
+                    rest = inflater.unused_data
+                    if pos >= size and not rest.strip(b"\0"):
+                        break
+                    inflater = zlib.decompressobj(31)
+                    if rest:
+                        if not put(inflater.decompress(rest)):
+                            return
+                        continue
+                if pos >= size:
+                    raise EOFError("the compressed data ends before its end-of-stream marker")
+                piece = view[pos:pos + _GZIP_IN_BYTES]
+                pos += len(piece)
+                out = inflater.decompress(piece)
+                if out and not put(out):
+                    return
+            put(None)
+        except Exception as exc:  # reported to the reading thread, which names the file
+            put(exc)
+
+    worker = threading.Thread(target=work, name="fervis-gunzip", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = pieces.get()
+            if item is None:
+                return
+            if isinstance(item, Exception):
+                raise ValueError(f"{where}: is not a readable gzip file ({type(item).__name__}: {item}).")
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+# --- CSV ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Header:
+    layout: _Layout
+    found: list  # column names as written in the file
+    columns: dict  # role -> column index
+
+
+def _parse_header(buf, start, end, where):
+    header = buf[start:end].rstrip(b"\r").decode("utf-8", errors="replace")
+    found = [c.strip().strip('"').strip() for c in header.split(",")]
+    lower = [c.lower() for c in found]
+    layout = next((lay for lay in _LAYOUTS if sorted(lower) == sorted(lay.columns)), None)
+    if layout is None:
+        shown = [c if len(c) <= 30 else c[:27] + "..." for c in found[:10]]
+        raise ValueError(
+            f"{where}: unknown columns {shown}{' ...' if len(found) > 10 else ''} in the first line; "
+            f"expected one of the FER2013 layouts: {_LAYOUTS_TEXT}."
+        )
+    columns = {role: lower.index(name) for role, name in
+               (("label", layout.label), ("pixels", layout.pixels), ("usage", layout.usage)) if name}
+    return _Header(layout, found, columns)
+
+
+def _parse_csv(chunks, where):
+    """Parse a CSV in one of ``_LAYOUTS``, given as byte pieces, into (images, labels, splits).
+
+    Pieces are cut after their last newline and parsed as they arrive, so a gzip file is
+    parsed while the rest of it is decompressed, and at most a piece of text is in memory.
+    """
+    header, pending, line_no, n_rows, parts = None, b"", 1, 0, []
+    stream = iter(chunks)
+    try:
+        for chunk in itertools.chain(stream, [None]):
+            final = chunk is None
+            buf = pending + chunk if not final else pending
+            pos = 0
+            if header is None:
+                start = 3 if buf.startswith(b"\xef\xbb\xbf") else 0
+                if not buf[start:].strip():
+                    if final:
+                        raise ValueError(
+                            f"{where}: the file is empty; expected a header line and rows of 2304 pixels."
+                        )
+                    pending = buf
+                    continue
+                end = buf.find(b"\n", start)
+                if end < 0 and not final:
+                    pending = buf
+                    continue
+                end = len(buf) if end < 0 else end
+                header = _parse_header(buf, start, end, where)
+                pos = end + 1
+            cut = len(buf) if final else buf.rfind(b"\n", pos) + 1
+            if cut > pos:
+                part = _parse_rows(buf, pos, cut, header, where, line_no, n_rows)
+                parts.append(part[:3])
+                line_no, n_rows = part[3], n_rows + len(part[0])
+            pending = buf[max(cut, pos):]
+    finally:
+        if hasattr(stream, "close"):
+            stream.close()  # stops a decompressing thread when parsing fails
+    if not n_rows:
+        raise ValueError(f"{where}: has a header ({','.join(header.found)}) but no data rows.")
+    return tuple(np.concatenate(arrays) if len(arrays) > 1 else arrays[0] for arrays in zip(*parts))
+
+
+def _parse_rows(buf, pos, stop, header, where, line_no, first_row):
+    """Parse the whole lines in ``buf[pos:stop]``; returns images, labels, splits, last line."""
+    ncols = len(header.found)
+    starts, ends, lines, extra, line_no = _split_rows(buf, pos, stop, ncols, where, header.found,
+                                                      line_no, first_row)
+    n = len(lines)
+    if not n:
+        return (np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8), np.zeros(0, np.int64),
+                np.zeros(0, "<U11"), line_no)
+    if extra:
+        buf = buf + b"".join(extra)
+    data = np.frombuffer(buf, np.uint8)
+    starts = np.asarray(starts, np.int64).reshape(n, ncols)
+    ends = np.asarray(ends, np.int64).reshape(n, ncols)
+    rows = _Rows(where, np.asarray(lines, np.int64), first_row)
+    col = header.columns["pixels"]
+    images = _parse_pixels(data, starts[:, col], ends[:, col], rows)
+    if "label" in header.columns:
+        col = header.columns["label"]
+        labels = _parse_labels(buf, data, starts[:, col], ends[:, col], rows, header.found[col])
+    else:
+        labels = np.full(n, -1, np.int64)
+    if "usage" in header.columns:
+        col = header.columns["usage"]
+        splits = _parse_usage(buf, starts[:, col], ends[:, col], rows, header.found[col])
+    else:
+        splits = np.full(n, header.layout.split, dtype="<U11")
+    return images.reshape(n, IMAGE_SIZE, IMAGE_SIZE), labels, splits, line_no
+
+
+@dataclass
+class _Rows:
+    """Names rows in error messages: file, 1-based data-row number and file line number."""
+
+    where: str
+    lines: np.ndarray
+    first_row: int
+
+    def __call__(self, r):
+        return f"{self.where}, data row {self.first_row + r + 1} (line {self.lines[r]})"
+
+
+def _split_rows(raw, pos, stop, ncols, where, found, line_no, first_row):
+    """Byte ranges of every field of the rows in ``raw[pos:stop]``, and their line numbers.
+
+    Unquoted rows are located with ``bytes.find`` and never copied; a row with quotes is
+    read with :mod:`csv` and its fields appended after the buffer (``extra``). Blank lines
+    are skipped but counted, so line numbers match the file.
+    """
+    find, count = raw.find, raw.count
+    has_quotes = raw.find(b'"', pos, stop) >= 0
+    commas = ncols - 1
+    starts, ends, lines, extra = [], [], [], []
+    extra_at = len(raw)
+    while pos < stop:
+        line_end = find(b"\n", pos, stop)
+        if line_end < 0:
+            line_end = stop
+        line_no += 1
+        end = line_end - 1 if line_end > pos and raw[line_end - 1] == 13 else line_end
+        quoted = has_quotes and find(b'"', pos, end) >= 0
+        if not quoted and count(b",", pos, end) == commas:
+            if end - pos < 16 and not raw[pos:end].strip():
+                pos = line_end + 1
+                continue  # a blank line
+            s = pos
+            for _ in range(commas):
+                c = find(b",", s, end)
+                starts.append(s)
+                ends.append(c)
+                s = c + 1
+            starts.append(s)
+            ends.append(end)
+            lines.append(line_no)
+        else:
+            text = raw[pos:end].decode("utf-8", errors="replace")
+            if not text.strip():
+                pos = line_end + 1
+                continue
+            fields = next(csv.reader([text]), []) if quoted else text.split(",")
+            if len(fields) != ncols:
+                raise ValueError(
+                    f"{where}, data row {first_row + len(lines) + 1} (line {line_no}): has "
+                    f"{len(fields)} fields, expected {ncols} ({','.join(found)})."
+                )
+            for field in fields:
+                encoded = field.encode("utf-8")
+                starts.append(extra_at)
+                ends.append(extra_at + len(encoded))
+                extra.append(encoded + b"\n")
+                extra_at += len(encoded) + 1
+            lines.append(line_no)
+        pos = line_end + 1
+    return starts, ends, lines, extra, line_no
+
+
+def _parse_pixels(data, fs, fe, rows):
+    """(n, 2304) uint8 from the byte ranges [fs, fe) of ``data``, block by block."""
+    n = len(fs)
+    out = np.empty((n, _PIXELS), np.uint8)
+    mean_len = max(1, int((fe - fs).mean()))
+    step = max(1, _BLOCK_BYTES // mean_len)
+    for r0 in range(0, n, step):
+        r1 = min(n, r0 + step)
+        if not _tokenize_block(data, fs[r0:r1], fe[r0:r1], out[r0:r1]):
+            for r in range(r0, r1):
+                values = _pixels_slow(data[fs[r]:fe[r]].tobytes())
+                if isinstance(values, str):
+                    raise ValueError(f"{rows(r)}: {values}.")
+                out[r] = values
+    return out
+
+
+def _tokenize_block(data, fs, fe, out):
+    """Fast path for rows of exactly 2304 space-separated integers 0-255.
+
+    The rows' fields are copied into one block with a newline after each; every byte is
+    classified at once (digit or not), token ends are where a digit is followed by a
+    non-digit, and each value is rebuilt from the three bytes that end there. Returns
+    False, leaving ``out`` partly written, when any row breaks these assumptions (another
+    separator, a count other than 2304, a value above 255, four digits or more); the caller
+    then re-reads the block row by row to report or accept each row.
+    """
+    k = len(fs)
+    s, e = int(fs[0]), int(fe[-1])
+    # 3 leading spaces so that an index 3 before a token end always exists.
+    block = np.empty(e - s + 4, np.uint8)
+    block[:3] = 32
+    block[3:-1] = data[s:e]
+    block[-1] = 10
+    row_start = fs - s + 3
+    row_end = fe - s + 3  # the byte after each row's field
+    filled = 1
+    if k > 1:
+        gaps = row_start[1:] - row_end[:-1]
+        if np.any(gaps < 1):
+            return False
+        filled += int(gaps.sum())
+        if filled == k:
+            block[row_end[:-1]] = 10
+        else:  # other fields (label, usage) lie between the pixel fields: blank them out
+            block[np.arange(filled - 1) + np.repeat(row_end[:-1] - (np.cumsum(gaps) - gaps), gaps)] = 10
+    digits = block - np.uint8(48)
+    is_digit = digits < 10
+    # Anything but digits, spaces and the newlines written above sends the block to the slow path.
+    if np.count_nonzero(is_digit) + np.count_nonzero(block == 32) + filled != len(block):
+        return False
+    pair = is_digit[1:] & is_digit[:-1]
+    if np.any(pair[2:] & pair[:-2]):
+        return False  # a token of 4 or more digits
+    digits *= is_digit
+    # value[j] is the number whose last digit is at j + 2, read from bytes j, j+1, j+2
+    value = digits[1:-1] * np.uint16(10)
+    value += digits[2:]
+    value += (digits[:-2] * pair[1:]) * np.uint16(100)
+    ends = np.flatnonzero(is_digit[2:-1] > is_digit[3:])  # token ends, minus 2
+    if np.any(np.searchsorted(ends, row_end - 2) != _PIXELS * np.arange(1, k + 1)):
+        return False
+    values = value.take(ends)
+    if values.max(initial=0) > 255:
+        return False
+    out[...] = values.reshape(k, _PIXELS)
+    return True
+
+
+def _pixels_slow(text):
+    """One row's pixels as a (2304,) uint8 array, or a str saying what is wrong."""
+    tokens = text.split()
+    for i, token in enumerate(tokens):
+        if not token.isdigit():
+            shown = token.decode("utf-8", errors="replace")
+            shown = shown if len(shown) <= 20 else shown[:17] + "..."
+            return f"pixel {i + 1} is {shown!r}, which is not a number; expected integers 0-255"
+        if int(token) > 255:
+            return f"pixel {i + 1} is {int(token)}, outside 0-255"
+    if len(tokens) != _PIXELS:
+        return f"has {len(tokens)} pixel values, expected {_PIXELS} (48x48)"
+    return np.array([int(t) for t in tokens], np.uint8)
+
+
+def _parse_labels(buf, data, ls, le, rows, column):
+    """Class indices from the label column; the first one outside 0-6 is an error."""
+    num = len(CLASS_NAMES)
+    if np.all(le - ls == 1):
+        labels = data[ls].astype(np.int64) - 48
+    else:
+        labels = np.empty(len(ls), np.int64)
+        for r, (s, e) in enumerate(zip(ls.tolist(), le.tolist())):
+            token = buf[s:e].strip()
+            labels[r] = int(token) if token.isdigit() and len(token) < 6 else -1
+    bad = np.flatnonzero((labels < 0) | (labels >= num))
+    if bad.size:
+        r = int(bad[0])
+        token = buf[int(ls[r]):int(le[r])].decode("utf-8", errors="replace").strip()
+        raise ValueError(
+            f"{rows(r)}: {column} {token[:20]!r} is not a class index; "
+            f"expected an integer 0-{num - 1} ({', '.join(CLASS_NAMES)})."
+        )
+    return labels
+
+
+def _parse_usage(buf, us, ue, rows, column):
+    """Split names from the usage column (Training/PublicTest/PrivateTest or aliases)."""
+    values = np.array([buf[s:e].strip() for s, e in zip(us.tolist(), ue.tolist())], dtype=object)
+    names, inverse = np.unique(values, return_inverse=True)
+    inverse = inverse.ravel()
+    texts = [v.decode("utf-8", errors="replace").strip('"') for v in names]
+    mapping = _resolve_splits(texts)
+    for i, text in enumerate(texts):
+        if mapping[text] is None:
+            r = int(np.flatnonzero(inverse == i)[0])
+            raise ValueError(
+                f"{rows(r)}: {column} {text[:20]!r} is not a split; expected one of {', '.join(SPLITS)}."
+            )
+    table = np.array([mapping[t] for t in texts], dtype="<U11")
+    return table[inverse]
+
+
+def _resolve_splits(names):
+    """Map split names as users write them to SPLITS; ``None`` for names that are no split.
+
+    ``train`` is Training; ``val``/``validation`` is PublicTest (the split FER2013 users
+    validate on); ``test`` is PrivateTest beside a validation split, else PublicTest.
+    """
+    canon = {name: _canon(name) for name in names}
+    has_val = any(c in _VAL_NAMES for c in canon.values())
+    mapping = {}
+    for name, c in canon.items():
+        if c in _SPLIT_ALIASES:
+            mapping[name] = _SPLIT_ALIASES[c]
+        elif c in _VAL_NAMES:
+            mapping[name] = "PublicTest"
+        elif c in _TEST_NAMES:
+            mapping[name] = "PrivateTest" if has_val else "PublicTest"
+        else:
+            mapping[name] = None
+    return mapping
+
+
+# --- per-image trees ------------------------------------------------------------------------
+
+
+def _hidden(parts):
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+def _is_tree(names):
+    """Whether some file is an image inside an emotion folder (then CSVs beside it are ignored)."""
+    return any(len(p) >= 2 and p[-1].lower().endswith(_IMAGE_SUFFIXES) and _canon(p[-2]) in _EMOTIONS
+               for p in names)
+
+
+def _read_folder(path, strict):
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = sorted(d for d in dirnames if not _hidden((d,)))
+        rel = Path(dirpath).relative_to(path).parts
+        for name in sorted(filenames):
+            if not _hidden((name,)):
+                entries.append((rel + (name,), Path(dirpath, name)))
+    csvs = [] if _is_tree([p for p, _ in entries]) else [
+        e for e in entries if e[0][-1].lower().endswith(_CSV_SUFFIXES)]
+    if len(csvs) > 1:
+        raise ValueError(
+            f"{path}: holds {len(csvs)} CSV files ({', '.join('/'.join(p) for p, _ in csvs)}); "
+            "pass the one to read."
+        )
+    if csvs:
+        return _read(csvs[0][1], strict)
+    # The folder's own name (and its parent's) can be the emotion or the split.
+    prefix = tuple(p for p in (path.resolve().parent.name, path.resolve().name) if p)
+    items = [(prefix + parts, str(Path(*parts)), file.read_bytes) for parts, file in entries]
+    return _read_images(items, str(path), strict)
+
+
+def _read_zip(path, strict):
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"{path}: is not a readable zip file ({exc}).") from None
+    with archive:
+        members = []
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+            name = info.filename.replace("\\", "/")
+            parts = tuple(p for p in name.split("/") if p not in ("", "."))
+            if name.startswith("/") or ".." in parts or re.match(r"^[A-Za-z]:", name):
+                raise ValueError(
+                    f"{path}: member {info.filename!r} has an unsafe path (absolute or with '..'); "
+                    "refusing to read this archive."
+                )
+            if parts and not _hidden(parts):
+                members.append((parts, info))
+        csvs = [] if _is_tree([p for p, _ in members]) else [
+            (p, i) for p, i in members if p[-1].lower().endswith(_CSV_SUFFIXES)]
+        if len(csvs) > 1:
+            raise ValueError(
+                f"{path}: the zip holds {len(csvs)} CSV files ({', '.join(i.filename for _, i in csvs)}); "
+                "expected one CSV or a folder tree of images."
+            )
+        if csvs:
+            info = csvs[0][1]
+            where = f"{path} (member {info.filename})"
+            raw = _read_member(archive, info, where)
+            chunks = _gunzip_chunks(raw, where) if raw.startswith(_GZIP_MAGIC) else [raw]
+            return _csv_result(_parse_csv(chunks, where))
+
+        def reader(info):
+            def read():
+                if info.file_size > _MAX_IMAGE_BYTES:
+                    raise ValueError(f"is {info.file_size} bytes, too large for a face image")
+                return _read_member(archive, info, f"{path} (member {info.filename})")
+            return read
+
+        items = [(parts, info.filename, reader(info)) for parts, info in sorted(members, key=lambda m: m[0])]
+        return _read_images(items, str(path), strict)
+
+
+def _read_member(archive, info, where):
+    try:
+        return archive.read(info)
+    except (zipfile.BadZipFile, RuntimeError, OSError, EOFError, zlib.error, NotImplementedError) as exc:
+        raise ValueError(f"{where}: cannot be read from the zip ({exc}).") from None
+
+
+def _read_images(items, where, strict):
+    """Decode ``(parts, shown_name, read_bytes)`` items named ``.../<split>/<emotion>/<file>``."""
+    from PIL import Image
+
+    split_dirs = {p[-3] for p, _, _ in items if len(p) >= 3 and _canon(p[-3]) in
+                  set(_SPLIT_ALIASES) | _VAL_NAMES | _TEST_NAMES}
+    split_of_dir = _resolve_splits(split_dirs)
+    images, labels, splits = [], [], []
+    resized, first = 0, None
+    for parts, shown, read in items:
+        is_image_name = parts[-1].lower().endswith(_IMAGE_SUFFIXES)
+        label = _EMOTIONS.get(_canon(parts[-2])) if len(parts) >= 2 else None
+        if label is None:
+            if not is_image_name:
+                continue  # a README, a licence or a manifest beside the tree
+            folder = parts[-2] if len(parts) >= 2 else ""
+            raise ValueError(
+                f"{where}: image {shown!r} is in folder {folder!r}, which is not an emotion; expected "
+                f"<split>/<emotion>/<image> with emotion one of {', '.join(CLASS_NAMES)} (or 0-6)."
+            )
+        try:
+            data = read()
+        except ValueError as exc:
+            raise ValueError(f"{where}: image {shown!r} {exc}.") from None
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                gray = im if im.mode == "L" else im.convert("L")
+                gray.load()
+        except Exception as exc:  # Pillow raises many types for a bad file; all mean the same here
+            kind = "a corrupt image" if data[:16].startswith(_IMAGE_MAGICS) else "not an image"
+            raise ValueError(
+                f"{where}: file {shown!r} in emotion folder {parts[-2]!r} is {kind} "
+                f"({type(exc).__name__}: {exc}); expected a 48x48 grayscale JPEG or PNG."
+            ) from None
+        if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
+            width, height = gray.size
+            if strict:
+                raise ValueError(
+                    f"{where}: image {shown!r} is {width}x{height}, expected 48x48 "
+                    "(strict=True; pass strict=False to resize it)."
+                )
+            resized += 1
+            first = first or f"{shown!r}, {width}x{height}"
+            gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+        pixels = np.asarray(gray, dtype=np.uint8)
+        match = _SPLIT_PREFIX.match(parts[-1])
+        if match:
+            split = _SPLIT_ALIASES[match.group(1).lower()]
+        elif len(parts) >= 3 and parts[-3] in split_of_dir:
+            split = split_of_dir[parts[-3]]
+        else:
+            split = "Training"
+        images.append(pixels)
+        labels.append(label)
+        splits.append(split)
+    if not images:
+        raise ValueError(
+            f"{where}: holds no images and no CSV; expected <split>/<emotion>/<image> files "
+            "(e.g. train/angry/0.jpg) or one FER2013 CSV."
+        )
+    return (np.stack(images), np.array(labels, np.int64), np.array(splits, dtype="<U11"), resized, first)
+
+
+# --- cache ------------------------------------------------------------------------------------
+
+
+def _cache_dir():
+    home = os.environ.get("FERVIS_HOME")
+    if home:
+        return Path(home) / "data"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("fervis")) / "data"
+
+
+def _cache_key(path):
+    """Digest of the path and the size and mtime of every file it covers."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"v{_CACHE_VERSION}\0{path.resolve()}\0".encode())
+    if path.is_dir():
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames.sort()
+            for name in sorted(filenames):
+                st = os.stat(os.path.join(dirpath, name))
+                h.update(f"{os.path.relpath(os.path.join(dirpath, name), path)}\0{st.st_size}\0"
+                         f"{st.st_mtime_ns}\0".encode())
+    else:
+        st = path.stat()
+        h.update(f"{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _read_cache(key):
+    file = _cache_dir() / f"{key}.npz"
+    if not file.is_file():
+        return None
+    try:
+        with np.load(file, allow_pickle=False) as z:
+            if int(z["version"]) != _CACHE_VERSION:
+                return None
+            out = {"images": z["images"], "labels": z["labels"], "splits": z["splits"],
+                   "fingerprint": str(z["fingerprint"]), "resized": int(z["resized"]),
+                   "first": str(z["first"]) or None}
+    except Exception:  # an unreadable cache is only a miss; the source is parsed again
+        return None
+    for name in ("images", "labels", "splits"):
+        out[name].flags.writeable = False
+    return out
+
+
+def _write_cache(key, images, labels, splits, fingerprint, resized, first):
+    """Write atomically: a temporary file in the cache folder, then ``os.replace``."""
+    folder = _cache_dir()
+    tmp = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, images=images, labels=labels, splits=splits, fingerprint=np.array(fingerprint),
+                     resized=np.array(resized), first=np.array(first or ""),
+                     version=np.array(_CACHE_VERSION))
+        os.replace(tmp, folder / f"{key}.npz")
+        tmp = None
+    except OSError as exc:
+        warnings.warn(f"could not write the data cache in {folder} ({exc}); continuing without it.",
+                      UserWarning, stacklevel=3)
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# --- describe ----------------------------------------------------------------------------------
+
+
+def describe(dataset):
+    """Counts, pixel statistics and problems of a dataset, for ``fervis data inspect``.
+
+    Parameters
+    ----------
+    dataset : Dataset
+
+    Returns
+    -------
+    dict
+        ``source``, ``fingerprint``, ``n_images``, ``labeled``; ``counts`` (split -> class ->
+        int); ``pixels`` (``mean``, ``std``, ``min``, ``max``); ``constant_images`` (indices
+        of images with one grey level, e.g. blank ones); ``duplicate_groups`` (lists of
+        indices of identical images); ``problems`` (sentences, empty when none found).
+
+    Example
+    -------
+    >>> describe(load("synthetic"))["problems"]
+    []
+    """
+    if not isinstance(dataset, Dataset):
+        raise TypeError(
+            f"The 'dataset' parameter of fervis.data.describe must be a Dataset. "
+            f"Got {type(dataset).__name__} instead."
+        )
+    n = len(dataset)
+    flat = dataset.images.reshape(n, -1)
+    total, squares = 0, 0
+    for r0 in range(0, n, 4096):
+        chunk = flat[r0:r0 + 4096].astype(np.uint32)
+        total += int(chunk.sum(dtype=np.uint64))
+        squares += int((chunk * chunk).sum(dtype=np.uint64))
+    count = max(1, flat.size)
+    mean = total / count
+    std = float(np.sqrt(max(0.0, squares / count - mean * mean)))
+    lo, hi = (flat.min(axis=1), flat.max(axis=1)) if n else (np.zeros(0), np.zeros(0))
+    constant = np.flatnonzero(lo == hi)
+
+    digests = np.frombuffer(b"".join(hashlib.blake2b(row, digest_size=8).digest() for row in flat), "<u8")
+    _, inverse, sizes = np.unique(digests, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(sizes)[:-1]
+    groups = [g for g in np.split(order, bounds) if len(g) > 1] if n else []
+    groups.sort(key=lambda g: g[0])
+    # Digests can collide in principle; keep only groups whose images are really equal.
+    groups = [g.tolist() for g in groups if (flat[g] == flat[g[0]]).all()]
+
+    counts = dataset.counts()
+    problems = []
+    if len(constant):
+        problems.append(f"{len(constant)} images have a single grey level (blank), e.g. indices "
+                        f"{constant[:5].tolist()}.")
+    if groups:
+        extra = sum(len(g) - 1 for g in groups)
+        problems.append(f"{extra} images duplicate another image ({len(groups)} groups), e.g. indices {groups[0]}.")
+        across = [g for g in groups if len(set(dataset.splits[g].tolist())) > 1]
+        if across:
+            problems.append(f"{len(across)} duplicate groups span several splits (test images seen in "
+                            f"training), e.g. indices {across[0]}.")
+        clashing = [g for g in groups if len(set(dataset.labels[g].tolist()) - {-1}) > 1]
+        if clashing:
+            problems.append(f"{len(clashing)} duplicate groups carry different labels, e.g. indices "
+                            f"{clashing[0]} labelled {dataset.labels[clashing[0]].tolist()}.")
+    if dataset.labeled:
+        for split, row in counts.iterrows():
+            missing = [c for c in dataset.class_names if row[c] == 0]
+            if missing:
+                problems.append(f"{split} has no images of {', '.join(missing)}.")
+    return {
+        "source": dataset.source,
+        "fingerprint": dataset.fingerprint,
+        "n_images": n,
+        "labeled": dataset.labeled,
+        "counts": {split: {c: int(v) for c, v in row.items()} for split, row in counts.iterrows()},
+        "pixels": {"mean": float(mean), "std": std,
+                   "min": int(flat.min()) if n else 0, "max": int(flat.max()) if n else 0},
+        "constant_images": constant.tolist(),
+        "duplicate_groups": groups,
+        "problems": problems,
+    }
