@@ -1,0 +1,134 @@
+"""How fast does each architecture train on this CPU, against what its FLOPs allow?
+
+For each architecture (tiny, compact, vgg) this prints:
+
+* forward GFLOP per image, counted from the layer shapes (conv and dense multiply-adds x 2;
+  pooling, normalisation and activations are left out, they are memory-bound and small);
+  a training step is taken as 3x the forward pass (forward, gradient w.r.t. activations,
+  gradient w.r.t. weights);
+* measured training images/s: ``fit`` steps of the recipe's training model (augmentation
+  included), after a warm-up epoch that absorbs tracing and compilation;
+* achieved GFLOP/s = images/s x 3 x forward FLOPs;
+* the bound: the CPU's achievable FLOP/s, measured with a large float32 matmul through
+  TensorFlow (the same oneDNN/Eigen kernels and thread pool that train the model; NumPy's
+  BLAS is shown beside it), divided by the FLOPs per training image;
+* fraction = measured / bound.
+
+The machine may be shared: each timing is the best of ``--repeat`` runs.
+
+Usage: ``python benchmarks/bench_training.py [--archs tiny compact vgg] [--steps 4] [--batch 64] [--repeat 2]``
+"""
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from fervis import models, recipes  # noqa: E402
+
+
+def _layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+        else:
+            yield layer
+
+
+def forward_flops(model):
+    """Forward FLOPs per image: 2 x the multiply-adds of the conv and dense layers."""
+    macs = 0
+    for layer in _layers(model):
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)):
+            out_h, out_w, out_c = layer.output.shape[1:]
+            in_c = layer.input.shape[-1]
+            kh, kw = layer.kernel_size
+            if isinstance(layer, keras.layers.DepthwiseConv2D):
+                macs += out_h * out_w * out_c * kh * kw
+            elif isinstance(layer, keras.layers.SeparableConv2D):
+                mid = in_c * layer.depth_multiplier
+                macs += out_h * out_w * mid * kh * kw + out_h * out_w * mid * out_c
+            else:
+                macs += out_h * out_w * out_c * kh * kw * in_c // layer.groups
+        elif isinstance(layer, keras.layers.Dense):
+            macs += layer.input.shape[-1] * layer.units
+    return 2 * macs
+
+
+def matmul_flops(n=2048, repeat=5):
+    """Achievable float32 FLOP/s of this CPU: the best of ``repeat`` n x n matmuls (TF, NumPy)."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    ta, tb = tf.constant(a), tf.constant(b)
+    matmul = tf.function(lambda x, y: tf.linalg.matmul(x, y))
+    matmul(ta, tb).numpy()  # warm-up
+    best_tf = best_np = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        matmul(ta, tb).numpy()
+        best_tf = min(best_tf, time.perf_counter() - t)
+        t = time.perf_counter()
+        a @ b
+        best_np = min(best_np, time.perf_counter() - t)
+    flops = 2.0 * n ** 3
+    return flops / best_tf, flops / best_np
+
+
+def train_images_per_s(arch, batch, steps, repeat):
+    recipe = recipes.get("quick").replace(arch=arch, batch_size=batch, epochs=1 + repeat)
+    keras.utils.set_random_seed(0)
+    model = models.build(arch, seed=0)
+    n = batch * steps
+    x = np.random.default_rng(0).integers(0, 256, (n, 48, 48, 1)).astype(np.float32)
+    y = keras.utils.to_categorical(np.arange(n) % 7, 7)
+    trainer = recipes.compile_for_training(model, recipe, steps)
+    trainer.fit(x, y, batch_size=batch, epochs=1, verbose=0)  # tracing, compilation, first-touch
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        trainer.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+        best = min(best, time.perf_counter() - t)
+    return n / best, model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--archs", nargs="+", default=list(models.ARCHITECTURES), choices=models.ARCHITECTURES)
+    parser.add_argument("--steps", type=int, default=4, help="training steps per timed epoch")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    peak_tf, peak_np = matmul_flops()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+          f"TensorFlow {tf.__version__}, Keras {keras.__version__}")
+    print(f"float32 2048x2048 matmul: TensorFlow {peak_tf / 1e9:.1f} GFLOP/s, NumPy {peak_np / 1e9:.1f} GFLOP/s "
+          f"(bound uses {max(peak_tf, peak_np) / 1e9:.1f})")
+    peak = max(peak_tf, peak_np)
+    print(f"training: batch {args.batch}, {args.steps} steps per timed epoch, best of {args.repeat}, "
+          "quick recipe's augmentation\n")
+    header = f"{'arch':8} {'params':>9} {'fwd GFLOP/img':>14} {'images/s':>9} {'GFLOP/s':>8} {'bound img/s':>12} {'fraction':>9}"
+    print(header)
+    print("-" * len(header))
+    for arch in args.archs:
+        rate, model = train_images_per_s(arch, args.batch, args.steps, args.repeat)
+        fwd = forward_flops(model)
+        achieved = rate * 3 * fwd
+        bound = peak / (3 * fwd)
+        print(f"{arch:8} {model.count_params():>9,} {fwd / 1e9:>14.4f} {rate:>9.1f} {achieved / 1e9:>8.1f} "
+              f"{bound:>12.1f} {rate / bound:>9.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""The ``fervis`` command: inspect data, train, evaluate, and run the demo.
+
+::
+
+    fervis data inspect SOURCE [--json]
+    fervis train --data SOURCE --out DIR [--arch NAME] [--epochs N] [--recipe NAME] [--resume]
+    fervis evaluate --model PATH|pretrained:fer2013 --data SOURCE [--split NAME] [--tta none|flip|tencrop] [--json]
+    fervis demo [--recipe NAME] [--json]
+
+With ``--json`` a command prints exactly one JSON object on stdout; progress bars and
+warnings go to stderr. Bad arguments and files end the command with exit status 2 and one
+line on stderr, ``fervis: error: ...``. TensorFlow is imported only by the commands that
+need it, after the cheap checks, so ``import fervis.cli`` and argument errors are fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import tempfile
+
+__all__ = ["main"]
+
+_TTA = ("none", "flip", "tencrop")
+
+
+class _UsageError(Exception):
+    """A bad command line: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would print the usage too; one line is clearer
+        raise _UsageError(message)
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Hide what TensorFlow's C++ start-up writes straight to file descriptor 2.
+
+    Those lines come before absl's logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide
+    them; on an import error the captured text is shown after all.
+    """
+    if "tensorflow" in sys.modules:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (embedded interpreters): nothing to hide
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _keras_modules():
+    """fervis.models, recipes and training (these import Keras/TensorFlow)."""
+    with _quiet_stderr():
+        import keras  # noqa: F401  (the import that starts TensorFlow)
+
+        from fervis import models, recipes, training
+    return models, recipes, training
+
+
+def _load_data(source):
+    from fervis import data
+
+    return data.load(source)
+
+
+def _jsonable(value):
+    """Plain JSON types; NaN (a class without images) becomes null."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _print_json(obj):
+    sys.stdout.write(json.dumps(_jsonable(obj)) + "\n")
+
+
+def _table(rows, columns, index):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=columns, index=index).to_string()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _inspect(args):
+    from fervis import data
+
+    dataset = _load_data(args.source)
+    info = data.describe(dataset)
+    if args.json:
+        _print_json(info)
+        return 0
+    class_names = list(dataset.class_names)
+    splits = list(info["counts"])
+    rows = [[info["counts"][s].get(c, 0) for c in class_names] + [sum(info["counts"][s].values())] for s in splits]
+    pixels = info["pixels"]
+    print(f"source: {info['source']}")
+    print(f"images: {info['n_images']}  labelled: {'yes' if info['labeled'] else 'no'}  "
+          f"fingerprint: {info['fingerprint'][:16]}")
+    print("\nimages per split and class:")
+    print(_table(rows, class_names + ["total"], splits))
+    print(f"\npixels: mean {pixels['mean']:.1f}  std {pixels['std']:.1f}  min {pixels['min']}  max {pixels['max']}")
+    print(f"blank images: {len(info['constant_images'])}  duplicate groups: {len(info['duplicate_groups'])}")
+    print("problems: " + ("none found" if not info["problems"] else ""))
+    for problem in info["problems"]:
+        print(f"  - {problem}")
+    return 0
+
+
+def _print_evaluation(result, header):
+    print(header)
+    print(f"accuracy {result['accuracy']:.4f}  balanced accuracy {result['balanced_accuracy']:.4f}  "
+          f"(split {result['split'] or 'all'}, n={result['n']}, tta {result['tta']})")
+    names = result["class_names"]
+    print("\nrecall per class:")
+    print("  " + "  ".join(f"{name} {result['recall'][name]:.3f}" for name in names))
+    print("\nconfusion matrix (rows: true class, columns: predicted class):")
+    print(_table(result["confusion_matrix"], names, names))
+
+
+def _train(args):
+    dataset = _load_data(args.data)
+    out = os.path.abspath(args.out)
+    if os.path.exists(os.path.join(out, "checkpoint.keras")) and not args.resume:
+        raise _UsageError(
+            f"--out {args.out} already holds a checkpoint of a training run; add --resume to continue it, "
+            "or choose another --out"
+        )
+    models, recipes, training = _keras_modules()
+    if args.recipe not in recipes.RECIPES:
+        raise _UsageError(f"argument --recipe: invalid choice: {args.recipe!r} (choose from {', '.join(recipes.RECIPES)})")
+    if args.arch is not None and args.arch not in models.ARCHITECTURES:
+        raise _UsageError(
+            f"argument --arch: invalid choice: {args.arch!r} (choose from {', '.join(models.ARCHITECTURES)})"
+        )
+    recipe = recipes.get(args.recipe)
+    recipe = recipe.replace(arch=args.arch or recipe.arch, epochs=args.epochs or recipe.epochs)
+    validation = None
+    if "PublicTest" in set(dataset.splits.tolist()):
+        public = dataset.subset("PublicTest")
+        if public.labeled:
+            validation = public
+    model = models.build(recipe.arch, num_classes=len(dataset.class_names), seed=recipe.seed)
+    model, history = training.fit(model, dataset, recipe, out_dir=out, resume=args.resume, validation=validation)
+    last = history.iloc[-1].to_dict() if len(history) else {}
+    metrics = "  ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "epoch")
+    print(f"trained {recipe.arch} with recipe {recipe.name!r} for {len(history)} epochs on {args.data}; {metrics}")
+    print(f"model: {os.path.join(out, training.FINAL)}")
+    print(f"history: {os.path.join(out, training.HISTORY)}")
+    return 0
+
+
+def _evaluate(args):
+    spec = args.model
+    if not spec.startswith("pretrained:") and not os.path.exists(spec):
+        raise ValueError(f"Model file {spec!r} does not exist.")
+    dataset = _load_data(args.data)
+    models, _, training = _keras_modules()
+    model = models.resolve(spec, num_classes=len(dataset.class_names))
+    split = None if args.split == "all" else args.split
+    result = training.evaluate(model, dataset, split=split, tta=args.tta)
+    if args.json:
+        _print_json({"model": spec, "data": dataset.source, **result})
+    else:
+        _print_evaluation(result, f"model {spec} on {dataset.source}")
+    return 0
+
+
+def _demo(args):
+    _, recipes, training = _keras_modules()
+    if args.recipe not in recipes.RECIPES:
+        raise _UsageError(f"argument --recipe: invalid choice: {args.recipe!r} (choose from {', '.join(recipes.RECIPES)})")
+    print(f"fervis demo: synthetic faces and the {args.recipe!r} model (trained on the first run, then "
+          "cached)", file=sys.stderr)
+    dataset = _load_data("synthetic")
+    model = training.load_or_train(dataset, args.recipe, progress=True)
+    result = training.evaluate(model, dataset, split="PublicTest")
+    path = training.cache_path(dataset, args.recipe)
+    if args.json:
+        _print_json({"recipe": args.recipe, "model_path": str(path), **result})
+    else:
+        _print_evaluation(result, f"the {args.recipe!r} model on synthetic faces (cached at {path})")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _parser():
+    parser = _Parser(prog="fervis", description="What has a facial-expression CNN learned?")
+    from fervis import __version__
+
+    parser.add_argument("--version", action="version", version=f"fervis {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = commands.add_parser("data", help="look at a dataset")
+    data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    inspect = data_commands.add_parser("inspect", help="counts per split and class, pixel statistics, problems")
+    inspect.add_argument("source", metavar="SOURCE", help="'synthetic' or a FER2013 file or folder")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.set_defaults(func=_inspect)
+
+    train = commands.add_parser("train", help="train a model with checkpoints and resume")
+    train.add_argument("--data", required=True, metavar="SOURCE", help="'synthetic' or a FER2013 file or folder")
+    train.add_argument("--out", required=True, metavar="DIR", help="run directory (checkpoint, history, model)")
+    train.add_argument("--arch", metavar="NAME", help="tiny, compact or vgg (default: the recipe's)")
+    train.add_argument("--epochs", type=_positive_int, metavar="N", help="default: the recipe's")
+    train.add_argument("--recipe", default="quick", metavar="NAME", help="tiny, quick or fer2013 (default quick)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.set_defaults(func=_train)
+
+    evaluate = commands.add_parser("evaluate", help="accuracy, per-class recall and confusion matrix")
+    evaluate.add_argument("--model", required=True, metavar="PATH", help="a .keras/.h5 file or pretrained:fer2013")
+    evaluate.add_argument("--data", required=True, metavar="SOURCE", help="'synthetic' or a FER2013 file or folder")
+    evaluate.add_argument("--split", default="PublicTest", metavar="NAME",
+                          help="Training, PublicTest, PrivateTest or all (default PublicTest)")
+    evaluate.add_argument("--tta", default="none", choices=_TTA, help="test-time augmentation (default none)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.set_defaults(func=_evaluate)
+
+    demo = commands.add_parser("demo", help="train (once) and evaluate the quick model on synthetic faces")
+    demo.add_argument("--recipe", default="quick", metavar="NAME", help="default quick")
+    demo.add_argument("--json", action="store_true", help="print one JSON object")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv=None):
+    """Run the ``fervis`` command line; returns the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``fervis``; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        0 on success, 2 for bad arguments or files, 130 when interrupted.
+
+    Example
+    -------
+    >>> main(["data", "inspect", "synthetic", "--json"])  # doctest: +SKIP
+    0
+    """
+    try:
+        args = _parser().parse_args(argv)
+        return args.func(args)
+    except (_UsageError, ValueError, TypeError, OSError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"fervis: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fervis: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
