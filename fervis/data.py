@@ -39,7 +39,7 @@ import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
@@ -58,6 +58,8 @@ _READ_BYTES = 16 << 20
 _GZIP_IN_BYTES = 4 << 20
 # An image member larger than this is not a face crop; refuse it instead of decompressing it.
 _MAX_IMAGE_BYTES = 64 << 20
+# A FER2013 row is under 10 kB; a "line" longer than this means the file is something else.
+_MAX_LINE_BYTES = 1 << 20
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
 _CSV_SUFFIXES = (".csv", ".csv.gz")
@@ -85,6 +87,7 @@ _LAYOUTS = (
 )
 _LAYOUTS_TEXT = "; ".join(f"{','.join(lay.columns)} ({lay.name})" for lay in _LAYOUTS).replace("usage", "Usage")
 
+_SPLIT_DTYPE = np.dtype(f"<U{max(map(len, SPLITS))}")
 _SPLIT_ALIASES = {"training": "Training", "train": "Training", "publictest": "PublicTest",
                   "privatetest": "PrivateTest"}
 _VAL_NAMES = {"val", "valid", "validation", "dev"}
@@ -121,6 +124,9 @@ def fingerprint_arrays(*arrays):
             h.update(b"None;")
             continue
         array = np.ascontiguousarray(array)
+        if array.dtype.kind == "U" and array.size:
+            # The same strings hash the same whatever the array's declared width (<U10, <U11).
+            array = array.astype(f"<U{max(1, int(np.char.str_len(array).max()))}")
         if array.dtype.hasobject:
             raise ValueError(
                 "The 'arrays' parameter of fervis.data.fingerprint_arrays must hold numeric or "
@@ -131,7 +137,7 @@ def fingerprint_arrays(*arrays):
     return h.hexdigest()
 
 
-def _frozen(value, dtype, name):
+def _frozen(value, dtype):
     """A read-only array of ``dtype``; copies unless ``value`` is already read-only."""
     array = np.asarray(value)
     if array.dtype != dtype:
@@ -220,16 +226,18 @@ class Dataset:
         regions = self.regions
         if regions is not None:
             regions = np.asarray(regions)
-            if regions.shape != images.shape:
+            if regions.shape != images.shape or not np.issubdtype(regions.dtype, np.integer) or (
+                    regions.size and (regions.min() < 0 or regions.max() > 255)):
                 raise ValueError(
-                    f"The 'regions' parameter of Dataset must be None or an array shaped like images, "
-                    f"{images.shape}. Got shape {regions.shape} instead."
+                    f"The 'regions' parameter of Dataset must be None or an integer array of region ids "
+                    f"0-255 shaped like images, {images.shape}. Got dtype {regions.dtype} and shape "
+                    f"{regions.shape} instead."
                 )
-            regions = _frozen(regions, np.uint8, "regions")
+            regions = _frozen(regions, np.uint8)
         set_ = object.__setattr__
-        set_(self, "images", _frozen(images, np.uint8, "images"))
-        set_(self, "labels", _frozen(labels, np.int64, "labels"))
-        set_(self, "splits", _frozen(splits, splits.dtype if splits.size else "<U11", "splits"))
+        set_(self, "images", _frozen(images, np.uint8))
+        set_(self, "labels", _frozen(labels, np.int64))
+        set_(self, "splits", _frozen(splits, _SPLIT_DTYPE))
         set_(self, "class_names", class_names)
         set_(self, "source", str(self.source))
         set_(self, "regions", regions)
@@ -493,7 +501,8 @@ def load(source, strict=False, cache=True):
     key = _cache_key(path) if cache else None
     cached = _read_cache(key) if key else None
     if cached is not None and not (strict and cached["resized"]):
-        images, labels, splits, fingerprint, resized, first = cached.values()
+        images, labels, splits = cached["images"], cached["labels"], cached["splits"]
+        fingerprint, resized, first = cached["fingerprint"], cached["resized"], cached["first"]
     else:
         images, labels, splits, resized, first = _read(path, strict)
         for array in (images, labels, splits):
@@ -562,26 +571,30 @@ def _gunzip_chunks(data, where):
                 pass
         return False
 
-    def work():
-        try:
-            view, pos, size = memoryview(data), 0, len(data)
-            inflater = zlib.decompressobj(31)
-            while True:
-                if inflater.eof:
-                    rest = inflater.unused_data
-                    if pos >= size and not rest.strip(b"\0"):
-                        break
-                    inflater = zlib.decompressobj(31)
-                    if rest:
-                        if not put(inflater.decompress(rest)):
-                            return
-                        continue
+    def inflate():
+        view, pos, size = memoryview(data), 0, len(data)
+        inflater, todo = zlib.decompressobj(31), b""
+        while True:
+            if inflater.eof:  # one member ends; what follows it starts the next one
+                todo = inflater.unused_data
+                if pos >= size and not todo.strip(b"\0"):
+                    return
+                inflater = zlib.decompressobj(31)
+            if not todo:
                 if pos >= size:
                     raise EOFError("the compressed data ends before its end-of-stream marker")
-                piece = view[pos:pos + _GZIP_IN_BYTES]
-                pos += len(piece)
-                out = inflater.decompress(piece)
-                if out and not put(out):
+                todo = view[pos:pos + _GZIP_IN_BYTES]
+                pos += len(todo)
+            # Bounded output per call, so a gzip bomb arrives in pieces the parser can refuse.
+            out = inflater.decompress(todo, _READ_BYTES)
+            if out:
+                yield out
+            todo = inflater.unconsumed_tail
+
+    def work():
+        try:
+            for out in inflate():
+                if not put(out):
                     return
             put(None)
         except Exception as exc:  # reported to the reading thread, which names the file
@@ -635,13 +648,21 @@ def _parse_csv(chunks, where):
     parsed while the rest of it is decompressed, and at most a piece of text is in memory.
     """
     header, pending, line_no, n_rows, parts = None, b"", 1, 0, []
+
+    def parse(buf, pos, stop):
+        nonlocal line_no, n_rows
+        if stop > pos:
+            *arrays, line_no = _parse_rows(buf, pos, stop, header, where, line_no, n_rows)
+            parts.append(arrays)
+            n_rows += len(arrays[0])
+
     stream = iter(chunks)
     try:
         for chunk in itertools.chain(stream, [None]):
             final = chunk is None
-            buf = pending + chunk if not final else pending
-            pos = 0
+            buf, pos = (b"" if final else chunk), 0
             if header is None:
+                buf, pending = pending + buf, b""
                 start = 3 if buf.startswith(b"\xef\xbb\xbf") else 0
                 if not buf[start:].strip():
                     if final:
@@ -652,23 +673,41 @@ def _parse_csv(chunks, where):
                     continue
                 end = buf.find(b"\n", start)
                 if end < 0 and not final:
+                    _check_line_length(buf, where, 1)
                     pending = buf
                     continue
                 end = len(buf) if end < 0 else end
                 header = _parse_header(buf, start, end, where)
                 pos = end + 1
+            elif pending:
+                # The line cut at the end of the last piece: parse it alone rather than copy
+                # the whole new piece behind it.
+                end = 0 if final else buf.find(b"\n") + 1
+                if not final and not end:
+                    pending += buf
+                    _check_line_length(pending, where, line_no + 1)
+                    continue
+                line = pending + buf[:end]
+                parse(line, 0, len(line))
+                pending, pos = b"", end
             cut = len(buf) if final else buf.rfind(b"\n", pos) + 1
-            if cut > pos:
-                part = _parse_rows(buf, pos, cut, header, where, line_no, n_rows)
-                parts.append(part[:3])
-                line_no, n_rows = part[3], n_rows + len(part[0])
+            parse(buf, pos, cut)
             pending = buf[max(cut, pos):]
+            _check_line_length(pending, where, line_no + 1)
     finally:
         if hasattr(stream, "close"):
             stream.close()  # stops a decompressing thread when parsing fails
     if not n_rows:
         raise ValueError(f"{where}: has a header ({','.join(header.found)}) but no data rows.")
     return tuple(np.concatenate(arrays) if len(arrays) > 1 else arrays[0] for arrays in zip(*parts))
+
+
+def _check_line_length(pending, where, line_no):
+    if len(pending) > _MAX_LINE_BYTES:
+        raise ValueError(
+            f"{where}, line {line_no}: is longer than {_MAX_LINE_BYTES >> 20} MB without a line break; "
+            "a FER2013 row is under 10 kB, so this is not a FER2013 CSV."
+        )
 
 
 def _parse_rows(buf, pos, stop, header, where, line_no, first_row):
@@ -679,7 +718,7 @@ def _parse_rows(buf, pos, stop, header, where, line_no, first_row):
     n = len(lines)
     if not n:
         return (np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8), np.zeros(0, np.int64),
-                np.zeros(0, "<U11"), line_no)
+                np.zeros(0, _SPLIT_DTYPE), line_no)
     if extra:
         buf = buf + b"".join(extra)
     data = np.frombuffer(buf, np.uint8)
@@ -697,7 +736,7 @@ def _parse_rows(buf, pos, stop, header, where, line_no, first_row):
         col = header.columns["usage"]
         splits = _parse_usage(buf, starts[:, col], ends[:, col], rows, header.found[col])
     else:
-        splits = np.full(n, header.layout.split, dtype="<U11")
+        splits = np.full(n, header.layout.split, dtype=_SPLIT_DTYPE)
     return images.reshape(n, IMAGE_SIZE, IMAGE_SIZE), labels, splits, line_no
 
 
@@ -720,7 +759,7 @@ def _split_rows(raw, pos, stop, ncols, where, found, line_no, first_row):
     read with :mod:`csv` and its fields appended after the buffer (``extra``). Blank lines
     are skipped but counted, so line numbers match the file.
     """
-    find, count = raw.find, raw.count
+    find = raw.find
     has_quotes = raw.find(b'"', pos, stop) >= 0
     commas = ncols - 1
     starts, ends, lines, extra = [], [], [], []
@@ -732,18 +771,20 @@ def _split_rows(raw, pos, stop, ncols, where, found, line_no, first_row):
         line_no += 1
         end = line_end - 1 if line_end > pos and raw[line_end - 1] == 13 else line_end
         quoted = has_quotes and find(b'"', pos, end) >= 0
-        if not quoted and count(b",", pos, end) == commas:
+        cuts = [pos - 1]
+        if not quoted:
+            for _ in range(commas):
+                c = find(b",", cuts[-1] + 1, end)
+                if c < 0:
+                    break
+                cuts.append(c)
+        if len(cuts) == ncols and find(b",", cuts[-1] + 1, end) < 0:
             if end - pos < 16 and not raw[pos:end].strip():
                 pos = line_end + 1
                 continue  # a blank line
-            s = pos
-            for _ in range(commas):
-                c = find(b",", s, end)
-                starts.append(s)
-                ends.append(c)
-                s = c + 1
-            starts.append(s)
-            ends.append(end)
+            cuts.append(end)
+            starts.extend([c + 1 for c in cuts[:-1]])
+            ends.extend(cuts[1:])
             lines.append(line_no)
         else:
             text = raw[pos:end].decode("utf-8", errors="replace")
@@ -885,7 +926,7 @@ def _parse_usage(buf, us, ue, rows, column):
             raise ValueError(
                 f"{rows(r)}: {column} {text[:20]!r} is not a split; expected one of {', '.join(SPLITS)}."
             )
-    table = np.array([mapping[t] for t in texts], dtype="<U11")
+    table = np.array([mapping[t] for t in texts], dtype=_SPLIT_DTYPE)
     return table[inverse]
 
 
@@ -975,8 +1016,10 @@ def _read_zip(path, strict):
         if csvs:
             info = csvs[0][1]
             where = f"{path} (member {info.filename})"
-            raw = _read_member(archive, info, where)
-            chunks = _gunzip_chunks(raw, where) if raw.startswith(_GZIP_MAGIC) else [raw]
+            if _member_head(archive, info, where).startswith(_GZIP_MAGIC):
+                chunks = _gunzip_chunks(_read_member(archive, info, where), where)
+            else:
+                chunks = _member_chunks(archive, info, where)
             return _csv_result(_parse_csv(chunks, where))
 
         def reader(info):
@@ -988,6 +1031,24 @@ def _read_zip(path, strict):
 
         items = [(parts, info.filename, reader(info)) for parts, info in sorted(members, key=lambda m: m[0])]
         return _read_images(items, str(path), strict)
+
+
+def _member_head(archive, info, where):
+    try:
+        with archive.open(info) as member:
+            return member.read(2)
+    except (zipfile.BadZipFile, RuntimeError, OSError, EOFError, zlib.error, NotImplementedError) as exc:
+        raise ValueError(f"{where}: cannot be read from the zip ({exc}).") from None
+
+
+def _member_chunks(archive, info, where):
+    """Stream a zip member in pieces, so a CSV is never held whole (nor a zip bomb inflated)."""
+    try:
+        with archive.open(info) as member:
+            while chunk := member.read(_READ_BYTES):
+                yield chunk
+    except (zipfile.BadZipFile, RuntimeError, OSError, EOFError, zlib.error, NotImplementedError) as exc:
+        raise ValueError(f"{where}: cannot be read from the zip ({exc}).") from None
 
 
 def _read_member(archive, info, where):
@@ -1058,7 +1119,7 @@ def _read_images(items, where, strict):
             f"{where}: holds no images and no CSV; expected <split>/<emotion>/<image> files "
             "(e.g. train/angry/0.jpg) or one FER2013 CSV."
         )
-    return (np.stack(images), np.array(labels, np.int64), np.array(splits, dtype="<U11"), resized, first)
+    return (np.stack(images), np.array(labels, np.int64), np.array(splits, dtype=_SPLIT_DTYPE), resized, first)
 
 
 # --- cache ------------------------------------------------------------------------------------
@@ -1119,6 +1180,7 @@ def _write_cache(key, images, labels, splits, fingerprint, resized, first):
             np.savez(f, images=images, labels=labels, splits=splits, fingerprint=np.array(fingerprint),
                      resized=np.array(resized), first=np.array(first or ""),
                      version=np.array(_CACHE_VERSION))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is as readable as any user file
         os.replace(tmp, folder / f"{key}.npz")
         tmp = None
     except OSError as exc:

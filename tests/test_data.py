@@ -317,6 +317,8 @@ LABEL, PIXELS, USAGE = ROW.split(",")
      r"fields\.csv, data row 2 \(line 3\): has 2 fields, expected 3 \(emotion,pixels,Usage\)"),
     ("usage.csv", _csv_with(3, f"{LABEL},{PIXELS},Holdout"),
      r"usage\.csv, data row 4 \(line 5\): Usage 'Holdout' is not a split"),
+    ("endless.csv", b"emotion,pixels,Usage\n0," + b"1 " * 600_000,
+     r"endless\.csv, line 2: is longer than 1 MB without a line break"),
 ])
 def test_bad_csv(tmp_path, home, name, content, match):
     path = write(tmp_path / name, content)
@@ -393,6 +395,10 @@ def _corrupt_in_zip(tmp):
     return zip_of(tmp / "faces.zip", {"train/sad/a.png": png(IMAGES[0])[:40]})
 
 
+def _bad_row_in_zipped_csv(tmp):
+    return zip_of(tmp / "bad.zip", {"data/fer2013.csv": _csv_with(1, f"{LABEL},{PIXELS} 1 2,{USAGE}")})
+
+
 def _single_image(tmp):
     return write(tmp / "face.png", png(IMAGES[0]))
 
@@ -413,6 +419,7 @@ def _empty_folder(tmp):
     (_text_as_image, r"faces: file 'train/angry/notes\.txt' in emotion folder 'angry' is not an image"),
     (_corrupt_png, r"faces: file 'train/fear/b\.png' in emotion folder 'fear' is a corrupt image"),
     (_corrupt_in_zip, r"faces\.zip: file 'train/sad/a\.png' in emotion folder 'sad' is a corrupt image"),
+    (_bad_row_in_zipped_csv, r"bad\.zip \(member data/fer2013\.csv\), data row 2 \(line 3\): has 2306 pixel"),
     (_single_image, r"face\.png: is a single image; pass the folder"),
     (_empty_folder, r"nothing: holds no images and no CSV"),
 ])
@@ -537,7 +544,9 @@ def test_dataset_arrays_are_read_only_and_copied():
     ({"labels": [0, 7]}, r"'labels' parameter of Dataset must hold class indices 0-6 or -1 .* from 0 to 7"),
     ({"labels": [0]}, r"'labels' parameter .* shape \(2,\)"),
     ({"splits": ["Training", "Holdout"]}, r"'splits' parameter of Dataset must hold only .* Got \['Holdout'\]"),
-    ({"regions": np.zeros((2, 8, 8), np.uint8)}, r"'regions' parameter .* Got shape \(2, 8, 8\)"),
+    ({"regions": np.zeros((2, 8, 8), np.uint8)}, r"'regions' parameter .* Got dtype uint8 and shape \(2, 8, 8\)"),
+    ({"regions": np.full((2, 48, 48), 300)}, r"'regions' parameter of Dataset must be None or an integer array of "
+                                             r"region ids 0-255"),
 ])
 def test_dataset_validation(kwargs, match):
     base = {"images": np.zeros((2, 48, 48), np.uint8), "labels": [0, 1], "splits": ["Training", "PublicTest"]}
@@ -628,6 +637,9 @@ def test_fingerprint_arrays():
     assert fingerprint_arrays(a) != fingerprint_arrays(a.astype(np.int64))  # dtype counts
     assert fingerprint_arrays(a) != fingerprint_arrays(a.reshape(2, 5))  # shape counts
     assert fingerprint_arrays(a, None) != fingerprint_arrays(a)
+    names = ["Training", "PublicTest"]
+    assert fingerprint_arrays(np.array(names, "<U10")) == fingerprint_arrays(np.array(names, "<U11"))
+    assert fingerprint_arrays(np.array(names)) != fingerprint_arrays(np.array(names[::-1]))
     assert len(fingerprint_arrays(a)) == 32
     with pytest.raises(ValueError, match="numeric or fixed-width string arrays"):
         fingerprint_arrays(np.array([{}], dtype=object))
