@@ -11,6 +11,13 @@ One call, :func:`load`, reads a source by its content, not its file name:
 * each of those gzipped (``.csv.gz``) or zipped (a ``.zip`` holding one CSV, or the tree);
 * the string ``"synthetic"``, for :func:`fervis.synthetic.make_dataset`.
 
+Split names as users write them are mapped to FER2013's: ``train`` is ``Training``;
+``val``/``validation`` is ``PublicTest``; ``test`` is ``PrivateTest`` beside a validation
+folder, else ``PublicTest`` (a ``PublicTest_``/``PrivateTest_`` file-name prefix wins over
+the folder). Rows of an unlabelled ``test.csv`` get label -1 and split ``PublicTest``. A
+folder or zip with images in emotion folders is read as a tree (CSVs beside it are
+ignored); otherwise it must hold exactly one CSV.
+
 Every layout gives one :class:`Dataset`. Parsed files are cached as ``.npz`` under
 ``$FERVIS_HOME/data`` (default: the user cache directory), so a second load of the
 35,887-row CSV reads one file instead of 270 MB of text.
@@ -1220,7 +1227,7 @@ def describe(dataset):
             f"Got {type(dataset).__name__} instead."
         )
     n = len(dataset)
-    flat = dataset.images.reshape(n, -1)
+    flat = dataset.images.reshape(n, _PIXELS)
     total, squares = 0, 0
     for r0 in range(0, n, 4096):
         chunk = flat[r0:r0 + 4096].astype(np.uint32)

@@ -667,6 +667,8 @@ def test_describe_reports_duplicates_blanks_and_stats():
         assert phrase in text
     clean = describe(numbered())
     assert clean["problems"] == [] and clean["duplicate_groups"] == []
+    empty = describe(ds.take([]))
+    assert empty["n_images"] == 0 and empty["counts"] == {} and empty["problems"] == []
 
 
 def test_import_is_light():
