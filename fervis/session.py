@@ -79,10 +79,8 @@ def prepare(data="synthetic", model="auto", budget="quick", split="PublicTest", 
     if caps["max_train"] and "Training" in set(dataset.splits):
         train = dataset.subset("Training")
         if len(train) > caps["max_train"]:
-            keep = [s for s in dict.fromkeys(dataset.splits) if s != "Training"]
-            parts = [train.sample(caps["max_train"], stratify=True, seed=seed)]
-            parts += [dataset.subset(s) for s in keep]
-            trainable = data_mod.concatenate(parts)
+            # Only what a model is trained on is capped; the analysed split stays whole.
+            trainable = train.sample(caps["max_train"], stratify=True, seed=seed)
     fitted = training.model_for(trainable, model)
     evaluation = dataset.subset(split) if split in set(dataset.splits) else dataset
     if caps["max_eval"] and len(evaluation) > caps["max_eval"]:
