@@ -117,7 +117,8 @@ def main(argv=None):
     peak = max(peak_tf, peak_np)
     print(f"training: batch {args.batch}, {args.steps} steps per timed epoch, best of {args.repeat}, "
           "quick recipe's augmentation\n")
-    header = f"{'arch':8} {'params':>9} {'fwd GFLOP/img':>14} {'images/s':>9} {'GFLOP/s':>8} {'bound img/s':>12} {'fraction':>9}"
+    header = (f"{'arch':8} {'params':>9} {'fwd GFLOP/img':>14} {'images/s':>9} {'GFLOP/s':>8} "
+              f"{'bound img/s':>12} {'fraction':>9}")
     print(header)
     print("-" * len(header))
     for arch in args.archs:

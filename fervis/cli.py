@@ -165,7 +165,9 @@ def _train(args):
         )
     models, recipes, training = _keras_modules()
     if args.recipe not in recipes.RECIPES:
-        raise _UsageError(f"argument --recipe: invalid choice: {args.recipe!r} (choose from {', '.join(recipes.RECIPES)})")
+        raise _UsageError(
+            f"argument --recipe: invalid choice: {args.recipe!r} (choose from {', '.join(recipes.RECIPES)})"
+        )
     if args.arch is not None and args.arch not in models.ARCHITECTURES:
         raise _UsageError(
             f"argument --arch: invalid choice: {args.arch!r} (choose from {', '.join(models.ARCHITECTURES)})"
@@ -206,7 +208,9 @@ def _evaluate(args):
 def _demo(args):
     _, recipes, training = _keras_modules()
     if args.recipe not in recipes.RECIPES:
-        raise _UsageError(f"argument --recipe: invalid choice: {args.recipe!r} (choose from {', '.join(recipes.RECIPES)})")
+        raise _UsageError(
+            f"argument --recipe: invalid choice: {args.recipe!r} (choose from {', '.join(recipes.RECIPES)})"
+        )
     print(f"fervis demo: synthetic faces and the {args.recipe!r} model (trained on the first run, then "
           "cached)", file=sys.stderr)
     dataset = _load_data("synthetic")

@@ -135,7 +135,9 @@ def _read_state(path):
         with zipfile.ZipFile(path) as archive:
             return json.loads(archive.read(_STATE))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as err:
-        raise ValueError(f"Cannot resume from checkpoint {str(path)!r}: it is damaged or not a fervis checkpoint ({err}).") from None
+        raise ValueError(
+            f"Cannot resume from checkpoint {str(path)!r}: it is damaged or not a fervis checkpoint ({err})."
+        ) from None
 
 
 def _save_atomic(model, path):
@@ -455,7 +457,9 @@ def load_or_train(dataset, recipe="quick", progress=True):
     """
     func = "fervis.training.load_or_train"
     if not _is_dataset(dataset):
-        raise ValueError(f"The 'dataset' parameter of {func} must be a fervis Dataset. Got {type(dataset).__name__} instead.")
+        raise ValueError(
+            f"The 'dataset' parameter of {func} must be a fervis Dataset. Got {type(dataset).__name__} instead."
+        )
     recipe = recipes.get(recipe)
     num_classes = len(dataset.class_names)
     path = cache_path(dataset, recipe)
@@ -495,7 +499,8 @@ def load_or_train(dataset, recipe="quick", progress=True):
 
 
 def _is_fer2013(dataset):
-    synthetic = str(getattr(dataset, "source", "")).startswith("synthetic") or getattr(dataset, "regions", None) is not None
+    source = str(getattr(dataset, "source", ""))
+    synthetic = source.startswith("synthetic") or getattr(dataset, "regions", None) is not None
     return not synthetic and tuple(dataset.class_names) == tuple(CLASS_NAMES)
 
 
@@ -530,7 +535,9 @@ def model_for(dataset, model="auto"):
     """
     func = "fervis.training.model_for"
     if not _is_dataset(dataset):
-        raise ValueError(f"The 'dataset' parameter of {func} must be a fervis Dataset. Got {type(dataset).__name__} instead.")
+        raise ValueError(
+            f"The 'dataset' parameter of {func} must be a fervis Dataset. Got {type(dataset).__name__} instead."
+        )
     num_classes = len(dataset.class_names)
     if isinstance(model, str) and model == "auto":
         if _is_fer2013(dataset) and models.pretrained_path("fer2013").exists():
@@ -574,15 +581,20 @@ def evaluate(model, dataset, split="PublicTest", tta="none", batch_size=256):
     if not isinstance(model, keras.Model):
         raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
     if not _is_dataset(dataset):
-        raise ValueError(f"The 'dataset' parameter of {func} must be a fervis Dataset. Got {type(dataset).__name__} instead.")
+        raise ValueError(
+            f"The 'dataset' parameter of {func} must be a fervis Dataset. Got {type(dataset).__name__} instead."
+        )
     if tta not in ("none", "flip", "tencrop"):
-        raise ValueError(f"The 'tta' parameter of {func} must be one of ['none', 'flip', 'tencrop']. Got {tta!r} instead.")
+        raise ValueError(
+            f"The 'tta' parameter of {func} must be one of ['none', 'flip', 'tencrop']. Got {tta!r} instead."
+        )
     _check_input(model, func)
     class_names = list(dataset.class_names)
     k = len(class_names)
     if model.output_shape[-1] != k:
         raise ValueError(
-            f"The 'model' parameter of {func} outputs {model.output_shape[-1]} classes, but the data has {k} classes."
+            f"The 'model' parameter of {func} outputs {model.output_shape[-1]} classes, "
+            f"but the data has {k} classes."
         )
     present = sorted(set(np.asarray(dataset.splits).tolist()))
     if split is not None and split not in present:
@@ -590,7 +602,9 @@ def evaluate(model, dataset, split="PublicTest", tta="none", batch_size=256):
     subset = dataset if split is None else dataset.subset(split)
     y_true = np.asarray(subset.labels)
     if len(y_true) == 0:
-        raise ValueError(f"Split {split!r} of dataset {getattr(dataset, 'source', '?')!r} holds no images to evaluate on.")
+        raise ValueError(
+            f"Split {split!r} of dataset {getattr(dataset, 'source', '?')!r} holds no images to evaluate on."
+        )
     if (y_true < 0).any():
         raise ValueError(
             f"Split {split!r} of dataset {getattr(dataset, 'source', '?')!r} is unlabelled "

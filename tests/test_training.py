@@ -60,6 +60,16 @@ def test_fit_trains_in_place_and_writes_run(synthetic_small, tmp_path):
     assert "augment" not in [layer.name for layer in final.layers]  # the plain classifier is saved
 
 
+def test_fit_writes_tensorboard_logs(tmp_path):
+    pytest.importorskip("tensorboard", reason="TensorFlow >= 2.20 no longer installs tensorboard")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("TensorBoard logs are written with the TensorFlow backend only")
+    images, labels = _arrays(64)
+    training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=1), out_dir=tmp_path,
+                 verbose=False)
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+
+
 def test_fit_is_repeatable_and_learns(synthetic_small):
     recipe = TINY4.replace(epochs=3)
     a, ha = training.fit(models.build("tiny", seed=0), synthetic_small, recipe, verbose=False)
