@@ -129,6 +129,9 @@ def augmenter(recipe, seed=None):
         layers.append(keras.layers.RandomErasing(
             factor=(recipe.erasing, recipe.erasing), scale=(0.02, 0.2), fill_value=128.0,
             value_range=(0, 255), seed=seed + 4))
+    if not layers:
+        # An empty Sequential cannot be called; keep the training graph's shape the same.
+        layers.append(keras.layers.Identity(name="identity"))
     return keras.Sequential(layers, name="augment")
 
 
