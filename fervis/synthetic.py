@@ -66,25 +66,25 @@ _F32 = np.float32  # drawing stays in float32: np.where of two Python floats wou
 #           angry disgust fear  happy  sad  surprise neutral
 _CUES = {
     # brows: + lowers (rows), inner end / outer end; - pulls the inner ends together (px)
-    "brow_inner": (2.6, 2.2, -2.4, 0.0, -2.6, -3.2, 0.0),
-    "brow_outer": (0.6, 0.5, -1.6, 0.0, 0.9, -3.0, 0.0),
-    "brow_pull": (-1.2, -1.0, -1.0, 0.0, -0.4, 0.0, 0.0),
-    "brow_arch": (0.0, 0.0, 0.2, 0.0, 0.0, 1.3, 0.0),
+    "brow_inner": (3.2, 3.0, -2.8, 0.0, -3.0, -3.6, 0.0),
+    "brow_outer": (0.8, 0.7, -1.8, 0.0, 1.0, -3.4, 0.0),
+    "brow_pull": (-1.4, -1.3, -1.2, 0.0, -0.5, 0.0, 0.0),
+    "brow_arch": (0.0, 0.0, 0.2, 0.0, 0.0, 1.5, 0.0),
     # eyes: change of the opening half-height (px); raise of the lower lid (fraction)
-    "eye_open": (-0.8, -0.6, 1.3, -0.5, -0.2, 1.5, 0.0),
+    "eye_open": (-1.0, -0.9, 1.5, -0.6, -0.3, 1.7, 0.0),
     "lower_lid": (0.2, 0.2, 0.0, 0.5, 0.0, 0.0, 0.0),
     # nose wrinkle and raised cheeks (strength 0-1)
     "wrinkle": (0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0),
     "cheeks": (0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0),
     # mouth: corners (+ down), half-width change, opening up/down, lip thickness change,
     # one-sided raise of the upper lip, share of the opening filled by teeth
-    "corners": (0.3, 0.6, 0.6, -3.0, 2.6, 0.0, 0.0),
-    "width": (-1.3, -0.6, 3.0, 1.8, -0.4, -2.6, 0.0),
-    "open_up": (0.0, 0.4, 0.8, 0.9, 0.0, 2.4, 0.0),
-    "open_down": (0.0, 0.2, 0.9, 0.9, 0.0, 3.2, 0.0),
-    "lips": (-0.7, 0.0, -0.3, 0.0, 0.0, 0.0, 0.0),
-    "lip_raise": (0.0, 2.2, 0.0, 0.0, 0.0, 0.0, 0.0),
-    "teeth": (0.0, 0.8, 0.6, 0.7, 0.0, 0.1, 0.0),
+    "corners": (0.3, 0.6, 0.6, -3.4, 3.0, 0.0, 0.0),
+    "width": (-1.6, -0.6, 3.2, 2.0, -0.5, -2.8, 0.0),
+    "open_up": (0.0, 0.5, 0.9, 1.0, 0.0, 2.6, 0.0),
+    "open_down": (0.0, 0.2, 1.0, 1.0, 0.0, 3.4, 0.0),
+    "lips": (-0.8, 0.0, -0.3, 0.0, 0.0, 0.0, 0.0),
+    "lip_raise": (0.0, 2.4, 0.0, 0.0, 0.0, 0.0, 0.0),
+    "teeth": (0.0, 0.3, 0.6, 0.7, 0.0, 0.1, 0.0),
 }
 _CUE_TABLE = {k: np.asarray(v, dtype=np.float32) for k, v in _CUES.items()}
 
@@ -122,17 +122,17 @@ def _sample(rng, labels):
 
     p = {}
     # Expression intensity: subtle to full, most faces in between.
-    p["intensity"] = (0.2 + 0.8 * rng.beta(2.0, 1.6, n)).astype(np.float32)
+    p["intensity"] = (0.3 + 0.7 * rng.beta(2.2, 1.4, n)).astype(np.float32)
     for name, table in _CUE_TABLE.items():
         p[name] = table[labels] * p["intensity"]
     p["lip_side"] = np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(np.float32)
 
     # Identity: the geometry of a neutral face.
     p["head_ax"], p["head_ay"], p["head_cy"] = g(16.8, 0.7), g(22.0, 0.8), g(25.5, 0.6)
-    p["eye_y"], p["eye_dx"], p["eye_a"], p["eye_b"] = g(19.0, 0.6), g(8.3, 0.4), g(3.6, 0.25), g(1.9, 0.2)
-    p["brow_gap"], p["brow_thick"], p["brow_len"] = g(5.6, 0.4), g(1.9, 0.3), g(8.8, 0.6)
-    p["nose_y"], p["mouth_y"], p["mouth_w"], p["lip_t"] = g(30.2, 0.5), g(37.0, 0.6), g(6.6, 0.4), g(1.7, 0.2)
-    p["iris"] = g(1.6, 0.15)
+    p["eye_y"], p["eye_dx"], p["eye_a"], p["eye_b"] = g(19.0, 0.6), g(8.3, 0.4), g(3.8, 0.25), g(2.0, 0.2)
+    p["brow_gap"], p["brow_thick"], p["brow_len"] = g(5.6, 0.4), g(2.2, 0.3), g(8.8, 0.6)
+    p["nose_y"], p["mouth_y"], p["mouth_w"], p["lip_t"] = g(30.2, 0.5), g(37.0, 0.6), g(7.0, 0.4), g(1.8, 0.2)
+    p["iris"] = g(1.7, 0.15)
     # Tones and hair.
     p["skin"] = u(95.0, 200.0)
     p["light"] = g(0.0, 14.0)  # side lighting, grey levels per half face
@@ -141,7 +141,10 @@ def _sample(rng, labels):
     blond = rng.random(n) < 0.15
     p["hair_tone"] = np.where(blond, u(140.0, 200.0), u(10.0, 100.0)).astype(np.float32)
     style = rng.choice(3, n, p=[0.1, 0.55, 0.35])  # bald, short, long
-    p["hairline"] = np.where(style == 0, -20.0, g(8.5, 1.2)).astype(np.float32)
+    # The hairline stays above the highest brows of any expression (bangs would hide the cue,
+    # and a hairline that moved with the expression would itself give the label away).
+    hairline = np.minimum(g(7.5, 1.2), p["eye_y"] - p["brow_gap"] - 7.0)
+    p["hairline"] = np.where(style == 0, -20.0, hairline).astype(np.float32)
     p["hair_long"] = np.where(style == 2, u(28.0, 44.0), 0.0).astype(np.float32)
     p["hair_phase"] = u(0.0, 2 * np.pi)
     # Nuisance: pose, mirror, contrast, noise, blur.
@@ -149,9 +152,9 @@ def _sample(rng, labels):
     p["scale"] = u(0.9, 1.1)
     p["angle"] = np.deg2rad(u(-10.0, 10.0))
     p["mirror"] = (rng.random(n) < 0.5).astype(np.float32)
-    p["contrast"] = u(0.75, 1.15)
-    p["noise"] = u(1.0, 7.0)
-    p["blur"] = np.where(rng.random(n) < 0.5, u(0.2, 0.75), 0.0).astype(np.float32)
+    p["contrast"] = u(0.8, 1.15)
+    p["noise"] = u(1.0, 5.0)
+    p["blur"] = np.where(rng.random(n) < 0.4, u(0.2, 0.6), 0.0).astype(np.float32)
     # A hand in front of the face on about one face in eight.
     p["occluded"] = (rng.random(n) < 0.12).astype(np.float32)
     upper = rng.random(n) < 0.25
