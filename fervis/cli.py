@@ -5,11 +5,13 @@
     fervis data inspect SOURCE [--json]
     fervis train --data SOURCE --out DIR [--arch NAME] [--epochs N] [--recipe NAME] [--resume]
     fervis evaluate --model PATH|pretrained:fer2013 --data SOURCE [--split NAME] [--tta none|flip|tencrop] [--json]
-    fervis demo [--recipe NAME] [--json]
+    fervis demo [--recipe NAME] [--json] [--no-report]
+    fervis report [--data SOURCE] [--budget quick|full] [--model SPEC] [--out DIR] [--notebooks DIR]
 
 With ``--json`` a command prints exactly one JSON object on stdout; progress bars and
 warnings go to stderr. Bad arguments and files end the command with exit status 2 and one
-line on stderr, ``fervis: error: ...``. TensorFlow is imported only by the commands that
+line on stderr, ``fervis: error: ...``; a failing notebook cell in ``report`` (or ``demo``) ends it
+with exit status 1 and one such line naming the notebook, the cell and the error. TensorFlow is imported only by the commands that
 need it, after the cheap checks, so ``import fervis.cli`` and argument errors are fast.
 """
 
@@ -217,10 +219,40 @@ def _demo(args):
     model = training.load_or_train(dataset, args.recipe, progress=True)
     result = training.evaluate(model, dataset, split="PublicTest")
     path = training.cache_path(dataset, args.recipe)
+    index = None
+    if not args.no_report:
+        # The notebooks' "auto" model is the cached quick model; another recipe's is passed by path.
+        model = "auto" if args.recipe == "quick" else str(path)
+        report = _run_report("synthetic", "quick", model, "reports", None)
+        if report is None:
+            return 1
+        index = str(report.index.resolve())
     if args.json:
-        _print_json({"recipe": args.recipe, "model_path": str(path), **result})
+        _print_json({"recipe": args.recipe, "model_path": str(path), **result,
+                     **({"report": index} if index else {})})
     else:
         _print_evaluation(result, f"the {args.recipe!r} model on synthetic faces (cached at {path})")
+        if index:
+            print(f"\nreport (all notebooks, executed): {index}")
+    return 0
+
+
+def _run_report(data, budget, model, out, notebooks_dir):
+    """fervis.report.run; a failing notebook prints one error line and gives None (exit 1)."""
+    from fervis import report
+
+    try:
+        return report.run(data=data, budget=budget, model=model, out=out, notebooks_dir=notebooks_dir)
+    except report.NotebookError as err:
+        print(f"fervis: error: {err}", file=sys.stderr)
+        return None
+
+
+def _report(args):
+    report = _run_report(args.data, args.budget, args.model, args.out, args.notebooks)
+    if report is None:
+        return 1
+    print(f"report: {report.index.resolve()}")
     return 0
 
 
@@ -259,10 +291,23 @@ def _parser():
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(func=_evaluate)
 
-    demo = commands.add_parser("demo", help="train (once) and evaluate the quick model on synthetic faces")
+    demo = commands.add_parser("demo", help="train (once) and evaluate the quick model on synthetic faces, then "
+                                            "run the report on them")
     demo.add_argument("--recipe", default="quick", metavar="NAME", help="default quick")
     demo.add_argument("--json", action="store_true", help="print one JSON object")
+    demo.add_argument("--no-report", action="store_true", help="only evaluate; do not run the notebooks")
     demo.set_defaults(func=_demo)
+
+    report = commands.add_parser("report", help="run every notebook into reports/<data-name>/ (HTML + index)")
+    report.add_argument("--data", default="synthetic", metavar="SOURCE",
+                        help="'synthetic' (default) or a FER2013 file or folder")
+    report.add_argument("--budget", default="quick", choices=("quick", "full"), help="default quick")
+    report.add_argument("--model", default="auto", metavar="SPEC",
+                        help="auto (default), a .keras/.h5 file or pretrained:fer2013")
+    report.add_argument("--out", default="reports", metavar="DIR",
+                        help="reports folder (default reports); the report goes to DIR/<data-name>/")
+    report.add_argument("--notebooks", metavar="DIR", help="notebooks folder (default: the repository's)")
+    report.set_defaults(func=_report)
     return parser
 
 
@@ -277,7 +322,8 @@ def main(argv=None):
     Returns
     -------
     int
-        0 on success, 2 for bad arguments or files, 130 when interrupted.
+        0 on success, 1 when a notebook of ``report``/``demo`` fails, 2 for bad arguments or
+        files, 130 when interrupted.
 
     Example
     -------

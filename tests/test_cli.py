@@ -168,13 +168,13 @@ def test_evaluate_bad_split_and_unlabelled(capsys, fer_csv, trained_run, tmp_pat
 
 
 def test_demo_json_then_cached(capsys):
-    assert cli.main(["demo", "--recipe", "tiny", "--json"]) == 0
+    assert cli.main(["demo", "--recipe", "tiny", "--json", "--no-report"]) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)
     assert result["split"] == "PublicTest" and result["n"] == 1500 and 0 <= result["accuracy"] <= 1
     assert "epoch 1/2" in captured.err  # progress goes to stderr
     assert pathlib.Path(result["model_path"]).exists()
-    assert cli.main(["demo", "--recipe", "tiny"]) == 0  # second run: from the cache, no training
+    assert cli.main(["demo", "--recipe", "tiny", "--no-report"]) == 0  # second run: from the cache, no training
     captured = capsys.readouterr()
     assert "epoch 1/2" not in captured.err and "accuracy" in captured.out
 

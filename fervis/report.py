@@ -1,0 +1,495 @@
+"""Run every notebook into a report: executed notebooks, HTML pages and an index page.
+
+``fervis report`` (and ``fervis demo``) call :func:`run`. Each notebook in the repository's
+``notebooks/`` folder is executed with papermill, its ``parameters`` cell overridden by
+``DATA``, ``BUDGET`` and ``MODEL``; the executed notebook and an HTML page of it (nbconvert)
+go to ``<out>/<data-name>/``, beside ``index.html``, which states the settings, the date and,
+per notebook, passed / failed / not run and its run time.
+
+The first failing cell stops the run: what ran so far stays on disk, the index marks the
+notebook as failed, and :class:`NotebookError` names the notebook, the cell and the error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import html
+import json
+import os
+import pathlib
+import re
+import sys
+import tempfile
+import time
+
+__all__ = ["NotebookError", "NotebookResult", "Report", "data_name", "find_notebooks", "run"]
+
+_PASSED, _FAILED, _NOT_RUN, _RUNNING = "passed", "failed", "not run", "running"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# Suffixes dropped from a data file's name to name its report folder: fer2013.csv.gz -> fer2013.
+_DATA_SUFFIXES = (".gz", ".zip", ".bz2", ".xz", ".csv", ".tar", ".tgz", ".npz")
+
+
+@dataclasses.dataclass
+class NotebookResult:
+    """What happened to one notebook.
+
+    Attributes
+    ----------
+    name : str
+        The notebook's file name, e.g. ``"01_saliency_maps.ipynb"``.
+    status : {"passed", "failed", "not run", "running"}
+    seconds : float or None
+        Run time; ``None`` when not run.
+    ipynb, html : pathlib.Path or None
+        The executed notebook and its HTML page (also written for a failed notebook).
+    error : str or None
+        One line: the cell and the error, for a failed notebook.
+    """
+
+    name: str
+    status: str = _NOT_RUN
+    seconds: float | None = None
+    ipynb: pathlib.Path | None = None
+    html: pathlib.Path | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class Report:
+    """A report folder and what it holds.
+
+    Attributes
+    ----------
+    folder : pathlib.Path
+        ``<out>/<data-name>``.
+    index : pathlib.Path
+        ``folder / "index.html"``.
+    data, budget, model : str
+        The settings every notebook ran with.
+    started : datetime.datetime
+    seconds : float
+        Total run time so far.
+    results : list of NotebookResult
+        One per notebook, in run order.
+    """
+
+    folder: pathlib.Path
+    index: pathlib.Path
+    data: str
+    budget: str
+    model: str
+    started: datetime.datetime
+    seconds: float
+    results: list
+
+    @property
+    def ok(self):
+        """True when every notebook passed."""
+        return all(r.status == _PASSED for r in self.results)
+
+
+class NotebookError(RuntimeError):
+    """A notebook cell failed; the partial report is on disk and marked as failed.
+
+    Attributes
+    ----------
+    report : Report
+    notebook : str
+        The failing notebook's file name.
+    cell : int or None
+        1-based position of the failing cell in the notebook file (markdown cells count).
+    """
+
+    def __init__(self, message, report, notebook, cell):
+        super().__init__(message)
+        self.report = report
+        self.notebook = notebook
+        self.cell = cell
+
+
+def data_name(data):
+    """The name of the report folder for a data source.
+
+    Parameters
+    ----------
+    data : str or os.PathLike
+        ``"synthetic"`` or a FER2013 file or folder.
+
+    Returns
+    -------
+    str
+        ``"synthetic"``, or the file's name without data/archive suffixes, reduced to
+        letters, digits, ``.``, ``_`` and ``-``.
+
+    Example
+    -------
+    >>> data_name("/data/fer2013.csv.gz")
+    'fer2013'
+    """
+    if isinstance(data, str) and data == "synthetic":
+        return "synthetic"
+    name = pathlib.Path(os.fspath(data)).expanduser().resolve().name
+    while True:
+        lower = name.lower()
+        suffix = next((s for s in _DATA_SUFFIXES if lower.endswith(s) and len(name) > len(s)), None)
+        if suffix is None:
+            break
+        name = name[: -len(suffix)]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
+    return name or "data"
+
+
+def find_notebooks(notebooks_dir=None):
+    """The notebooks a report runs: every ``*.ipynb`` of the notebooks folder, by name.
+
+    Parameters
+    ----------
+    notebooks_dir : str or os.PathLike, optional
+        Default: the ``notebooks/`` folder beside the installed ``fervis`` package (a clone or
+        editable install), else ``./notebooks``.
+
+    Returns
+    -------
+    list of pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        No such folder, or no notebook in it.
+
+    Example
+    -------
+    >>> [p.name for p in find_notebooks()]  # doctest: +SKIP
+    ['01_saliency_maps.ipynb', '02_filter_visualization.ipynb', ...]
+    """
+    func = "fervis.report.find_notebooks"
+    if notebooks_dir is None:
+        beside_package = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
+        in_cwd = pathlib.Path.cwd() / "notebooks"
+        candidates = [beside_package, in_cwd]
+        folder = next((c for c in candidates if c.is_dir()), None)
+        if folder is None:
+            raise ValueError(
+                f"The 'notebooks_dir' parameter of {func} must name the folder of fervis's notebooks; none was "
+                f"given and there is none at {os.fspath(beside_package)!r} or {os.fspath(in_cwd)!r}. Run from a "
+                "clone of the fervis repository or pass --notebooks DIR."
+            )
+    else:
+        folder = pathlib.Path(os.fspath(notebooks_dir)).expanduser()
+        if not folder.is_dir():
+            raise ValueError(
+                f"The 'notebooks_dir' parameter of {func} must be an existing folder. Got "
+                f"{os.fspath(notebooks_dir)!r} instead."
+            )
+    found = sorted(p for p in folder.glob("*.ipynb") if p.is_file())
+    if not found:
+        raise ValueError(
+            f"The 'notebooks_dir' parameter of {func} must be a folder holding .ipynb notebooks. "
+            f"Got {os.fspath(folder)!r} instead, which has none."
+        )
+    return found
+
+
+# --------------------------------------------------------------------------- kernel
+
+
+@contextlib.contextmanager
+def _this_python_kernel(kernel_name):
+    """Make ``kernel_name`` start this interpreter (the current venv's Python).
+
+    Jupyter picks kernel specs from several folders (the user's before the venv's outside a
+    venv), so "python3" may name another Python that lacks fervis. When it does, a spec for
+    ``sys.executable`` is put first on ``JUPYTER_PATH`` for the duration of the run.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        argv = KernelSpecManager().get_kernel_spec(kernel_name).argv
+    except NoSuchKernel:
+        argv = []
+    major, minor = sys.version_info[:2]
+    if argv and (argv[0] in {"python", f"python{major}", f"python{major}.{minor}"}
+                 or os.path.abspath(argv[0]) == os.path.abspath(sys.executable)):
+        yield  # jupyter_client runs "python" as sys.executable
+        return
+    with tempfile.TemporaryDirectory(prefix="fervis-kernel-") as tmp:
+        spec_dir = pathlib.Path(tmp) / "kernels" / kernel_name
+        spec_dir.mkdir(parents=True)
+        spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": f"Python {major} (fervis)", "language": "python"}
+        (spec_dir / "kernel.json").write_text(json.dumps(spec))
+        saved = os.environ.get("JUPYTER_PATH")
+        os.environ["JUPYTER_PATH"] = os.pathsep.join([tmp] + ([saved] if saved else []))
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop("JUPYTER_PATH", None)
+            else:
+                os.environ["JUPYTER_PATH"] = saved
+
+
+def _kernel_manager_class():
+    """nbclient's kernel manager, with CurveZMQ transport encryption where the kernel supports it
+    (otherwise ipykernel warns on every start that it runs over plain TCP)."""
+    import zmq
+    from jupyter_client.manager import AsyncKernelManager
+
+    if "transport_encryption" not in AsyncKernelManager.class_trait_names() or not zmq.has("curve"):
+        return AsyncKernelManager
+
+    class _EncryptedKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            kwargs.setdefault("transport_encryption", "auto")
+            super().__init__(**kwargs)
+
+    return _EncryptedKernelManager
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def _one_line(text, limit=400):
+    text = " ".join(_ANSI.sub("", str(text)).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _failed_cell(nb_path):
+    """(1-based cell number in the original notebook, cell count, execution count, error line)
+    of the first failed cell in an executed notebook, or Nones."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(nb_path, as_version=4)
+    except (OSError, ValueError):
+        return None, None, None, None
+    position, total, found = 0, 0, None
+    for cell in nb.cells:
+        meta = cell.get("metadata", {})
+        tags = meta.get("tags", [])
+        # Cells papermill adds (injected parameters, error banners) are not the user's cells.
+        if "injected-parameters" in tags or "papermill-error-cell-tag" in tags:
+            continue
+        position += 1
+        total += 1
+        if found is not None:
+            continue
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        failed = meta.get("papermill", {}).get("exception") is True
+        if errors or failed or meta.get("papermill", {}).get("status") == "running":
+            line = f"{errors[0].ename}: {errors[0].evalue}" if errors else None
+            found = (position, cell.get("execution_count"), line)
+    if found is None:
+        return None, total, None, None
+    return found[0], total, found[1], found[2]
+
+
+def _write_html(nb_path, html_path):
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(nb_path, as_version=4)
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    html_path.write_text(body, encoding="utf-8")
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
+table { border-collapse: collapse; margin-top: 1em; }
+th, td { border: 1px solid #ccc; padding: .35em .8em; text-align: left; vertical-align: top; }
+.passed { color: #17663a; font-weight: bold; } .failed { color: #b00020; font-weight: bold; }
+.running { color: #8a5a00; } .not-run { color: #777; }
+dt { font-weight: bold; float: left; width: 6em; } dd { margin-left: 7em; }
+"""
+
+
+def _write_index(report):
+    esc = html.escape
+    rows = []
+    for r in report.results:
+        links = " ".join(
+            f'<a href="{esc(p.name)}">{label}</a>'
+            for p, label in ((r.html, "page"), (r.ipynb, "notebook")) if p is not None and p.exists()
+        )
+        seconds = "" if r.seconds is None else f"{r.seconds:.0f} s"
+        error = f"<br><code>{esc(r.error)}</code>" if r.error else ""
+        rows.append(
+            f'<tr><td>{esc(r.name)}</td><td class="{r.status.replace(" ", "-")}">{esc(r.status)}{error}</td>'
+            f"<td>{seconds}</td><td>{links}</td></tr>"
+        )
+    overall = "passed" if report.ok else ("running" if any(r.status == _RUNNING for r in report.results)
+                                          else "failed")
+    from fervis import __version__
+
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>fervis report: {esc(report.folder.name)}</title>
+<style>{_STYLE}</style></head><body>
+<h1>fervis report: {esc(report.folder.name)}</h1>
+<p class="{overall}">Overall: {overall}</p>
+<dl>
+<dt>data</dt><dd>{esc(report.data)}</dd>
+<dt>budget</dt><dd>{esc(report.budget)}</dd>
+<dt>model</dt><dd>{esc(report.model)}</dd>
+<dt>date</dt><dd>{report.started.strftime("%Y-%m-%d %H:%M:%S")}</dd>
+<dt>run time</dt><dd>{report.seconds:.0f} s</dd>
+<dt>fervis</dt><dd>{esc(__version__)}</dd>
+</dl>
+<table><thead><tr><th>notebook</th><th>status</th><th>run time</th><th>open</th></tr></thead>
+<tbody>
+{chr(10).join(rows)}
+</tbody></table>
+</body></html>
+"""
+    tmp = report.index.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, report.index)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _check(data, budget, model, out):
+    from fervis.session import BUDGETS
+
+    func = "fervis.report.run"
+    if not isinstance(data, (str, os.PathLike)) or (
+        not (isinstance(data, str) and data == "synthetic") and not os.path.exists(os.fspath(data))
+    ):
+        raise ValueError(
+            f"The 'data' parameter of {func} must be 'synthetic' or an existing FER2013 file or folder. "
+            f"Got {data!r} instead."
+        )
+    if budget not in BUDGETS:
+        raise ValueError(
+            f"The 'budget' parameter of {func} must be one of {sorted(BUDGETS)}. Got {budget!r} instead."
+        )
+    if not isinstance(model, (str, os.PathLike)) or not (
+        model == "auto" or str(model).startswith("pretrained:") or os.path.exists(os.fspath(model))
+    ):
+        raise ValueError(
+            f"The 'model' parameter of {func} must be 'auto', 'pretrained:<name>' or an existing .keras/.h5 "
+            f"file. Got {model!r} instead."
+        )
+    if not isinstance(out, (str, os.PathLike)):
+        raise ValueError(f"The 'out' parameter of {func} must be a folder path. Got {out!r} instead.")
+
+
+def _absolute(spec, keep):
+    """Paths become absolute (notebooks run in their own folder); names in ``keep`` stay."""
+    spec_str = os.fspath(spec)
+    if spec_str in keep or spec_str.startswith("pretrained:"):
+        return spec_str
+    return os.path.abspath(os.path.expanduser(spec_str))
+
+
+def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks_dir=None,
+        progress=True, kernel_name="python3", cell_timeout=None):
+    """Execute every notebook with the given settings and write the report.
+
+    Parameters
+    ----------
+    data : str or os.PathLike, default "synthetic"
+        The notebooks' ``DATA``: ``"synthetic"`` or a FER2013 file or folder.
+    budget : {"quick", "full"}, default "quick"
+        The notebooks' ``BUDGET``.
+    model : str or os.PathLike, default "auto"
+        The notebooks' ``MODEL``: ``"auto"``, ``"pretrained:<name>"`` or a model file.
+    out : str or os.PathLike, default "reports"
+        The reports folder; this report goes to ``out/<data_name(data)>/``.
+    notebooks_dir : str or os.PathLike, optional
+        Where the notebooks are (see :func:`find_notebooks`).
+    progress : bool, default True
+        A line per notebook and papermill's per-cell progress bar, on stderr.
+    kernel_name : str, default "python3"
+        The Jupyter kernel; "python3" is made to start this interpreter.
+    cell_timeout : int, optional
+        Seconds one cell may run (default: no limit).
+
+    Returns
+    -------
+    Report
+        Every notebook passed.
+
+    Raises
+    ------
+    NotebookError
+        A cell failed (or the kernel died): the message names the notebook, the cell and the
+        error; the partial report is written and marked as failed.
+    ValueError
+        Bad settings, or no notebooks found.
+
+    Example
+    -------
+    >>> report = run("synthetic", budget="quick")  # doctest: +SKIP
+    >>> report.index
+    PosixPath('reports/synthetic/index.html')
+    """
+    _check(data, budget, model, out)
+    notebooks = find_notebooks(notebooks_dir)
+    import papermill
+
+    data_param = _absolute(data, {"synthetic"})
+    model_param = _absolute(model, {"auto"})
+    folder = pathlib.Path(os.fspath(out)).expanduser().resolve() / data_name(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    report = Report(folder=folder, index=folder / "index.html", data=data_param, budget=budget,
+                    model=model_param, started=datetime.datetime.now(), seconds=0.0,
+                    results=[NotebookResult(name=p.name) for p in notebooks])
+    for result in report.results:  # pages of an earlier run would pass for this run's
+        for suffix in (".html",):
+            stale = folder / (pathlib.Path(result.name).stem + suffix)
+            stale.unlink(missing_ok=True)
+        (folder / result.name).unlink(missing_ok=True)
+    start = time.perf_counter()
+    _write_index(report)
+    parameters = {"DATA": data_param, "BUDGET": budget, "MODEL": model_param}
+    manager_class = _kernel_manager_class()
+    with _this_python_kernel(kernel_name):
+        for i, (path, result) in enumerate(zip(notebooks, report.results), 1):
+            if progress:
+                print(f"fervis report: [{i}/{len(notebooks)}] {path.name} (data {data_name(data)}, budget {budget})",
+                      file=sys.stderr, flush=True)
+            result.status, result.ipynb = _RUNNING, folder / path.name
+            t0 = time.perf_counter()
+            failure = None
+            try:
+                papermill.execute_notebook(
+                    os.fspath(path), os.fspath(result.ipynb), parameters=parameters, kernel_name=kernel_name,
+                    progress_bar=progress, cwd=os.fspath(path.parent), start_timeout=180,
+                    execution_timeout=cell_timeout, kernel_manager_class=manager_class,
+                )
+            except KeyboardInterrupt:
+                result.status, result.error = _FAILED, "interrupted"
+                result.seconds = time.perf_counter() - t0
+                report.seconds = time.perf_counter() - start
+                _write_index(report)
+                raise
+            except Exception as err:  # noqa: BLE001  (a dead kernel, a timeout, an error in a cell)
+                failure = err
+            result.seconds = time.perf_counter() - t0
+            if result.ipynb.exists():
+                result.html = folder / (path.stem + ".html")
+                _write_html(result.ipynb, result.html)
+            else:
+                result.ipynb = None
+            if failure is None:
+                result.status = _PASSED
+                report.seconds = time.perf_counter() - start
+                _write_index(report)
+                continue
+            cell, total, exec_count, line = _failed_cell(result.ipynb) if result.ipynb else (None,) * 4
+            ename = getattr(failure, "ename", None)
+            what = (f"{ename}: {failure.evalue}" if ename else line) or f"{type(failure).__name__}: {failure}"
+            where = "" if cell is None else f" at cell {cell} of {total}" + (
+                f" (In [{exec_count}])" if exec_count is not None else "")
+            result.status, result.error = _FAILED, _one_line(f"cell {cell}: {what}" if cell else what)
+            report.seconds = time.perf_counter() - start
+            _write_index(report)
+            message = _one_line(f"notebook {path.name} failed{where}: {what}", limit=600)
+            raise NotebookError(f"{message} (partial report: {report.index})", report, path.name, cell)
+    report.seconds = time.perf_counter() - start
+    _write_index(report)
+    return report

@@ -1,0 +1,214 @@
+"""Tests for fervis.report and ``fervis report``: notebooks executed with papermill into HTML
+pages and an index; a failing cell stops the run with one message and a partial report.
+
+The notebooks here are small generated ones (no TensorFlow), so a kernel start is the main
+cost. The four real notebooks are run by nbval (``make test``); ``fervis report`` on them is
+the README's main job.
+"""
+
+import json
+import pathlib
+import sys
+
+import nbformat
+import pytest
+
+from fervis import cli, report
+
+
+def _notebook(path, *sources):
+    """Write a notebook: a markdown cell, a ``parameters`` cell, then ``sources`` as code cells."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('DATA = "synthetic"\nBUDGET = "quick"\nMODEL = "auto"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# A test notebook"), params]
+    nb.cells += [nbformat.v4.new_code_cell(s) for s in sources]
+    nbformat.write(nb, path)
+    return path
+
+
+PASSING = ('import sys\nprint(f"settings {DATA}|{BUDGET}|{MODEL}")\nprint("kernel", sys.executable)',
+           "print(6 * 7)")
+FAILING = ("x = 1", 'raise ValueError(f"boom {x + 41}")', 'print("never printed")')
+
+
+@pytest.fixture(scope="module")
+def failed_run(tmp_path_factory):
+    """The API run over a passing, a failing and a third notebook: (NotebookError, out dir)."""
+    notebooks = tmp_path_factory.mktemp("notebooks")
+    _notebook(notebooks / "01_pass.ipynb", *PASSING)
+    _notebook(notebooks / "02_fail.ipynb", *FAILING)
+    _notebook(notebooks / "03_after.ipynb", 'print("after")')
+    out = tmp_path_factory.mktemp("reports")
+    with pytest.raises(report.NotebookError) as info:
+        report.run("synthetic", budget="full", out=out, notebooks_dir=notebooks, progress=False)
+    return info.value, out / "synthetic"
+
+
+def _outputs(nb_path):
+    nb = nbformat.read(nb_path, as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+# --------------------------------------------------------------------------- names and errors
+
+
+@pytest.mark.parametrize("data, expected", [
+    ("synthetic", "synthetic"),
+    ("/data/fer2013.csv.gz", "fer2013"),
+    ("/data/fer2013.csv", "fer2013"),
+    ("/data/FER 2013 (kaggle).zip", "FER-2013-kaggle"),
+    ("/data/faces/", "faces"),
+    ("/data/.csv", "csv"),
+    ("/data/***", "data"),
+])
+def test_data_name(data, expected):
+    assert report.data_name(data) == expected
+
+
+def test_find_notebooks_default_is_the_repository_folder():
+    repo_notebooks = pathlib.Path(report.__file__).resolve().parents[1] / "notebooks"
+    if not any(repo_notebooks.glob("*.ipynb")):
+        pytest.skip("the repository's notebooks/ has no notebook yet")
+    found = report.find_notebooks()
+    assert found == sorted(found) and all(p.parent == repo_notebooks and p.suffix == ".ipynb" for p in found)
+
+
+def test_find_notebooks_errors(tmp_path):
+    with pytest.raises(ValueError, match="'notebooks_dir' parameter of fervis.report.find_notebooks must be an "
+                                         "existing folder. Got .*missing"):
+        report.find_notebooks(tmp_path / "missing")
+    with pytest.raises(ValueError, match="must be a folder holding .ipynb notebooks.*which has none"):
+        report.find_notebooks(tmp_path)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"data": "no/such/file.csv"}, "'data' parameter of fervis.report.run must be 'synthetic' or an existing"),
+    ({"data": 3}, "'data' parameter .* Got 3 instead"),
+    ({"budget": "huge"}, r"'budget' parameter of fervis.report.run must be one of \['full', 'quick'\]. Got 'huge'"),
+    ({"model": "nothing.keras"}, "'model' parameter of fervis.report.run must be 'auto', 'pretrained:<name>' or"),
+])
+def test_run_rejects_bad_settings(tmp_path, kwargs, match):
+    _notebook(tmp_path / "01.ipynb", "1")
+    with pytest.raises(ValueError, match=match):
+        report.run(out=tmp_path / "out", notebooks_dir=tmp_path, progress=False, **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- a failing notebook
+
+
+def test_failure_names_notebook_cell_and_error(failed_run):
+    err, folder = failed_run
+    message = str(err)
+    assert err.notebook == "02_fail.ipynb" and err.cell == 4
+    # cell 4 of 5 in the file: markdown, parameters, x = 1, the raise, the print
+    assert message.startswith("notebook 02_fail.ipynb failed at cell 4 of 5 (In [")
+    assert "ValueError: boom 42" in message
+    assert "\n" not in message and "Traceback" not in message and "\x1b" not in message
+    assert str(folder / "index.html") in message
+    assert not err.report.ok
+
+
+def test_partial_report_is_kept_and_marked(failed_run):
+    err, folder = failed_run
+    statuses = [(r.name, r.status) for r in err.report.results]
+    assert statuses == [("01_pass.ipynb", "passed"), ("02_fail.ipynb", "failed"), ("03_after.ipynb", "not run")]
+    assert {p.name for p in folder.iterdir()} == {
+        "index.html", "01_pass.ipynb", "01_pass.html", "02_fail.ipynb", "02_fail.html"}
+    index = (folder / "index.html").read_text()
+    assert "Overall: failed" in index
+    assert '<td class="failed">failed' in index and "ValueError: boom 42" in index
+    assert '<td class="passed">passed' in index and '<td class="not-run">not run' in index
+    assert 'href="02_fail.html"' in index and 'href="03_after.html"' not in index
+    executed = _outputs(folder / "02_fail.ipynb")
+    assert "never printed" not in executed
+    assert "boom 42" in (folder / "02_fail.html").read_text()
+
+
+def test_passing_notebook_got_parameters_and_this_python(failed_run):
+    _, folder = failed_run
+    printed = _outputs(folder / "01_pass.ipynb")
+    assert "settings synthetic|full|auto" in printed  # BUDGET injected over the notebook's "quick"
+    assert f"kernel {sys.executable}\n" in printed
+    page = (folder / "01_pass.html").read_text()
+    assert "settings synthetic|full|auto" in page and "<html" in page
+    index = (folder / "index.html").read_text()
+    for setting in ("<dt>data</dt><dd>synthetic</dd>", "<dt>budget</dt><dd>full</dd>", "<dt>model</dt><dd>auto</dd>",
+                    "<dt>date</dt>", "<dt>run time</dt>"):
+        assert setting in index
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def test_cli_report_writes_index_for_a_data_file(tmp_path, capsys):
+    notebooks = tmp_path / "nb"
+    notebooks.mkdir()
+    _notebook(notebooks / "01_pass.ipynb", *PASSING)
+    data = tmp_path / "my faces.csv.gz"
+    data.write_bytes(b"")  # only its name matters here: the notebook does not load it
+    out = tmp_path / "out"
+    assert cli.main(["report", "--data", str(data), "--out", str(out), "--notebooks", str(notebooks)]) == 0
+    captured = capsys.readouterr()
+    index = out / "my-faces" / "index.html"
+    assert captured.out.strip() == f"report: {index.resolve()}"
+    assert "[1/1] 01_pass.ipynb" in captured.err and "cell/s" in captured.err  # per notebook, per cell
+    assert "Overall: passed" in index.read_text()
+    assert f"settings {data}|quick|auto" in _outputs(out / "my-faces" / "01_pass.ipynb")  # an absolute path
+
+
+def test_cli_report_failure_is_one_line_exit_1(tmp_path, capsys):
+    _notebook(tmp_path / "only.ipynb", *FAILING)
+    assert cli.main(["report", "--out", str(tmp_path / "out"), "--notebooks", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("fervis: error:")]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert lines[0].startswith("fervis: error: notebook only.ipynb failed at cell 4 of 5")
+    assert "ValueError: boom 42" in lines[0] and "partial report:" in lines[0]
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["report", "--budget", "huge"], "argument --budget: invalid choice: 'huge'"),
+    (["report", "--data", "nowhere.csv"], "'data' parameter of fervis.report.run must be 'synthetic' or"),
+])
+def test_cli_report_bad_arguments(capsys, tmp_path, argv, match):
+    assert cli.main(argv + ["--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0]
+
+
+def test_demo_runs_the_report_on_the_embedded_default(tmp_path, capsys, monkeypatch):
+    """``fervis demo`` = evaluate the cached model, then ``fervis report --data synthetic --budget quick``."""
+    notebooks = tmp_path / "nb"
+    notebooks.mkdir()
+    _notebook(notebooks / "01_pass.ipynb", *PASSING)
+    real_run, calls = report.run, []
+
+    def run_on_test_notebooks(**kwargs):
+        calls.append(kwargs)
+        return real_run(**{**kwargs, "notebooks_dir": notebooks, "out": tmp_path / "reports"})
+
+    class Training:  # the model's evaluation is test_cli's business; here only the report counts
+        @staticmethod
+        def load_or_train(dataset, recipe, progress):
+            return None
+
+        @staticmethod
+        def evaluate(model, dataset, split):
+            return {"accuracy": 0.5, "n": 3}
+
+        @staticmethod
+        def cache_path(dataset, recipe):
+            return tmp_path / "model.keras"
+
+    monkeypatch.setattr(report, "run", run_on_test_notebooks)
+    monkeypatch.setattr(cli, "_keras_modules", lambda: (None, type("R", (), {"RECIPES": {"quick": 1}}), Training))
+    monkeypatch.setattr(cli, "_load_data", lambda source: None)
+    assert cli.main(["demo", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert calls == [{"data": "synthetic", "budget": "quick", "model": "auto", "out": "reports",
+                      "notebooks_dir": None}]
+    index = tmp_path / "reports" / "synthetic" / "index.html"
+    assert result["report"] == str(index.resolve()) and "Overall: passed" in index.read_text()
