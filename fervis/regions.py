@@ -1,0 +1,214 @@
+"""Named face regions of a 48x48 face and where an explanation's mass falls among them.
+
+Synthetic faces carry their own region map (:mod:`fervis.synthetic`); real FER2013 crops do
+not, so :func:`template` gives one map for all of them. FER2013's faces were registered by
+its authors (Goodfellow et al., "Challenges in Representation Learning", 2013) so that each
+face is roughly centred and fills the crop, and one template fits most of them to within a
+few pixels; per-image landmarks would do better, at the cost of a landmark model.
+
+:func:`shares` turns saliency maps into the share of their mass in each region, either raw
+(shares sum to 1) or divided by the region's share of the area: a *concentration* of 1 means
+"no more than a uniform map would put there", 3 means three times that. The pointing-game
+idea (Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV 2016) measured
+against ground-truth regions, as in Arras et al. ("CLEVR-XAI", Information Fusion 2022).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from fervis.constants import IMAGE_SIZE
+
+__all__ = ["REGION_NAMES", "template", "area_shares", "shares"]
+
+#: Region ids are indices into this tuple, in synthetic maps and in :func:`template` alike.
+REGION_NAMES = ("background", "hair", "forehead", "brows", "eyes", "nose", "cheeks", "mouth", "occluder")
+_R = {name: i for i, name in enumerate(REGION_NAMES)}
+
+# The template's geometry, read off the mean face of FER2013 (all 32,298 Training and
+# PublicTest images, computed locally; no data is stored here). (row, col), 0-based:
+# - eyes: the two darkest blobs, centred at row 17-18, cols 14-15 and 32-33 (mean grey 114
+#   against 161 on the cheeks below), about 12 px wide and 6 px tall;
+# - brows: the dark band just above them, rows 11-14 (the brow ridge merges into the eye blob
+#   on the mean face, so the band is set by the usual brow-to-eye distance of 5 px);
+# - nose: the bright bridge between the eyes (cols 21-26) down to the nostrils, the darker
+#   row 31-32 (137) below the bright tip at row 26 (165), widening to cols 18-29;
+# - mouth: the dark band centred at row 38-39 (124 against 142 at row 30), cols 13-34;
+# - face outline: half-way between cheek (157) and border (120) at cols 7 and 40 on rows
+#   24-30; the forehead reaches the top rows between cols 16 and 31, darker corners beside;
+# - cheeks: the bright skin beside the nose and mouth (rows 22-30) and, as in the synthetic
+#   maps, the rest of the lower face (chin); forehead: the face skin above the eye line.
+# Outside the face: hair above row 24 (the corners and sides of the crop at eye level are
+# mostly hair), background below (neck, shoulders, whatever was behind).
+_FACE = (23.0, 23.5, 25.0, 18.0)  # centre row, centre col, half-height, half-width
+_BROWS = (12.5, (14.5, 32.5), 2.2, 8.0)
+_EYES = (17.5, (14.5, 32.5), 3.2, 6.5)
+_NOSE = (15, 32, 2.5, 5.5)  # first row, last row, half-width at the top and at the bottom
+_MOUTH = (38.0, 23.5, 4.5, 10.5)
+_EYE_LINE = 18  # face skin above this row is forehead, below it cheeks
+_HAIR_BELOW = 24  # outside the face: hair above this row, background from it down
+
+
+@functools.lru_cache(maxsize=1)
+def _template():
+    rows, cols = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float64)
+
+    def ellipse(cy, cx, ry, rx):
+        return ((rows - cy) / ry) ** 2 + ((cols - cx) / rx) ** 2 <= 1.0
+
+    out = np.where(rows < _HAIR_BELOW, _R["hair"], _R["background"]).astype(np.uint8)
+    face = ellipse(*_FACE)
+    out[face] = np.where(rows < _EYE_LINE, _R["forehead"], _R["cheeks"])[face]
+    first, last, top, bottom = _NOSE
+    half = top + (bottom - top) * (rows - first) / (last - first)
+    out[(rows >= first) & (rows <= last) & (np.abs(cols - _FACE[1]) <= half)] = _R["nose"]
+    out[ellipse(*_MOUTH)] = _R["mouth"]
+    for name, (cy, centres, ry, rx) in (("eyes", _EYES), ("brows", _BROWS)):
+        for cx in centres:
+            out[ellipse(cy, cx, ry, rx)] = _R[name]
+    out.flags.writeable = False
+    return out
+
+
+def template():
+    """The face-region map for registered 48x48 FER2013 crops.
+
+    Returns
+    -------
+    ndarray uint8 ``(48, 48)``
+        Ids into :data:`REGION_NAMES`; every id but ``occluder`` occurs. A fresh copy.
+
+    Example
+    -------
+    >>> t = template()
+    >>> REGION_NAMES[t[17, 14]], REGION_NAMES[t[38, 24]]
+    ('eyes', 'mouth')
+    """
+    return _template().copy()
+
+
+def _check_regions(regions, n_regions, func):
+    regions = np.asarray(regions)
+    if regions.ndim not in (2, 3) or regions.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(
+            f"The 'regions' parameter of fervis.regions.{func} must be one (48, 48) map or (n, 48, 48) "
+            f"maps. Got shape {regions.shape} instead."
+        )
+    if not np.issubdtype(regions.dtype, np.integer):
+        raise ValueError(
+            f"The 'regions' parameter of fervis.regions.{func} must hold integer region ids. "
+            f"Got dtype {regions.dtype} instead."
+        )
+    if regions.size and (regions.min() < 0 or regions.max() >= n_regions):
+        raise ValueError(
+            f"The 'regions' parameter of fervis.regions.{func} must hold ids in [0, {n_regions}). "
+            f"Got ids from {regions.min()} to {regions.max()} instead."
+        )
+    return regions
+
+
+def _counts(regions, weights, n_regions):
+    """Per image, the sum of ``weights`` (n, 48, 48) over each region id: (n, n_regions)."""
+    n = len(weights)
+    if regions.ndim == 2:
+        onehot = (regions.reshape(-1)[None, :] == np.arange(n_regions)[:, None]).astype(np.float64)
+        return weights.reshape(n, -1) @ onehot.T
+    ids = regions.astype(np.int64) + n_regions * np.arange(n)[:, None, None]
+    return np.bincount(ids.ravel(), weights=weights.ravel(), minlength=n * n_regions).reshape(n, n_regions)
+
+
+def area_shares(regions, n_regions=len(REGION_NAMES)):
+    """Share of the image area taken by each region.
+
+    Parameters
+    ----------
+    regions : int array ``(48, 48)`` or ``(n, 48, 48)``
+        Region ids, e.g. :func:`template` or a synthetic dataset's ``regions``.
+    n_regions : int, default 9
+        Number of region ids (columns of the result).
+
+    Returns
+    -------
+    ndarray float64 ``(n_regions,)`` for one map, ``(n, n_regions)`` for n maps; rows sum to 1.
+
+    Example
+    -------
+    >>> float(area_shares(template())[REGION_NAMES.index("eyes")].round(3))
+    0.056
+    """
+    regions = _check_regions(regions, n_regions, "area_shares")
+    single = regions.ndim == 2
+    maps = regions[None] if single else regions
+    out = _counts(maps, np.ones(maps.shape, dtype=np.float64), n_regions) / (IMAGE_SIZE * IMAGE_SIZE)
+    return out[0] if single else out
+
+
+def shares(maps, regions, normalize="area", n_regions=len(REGION_NAMES)):
+    """Share of each map's mass that falls in each region, raw or relative to the region's area.
+
+    Parameters
+    ----------
+    maps : array ``(n, 48, 48)`` (or ``(n, 48, 48, 1)``, or one ``(48, 48)`` map)
+        Non-negative saliency maps, one per image. Signed maps (plain gradients, LIME weights)
+        raise ``ValueError``: take ``np.abs`` or keep the positive part first, since the two
+        answer different questions.
+    regions : int array ``(48, 48)`` or ``(n, 48, 48)``
+        One map for every image (:func:`template`) or one per image (synthetic faces).
+    normalize : {"area", None}, default "area"
+        ``"area"``: concentration, the mass share divided by the region's area share (1 for a
+        uniform map; NaN where a region is absent from the image). ``None``: the mass share;
+        each row sums to 1.
+    n_regions : int, default 9
+
+    Returns
+    -------
+    ndarray float64 ``(n, n_regions)``
+        Columns in :data:`REGION_NAMES` order. A map whose mass is zero gives a row of NaN.
+
+    Example
+    -------
+    >>> flat = np.ones((2, 48, 48))
+    >>> np.allclose(shares(flat, template())[:, REGION_NAMES.index("mouth")], 1.0)
+    True
+    """
+    if normalize not in ("area", None, "none"):
+        raise ValueError(
+            f"The 'normalize' parameter of fervis.regions.shares must be 'area' or None. Got {normalize!r} instead."
+        )
+    maps = np.asarray(maps)
+    if maps.ndim == 4 and maps.shape[-1] == 1:
+        maps = maps[..., 0]
+    if maps.ndim == 2:
+        maps = maps[None]
+    if maps.ndim != 3 or maps.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(
+            "The 'maps' parameter of fervis.regions.shares must have shape (n, 48, 48), (n, 48, 48, 1) "
+            f"or (48, 48). Got shape {np.shape(maps)} instead."
+        )
+    if not np.issubdtype(maps.dtype, np.number) or np.issubdtype(maps.dtype, np.complexfloating):
+        raise ValueError(f"The 'maps' parameter of fervis.regions.shares must be real numbers. Got {maps.dtype}.")
+    maps = maps.astype(np.float64)
+    if not np.all(np.isfinite(maps)):
+        raise ValueError("The 'maps' parameter of fervis.regions.shares must be finite. Got NaN or inf values.")
+    if maps.size and maps.min() < 0:
+        raise ValueError(
+            "The 'maps' parameter of fervis.regions.shares must be non-negative (saliency mass). "
+            f"Got a minimum of {maps.min():.3g}; pass np.abs(maps) or np.maximum(maps, 0) instead."
+        )
+    regions = _check_regions(regions, n_regions, "shares")
+    if regions.ndim == 3 and len(regions) != len(maps):
+        raise ValueError(
+            f"The 'regions' parameter of fervis.regions.shares must have one map per saliency map "
+            f"({len(maps)}), or be one (48, 48) map. Got {len(regions)} maps instead."
+        )
+    mass = _counts(regions, maps, n_regions)
+    total = mass.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(total > 0, mass / np.where(total > 0, total, 1.0), np.nan)
+        if normalize == "area":
+            area = area_shares(regions, n_regions)
+            area = np.broadcast_to(area, out.shape)
+            out = np.where(area > 0, out / np.where(area > 0, area, 1.0), np.nan)
+    return out

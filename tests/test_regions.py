@@ -1,0 +1,107 @@
+"""fervis.regions: the FER2013 template, area shares, saliency shares and concentration."""
+
+import numpy as np
+import pytest
+
+from fervis import regions, synthetic
+
+R = {name: i for i, name in enumerate(regions.REGION_NAMES)}
+
+
+def test_region_names_shared_with_synthetic():
+    assert regions.REGION_NAMES is synthetic.REGION_NAMES
+    assert regions.REGION_NAMES[0] == "background" and regions.REGION_NAMES[-1] == "occluder"
+
+
+def test_template_shape_ids_and_layout():
+    t = regions.template()
+    assert t.shape == (48, 48) and t.dtype == np.uint8
+    assert set(np.unique(t)) == set(range(len(regions.REGION_NAMES))) - {R["occluder"]}
+    # A fresh copy: editing it does not change the next one.
+    t[:] = 0
+    t = regions.template()
+    assert (t == R["eyes"]).any()
+    # Where the registered FER2013 face has its parts (rows top to bottom, mirror symmetric).
+    rows = np.arange(48)[:, None] * np.ones((1, 48))
+    centre = {name: rows[t == R[name]].mean() for name in ("forehead", "brows", "eyes", "nose", "mouth")}
+    assert centre["forehead"] < centre["brows"] < centre["eyes"] < centre["nose"] < centre["mouth"]
+    assert 11 <= centre["brows"] <= 16 and 15 <= centre["eyes"] <= 22 and 32 <= centre["mouth"] <= 40
+    assert t[17, 14] == t[17, 33] == R["eyes"] and t[38, 24] == R["mouth"] and t[28, 24] == R["nose"]
+    assert t[30, 12] == t[30, 36] == R["cheeks"] and t[0, 0] == R["hair"] and t[47, 0] == R["background"]
+    np.testing.assert_array_equal(t, t[:, ::-1])
+
+
+def test_area_shares_template_and_per_image():
+    a = regions.area_shares(regions.template())
+    assert a.shape == (9,) and np.isclose(a.sum(), 1.0)
+    assert a[R["occluder"]] == 0 and 0.02 < a[R["eyes"]] < 0.1
+    maps = np.zeros((2, 48, 48), np.uint8)
+    maps[1, :24] = R["mouth"]
+    b = regions.area_shares(maps)
+    assert b.shape == (2, 9)
+    np.testing.assert_allclose(b[0, 0], 1.0)
+    np.testing.assert_allclose(b[1, [0, R["mouth"]]], [0.5, 0.5])
+
+
+def test_shares_raw_sum_to_one_and_locate_mass():
+    rng = np.random.default_rng(0)
+    t = regions.template()
+    maps = rng.random((5, 48, 48))
+    raw = regions.shares(maps, t, normalize=None)
+    assert raw.shape == (5, 9)
+    np.testing.assert_allclose(raw.sum(axis=1), 1.0)
+    # All the mass on the mouth: share 1 there, concentration 1 / (mouth's area share).
+    on_mouth = (t == R["mouth"]).astype(float)[None]
+    np.testing.assert_allclose(regions.shares(on_mouth, t, normalize=None)[0, R["mouth"]], 1.0)
+    conc = regions.shares(on_mouth, t)[0]
+    np.testing.assert_allclose(conc[R["mouth"]], 1 / regions.area_shares(t)[R["mouth"]])
+    assert conc[R["eyes"]] == 0 and np.isnan(conc[R["occluder"]])  # no occluder in the template
+
+
+def test_concentration_of_uniform_map_is_one():
+    t = regions.template()
+    conc = regions.shares(np.full((3, 48, 48, 1), 0.7), t)
+    present = regions.area_shares(t) > 0
+    np.testing.assert_allclose(conc[:, present], 1.0)
+    # Per-image maps too: a uniform map over each synthetic face.
+    _, _, maps = synthetic.generate(4, seed=1)
+    conc = regions.shares(np.ones((4, 48, 48)), maps)
+    area = regions.area_shares(maps)
+    np.testing.assert_allclose(conc[area > 0], 1.0)
+    assert np.isnan(conc[area == 0]).all()
+
+
+def test_per_image_regions_follow_each_face():
+    _, _, maps = synthetic.generate(3, seed=2)
+    saliency = (maps == R["eyes"]).astype(float)  # each image's own eyes
+    raw = regions.shares(saliency, maps, normalize=None)
+    np.testing.assert_allclose(raw[:, R["eyes"]], 1.0)
+    # Against one face's map the others' eyes land partly elsewhere.
+    shifted = regions.shares(saliency, np.broadcast_to(maps[0], maps.shape).copy(), normalize=None)
+    assert shifted[1:, R["eyes"]].min() < 0.9
+
+
+def test_zero_map_gives_nan_row():
+    out = regions.shares(np.zeros((2, 48, 48)), regions.template(), normalize=None)
+    assert np.isnan(out).all()
+
+
+@pytest.mark.parametrize("maps, region_maps, kwargs, match", [
+    (np.ones((2, 48, 47)), regions.template(), {}, "'maps' parameter .* shape"),
+    (np.ones((2, 3, 48, 48)), regions.template(), {}, "'maps' parameter .* shape"),
+    (-np.ones((1, 48, 48)), regions.template(), {}, "non-negative.*np.abs"),
+    (np.full((1, 48, 48), np.nan), regions.template(), {}, "finite"),
+    (np.ones((2, 48, 48)), np.zeros((3, 48, 48), np.uint8), {}, "one map per saliency map"),
+    (np.ones((2, 48, 48)), np.zeros((48, 40), np.uint8), {}, "'regions' parameter .* shape"),
+    (np.ones((2, 48, 48)), np.full((48, 48), 0.5), {}, "integer region ids"),
+    (np.ones((2, 48, 48)), np.full((48, 48), 9), {}, r"ids in \[0, 9\)"),
+    (np.ones((2, 48, 48)), regions.template(), {"normalize": "max"}, "'normalize' parameter"),
+])
+def test_bad_input(maps, region_maps, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        regions.shares(maps, region_maps, **kwargs)
+
+
+def test_area_shares_bad_input():
+    with pytest.raises(ValueError, match="'regions' parameter"):
+        regions.area_shares(np.zeros((48,), np.uint8))
