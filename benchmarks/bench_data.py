@@ -85,14 +85,16 @@ def baseline(path):
 
 
 def timed(fn, repeat, setup=None):
+    """Best and median wall time of ``repeat`` calls, the CPU time of the best, the result."""
     times, result = [], None
     for _ in range(repeat):
         if setup:
             setup()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), statistics.median(times), result
+        times.append((time.perf_counter() - start, time.process_time() - cpu))
+    best = min(times)
+    return best[0], statistics.median(t for t, _ in times), best[1], result
 
 
 def measure(path, label, repeat, with_baseline):
@@ -102,11 +104,11 @@ def measure(path, label, repeat, with_baseline):
         for old in home.glob("*.npz"):
             old.unlink()
 
-    parse, parse_med, ds = timed(lambda: data.load(path, cache=False), repeat)
-    first, _, _ = timed(lambda: data.load(path), repeat, setup=clear_cache)
-    reload, reload_med, again = timed(lambda: data.load(path), max(repeat, 5))
+    parse, parse_med, parse_cpu, ds = timed(lambda: data.load(path, cache=False), repeat)
+    first, _, _, _ = timed(lambda: data.load(path), repeat, setup=clear_cache)
+    reload, reload_med, _, again = timed(lambda: data.load(path), max(repeat, 5))
     assert again == ds, "the cache gave back other data than the parse"
-    row = {"label": label, "rows": len(ds), "parse": parse, "parse_med": parse_med, "first": first,
+    row = {"label": label, "rows": len(ds), "parse": parse, "parse_med": parse_med, "cpu": parse_cpu, "first": first,
            "reload": reload, "reload_med": reload_med, "baseline": None}
     if with_baseline:
         start = time.perf_counter()
@@ -143,16 +145,22 @@ def main(argv=None):
               f"best of {max(args.repeat, 5)} reloads (median in brackets)")
         rows = [measure(path, label, args.repeat, not args.no_baseline) for path, label in files]
 
-    header = (f"{'file':36s} {'rows':>7s} {'parse s':>14s} {'parse+cache s':>13s} {'reload s':>14s} "
+    header = (f"{'file':36s} {'rows':>7s} {'parse s':>14s} {'cpu s':>6s} {'parse+cache s':>13s} {'reload s':>14s} "
               f"{'baseline s':>10s} {'baseline/parse':>14s} {'parse/reload':>12s}")
-    # parse: load(cache=False); parse+cache: load() with an empty cache; reload: load() again
+    # parse: load(cache=False), wall time, best (median); cpu s: CPU seconds of that best parse, all
+    # threads (gunzip runs beside the parser); parse+cache: load() with an empty cache; reload: load() again
     print(header)
     print("-" * len(header))
     for r in rows:
         base = f"{r['baseline']:10.2f}" if r["baseline"] else f"{'-':>10s}"
         ratio = f"{r['baseline'] / r['parse']:13.1f}x" if r["baseline"] else f"{'-':>14s}"
-        print(f"{r['label']:36s} {r['rows']:7d} {r['parse']:6.2f} ({r['parse_med']:5.2f}) {r['first']:13.2f} "
+        print(f"{r['label']:36s} {r['rows']:7d} {r['parse']:6.2f} ({r['parse_med']:5.2f}) {r['cpu']:6.2f} "
+              f"{r['first']:13.2f} "
               f"{r['reload']:6.3f} ({r['reload_med']:5.3f}) {base} {ratio} {r['parse'] / r['reload']:11.0f}x")
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        print(f"\nnote: load average {load:.1f} on {os.cpu_count()} CPUs: other processes share the CPUs, so wall "
+              "times are inflated; cpu s shows the work itself.")
     full = [r for r in rows if r["rows"] >= FULL_ROWS]
     if full:
         worst = max(r["parse"] for r in full)

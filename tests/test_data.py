@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import warnings
 import zipfile
 
 import numpy as np
@@ -540,7 +539,8 @@ def test_dataset_arrays_are_read_only_and_copied():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"images": np.zeros((2, 48, 48), np.float32)}, r"'images' parameter of Dataset must be a uint8 .* Got dtype float32"),
-    ({"images": np.zeros((2, 28, 28), np.uint8)}, r"shape \(n, 48, 48\)\. Got dtype uint8 and shape \(2, 28, 28\)"),
+    ({"images": np.zeros((2, 28, 28), np.uint8)},
+     r"shape \(n, 48, 48\)\. Got dtype uint8 and shape \(2, 28, 28\)"),
     ({"labels": [0, 7]}, r"'labels' parameter of Dataset must hold class indices 0-6 or -1 .* from 0 to 7"),
     ({"labels": [0]}, r"'labels' parameter .* shape \(2,\)"),
     ({"splits": ["Training", "Holdout"]}, r"'splits' parameter of Dataset must hold only .* Got \['Holdout'\]"),
@@ -672,7 +672,8 @@ def test_describe_reports_duplicates_blanks_and_stats():
 
 
 def test_import_is_light():
-    code = "import sys, fervis.data; print(sorted(m for m in ('tensorflow', 'keras', 'pandas', 'PIL') if m in sys.modules))"
+    code = ("import sys, fervis.data; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'pandas', 'PIL') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.stdout.strip() == "[]"
