@@ -538,7 +538,8 @@ def test_dataset_arrays_are_read_only_and_copied():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"images": np.zeros((2, 48, 48), np.float32)}, r"'images' parameter of Dataset must be a uint8 .* Got dtype float32"),
+    ({"images": np.zeros((2, 48, 48), np.float32)},
+     r"'images' parameter of Dataset must be a uint8 .* Got dtype float32"),
     ({"images": np.zeros((2, 28, 28), np.uint8)},
      r"shape \(n, 48, 48\)\. Got dtype uint8 and shape \(2, 28, 28\)"),
     ({"labels": [0, 7]}, r"'labels' parameter of Dataset must hold class indices 0-6 or -1 .* from 0 to 7"),
