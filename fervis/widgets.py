@@ -10,6 +10,100 @@ __all__ = []
 
 # --- saliency (notebook 1) -------------------------------------------------------------
 
+__all__ += ["saliency_explorer"]
+
+
+def saliency_explorer(model, images, labels=None, methods=None, class_names=None, samples=16, noise=0.15,
+                      face_idx=0):
+    """Face slider x target class x method x SmoothGrad noise and samples, redrawing the map.
+
+    Only the face shown is explained, so every change redraws in a fraction of a second
+    (the traced graphs of :func:`fervis.saliency.explain` are reused).
+
+    Parameters
+    ----------
+    model : keras.Model
+    images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``, or a Dataset
+    labels : int array ``(n,)``, optional
+        True labels, shown in the title (taken from a Dataset).
+    methods : sequence of str, optional
+        Default: every method in :data:`fervis.saliency.METHODS`.
+    class_names : sequence of str, optional
+    samples : int, default 16
+    noise : float, default 0.15
+    face_idx : int, default 0
+
+    Returns
+    -------
+    ipywidgets.VBox
+        With ``face``, ``target``, ``method``, ``noise``, ``samples`` controls, an ``update()``
+        method and the last ``figure``.
+
+    Example
+    -------
+    >>> saliency_explorer(session.model, session.evaluation)  # doctest: +SKIP
+    """
+    import ipywidgets as W
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from IPython.display import display
+
+    from fervis import plots, saliency
+    from fervis.constants import CLASS_NAMES
+
+    func = "fervis.widgets.saliency_explorer"
+    if labels is None and hasattr(images, "labels"):
+        labels = images.labels
+    if hasattr(images, "images"):
+        images = images.images
+    input_shape, k = saliency._check_model(model, func)
+    faces = saliency._check_images(images, input_shape, func)
+    if not len(faces):
+        raise ValueError(f"The 'images' parameter of {func} must hold at least one face. Got 0 instead.")
+    names = list(class_names or (CLASS_NAMES if k == len(CLASS_NAMES) else [str(i) for i in range(k)]))
+    methods = list(saliency.METHODS if methods is None else methods)
+    unknown = [m for m in methods if m not in saliency.METHODS]
+    if unknown or not methods:
+        raise ValueError(f"The 'methods' parameter of {func} must be a non-empty list of names from "
+                         f"{list(saliency.METHODS)}. Got {methods!r} instead.")
+    if isinstance(face_idx, bool) or not isinstance(face_idx, (int, np.integer)) or not 0 <= face_idx < len(faces):
+        raise ValueError(f"The 'face_idx' parameter of {func} must be an int in [0, {len(faces)}). "
+                         f"Got {face_idx!r} instead.")
+    probs = saliency.predict(model, faces)
+    face = W.IntSlider(value=int(face_idx), min=0, max=len(faces) - 1, description="face", continuous_update=False)
+    target = W.Dropdown(options=[("predicted", -1)] + [(n, i) for i, n in enumerate(names)], value=-1,
+                        description="class")
+    method = W.Dropdown(options=methods, value=methods[0], description="method")
+    noise_ = W.FloatSlider(value=float(noise), min=0.0, max=0.5, step=0.05, description="noise",
+                           continuous_update=False)
+    samples_ = W.IntSlider(value=int(samples), min=1, max=50, description="samples", continuous_update=False)
+    out = W.Output()
+
+    def update(*_):
+        i = int(face.value)
+        smooth = method.value == "smoothgrad"
+        noise_.disabled = samples_.disabled = not smooth
+        c = int(probs[i].argmax()) if target.value < 0 else int(target.value)
+        maps = saliency.explain(model, faces[i:i + 1], method.value, class_idx=c, samples=int(samples_.value),
+                                noise=float(noise_.value))
+        true = "" if labels is None else f"true {names[int(labels[i])]}, "
+        title = f"#{i}: {true}predicted {names[int(probs[i].argmax())]} ({probs[i].max():.2f}); map for {names[c]}"
+        with out:
+            out.clear_output(wait=True)
+            fig = plots.saliency_panel(faces[i], maps[0], title=f"{method.value}: {title}")
+            display(fig)
+            plt.close(fig)
+        box.figure = fig
+
+    for control in (face, target, method, noise_, samples_):
+        control.observe(update, names="value")
+    box = W.VBox([W.HBox([face, target, method]), W.HBox([noise_, samples_]), out])
+    box.face, box.target, box.method, box.noise, box.samples = face, target, method, noise_, samples_
+    box.update, box.figure = update, None
+    update()
+    return box
+
+
 # --- filters (notebook 2) --------------------------------------------------------------
 
 # --- labels (notebook 3) ---------------------------------------------------------------

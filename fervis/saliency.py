@@ -1,0 +1,1269 @@
+"""Where does the model look? Saliency maps, and numbers that say whether to trust them.
+
+One signature for seven methods, :func:`explain`:
+
+=====================  ===================================================================
+``gradient``           vanilla gradients of the class score w.r.t. the pixels (Simonyan et
+                       al., "Deep Inside Convolutional Networks", 2014)
+``smoothgrad``         gradients averaged over noisy copies (Smilkov et al., "SmoothGrad:
+                       removing noise by adding noise", 2017)
+``integrated_gradients``  path integral from a black image (Sundararajan et al., "Axiomatic
+                       Attribution for Deep Networks", 2017)
+``gradcam``            channel-weighted activations of a conv layer (Selvaraju et al.,
+                       "Grad-CAM", 2017)
+``gradcam++``          higher-order channel weights (Chattopadhay et al., "Grad-CAM++", 2018)
+``scorecam``           weights from the score of the input masked by each channel (Wang et
+                       al., "Score-CAM", 2020), optionally on the top-N channels only
+                       ("Faster Score-CAM")
+``layercam``           positive gradients as per-position weights (Jiang et al.,
+                       "LayerCAM", 2021)
+=====================  ===================================================================
+
+The numbers: :func:`region_shares` (how the saliency mass splits over face regions, also
+per unit of area), :func:`cue_check` (on synthetic faces, the mass on the regions that
+carry each class's cue against their area), :func:`occlusion_check` (the drop in class
+probability when a region is greyed out), :func:`deletion_insertion` and
+:func:`faithfulness` (Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of
+Black-box Models", 2018, against a random-map baseline) and :func:`randomization_check`
+(Adebayo et al., "Sanity Checks for Saliency Maps", 2018: cascading re-initialisation from
+the top, Spearman rank correlation with the trained model's maps).
+
+Why not tf-keras-vis' visualizers directly: they record the gradient tape eagerly, and TF
+2.21's oneDNN kernels corrupt the heap on eager input gradients through some convolutions
+(docs/architecture.md, "Known trap"); they also trace or clone per call. Here every method
+is one ``tf.function`` per (model, method, layer), traced once with a batch dimension of
+``None`` and reused for every batch and every later call, on the model's own weights (so
+a model that keeps training is explained as it is now).
+
+Scores are the class logits: for a softmax output, the softmax is bypassed while the graph
+is traced (what tf-keras-vis' ``ReplaceToLinear`` does, without changing or cloning the
+model). Score-CAM scores masked inputs by their probability, as its paper does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import os
+import weakref
+
+import numpy as np
+
+from fervis.constants import CLASS_NAMES
+
+__all__ = [
+    "METHODS", "GRADIENT_METHODS", "CAM_METHODS", "explain", "predict", "pick_examples",
+    "class_mean_maps", "region_shares", "cue_check", "occlusion_check", "deletion_insertion",
+    "Faithfulness", "faithfulness", "Randomization", "randomization_check", "describe",
+]
+
+GRADIENT_METHODS = ("gradient", "smoothgrad", "integrated_gradients")
+CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "layercam")
+METHODS = GRADIENT_METHODS + CAM_METHODS
+
+_FUNC = "fervis.saliency.explain"
+# One dict of traced graphs per model; weak keys, so a model that goes away takes its graphs.
+_GRAPHS = weakref.WeakKeyDictionary()
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _max_steps(value):
+    """``value`` capped by ``$FERVIS_MAX_STEPS`` (tests and CI set it to keep runs short)."""
+    cap = os.environ.get("FERVIS_MAX_STEPS")
+    if cap:
+        try:
+            return max(1, min(int(value), int(cap)))
+        except ValueError:
+            raise ValueError(f"The environment variable FERVIS_MAX_STEPS must be an int. Got {cap!r} instead.") from None
+    return int(value)
+
+
+def _positive_int(value, name, func=_FUNC):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"The {name!r} parameter of {func} must be an int >= 1. Got {value!r} instead.")
+    return int(value)
+
+
+def _check_model(model, func):
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
+    shape = model.input_shape
+    if isinstance(shape, list) or len(shape) != 4 or None in shape[1:]:
+        raise ValueError(
+            f"The 'model' parameter of {func} must take one image input shaped (n, height, width, channels). "
+            f"Got model {model.name!r} with input shape {shape} instead."
+        )
+    out = model.output_shape
+    if isinstance(out, list) or len(out) != 2:
+        raise ValueError(
+            f"The 'model' parameter of {func} must have one output shaped (n, classes). "
+            f"Got model {model.name!r} with output shape {out} instead."
+        )
+    return tuple(shape[1:]), int(out[-1])
+
+
+def _check_images(images, input_shape, func, name="images"):
+    """``images`` as float32 ``(n, h, w, c)``; raises a ValueError for anything else."""
+    h, w, c = input_shape
+    allowed = f"(n, {h}, {w}, {c})" + (f" or (n, {h}, {w})" if c == 1 else "")
+    try:
+        array = np.asarray(images)
+    except Exception:
+        array = None
+    if array is None or array.dtype.kind not in "uif":
+        kind = type(images).__name__ if array is None else f"dtype {array.dtype}"
+        raise ValueError(
+            f"The {name!r} parameter of {func} must be a numeric array (uint8, int or float pixels) "
+            f"shaped {allowed}. Got {kind} instead."
+        )
+    given = array.shape
+    if c == 1 and array.ndim == 3:
+        array = array[..., None]
+    if array.ndim != 4 or array.shape[1:] != (h, w, c):
+        raise ValueError(
+            f"The {name!r} parameter of {func} must be shaped {allowed} for this model. "
+            f"Got shape {given} instead."
+        )
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(f"The {name!r} parameter of {func} must hold finite pixel values. Got NaN or inf instead.")
+    return array
+
+
+def _check_class_idx(class_idx, n, num_classes, func=_FUNC):
+    """Per-image class indices, int32 ``(n,)``; -1 means "the predicted class"."""
+    allowed = (f"None (the predicted class), an int in [0, {num_classes}) or an array of {n} such ints "
+               f"(one per image)")
+    if class_idx is None:
+        return np.full(n, -1, dtype=np.int32)
+    if isinstance(class_idx, (bool, np.bool_)):
+        raise ValueError(f"The 'class_idx' parameter of {func} must be {allowed}. Got {class_idx!r} instead.")
+    if isinstance(class_idx, (int, np.integer)):
+        if not 0 <= class_idx < num_classes:
+            raise ValueError(f"The 'class_idx' parameter of {func} must be {allowed}. Got {class_idx!r} instead.")
+        return np.full(n, int(class_idx), dtype=np.int32)
+    array = np.asarray(class_idx)
+    if array.shape != (n,) or not (array.size == 0 or array.dtype.kind in "iu"):
+        raise ValueError(
+            f"The 'class_idx' parameter of {func} must be {allowed}. "
+            f"Got an array of dtype {array.dtype} and shape {array.shape} instead."
+        )
+    if array.size and (array.min() < 0 or array.max() >= num_classes):
+        bad = array[(array < 0) | (array >= num_classes)][0]
+        raise ValueError(
+            f"The 'class_idx' parameter of {func} must be {allowed}. Got class index {bad} instead."
+        )
+    return array.astype(np.int32)
+
+
+def _check_maps(maps, n, shape, func, name="maps"):
+    array = np.asarray(maps)
+    if array.dtype.kind not in "uif" or array.shape != (n,) + tuple(shape):
+        raise ValueError(
+            f"The {name!r} parameter of {func} must be a numeric array shaped {(n,) + tuple(shape)}, one map per "
+            f"image. Got dtype {array.dtype} and shape {array.shape} instead."
+        )
+    return array.astype(np.float64)
+
+
+def _check_regions(regions, n, shape, region_names, func):
+    array = np.asarray(regions)
+    if array.ndim == 2:
+        array = np.broadcast_to(array, (n,) + array.shape)  # one template for every face
+    if array.shape != (n,) + tuple(shape) or array.dtype.kind not in "iu":
+        raise ValueError(
+            f"The 'regions' parameter of {func} must be integer region ids shaped {(n,) + tuple(shape)} "
+            f"(or one template shaped {tuple(shape)}). Got dtype {array.dtype} and shape {array.shape} instead."
+        )
+    if region_names is None or isinstance(region_names, str) or len(region_names) == 0:
+        raise ValueError(
+            f"The 'region_names' parameter of {func} must be a sequence of names, one per region id. "
+            f"Got {region_names!r} instead."
+        )
+    if array.size and (array.min() < 0 or array.max() >= len(region_names)):
+        raise ValueError(
+            f"The 'regions' parameter of {func} must hold ids 0-{len(region_names) - 1} "
+            f"(one per name in {list(region_names)}). Got ids up to {array.max()} instead."
+        )
+    return array
+
+
+def _check_labels(labels, n, num_classes, func, name="labels"):
+    array = np.asarray(labels)
+    if array.shape != (n,) or not (array.size == 0 or array.dtype.kind in "iu") or (
+            array.size and (array.min() < 0 or array.max() >= num_classes)):
+        raise ValueError(
+            f"The {name!r} parameter of {func} must be {n} class indices in [0, {num_classes}). "
+            f"Got {array.dtype} values shaped {array.shape} instead."
+        )
+    return array.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- graphs
+
+
+def _walk_layers(model):
+    import keras
+
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _walk_layers(layer)
+
+
+def _output_layer(model):
+    """The layer that produces ``model``'s output, following nested models."""
+    import keras
+
+    layer = model.outputs[0]._keras_history[0]
+    return _output_layer(layer) if isinstance(layer, keras.Model) else layer
+
+
+class _Patch:
+    """Temporarily override attributes of layers while a graph is traced; always restored."""
+
+    def __init__(self):
+        self._saved = []
+
+    def set(self, obj, name, value):
+        had = name in obj.__dict__
+        self._saved.append((obj, name, had, obj.__dict__.get(name)))
+        object.__setattr__(obj, name, value)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for obj, name, had, old in reversed(self._saved):
+            if had:
+                object.__setattr__(obj, name, old)
+            else:
+                object.__delattr__(obj, name)
+        self._saved.clear()
+        return False
+
+
+def _bypass_softmax(patch, model):
+    """Make ``model`` output logits while the graph is traced (its softmax becomes linear)."""
+    import keras
+
+    layer = _output_layer(model)
+    if isinstance(layer, keras.layers.Softmax):
+        patch.set(layer, "call", lambda inputs, *args, **kwargs: inputs)
+    elif getattr(getattr(layer, "activation", None), "__name__", None) == "softmax":
+        patch.set(layer, "activation", keras.activations.linear)
+
+
+def _capture(patch, layer, tape, found):
+    """Record (and watch) ``layer``'s output during the traced forward pass."""
+    original = layer.call
+
+    def hooked(*args, **kwargs):
+        out = original(*args, **kwargs)
+        tape.watch(out)
+        found.append(out)
+        return out
+
+    patch.set(layer, "call", hooked)
+
+
+def _graph(model, key, build):
+    graphs = _GRAPHS.setdefault(model, {})
+    if key not in graphs:
+        graphs[key] = build(weakref.ref(model))
+    return graphs[key]
+
+
+def _forward_graph(model, logits=False):
+    import tensorflow as tf
+
+    h, w, c = model.input_shape[1:]
+
+    def build(ref):
+        @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.float32)], reduce_retracing=True)
+        def forward(x):
+            with _Patch() as patch:
+                if logits:
+                    _bypass_softmax(patch, ref())
+                return ref()(x, training=False)
+
+        return forward
+
+    return _graph(model, ("forward", logits), build)
+
+
+def _pick(scores, class_idx):
+    """The score of each image's class; -1 means the predicted class."""
+    import tensorflow as tf
+
+    predicted = tf.cast(tf.argmax(scores, axis=-1), tf.int32)
+    chosen = tf.where(class_idx < 0, predicted, class_idx)
+    return tf.gather(scores, chosen, axis=1, batch_dims=1), chosen
+
+
+def _gradient_graph(model):
+    """Input gradients of the class logit, plus the class used, for a batch."""
+    import tensorflow as tf
+
+    h, w, c = model.input_shape[1:]
+
+    def build(ref):
+        @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.float32),
+                                      tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
+        def gradient(x, class_idx):
+            with _Patch() as patch:
+                _bypass_softmax(patch, ref())
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    score, chosen = _pick(ref()(x, training=False), class_idx)
+                return tape.gradient(score, x), chosen
+
+        return gradient
+
+    return _graph(model, ("gradient",), build)
+
+
+def _smoothgrad_graph(model):
+    import tensorflow as tf
+
+    h, w, c = model.input_shape[1:]
+    gradient = _gradient_graph(model)
+    forward = _forward_graph(model, logits=True)
+
+    def build(ref):
+        @tf.function(input_signature=[
+            tf.TensorSpec([None, h, w, c], tf.float32), tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([2], tf.int32),
+        ], reduce_retracing=True)
+        def smoothgrad(x, class_idx, samples, noise, seed):
+            _, chosen = _pick(forward(x), class_idx)  # the class of the clean image
+            # Noise scale per image: a fraction of its own value range (Smilkov et al. 2017).
+            spread = tf.reduce_max(x, axis=[1, 2, 3], keepdims=True) - tf.reduce_min(x, axis=[1, 2, 3], keepdims=True)
+            total = tf.zeros_like(x)
+            for i in tf.range(samples):
+                eps = tf.random.stateless_normal(tf.shape(x), seed=tf.random.experimental.stateless_fold_in(seed, i))
+                g, _ = gradient(x + noise * spread * eps, chosen)
+                total += g
+            return total / tf.cast(samples, tf.float32), chosen
+
+        return smoothgrad
+
+    return _graph(model, ("smoothgrad",), build)
+
+
+def _integrated_graph(model):
+    import tensorflow as tf
+
+    h, w, c = model.input_shape[1:]
+    gradient = _gradient_graph(model)
+    forward = _forward_graph(model, logits=True)
+
+    def build(ref):
+        @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.float32), tf.TensorSpec([None], tf.int32),
+                                      tf.TensorSpec([], tf.int32)], reduce_retracing=True)
+        def integrated(x, class_idx, steps):
+            _, chosen = _pick(forward(x), class_idx)
+            total = tf.zeros_like(x)
+            n = tf.cast(steps, tf.float32)
+            for k in tf.range(steps):  # midpoint rule from the black image (all zeros)
+                alpha = (tf.cast(k, tf.float32) + 0.5) / n
+                g, _ = gradient(alpha * x, chosen)
+                total += g
+            return x * total / n, chosen
+
+        return integrated
+
+    return _graph(model, ("integrated_gradients",), build)
+
+
+def _upsample(cam, size):
+    import tensorflow as tf
+
+    return tf.image.resize(cam[..., None], size, method="bilinear")[..., 0]
+
+
+def _cam_graph(model, layer, variant):
+    """Grad-CAM, Grad-CAM++ or LayerCAM of ``layer`` for a batch, resized to the input."""
+    import tensorflow as tf
+
+    h, w, c = model.input_shape[1:]
+
+    def build(ref):
+        @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.float32),
+                                      tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
+        def cam(x, class_idx):
+            found = []
+            with _Patch() as patch:
+                _bypass_softmax(patch, ref())
+                with tf.GradientTape() as tape:
+                    _capture(patch, layer, tape, found)
+                    score, chosen = _pick(ref()(x, training=False), class_idx)
+            acts = found[-1]
+            grads = tape.gradient(score, acts)
+            if variant == "gradcam":
+                weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)
+                out = tf.reduce_sum(weights * acts, axis=-1)
+            elif variant == "gradcam++":
+                # Chattopadhay et al. 2018, eq. 19 with the exponential of the score, whose
+                # factors cancel in alpha and only scale the map.
+                g2, g3 = grads ** 2, grads ** 3
+                denom = 2.0 * g2 + tf.reduce_sum(acts, axis=[1, 2], keepdims=True) * g3
+                alpha = g2 / tf.where(denom != 0.0, denom, tf.ones_like(denom))
+                norm = tf.reduce_sum(alpha, axis=[1, 2], keepdims=True)  # as the authors' code does
+                alpha = alpha / tf.where(norm != 0.0, norm, tf.ones_like(norm))
+                weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=[1, 2], keepdims=True)
+                out = tf.reduce_sum(weights * acts, axis=-1)
+            else:  # layercam
+                out = tf.reduce_sum(tf.nn.relu(grads) * acts, axis=-1)
+            return _upsample(tf.nn.relu(out), (h, w)), chosen
+
+        return cam
+
+    return _graph(model, ("cam", variant, layer.name, id(layer)), build)
+
+
+def _scorecam_graph(model, layer):
+    import tensorflow as tf
+
+    h, w, c = model.input_shape[1:]
+    forward = _forward_graph(model)
+
+    def build(ref):
+        @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.float32), tf.TensorSpec([None], tf.int32),
+                                      tf.TensorSpec([], tf.int32)], reduce_retracing=True)
+        def scorecam(x, class_idx, top_n):
+            found = []
+            with _Patch() as patch:
+                with tf.GradientTape() as tape:  # only used to capture the activations
+                    _capture(patch, layer, tape, found)
+                    probs = ref()(x, training=False)
+            acts = found[-1]
+            _, chosen = _pick(probs, class_idx)
+            # Faster Score-CAM: keep the top_n channels of largest spatial spread, per image.
+            spread = tf.math.reduce_std(acts, axis=[1, 2])
+            top_n = tf.minimum(top_n, tf.shape(acts)[-1])
+            _, keep = tf.math.top_k(spread, k=top_n)
+            kept = tf.gather(acts, keep, axis=3, batch_dims=1)
+            b, fh, fw = tf.shape(kept)[0], tf.shape(kept)[1], tf.shape(kept)[2]
+            flat = tf.reshape(tf.transpose(kept, [0, 3, 1, 2]), [b * top_n, fh, fw])
+            masks = tf.reshape(_upsample(flat, (h, w)), [b, top_n, h, w])
+            low = tf.reduce_min(masks, axis=[2, 3], keepdims=True)
+            high = tf.reduce_max(masks, axis=[2, 3], keepdims=True)
+            masks = (masks - low) / tf.maximum(high - low, 1e-7)
+            weights = tf.TensorArray(tf.float32, size=top_n)
+            for k in tf.range(top_n):
+                p = forward(x * masks[:, k, :, :, None])
+                weights = weights.write(k, tf.gather(p, chosen, axis=1, batch_dims=1))
+            weights = tf.transpose(weights.stack())  # (b, top_n)
+            out = tf.nn.relu(tf.einsum("bk,bhwk->bhw", weights, kept))
+            return _upsample(out, (h, w)), chosen
+
+        return scorecam
+
+    return _graph(model, ("scorecam", layer.name, id(layer)), build)
+
+
+def _cam_layer(model, layer_name, method):
+    from fervis import models
+
+    convs = models.conv_layers(model)
+    if layer_name is None:
+        if not convs:
+            raise ValueError(
+                f"The 'method' parameter of {_FUNC} is {method!r}, which needs a convolution layer, but model "
+                f"{model.name!r} has none. Use one of {list(GRADIENT_METHODS)} for this model instead."
+            )
+        layer_name = convs[-1]
+    if not isinstance(layer_name, str):
+        raise ValueError(
+            f"The 'layer_name' parameter of {_FUNC} must be None (the last conv layer) or one of {convs}. "
+            f"Got {layer_name!r} instead."
+        )
+    names = {layer.name: layer for layer in _walk_layers(model)}
+    layer = names.get(layer_name)
+    rank = None
+    if layer is not None:
+        try:
+            rank = len(layer.output.shape)
+        except (AttributeError, ValueError):
+            rank = None
+    if layer is None or rank != 4:
+        why = "no such layer" if layer is None else f"its output is not a (n, h, w, channels) map"
+        raise ValueError(
+            f"The 'layer_name' parameter of {_FUNC} must be None (the last conv layer) or a layer with spatial "
+            f"output, such as the conv layers {convs}. Got {layer_name!r} instead ({why})."
+        )
+    return layer
+
+
+# --------------------------------------------------------------------------- explain
+
+
+def _batches(n, batch_size):
+    return [(i, min(n, i + batch_size)) for i in range(0, n, batch_size)]
+
+
+def predict(model, images, batch_size=256):
+    """Class probabilities from one traced graph per model (faster than eager calls).
+
+    Parameters
+    ----------
+    model : keras.Model
+    images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
+    batch_size : int, default 256
+
+    Returns
+    -------
+    ndarray float32 ``(n, num_classes)``
+
+    Example
+    -------
+    >>> probs = predict(model, dataset.images)  # doctest: +SKIP
+    """
+    func = "fervis.saliency.predict"
+    input_shape, k = _check_model(model, func)
+    x = _check_images(images, input_shape, func)
+    batch_size = _positive_int(batch_size, "batch_size", func)
+    forward = _forward_graph(model)
+    out = [np.asarray(forward(x[a:b])) for a, b in _batches(len(x), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, k), np.float32)
+
+
+def explain(model, images, method="gradient", class_idx=None, batch_size=64, layer_name=None,
+            samples=20, noise=0.15, steps=32, top_n=None, normalize=True, seed=0):
+    """Saliency maps, one per image, with any of the seven methods.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Any Keras image classifier with one image input and one ``(n, classes)`` output;
+        fervis models and :func:`fervis.models.adapt`-ed models take raw 0-255 faces.
+    images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
+        Pixels as the model takes them (uint8 or float).
+    method : str, default "gradient"
+        One of :data:`METHODS`.
+    class_idx : None, int or int array ``(n,)``
+        The class to explain: ``None`` the predicted class, an int the same class for every
+        image, an array one class per image (the true labels, say).
+    batch_size : int, default 64
+        Images per graph call (Score-CAM runs one forward pass per kept channel per batch).
+    layer_name : str or None
+        CAM methods: the layer whose activations are weighted; ``None`` is the last conv
+        layer (:func:`fervis.models.last_conv_layer`), also inside nested models.
+    samples : int, default 20
+        SmoothGrad: noisy copies per image (capped by ``$FERVIS_MAX_STEPS``).
+    noise : float, default 0.15
+        SmoothGrad: noise standard deviation as a fraction of each image's value range.
+    steps : int, default 32
+        Integrated gradients: path steps (capped by ``$FERVIS_MAX_STEPS``).
+    top_n : int or None
+        Score-CAM: score only the ``top_n`` channels of largest spatial spread per image
+        (Faster Score-CAM); ``None`` scores every channel.
+    normalize : bool, default True
+        Divide each map by its maximum, so every face weighs the same in averages.
+    seed : int, default 0
+        SmoothGrad noise; the same seed gives the same maps.
+
+    Returns
+    -------
+    ndarray float32 ``(n, height, width)``
+        Non-negative: the absolute gradient (or attribution) per pixel for the gradient
+        methods, the ReLU of the class activation map, resized to the input, for CAMs.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, a class index out of range, images of the wrong shape or
+        dtype, or a CAM method on a model without convolution layers; the message names
+        the parameter and what is allowed.
+
+    Example
+    -------
+    >>> maps = explain(model, dataset.images[:8], method="gradcam")  # doctest: +SKIP
+    >>> maps.shape
+    (8, 48, 48)
+    """
+    import tensorflow as tf
+
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"The 'method' parameter of {_FUNC} must be one of {list(METHODS)}. Got {method!r} instead.")
+    input_shape, num_classes = _check_model(model, _FUNC)
+    x = _check_images(images, input_shape, _FUNC)
+    n = len(x)
+    class_idx = _check_class_idx(class_idx, n, num_classes)
+    batch_size = _positive_int(batch_size, "batch_size")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"The 'seed' parameter of {_FUNC} must be an int. Got {seed!r} instead.")
+    h, w = input_shape[:2]
+
+    if method == "gradient":
+        graph = _gradient_graph(model)
+        call = graph
+    elif method == "smoothgrad":
+        samples = _max_steps(_positive_int(samples, "samples"))
+        if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not 0 <= noise <= 10:
+            raise ValueError(f"The 'noise' parameter of {_FUNC} must be a number in [0, 10]. Got {noise!r} instead.")
+        graph = _smoothgrad_graph(model)
+        seeds = [tf.constant([int(seed) % (2 ** 31), a], tf.int32) for a, _ in _batches(n, batch_size)]  # per batch
+        batches = iter(seeds)
+
+        def call(xb, cb):
+            return graph(xb, cb, tf.constant(samples), tf.constant(float(noise)), next(batches))
+    elif method == "integrated_gradients":
+        steps = _max_steps(_positive_int(steps, "steps"))
+        graph = _integrated_graph(model)
+
+        def call(xb, cb):
+            return graph(xb, cb, tf.constant(steps))
+    else:
+        layer = _cam_layer(model, layer_name, method)
+        if method == "scorecam":
+            channels = int(layer.output.shape[-1])
+            keep = channels if top_n is None else _positive_int(top_n, "top_n")
+            graph = _scorecam_graph(model, layer)
+
+            def call(xb, cb):
+                return graph(xb, cb, tf.constant(min(keep, channels)))
+        else:
+            call = _cam_graph(model, layer, method)
+
+    maps = np.zeros((n, h, w), np.float32)
+    for a, b in _batches(n, batch_size):
+        out, _ = call(tf.constant(x[a:b]), tf.constant(class_idx[a:b]))
+        out = np.asarray(out)
+        if out.ndim == 4:  # gradients: one value per pixel over channels
+            out = np.abs(out).max(axis=-1) if method != "integrated_gradients" else np.abs(out.sum(axis=-1))
+        maps[a:b] = out
+    if normalize and n:
+        peak = maps.reshape(n, -1).max(axis=1)
+        maps /= np.where(peak > 0, peak, 1.0)[:, None, None]
+    return maps
+
+
+# --------------------------------------------------------------------------- galleries
+
+
+def pick_examples(labels, probs, num_classes=None):
+    """One face per class for a gallery: the most confident correct prediction, else the
+    most probable face of that class, else none.
+
+    Parameters
+    ----------
+    labels : int array ``(n,)``
+    probs : float array ``(n, k)``
+        Model probabilities.
+    num_classes : int, optional
+        Defaults to ``probs.shape[1]``.
+
+    Returns
+    -------
+    ndarray int ``(k,)``
+        Index of the chosen face per class, -1 where the class has no face.
+
+    Example
+    -------
+    >>> pick_examples(np.array([0, 1]), np.array([[.9, .1], [.6, .4]]))
+    array([0, 1])
+    """
+    func = "fervis.saliency.pick_examples"
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2:
+        raise ValueError(f"The 'probs' parameter of {func} must be shaped (n, classes). Got {probs.shape} instead.")
+    k = probs.shape[1] if num_classes is None else int(num_classes)
+    labels = _check_labels(labels, len(probs), k, func)
+    predicted = probs.argmax(axis=1)
+    chosen = np.full(k, -1, dtype=np.int64)
+    for c in range(k):
+        mine = np.flatnonzero(labels == c)
+        if not len(mine):
+            continue
+        right = mine[predicted[mine] == c]
+        pool = right if len(right) else mine
+        chosen[c] = pool[np.argmax(probs[pool, c])]
+    return chosen
+
+
+def class_mean_maps(maps, labels, predicted, num_classes=len(CLASS_NAMES)):
+    """Mean map per true class, over correct and over wrong predictions.
+
+    Parameters
+    ----------
+    maps : float array ``(n, h, w)``
+    labels, predicted : int arrays ``(n,)``
+    num_classes : int, default 7
+
+    Returns
+    -------
+    means : ndarray ``(2, num_classes, h, w)``
+        ``means[0]`` correct, ``means[1]`` wrong; NaN where a class has no such face.
+    counts : ndarray int ``(2, num_classes)``
+
+    Example
+    -------
+    >>> means, counts = class_mean_maps(maps, labels, probs.argmax(1))  # doctest: +SKIP
+    """
+    func = "fervis.saliency.class_mean_maps"
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim != 3:
+        raise ValueError(f"The 'maps' parameter of {func} must be shaped (n, h, w). Got {maps.shape} instead.")
+    labels = _check_labels(labels, len(maps), num_classes, func)
+    predicted = _check_labels(predicted, len(maps), num_classes, func, "predicted")
+    means = np.full((2, num_classes) + maps.shape[1:], np.nan)
+    counts = np.zeros((2, num_classes), dtype=np.int64)
+    for row, keep in enumerate((labels == predicted, labels != predicted)):
+        for c in range(num_classes):
+            sel = keep & (labels == c)
+            counts[row, c] = sel.sum()
+            if counts[row, c]:
+                means[row, c] = maps[sel].mean(axis=0)
+    return means, counts
+
+
+# --------------------------------------------------------------------------- region numbers
+
+
+def _per_image_shares(maps, regions, r):
+    """Per-image share of saliency mass and of area in each of ``r`` regions, ``(n, r)`` each."""
+    from fervis import regions as region_maps
+
+    mass = region_maps.shares(maps, regions, normalize=None, n_regions=r)
+    area = np.broadcast_to(region_maps.area_shares(regions, n_regions=r), mass.shape)
+    return mass, area
+
+
+def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, normalize=None):
+    """How each class's saliency mass splits over face regions.
+
+    Parameters
+    ----------
+    maps : float array ``(n, h, w)``
+        Non-negative maps (from :func:`explain`).
+    regions : int array ``(n, h, w)``, or one ``(h, w)`` template for every face
+        Region ids indexing ``region_names`` (synthetic ground truth, or
+        :func:`fervis.regions.template` for registered FER2013 crops).
+    labels : int array ``(n,)``
+        The class each face is counted under (true label or the explained class).
+    region_names : sequence of str
+    class_names : sequence of str, default the 7 FER2013 classes
+    normalize : {None, "area"}, default None
+        ``None``: the mean share of each face's saliency mass per region (rows sum to 1).
+        ``"area"``: that share divided by the region's mean share of the area, so 1 means
+        "as much as its size", 3 means three times denser than uniform.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Classes (with faces) x regions (present in some face), plus a row ``"all"``.
+
+    Example
+    -------
+    >>> region_shares(maps, ds.regions, ds.labels, ds.region_names, normalize="area")  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    func = "fervis.saliency.region_shares"
+    if normalize not in (None, "area"):
+        raise ValueError(f"The 'normalize' parameter of {func} must be one of [None, 'area']. Got {normalize!r} instead.")
+    maps = np.asarray(maps)
+    if maps.ndim != 3:
+        raise ValueError(f"The 'maps' parameter of {func} must be shaped (n, h, w). Got {maps.shape} instead.")
+    n = len(maps)
+    maps = _check_maps(maps, n, maps.shape[1:], func)
+    if (maps < 0).any():
+        raise ValueError(f"The 'maps' parameter of {func} must be non-negative (saliency mass). Got negative values instead.")
+    regions = _check_regions(regions, n, maps.shape[1:], region_names, func)
+    labels = _check_labels(labels, n, len(class_names), func)
+    r = len(region_names)
+    mass, area = _per_image_shares(maps, regions, r)
+    rows, index = [], []
+    for c in list(range(len(class_names))) + ["all"]:
+        sel = np.ones(n, bool) if c == "all" else labels == c
+        if not sel.any():
+            continue
+        share = np.nanmean(mass[sel], axis=0) if np.isfinite(mass[sel]).any() else np.full(r, np.nan)
+        if normalize == "area":
+            size = area[sel].mean(axis=0)
+            share = np.divide(share, size, out=np.full(r, np.nan), where=size > 0)
+        rows.append(share)
+        index.append(c if c == "all" else class_names[c])
+    present = area.sum(axis=0) > 0
+    table = pd.DataFrame(np.array(rows).reshape(len(rows), r), index=index, columns=list(region_names))
+    table = table.loc[:, present]
+    table.index.name = "class"
+    table.columns.name = "region"
+    return table
+
+
+def cue_check(maps, regions, labels, region_names, cue_regions, class_names=CLASS_NAMES):
+    """Ground truth on synthetic faces: the saliency mass on each class's cue regions.
+
+    Parameters
+    ----------
+    maps, regions, labels, region_names, class_names
+        As for :func:`region_shares`.
+    cue_regions : dict class name -> tuple of region names
+        Where each class's evidence was drawn (:data:`fervis.synthetic.CUE_REGIONS`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Per class: ``cue_share`` (mean share of the mass on its cue regions), ``area_share``
+        (their mean share of the area), ``ratio`` (cue_share / area_share; > 1 means the
+        map concentrates on the cues), ``faces``.
+
+    Example
+    -------
+    >>> cue_check(maps, ds.regions, ds.labels, ds.region_names, synthetic.CUE_REGIONS)  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    func = "fervis.saliency.cue_check"
+    maps = np.asarray(maps)
+    if maps.ndim != 3:
+        raise ValueError(f"The 'maps' parameter of {func} must be shaped (n, h, w). Got {maps.shape} instead.")
+    n = len(maps)
+    maps = _check_maps(maps, n, maps.shape[1:], func)
+    regions = _check_regions(regions, n, maps.shape[1:], region_names, func)
+    labels = _check_labels(labels, n, len(class_names), func)
+    if not isinstance(cue_regions, dict):
+        raise ValueError(f"The 'cue_regions' parameter of {func} must be a dict class name -> region names. "
+                         f"Got {type(cue_regions).__name__} instead.")
+    names = list(region_names)
+    mass, area = _per_image_shares(maps, regions, len(names))
+    rows = {}
+    for c, name in enumerate(class_names):
+        sel = labels == c
+        if not sel.any() or name not in cue_regions:
+            continue
+        unknown = [r for r in cue_regions[name] if r not in names]
+        if unknown:
+            raise ValueError(f"The 'cue_regions' parameter of {func} names regions {unknown} for {name!r}; "
+                             f"allowed are {names}.")
+        ids = [names.index(r) for r in cue_regions[name]]
+        cue = np.nanmean(mass[sel][:, ids].sum(axis=1)) if np.isfinite(mass[sel]).any() else np.nan
+        size = area[sel][:, ids].sum(axis=1).mean()
+        rows[name] = {"cue_share": cue, "area_share": size, "ratio": cue / size if size else np.nan,
+                      "faces": int(sel.sum())}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "class"
+    return table
+
+
+def occlusion_check(model, images, regions, labels, region_names, class_names=CLASS_NAMES, batch_size=256):
+    """Grey out each face region and measure the drop in the probability of the class.
+
+    Each region of each face is filled with that face's mean grey value, one region at a
+    time; the drop is ``p(class | face) - p(class | face with the region greyed)``, averaged
+    over the faces of each class that have that region. A region the model needs shows a
+    large positive drop.
+
+    Parameters
+    ----------
+    model : keras.Model
+    images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
+    regions : int array ``(n, 48, 48)`` or one ``(48, 48)`` template
+    labels : int array ``(n,)``
+        The class whose probability is tracked (the true label, usually).
+    region_names : sequence of str
+    class_names : sequence of str
+    batch_size : int, default 256
+
+    Returns
+    -------
+    pandas.DataFrame
+        Classes x regions: mean probability drop; NaN where no face of the class has the region.
+
+    Example
+    -------
+    >>> occlusion_check(model, ds.images, ds.regions, ds.labels, ds.region_names)  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    func = "fervis.saliency.occlusion_check"
+    input_shape, k = _check_model(model, func)
+    x = _check_images(images, input_shape, func)
+    n = len(x)
+    regions = _check_regions(regions, n, input_shape[:2], region_names, func)
+    labels = _check_labels(labels, n, min(k, len(class_names)), func)
+    batch_size = _positive_int(batch_size, "batch_size", func)
+    forward = _forward_graph(model)
+    fill = x.mean(axis=(1, 2), keepdims=True)
+    r = len(region_names)
+    drops = np.full((n, r), np.nan)
+    rows = np.arange(n)
+    for a, b in _batches(n, batch_size):
+        base = np.asarray(forward(x[a:b]))[rows[: b - a], labels[a:b]]
+        for rid in range(r):
+            inside = (regions[a:b] == rid)[..., None]
+            has = inside.reshape(b - a, -1).any(axis=1)
+            if not has.any():
+                continue
+            occluded = np.where(inside, fill[a:b], x[a:b])[has]
+            p = np.asarray(forward(occluded))[np.arange(has.sum()), labels[a:b][has]]
+            drops[a:b][has, rid] = base[has] - p
+    out = []
+    index = []
+    for c, name in enumerate(class_names):
+        sel = labels == c
+        if sel.any():
+            col = drops[sel]
+            counts = np.isfinite(col).sum(axis=0)
+            out.append(np.where(counts > 0, np.nansum(col, axis=0) / np.maximum(counts, 1), np.nan))
+            index.append(name)
+    table = pd.DataFrame(np.array(out).reshape(len(out), r), index=index, columns=list(region_names))
+    table = table.loc[:, np.isfinite(drops).any(axis=0)]
+    table.index.name = "class"
+    table.columns.name = "region"
+    return table
+
+
+# --------------------------------------------------------------------------- faithfulness
+
+
+def _blur(x, sigma=5.0):
+    """RISE's insertion substrate: a Gaussian blur with an 11-pixel kernel (sigma 5)."""
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(x, sigma=(0, sigma, sigma, 0), truncate=1.0, mode="nearest").astype(np.float32)
+
+
+def deletion_insertion(model, images, maps, class_idx=None, steps=16, batch_size=256, seed=0):
+    """Deletion and insertion curves and their areas (Petsiuk et al. 2018), batched over faces.
+
+    Deletion removes pixels, most salient first, by setting them to 0 (black), and tracks
+    the probability of the class: a faithful map makes it fall fast (low AUC). Insertion
+    starts from a blurred face and puts pixels back, most salient first: a faithful map
+    makes it rise fast (high AUC). Ties in a map are broken at random (``seed``).
+
+    Parameters
+    ----------
+    model : keras.Model
+    images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
+    maps : float array ``(n, 48, 48)``
+    class_idx : None, int or int array ``(n,)``
+        ``None``: the class predicted on the intact face.
+    steps : int, default 16
+        Points on each curve after the first (capped by ``$FERVIS_MAX_STEPS``).
+    batch_size : int, default 256
+    seed : int, default 0
+
+    Returns
+    -------
+    dict
+        ``fractions`` ``(steps + 1,)``, ``deletion`` and ``insertion`` curves ``(n, steps + 1)``,
+        ``deletion_auc`` and ``insertion_auc`` ``(n,)``, ``class_idx`` ``(n,)``.
+
+    Example
+    -------
+    >>> out = deletion_insertion(model, faces, explain(model, faces, "gradcam"))  # doctest: +SKIP
+    >>> out["deletion_auc"].mean() < out["insertion_auc"].mean()  # doctest: +SKIP
+    True
+    """
+    func = "fervis.saliency.deletion_insertion"
+    input_shape, k = _check_model(model, func)
+    x = _check_images(images, input_shape, func)
+    n = len(x)
+    h, w = input_shape[:2]
+    maps = _check_maps(maps, n, (h, w), func)
+    class_idx = _check_class_idx(class_idx, n, k, func)
+    steps = _max_steps(_positive_int(steps, "steps", func))
+    batch_size = _positive_int(batch_size, "batch_size", func)
+    forward = _forward_graph(model)
+    if n == 0:
+        empty = np.zeros((0, steps + 1))
+        return {"fractions": np.linspace(0, 1, steps + 1), "deletion": empty, "insertion": empty,
+                "deletion_auc": np.zeros(0), "insertion_auc": np.zeros(0), "class_idx": np.zeros(0, np.int64)}
+    probs = predict(model, x, batch_size=batch_size)
+    chosen = np.where(class_idx < 0, probs.argmax(axis=1), class_idx).astype(np.int64)
+    # Rank pixels by saliency (ties at random): rank[i, p] = how early pixel p goes.
+    jitter = np.random.default_rng(seed).random(maps.shape[0] * h * w).reshape(n, h * w)
+    order = np.lexsort((jitter, -maps.reshape(n, -1)), axis=-1)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(h * w)[None].repeat(n, 0), axis=1)
+    rank = rank.reshape(n, h, w, 1)
+    counts = np.round(np.linspace(0, h * w, steps + 1)).astype(np.int64)
+    blurred = _blur(x)
+    curves = {"deletion": np.zeros((n, steps + 1)), "insertion": np.zeros((n, steps + 1))}
+    per = max(1, batch_size // 2)  # deletion and insertion share each graph call
+    for a, b in _batches(n, per):
+        for s, count in enumerate(counts):
+            top = rank[a:b] < count
+            batch = np.concatenate([np.where(top, 0.0, x[a:b]), np.where(top, x[a:b], blurred[a:b])])
+            p = np.asarray(forward(batch.astype(np.float32)))
+            m = b - a
+            curves["deletion"][a:b, s] = p[np.arange(m), chosen[a:b]]
+            curves["insertion"][a:b, s] = p[m + np.arange(m), chosen[a:b]]
+
+    def auc(curve):  # trapezoid rule on fractions 0..1
+        return (curve.sum(axis=1) - (curve[:, 0] + curve[:, -1]) / 2) / steps
+
+    return {"fractions": counts / (h * w), **curves, "deletion_auc": auc(curves["deletion"]),
+            "insertion_auc": auc(curves["insertion"]), "class_idx": chosen}
+
+
+@dataclasses.dataclass(frozen=True)
+class Faithfulness:
+    """Deletion/insertion results per method, from :func:`faithfulness`.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        Methods (and ``"random"``) x ``deletion_auc`` (lower is better), ``insertion_auc``
+        (higher is better), ``score`` (insertion - deletion), ``beats_random`` (both better
+        than the random baseline).
+    fractions : ndarray ``(steps + 1,)``
+    curves : dict method -> {"deletion": ``(n, steps + 1)``, "insertion": ``(n, steps + 1)``}
+    """
+
+    table: object
+    fractions: np.ndarray
+    curves: dict
+
+
+def faithfulness(model, images, methods=METHODS, class_idx=None, steps=16, seed=0, batch_size=256,
+                 explain_kwargs=None):
+    """Deletion and insertion AUC of several methods against random maps.
+
+    Parameters
+    ----------
+    model : keras.Model
+    images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
+    methods : sequence of str, default every method
+    class_idx : None, int or int array ``(n,)``
+    steps : int, default 16
+    seed : int, default 0
+        Seeds the random baseline maps and tie breaking.
+    batch_size : int, default 256
+    explain_kwargs : dict, optional
+        Method name -> extra :func:`explain` arguments (``{"scorecam": {"top_n": 16}}``).
+
+    Returns
+    -------
+    Faithfulness
+
+    Example
+    -------
+    >>> faithfulness(model, faces, ["gradient", "gradcam"]).table  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    func = "fervis.saliency.faithfulness"
+    if isinstance(methods, str) or any(m not in METHODS for m in methods) or not len(methods):
+        raise ValueError(f"The 'methods' parameter of {func} must be a non-empty list of names from {list(METHODS)}. "
+                         f"Got {methods!r} instead.")
+    input_shape, _ = _check_model(model, func)
+    x = _check_images(images, input_shape, func)
+    extra = dict(explain_kwargs or {})
+    rows, curves = {}, {}
+    random_maps = np.random.default_rng(seed).random((len(x),) + input_shape[:2])
+    for method in list(methods) + ["random"]:
+        maps = random_maps if method == "random" else explain(model, x, method, class_idx=class_idx,
+                                                              seed=seed, **extra.get(method, {}))
+        out = deletion_insertion(model, x, maps, class_idx=class_idx, steps=steps, batch_size=batch_size, seed=seed)
+        curves[method] = {"deletion": out["deletion"], "insertion": out["insertion"]}
+        rows[method] = {"deletion_auc": out["deletion_auc"].mean(), "insertion_auc": out["insertion_auc"].mean()}
+        fractions = out["fractions"]
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table["score"] = table["insertion_auc"] - table["deletion_auc"]
+    rand = table.loc["random"]
+    table["beats_random"] = (table["deletion_auc"] < rand["deletion_auc"]) & (table["insertion_auc"] > rand["insertion_auc"])
+    table.loc["random", "beats_random"] = False
+    table.index.name = "method"
+    return Faithfulness(table=table, fractions=fractions, curves=curves)
+
+
+# --------------------------------------------------------------------------- sanity check
+
+
+def _spearman(a, b):
+    """Spearman rank correlation per row of two ``(n, p)`` arrays (ties get mean ranks)."""
+    from scipy.stats import rankdata
+
+    ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    denom = np.sqrt((ra ** 2).sum(axis=1) * (rb ** 2).sum(axis=1))
+    return np.divide((ra * rb).sum(axis=1), denom, out=np.zeros(len(a)), where=denom > 0)
+
+
+def _randomize(layer, rng):
+    """Re-initialise ``layer``'s weights: its own initialisers, else a random permutation."""
+    for var in layer.weights:
+        short = var.path.split("/")[-1] if hasattr(var, "path") else var.name.split("/")[-1].split(":")[0]
+        init = getattr(layer, f"{short}_initializer", None)
+        value = None
+        if init is not None:
+            try:
+                config = dict(init.get_config())
+                if "seed" in config:
+                    config["seed"] = int(rng.integers(2 ** 31))
+                value = np.asarray(init.__class__.from_config(config)(tuple(var.shape), dtype="float32"))
+            except (TypeError, ValueError, NotImplementedError):
+                value = None
+        if value is None:
+            value = rng.permutation(np.asarray(var).ravel()).reshape(tuple(var.shape))
+        var.assign(value.astype(np.asarray(var).dtype))
+
+
+@dataclasses.dataclass(frozen=True)
+class Randomization:
+    """Result of :func:`randomization_check`.
+
+    Attributes
+    ----------
+    stages : list of str
+        ``"trained"``, then the name of each weight layer re-initialised, from the top.
+    maps : dict method -> ndarray ``(len(stages), n, h, w)``
+    correlation : pandas.DataFrame
+        Stages x methods: mean Spearman rank correlation with the trained model's maps.
+    """
+
+    stages: list
+    maps: dict
+    correlation: object
+
+
+def randomization_check(model, images, methods=("gradient", "smoothgrad", "gradcam"), class_idx=None, seed=0,
+                        explain_kwargs=None):
+    """Model-randomisation sanity check (Adebayo et al. 2018), cascading from the top.
+
+    The layers with a kernel (convolutions and dense layers) are re-initialised one by one
+    from the output down, each time together with everything above it (normalisation
+    layers included); after each step every method's maps are compared with the trained
+    model's by Spearman rank correlation. Maps that stay similar while the weights become
+    random do not explain the model. The model's weights are restored afterwards, also on
+    error, and the traced graphs are reused throughout.
+
+    Parameters
+    ----------
+    model : keras.Model
+    images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
+    methods : sequence of str
+    class_idx : None, int or int array ``(n,)``
+        ``None``: the trained model's predicted class, kept fixed at every stage.
+    seed : int, default 0
+    explain_kwargs : dict, optional
+        Method name -> extra :func:`explain` arguments.
+
+    Returns
+    -------
+    Randomization
+
+    Example
+    -------
+    >>> check = randomization_check(model, faces[:16], ["gradcam"])  # doctest: +SKIP
+    >>> check.correlation["gradcam"].iloc[-1] < 0.5  # doctest: +SKIP
+    True
+    """
+    import keras
+    import pandas as pd
+
+    func = "fervis.saliency.randomization_check"
+    if isinstance(methods, str) or not len(methods) or any(m not in METHODS for m in methods):
+        raise ValueError(f"The 'methods' parameter of {func} must be a non-empty list of names from {list(METHODS)}. "
+                         f"Got {methods!r} instead.")
+    input_shape, k = _check_model(model, func)
+    x = _check_images(images, input_shape, func)
+    class_idx = _check_class_idx(class_idx, len(x), k, func)
+    class_idx = np.where(class_idx < 0, predict(model, x).argmax(axis=1), class_idx) if len(x) else class_idx
+    extra = dict(explain_kwargs or {})
+    layers = [layer for layer in _walk_layers(model) if not isinstance(layer, keras.Model) and layer.weights]
+    kernels = [i for i, layer in enumerate(layers) if any(v.path.endswith("kernel") for v in layer.weights)]
+    if not kernels:
+        raise ValueError(f"The 'model' parameter of {func} must have layers with weights to re-initialise. "
+                         f"Model {model.name!r} has none.")
+
+    def run():
+        return {m: explain(model, x, m, class_idx=class_idx, seed=seed, **extra.get(m, {})) for m in methods}
+
+    saved = [[np.asarray(v).copy() for v in layer.weights] for layer in layers]
+    rng = np.random.default_rng(seed)
+    stages, maps = ["trained"], {m: [v] for m, v in run().items()}
+    try:
+        done = len(layers)
+        for start in reversed(kernels):
+            for layer in layers[start:done]:
+                _randomize(layer, rng)
+            done = start
+            stages.append(layers[start].name)
+            for m, v in run().items():
+                maps[m].append(v)
+    finally:
+        for layer, values in zip(layers, saved):
+            for var, value in zip(layer.weights, values):
+                var.assign(value)
+    maps = {m: np.stack(v) for m, v in maps.items()}
+    n = len(x)
+    corr = {m: [float(_spearman(v[0].reshape(n, -1), v[s].reshape(n, -1)).mean()) if n else np.nan
+                for s in range(len(stages))] for m, v in maps.items()}
+    table = pd.DataFrame(corr, index=stages)
+    table.index.name = "randomized down to"
+    return Randomization(stages=stages, maps=maps, correlation=table)
+
+
+# --------------------------------------------------------------------------- the answer
+
+
+def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=None, randomization=None,
+             method="gradcam", top=2):
+    """The notebook's answer, written as sentences from the numbers.
+
+    Parameters
+    ----------
+    shares, concentration : pandas.DataFrame, optional
+        :func:`region_shares` without and with ``normalize="area"``, for ``method``.
+    cues : pandas.DataFrame, optional
+        :func:`cue_check`.
+    occlusion : pandas.DataFrame, optional
+        :func:`occlusion_check`.
+    faith : Faithfulness, optional
+    randomization : Randomization, optional
+    method : str
+        The method the region tables were computed with (named in the text).
+    top : int, default 2
+        Regions named per class.
+
+    Returns
+    -------
+    list of str
+
+    Example
+    -------
+    >>> print("\\n".join(describe(shares, concentration)))  # doctest: +SKIP
+    """
+    lines = []
+    if shares is not None and concentration is not None:
+        for name in [c for c in shares.index if c != "all"]:
+            row, dense = shares.loc[name], concentration.loc[name]
+            best = row.sort_values(ascending=False).index[:top]
+            parts = [f"{100 * row[r]:.0f} % on the {r} ({dense[r]:.1f}x its area)" for r in best]
+            lines.append(f"For {name}, {method} puts " + " and ".join(parts) + " of the saliency mass.")
+    if occlusion is not None:
+        for name in occlusion.index:
+            row = occlusion.loc[name].dropna()
+            if len(row):
+                r = row.idxmax()
+                lines.append(f"Greying out the {r} lowers the probability of {name} most: by "
+                             f"{100 * row[r]:.1f} points on average.")
+    if cues is not None and len(cues):
+        above = cues.index[cues["ratio"] > 1].tolist()
+        lines.append(f"On synthetic faces, {method} puts more mass on the regions that carry the cue than their "
+                     f"area share for {len(above)} of {len(cues)} classes (median {cues['ratio'].median():.1f}x).")
+    if faith is not None:
+        t = faith.table.drop(index="random")
+        rand = faith.table.loc["random"]
+        best = t["score"].idxmax()
+        lines.append(f"Deletion/insertion: {int(t['beats_random'].sum())} of {len(t)} methods beat random maps on both "
+                     f"curves (random: deletion AUC {rand['deletion_auc']:.3f}, insertion AUC "
+                     f"{rand['insertion_auc']:.3f}); the most faithful is {best} (deletion "
+                     f"{t.loc[best, 'deletion_auc']:.3f}, insertion {t.loc[best, 'insertion_auc']:.3f}).")
+    if randomization is not None:
+        last = randomization.correlation.iloc[-1]
+        parts = [f"{m} {last[m]:.2f}" for m in last.index]
+        lines.append("With every layer re-initialised, the rank correlation with the trained model's maps falls to "
+                     + ", ".join(parts) + " (near 0 passes the sanity check).")
+    return lines

@@ -1,0 +1,521 @@
+"""Tests for fervis.saliency: the seven methods against references, bad input, region
+numbers, deletion/insertion, the randomisation check, plots, the widget and the notebook."""
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from fervis import models, plots, regions, saliency, synthetic  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "01_saliency_maps.ipynb"
+MOUTH = regions.REGION_NAMES.index("mouth")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return models.build("tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def faces():
+    images, labels, region_maps = synthetic.generate(6, seed=5)
+    return images, labels, region_maps
+
+
+def _linear(weights=None, name="linear"):
+    """Pixels -> Dense(7, softmax): gradients and IG are known in closed form; no conv layer."""
+    inputs = keras.Input((48, 48, 1), name="pixels")
+    x = keras.layers.Flatten(name="flat")(inputs)
+    outputs = keras.layers.Dense(7, activation="softmax", name="predictions")(x)
+    model = keras.Model(inputs, outputs, name=name)
+    if weights is not None:
+        model.get_layer("predictions").set_weights([weights.astype("float32"), np.zeros(7, "float32")])
+    return model
+
+
+def _mouth_model():
+    """Class 0's logit is 0.02 x the mean grey of the template's mouth; every other logit is 0."""
+    w = np.zeros((48 * 48, 7))
+    mouth = (regions.template() == MOUTH).ravel()
+    w[mouth, 0] = 0.02 / mouth.sum()
+    return _linear(w, "mouth"), w[:, 0].reshape(48, 48)
+
+
+def _third_party():
+    """Someone else's 64x64 RGB classifier in [-1, 1], brought to 48x48 faces by models.adapt."""
+    inputs = keras.Input((64, 64, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="tp_conv1")(inputs)
+    x = keras.layers.Conv2D(6, 3, strides=2, activation="relu", name="tp_conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="tp_gap")(x)
+    outputs = keras.layers.Dense(7, name="tp_logits")(x)
+    return models.adapt(keras.Model(inputs, outputs, name="third_party"), (64, 64, 3), (-1.0, 1.0), "logits")
+
+
+# --------------------------------------------------------------------------- explain
+
+
+@pytest.mark.parametrize("method", saliency.METHODS)
+def test_explain_every_method_shapes_and_range(tiny, faces, method):
+    images = faces[0]
+    maps = saliency.explain(tiny, images, method, samples=3, steps=3, top_n=4, batch_size=4)
+    assert maps.shape == (6, 48, 48) and maps.dtype == np.float32
+    assert np.isfinite(maps).all() and maps.min() >= 0
+    peaks = maps.reshape(6, -1).max(axis=1)
+    assert np.allclose(peaks[peaks > 0], 1.0)
+    # uint8 (n, 48, 48) and float (n, 48, 48, 1) give the same maps.
+    again = saliency.explain(tiny, images[..., None].astype("float32"), method, samples=3, steps=3, top_n=4,
+                             batch_size=4)
+    np.testing.assert_allclose(maps, again, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", saliency.METHODS)
+def test_explain_survives_the_onednn_trap(residual_model, faces, method):
+    """Eager input gradients through the 1x1 stride-2 shortcut crash the process: graphs do not."""
+    maps = saliency.explain(residual_model, faces[0], method, samples=2, steps=2, top_n=3)
+    assert maps.shape == (6, 48, 48) and np.isfinite(maps).all()
+
+
+@pytest.mark.parametrize("method", saliency.METHODS)
+def test_explain_adapted_third_party_model(faces, method):
+    adapted = _third_party()
+    maps = saliency.explain(adapted, faces[0], method, samples=2, steps=2, normalize=False)
+    assert maps.shape == (6, 48, 48) and np.isfinite(maps).all()
+    if method == "gradient":  # the same gradient as written out by hand through the adapter
+        logits = models.to_logits(adapted)
+        x = tf.constant(faces[0][..., None].astype("float32"))
+
+        @tf.function
+        def manual(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                z = logits(x)
+                score = tf.gather(z, tf.argmax(z, axis=1), axis=1, batch_dims=1)
+            return tape.gradient(score, x)
+
+        np.testing.assert_allclose(maps, np.abs(manual(x).numpy()[..., 0]), rtol=1e-4, atol=1e-7)
+
+
+def test_cam_layer_inside_the_adapted_model(faces):
+    adapted = _third_party()
+    first = saliency.explain(adapted, faces[0], "gradcam", layer_name="tp_conv1")
+    last = saliency.explain(adapted, faces[0], "gradcam")  # default: tp_conv2, the last conv layer
+    assert first.shape == last.shape == (6, 48, 48)
+    assert not np.allclose(first, last)
+
+
+def test_gradient_matches_an_eager_tape_on_logits(tiny, faces):
+    x = faces[0][..., None].astype("float32")
+    classes = np.arange(6) % 7
+    logits = models.to_logits(tiny)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:  # the tiny model has no 1x1 stride-2 conv: eager is safe here
+        tape.watch(xt)
+        score = tf.gather(logits(xt), classes, axis=1, batch_dims=1)
+    expected = np.abs(tape.gradient(score, xt).numpy()[..., 0])
+    got = saliency.explain(tiny, x, "gradient", class_idx=classes, normalize=False)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("method, visualizer", [
+    ("gradcam", "tf_keras_vis.gradcam.Gradcam"),
+    ("gradcam++", "tf_keras_vis.gradcam_plus_plus.GradcamPlusPlus"),
+    ("layercam", "tf_keras_vis.layercam.Layercam"),
+])
+def test_cams_match_tf_keras_vis(tiny, faces, method, visualizer):
+    """tf-keras-vis runs eagerly, so only on the tiny model, which has no crashing convolution."""
+    import importlib
+
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    module, name = visualizer.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    classes = [0, 1, 2, 3, 4, 5]
+    x = faces[0][..., None].astype("float32")
+    ref = cls(tiny, model_modifier=ReplaceToLinear(), clone=True)(
+        CategoricalScore(classes), x, penultimate_layer="block2_conv", expand_cam=False, normalize_cam=False)
+    ref = np.maximum(tf.image.resize(np.asarray(ref)[..., None], (48, 48))[..., 0].numpy(), 0)
+    # Each map scaled to a maximum of 1: Grad-CAM++ there multiplies by exp(score), one factor per map.
+    ref = ref / np.where(ref.max(axis=(1, 2)) > 0, ref.max(axis=(1, 2)), 1)[:, None, None]
+    got = saliency.explain(tiny, x, method, class_idx=np.array(classes))
+    assert ref.max() > 0
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_scorecam_matches_tf_keras_vis_and_top_n(tiny, faces):
+    from tf_keras_vis.scorecam import Scorecam
+    from tf_keras_vis.utils.scores import CategoricalScore
+
+    classes = [0, 1, 2, 3, 4, 5]
+    x = faces[0][..., None].astype("float32")
+    # tf-keras-vis applies a softmax to the outputs: on logits that gives the probabilities fervis uses.
+    ref = Scorecam(models.to_logits(tiny))(CategoricalScore(classes), x, penultimate_layer="block2_conv",
+                                          expand_cam=False, normalize_cam=False)
+    ref = tf.image.resize(np.asarray(ref)[..., None], (48, 48))[..., 0].numpy()
+    got = saliency.explain(tiny, x, "scorecam", class_idx=np.array(classes))
+    for a, b in zip(got, ref):
+        if b.max() > 0:  # masks are resized differently (scipy zoom there): equal up to that
+            assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
+    every = saliency.explain(tiny, x, "scorecam", class_idx=np.array(classes), top_n=16)  # 16 = all channels
+    np.testing.assert_allclose(every, got, atol=1e-5)
+    fewer = saliency.explain(tiny, x, "scorecam", class_idx=np.array(classes), top_n=2)
+    assert not np.allclose(fewer, got)
+
+
+def test_smoothgrad_noise_seed_and_step_cap(tiny, faces, monkeypatch):
+    x = faces[0]
+    plain = saliency.explain(tiny, x, "gradient")
+    np.testing.assert_allclose(saliency.explain(tiny, x, "smoothgrad", noise=0.0, samples=3), plain, atol=1e-6)
+    a = saliency.explain(tiny, x, "smoothgrad", samples=4, seed=1)
+    np.testing.assert_array_equal(a, saliency.explain(tiny, x, "smoothgrad", samples=4, seed=1))
+    assert not np.allclose(a, saliency.explain(tiny, x, "smoothgrad", samples=4, seed=2))
+    monkeypatch.setenv("FERVIS_MAX_STEPS", "2")
+    np.testing.assert_array_equal(saliency.explain(tiny, x, "smoothgrad", samples=2),
+                                  saliency.explain(tiny, x, "smoothgrad", samples=9))
+
+
+def test_integrated_gradients_closed_form_on_a_linear_model(faces):
+    w = np.random.default_rng(0).normal(size=(48 * 48, 7))
+    model = _linear(w)
+    x = faces[0].astype("float32")
+    classes = np.array([3, 0, 6, 2, 1, 5])
+    got = saliency.explain(model, x, "integrated_gradients", class_idx=classes, steps=5, normalize=False)
+    expected = np.abs(x * w[:, classes].T.reshape(6, 48, 48))  # (x - 0) * dlogit/dx
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
+    grad = saliency.explain(model, x, "gradient", class_idx=classes, normalize=False)
+    np.testing.assert_allclose(grad, np.abs(w[:, classes].T.reshape(6, 48, 48)), rtol=1e-5)
+
+
+def test_class_idx_forms(tiny, faces):
+    x = faces[0]
+    predicted = saliency.predict(tiny, x).argmax(axis=1)
+    np.testing.assert_array_equal(saliency.explain(tiny, x, "gradcam"),
+                                  saliency.explain(tiny, x, "gradcam", class_idx=predicted))
+    np.testing.assert_array_equal(saliency.explain(tiny, x, "gradcam", class_idx=np.int64(2)),
+                                  saliency.explain(tiny, x, "gradcam", class_idx=np.full(6, 2)))
+    assert not np.allclose(saliency.explain(tiny, x, "gradient", class_idx=0),
+                           saliency.explain(tiny, x, "gradient", class_idx=1))
+
+
+def test_one_graph_reused_across_batches_and_calls(faces):
+    model = models.build("tiny", seed=1)
+    for batch_size in (2, 4, 5):
+        saliency.explain(model, faces[0], "gradient", batch_size=batch_size)
+    saliency.explain(model, faces[0][:1], "gradient")
+    assert saliency._gradient_graph(model).experimental_get_tracing_count() == 1
+
+
+def test_predict_matches_the_model(tiny, faces):
+    x = faces[0][..., None].astype("float32")
+    np.testing.assert_allclose(saliency.predict(tiny, x, batch_size=4), tiny(x).numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"method": "saliency"}, r"'method' parameter .* must be one of \['gradient', 'smoothgrad'"),
+    ({"method": None}, r"'method' parameter"),
+    ({"class_idx": 7}, r"'class_idx' parameter .* an int in \[0, 7\).* Got 7"),
+    ({"class_idx": -1}, r"'class_idx' parameter"),
+    ({"class_idx": True}, r"'class_idx' parameter"),
+    ({"class_idx": [0, 1]}, r"'class_idx' parameter .* array of 6 such ints.*shape \(2,\)"),
+    ({"class_idx": np.array([0, 1, 2, 3, 4, 9])}, r"'class_idx' parameter .* Got class index 9"),
+    ({"class_idx": np.zeros(6, float)}, r"'class_idx' parameter .* dtype float64"),
+    ({"images": np.zeros((2, 32, 32))}, r"'images' parameter .* shaped \(n, 48, 48, 1\) or \(n, 48, 48\).* \(2, 32, 32\)"),
+    ({"images": np.zeros((48, 48))}, r"'images' parameter .* Got shape \(48, 48\)"),
+    ({"images": np.zeros((2, 48, 48, 3))}, r"'images' parameter"),
+    ({"images": np.zeros((2, 48, 48), bool)}, r"'images' parameter .* numeric array .* dtype bool"),
+    ({"images": np.full((2, 48, 48), "a")}, r"'images' parameter .* numeric array"),
+    ({"images": np.full((2, 48, 48), np.nan)}, r"'images' parameter .* finite"),
+    ({"batch_size": 0}, r"'batch_size' parameter .* int >= 1"),
+    ({"method": "smoothgrad", "samples": 0}, r"'samples' parameter"),
+    ({"method": "smoothgrad", "noise": -0.1}, r"'noise' parameter"),
+    ({"method": "integrated_gradients", "steps": 1.5}, r"'steps' parameter"),
+    ({"method": "scorecam", "top_n": 0}, r"'top_n' parameter"),
+    ({"method": "gradcam", "layer_name": "nope"}, r"'layer_name' parameter .*\['block1_conv', 'block2_conv'\].*'nope'"),
+    ({"method": "gradcam", "layer_name": "predictions"}, r"'layer_name' parameter .* not a \(n, h, w, channels\)"),
+    ({"method": "layercam", "layer_name": 3}, r"'layer_name' parameter"),
+])
+def test_explain_bad_input(tiny, faces, kwargs, match):
+    args = {"images": faces[0], "method": "gradient", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        saliency.explain(tiny, **args)
+
+
+@pytest.mark.parametrize("method", saliency.CAM_METHODS)
+def test_cam_on_a_model_without_conv_layers(faces, method):
+    with pytest.raises(ValueError, match=r"'method' parameter .* needs a convolution layer.*'gradient'"):
+        saliency.explain(_linear(), faces[0], method)
+
+
+def test_explain_bad_model():
+    with pytest.raises(ValueError, match=r"'model' parameter .* keras.Model"):
+        saliency.explain("model.keras", np.zeros((1, 48, 48)))
+
+
+def test_explain_no_images(tiny):
+    assert saliency.explain(tiny, np.zeros((0, 48, 48)), "smoothgrad").shape == (0, 48, 48)
+
+
+# --------------------------------------------------------------------------- galleries and regions
+
+
+@pytest.mark.parametrize("labels, probs, expected", [
+    ([0, 0, 1], [[.9, .1], [.6, .4], [.7, .3]], [0, 2]),  # class 1 never right: its likeliest face
+    ([1, 1], [[.2, .8], [.1, .9]], [-1, 1]),  # no face of class 0
+    ([0, 0], [[.4, .6], [.8, .2]], [1, -1]),
+])
+def test_pick_examples(labels, probs, expected):
+    np.testing.assert_array_equal(saliency.pick_examples(np.array(labels), np.array(probs)), expected)
+
+
+def test_class_mean_maps():
+    maps = np.stack([np.full((4, 4), v) for v in (1.0, 3.0, 5.0, 7.0)])
+    means, counts = saliency.class_mean_maps(maps, np.array([0, 0, 1, 1]), np.array([0, 0, 1, 0]), num_classes=3)
+    assert means.shape == (2, 3, 4, 4)
+    assert means[0, 0, 0, 0] == 2.0 and means[0, 1, 0, 0] == 5.0 and means[1, 1, 0, 0] == 7.0
+    assert np.isnan(means[1, 0]).all() and np.isnan(means[0, 2]).all()
+    np.testing.assert_array_equal(counts, [[2, 1, 0], [0, 1, 0]])
+
+
+def test_region_shares_and_concentration():
+    template = regions.template()
+    on_mouth = (template == MOUTH).astype(float)
+    maps = np.stack([on_mouth, np.ones((48, 48)), on_mouth])
+    labels = np.array([3, 3, 0])
+    shares = saliency.region_shares(maps, template, labels, regions.REGION_NAMES)
+    assert list(shares.index) == ["angry", "happy", "all"]
+    assert "occluder" not in shares.columns  # absent from every face
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0)
+    area = on_mouth.mean()
+    assert shares.loc["angry", "mouth"] == pytest.approx(1.0)
+    assert shares.loc["happy", "mouth"] == pytest.approx((1.0 + area) / 2)
+    dense = saliency.region_shares(maps, template, labels, regions.REGION_NAMES, normalize="area")
+    assert dense.loc["angry", "mouth"] == pytest.approx(1.0 / area)
+    assert dense.loc["angry", "eyes"] == 0.0
+    uniform = saliency.region_shares(np.ones((2, 48, 48)), template, np.array([1, 1]), regions.REGION_NAMES,
+                                     normalize="area")
+    np.testing.assert_allclose(uniform.to_numpy(), 1.0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"normalize": "size"}, r"'normalize' parameter .* \[None, 'area'\]"),
+    ({"maps": -np.ones((2, 48, 48))}, r"'maps' parameter .* non-negative"),
+    ({"regions": np.full((48, 48), 12)}, r"'regions' parameter .* ids 0-8"),
+    ({"regions": np.zeros((3, 48, 48), int)}, r"'regions' parameter"),
+    ({"labels": np.array([0, 7])}, r"'labels' parameter"),
+])
+def test_region_shares_bad_input(kwargs, match):
+    args = {"maps": np.ones((2, 48, 48)), "regions": regions.template(), "labels": np.array([0, 1]),
+            "region_names": regions.REGION_NAMES, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        saliency.region_shares(**args)
+
+
+def test_cue_check_counts_cue_regions():
+    template = regions.template()
+    mouth = (template == MOUTH).astype(float)
+    cues = saliency.cue_check(np.stack([mouth, np.ones((48, 48))]), template, np.array([3, 4]),
+                              regions.REGION_NAMES, {"happy": ("mouth", "cheeks"), "sad": ("brows", "mouth")})
+    cheeks = (template == regions.REGION_NAMES.index("cheeks")).mean()
+    assert cues.loc["happy", "cue_share"] == pytest.approx(1.0)
+    assert cues.loc["happy", "area_share"] == pytest.approx(mouth.mean() + cheeks)
+    assert cues.loc["sad", "ratio"] == pytest.approx(1.0)  # a uniform map: as much as the area
+    with pytest.raises(ValueError, match=r"'cue_regions' parameter .* \['teeth'\]"):
+        saliency.cue_check(np.ones((1, 48, 48)), template, np.array([3]), regions.REGION_NAMES, {"happy": ("teeth",)})
+
+
+def test_occlusion_finds_the_only_region_the_model_reads(faces):
+    model, _ = _mouth_model()
+    images = faces[0]
+    table = saliency.occlusion_check(model, images, regions.template(), np.zeros(6, int), regions.REGION_NAMES)
+    assert list(table.index) == ["angry"]
+    row = table.loc["angry"]
+    assert abs(row["mouth"]) > 1e-3
+    np.testing.assert_allclose(row.drop("mouth").to_numpy(), 0.0, atol=1e-6)
+
+
+def test_occlusion_on_synthetic_regions_and_residual_model(residual_model, faces):
+    images, labels, region_maps = faces
+    table = saliency.occlusion_check(residual_model, images, region_maps, labels, synthetic.REGION_NAMES)
+    assert set(table.columns) <= set(synthetic.REGION_NAMES) and np.isfinite(table.to_numpy()).any()
+
+
+# --------------------------------------------------------------------------- deletion / insertion
+
+
+def test_deletion_insertion_oracle_beats_random():
+    model, weights = _mouth_model()
+    # Dark faces with a bright mouth: blurring dims the mouth, so insertion has something to restore.
+    x = np.random.default_rng(1).uniform(100, 255, (8, 48, 48)) * (regions.template() == MOUTH)
+    oracle = np.broadcast_to(weights, (8, 48, 48))
+    rand = np.random.default_rng(2).random((8, 48, 48))
+    good = saliency.deletion_insertion(model, x, oracle, class_idx=0, steps=8)
+    bad = saliency.deletion_insertion(model, x, rand, class_idx=0, steps=8)
+    assert good["deletion"].shape == (8, 9) and good["fractions"][[0, -1]].tolist() == [0.0, 1.0]
+    p = saliency.predict(model, x)[:, 0]
+    np.testing.assert_allclose(good["deletion"][:, 0], p, rtol=1e-5)  # nothing removed yet
+    np.testing.assert_allclose(good["deletion"][:, -1], saliency.predict(model, np.zeros_like(x))[:, 0], rtol=1e-5)
+    assert good["deletion_auc"].mean() < bad["deletion_auc"].mean()
+    assert good["insertion_auc"].mean() > bad["insertion_auc"].mean()
+
+
+def test_deletion_insertion_bad_maps(tiny, faces):
+    with pytest.raises(ValueError, match=r"'maps' parameter .* \(6, 48, 48\)"):
+        saliency.deletion_insertion(tiny, faces[0], np.ones((5, 48, 48)))
+
+
+def test_faithfulness_table_on_the_residual_model(residual_model, faces):
+    result = saliency.faithfulness(residual_model, faces[0], ["gradient", "gradcam", "scorecam"], steps=4,
+                                   explain_kwargs={"scorecam": {"top_n": 2}})
+    assert list(result.table.index) == ["gradient", "gradcam", "scorecam", "random"]
+    assert {"deletion_auc", "insertion_auc", "score", "beats_random"} <= set(result.table.columns)
+    assert ((result.table[["deletion_auc", "insertion_auc"]] >= 0) & (result.table[["deletion_auc", "insertion_auc"]] <= 1)).all().all()
+    assert result.curves["gradient"]["insertion"].shape == (6, 5)
+    with pytest.raises(ValueError, match=r"'methods' parameter"):
+        saliency.faithfulness(residual_model, faces[0], "gradient")
+
+
+# --------------------------------------------------------------------------- randomisation
+
+
+def test_randomization_check_cascades_and_restores(faces):
+    model = models.build("tiny", seed=2)
+    before = [w.copy() for w in model.get_weights()]
+    maps = saliency.explain(model, faces[0], "gradient")
+    result = saliency.randomization_check(model, faces[0], ["gradient", "gradcam"])
+    assert result.stages == ["trained", "predictions", "block2_conv", "block1_conv"]
+    assert result.maps["gradient"].shape == (4, 6, 48, 48)
+    np.testing.assert_array_equal(result.maps["gradient"][0], maps)
+    np.testing.assert_allclose(result.correlation.iloc[0], 1.0)
+    assert (result.correlation.iloc[1:] < 0.999).all().all()  # re-initialised layers change the maps
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_randomization_restores_weights_on_error(faces, monkeypatch):
+    model = models.build("tiny", seed=3)
+    before = [w.copy() for w in model.get_weights()]
+    calls = []
+    real = saliency.explain
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("interrupted")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(saliency, "explain", failing)
+    with pytest.raises(RuntimeError):
+        saliency.randomization_check(model, faces[0], ["gradient"])
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_randomization_on_the_residual_model(residual_model, faces):
+    result = saliency.randomization_check(residual_model, faces[0][:3], ["smoothgrad", "layercam"],
+                                          explain_kwargs={"smoothgrad": {"samples": 2}})
+    assert result.stages[0] == "trained" and result.stages[1] == "predictions" and len(result.stages) == 6
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+def test_quick_model_looks_at_the_cues():
+    """Ground truth on synthetic faces, with the default quick model (trained once and cached
+    in FERVIS_HOME; the tiny fixture is too weak to look anywhere in particular): Grad-CAM and
+    SmoothGrad put clearly more than the area share of their mass on each class's cue regions."""
+    from fervis import data, training
+
+    dataset = data.load("synthetic")
+    model = training.load_or_train(dataset, "quick", progress=False)
+    test = dataset.subset("PublicTest").sample(210, stratify=True, seed=0)
+    for method in ("gradcam", "smoothgrad"):
+        maps = saliency.explain(model, test.images, method, class_idx=test.labels, samples=8)
+        cues = saliency.cue_check(maps, test.regions, test.labels, test.region_names, synthetic.CUE_REGIONS)
+        assert len(cues) == 7
+        assert (cues["ratio"] > 1.25).all(), f"{method}:\n{cues}"
+
+
+# --------------------------------------------------------------------------- describe, plots, widget
+
+
+def test_describe_writes_the_numbers():
+    template = regions.template()
+    mouth = (template == MOUTH).astype(float)
+    shares = saliency.region_shares(np.stack([mouth]), template, np.array([3]), regions.REGION_NAMES)
+    dense = saliency.region_shares(np.stack([mouth]), template, np.array([3]), regions.REGION_NAMES, normalize="area")
+    lines = saliency.describe(shares, dense, method="gradcam")
+    assert lines[0].startswith("For happy, gradcam puts 100 % on the mouth")
+    assert f"({1 / mouth.mean():.1f}x its area)" in lines[0]
+
+
+def test_plots(faces):
+    images, labels, region_maps = faces
+    maps = {"gradient": np.random.default_rng(0).random((3, 48, 48)), "gradcam": np.ones((3, 48, 48))}
+    fig = plots.saliency_gallery(images[:3], maps, titles=["a", "b", "c"])
+    assert len(fig.axes) == 3 * 4 and fig.axes[0].get_title() == "a"
+    fig = plots.saliency_panel(images[0], maps["gradient"][0], title="t")
+    assert len(fig.axes) == 3 and fig._suptitle.get_text() == "t"
+    means = np.random.default_rng(0).random((2, 7, 48, 48))
+    means[1, 1] = np.nan
+    fig = plots.class_mean_grid(means, np.ones((2, 7), int))
+    assert fig.axes[0].get_title() == "angry (n=1)" and fig.axes[8].get_title() == "disgust (none)"
+    table = saliency.region_shares(maps["gradient"], region_maps[:3], labels[:3], synthetic.REGION_NAMES)
+    ax = plots.table_heatmap(table, title="shares")
+    assert ax.get_title() == "shares" and len(ax.texts) == np.isfinite(table.to_numpy()).sum()
+    ax = plots.region_template(images.mean(axis=0), regions.template(), regions.REGION_NAMES)
+    assert len(ax.get_legend().get_texts()) == 8  # every region but the occluder
+    cues = saliency.cue_check(maps["gradient"], region_maps[:3], labels[:3], synthetic.REGION_NAMES,
+                              synthetic.CUE_REGIONS)
+    ax = plots.cue_bars({"gradient": cues})
+    assert len(ax.patches) == 2 * len(cues)
+
+
+def test_result_plots(tiny, faces):
+    result = saliency.faithfulness(tiny, faces[0], ["gradient"], steps=3)
+    fig = plots.faithfulness_curves(result)
+    assert [len(ax.lines) for ax in fig.axes] == [2, 2]
+    check = saliency.randomization_check(tiny, faces[0], ["gradcam"])
+    fig = plots.randomization_strip(check, "gradcam", images=faces[0], faces=2)
+    assert len(fig.axes) == 2 * (1 + len(check.stages))
+    assert fig.axes[1].get_title().startswith("trained\nρ 1.00")
+
+
+def test_saliency_explorer_redraws(tiny, faces):
+    from fervis import widgets
+
+    box = widgets.saliency_explorer(tiny, faces[0], labels=faces[1], methods=["gradient", "smoothgrad"], samples=2)
+    assert box.noise.disabled and "#0" in box.figure._suptitle.get_text()
+    box.face.value = 3
+    assert "#3" in box.figure._suptitle.get_text()
+    box.target.value = 5
+    assert box.figure._suptitle.get_text().endswith("map for surprise")
+    box.method.value = "smoothgrad"
+    assert not box.noise.disabled and box.figure._suptitle.get_text().startswith("smoothgrad")
+    with pytest.raises(ValueError, match=r"'methods' parameter"):
+        widgets.saliency_explorer(tiny, faces[0], methods=["lime"])
+
+
+# --------------------------------------------------------------------------- the notebook on FER2013
+
+
+def test_notebook_runs_on_fer2013(fer2013_path, tmp_path):
+    """papermill quick run on FERVIS_FER2013 (CI): the notebook completes and its numbers are sane."""
+    import json
+
+    papermill = pytest.importorskip("papermill")
+    out = tmp_path / "01.ipynb"
+    papermill.execute_notebook(str(NOTEBOOK), str(out), parameters={"DATA": fer2013_path, "BUDGET": "quick"},
+                               kernel_name="python3", cwd=str(NOTEBOOK.parent), progress_bar=False)
+    cells = json.loads(out.read_text())["cells"]
+    texts = ["".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    accuracy = [t for t in texts if t.startswith("accuracy on")]
+    assert accuracy, "the notebook printed no accuracy"
+    value = float(accuracy[0].split(":")[1].split()[0])
+    assert 0.2 < value <= 1.0  # better than chance (1/7) on FER2013
+    assert any("saliency mass" in t for t in texts)
