@@ -175,7 +175,8 @@ def shares(maps, regions, normalize="area", n_regions=len(REGION_NAMES)):
     """
     if normalize not in ("area", None, "none"):
         raise ValueError(
-            f"The 'normalize' parameter of fervis.regions.shares must be 'area' or None. Got {normalize!r} instead."
+            "The 'normalize' parameter of fervis.regions.shares must be 'area' or None. "
+            f"Got {normalize!r} instead."
         )
     maps = np.asarray(maps)
     if maps.ndim == 4 and maps.shape[-1] == 1:

@@ -122,7 +122,7 @@ def _sample(rng, labels):
 
     p = {}
     # Expression intensity: subtle to full, most faces in between.
-    p["intensity"] = (0.3 + 0.7 * rng.beta(2.2, 1.4, n)).astype(np.float32)
+    p["intensity"] = (0.2 + 0.8 * rng.beta(2.0, 1.4, n)).astype(np.float32)
     for name, table in _CUE_TABLE.items():
         p[name] = table[labels] * p["intensity"]
     p["lip_side"] = np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(np.float32)
