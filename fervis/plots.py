@@ -309,6 +309,186 @@ def cue_bars(tables, ax=None, title=None):
 
 # --- filters (notebook 2) --------------------------------------------------------------
 
+__all__ += ["ascent_grid", "compare_presets", "feature_map_grid", "exemplar_grid", "filter_panel"]
+
+
+def _ascent_title(result, i, name=None):
+    """'f3 s0' and the numbers of image ``i``: activation, % of the best face, noise."""
+    head = name or f"f{int(result.filter_idx[i])} s{int(result.seed[i])}"
+    frac = result.fraction[i]
+    share = "" if not np.isfinite(frac) else f" {100 * frac:.0f}%"
+    return f"{head}\nact {result.activation[i]:.2f}{share}\nnoise {result.noise[i]:.2f}"
+
+
+def _gray(ax, image, title=None):
+    ax.imshow(np.asarray(image), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    if title is not None:
+        ax.set_title(title, fontsize=7)
+    ax.set_axis_off()
+    return ax
+
+
+def ascent_grid(result, fig=None, size=1.3):
+    """Gradient-ascent images of :func:`fervis.filters.maximize`: a row per filter, a column
+    per seed, each titled with its activation, its share of the best real face's and its noise.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    filters, seeds = result.filters, result.seeds
+    if fig is None:
+        fig = plt.figure(figsize=(size * seeds + 0.6, size * 1.45 * len(filters)))
+    axes = fig.subplots(len(filters), seeds, squeeze=False)
+    for i in range(len(result)):
+        row, col = filters.index(int(result.filter_idx[i])), int(result.seed[i])
+        _gray(axes[row, col], result.images[i], _ascent_title(result, i))
+    fig.suptitle(f"{result.layer_name}: {result.preset} ({result.steps} steps)", fontsize=9)
+    return fig
+
+
+def compare_presets(results, fig=None, size=1.4):
+    """Presets side by side: ``results`` maps a preset name to a :class:`Maximization` of the
+    same filters; a row per filter, a column per preset (first seed), with the numbers.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    names = list(results)
+    filters = results[names[0]].filters
+    if fig is None:
+        fig = plt.figure(figsize=(size * len(names) + 0.4, size * 1.45 * len(filters)))
+    axes = fig.subplots(len(filters), len(names), squeeze=False)
+    for col, name in enumerate(names):
+        result = results[name]
+        for row, f in enumerate(filters):
+            i = int(np.flatnonzero((result.filter_idx == f) & (result.seed == 0))[0])
+            _gray(axes[row, col], result.images[i], _ascent_title(result, i, f"{name} f{f}"))
+    fig.suptitle(results[names[0]].layer_name, fontsize=9)
+    return fig
+
+
+def feature_map_grid(maps, face=None, fig=None, ncols=8, max_maps=32, size=1.1, title=None):
+    """One face's outputs of a layer: a panel per filter (each scaled to its own range).
+
+    Parameters
+    ----------
+    maps : array (h, w, c), or (n, h, w, c) of which the first is drawn
+    face : array (48, 48), optional
+        Drawn first, for reference.
+    max_maps : int, default 32
+        Draw the first ``max_maps`` filters.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    maps = np.asarray(maps)
+    if maps.ndim == 4:
+        maps = maps[0]
+    count = min(maps.shape[-1], max_maps)
+    panels = count + (face is not None)
+    rows = max(1, int(np.ceil(panels / ncols)))
+    if fig is None:
+        fig = plt.figure(figsize=(size * ncols, size * 1.15 * rows))
+    axes = fig.subplots(rows, ncols, squeeze=False).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    offset = 0
+    if face is not None:
+        show_face(face, ax=axes[0], title="face")
+        offset = 1
+    for c in range(count):
+        ax = axes[offset + c]
+        ax.imshow(maps[..., c], cmap="viridis", interpolation="nearest")
+        ax.set_title(f"f{c} max {maps[..., c].max():.1f}", fontsize=6)
+    if title is not None:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def _box(ax, box, color="red"):
+    from matplotlib.patches import Rectangle
+
+    y0, x0, y1, x1 = (int(v) for v in box)
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1))
+
+
+def exemplar_grid(exemplars, ascent=None, fig=None, size=1.1, crops=True):
+    """The faces that drive each filter hardest: a row per filter with, from the left, the
+    gradient-ascent image (when ``ascent`` holds that filter), the k faces with the receptive
+    field around the peak boxed, and (``crops=True``) the k crops.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    k = exemplars.indices.shape[1]
+    filters = exemplars.filter_idx.tolist()
+    lead = 1 if ascent is not None else 0
+    ncols = lead + k * (2 if crops else 1)
+    if fig is None:
+        fig = plt.figure(figsize=(size * ncols, size * 1.3 * len(filters)))
+    axes = fig.subplots(len(filters), ncols, squeeze=False)
+    for row, f in enumerate(filters):
+        if lead:
+            axes[row, 0].set_axis_off()
+            hits = np.flatnonzero((ascent.filter_idx == f) & (ascent.seed == 0))
+            if len(hits):
+                _gray(axes[row, 0], ascent.images[hits[0]], _ascent_title(ascent, int(hits[0]), f"ascent f{f}"))
+        for j in range(k):
+            ax = axes[row, lead + j]
+            _gray(ax, exemplars.faces[row, j], f"#{exemplars.indices[row, j]} {exemplars.values[row, j]:.2f}")
+            if exemplars.receptive_field.spatial:
+                _box(ax, exemplars.boxes[row, j])
+            if crops:
+                _gray(axes[row, lead + k + j], exemplars.crops[row, j], "crop" if j == 0 else None)
+    size_px = exemplars.receptive_field.size
+    fig.suptitle(f"{exemplars.layer_name}: top faces, receptive field {size_px[0]}x{size_px[1]} px", fontsize=9)
+    return fig
+
+
+def filter_panel(ascent, exemplars, maps, face, filter_idx, fig=None, size=1.5):
+    """Everything about one filter: ascent image, the face and the filter's map on it, and the
+    top faces with their receptive fields (the widget's view).
+
+    Parameters
+    ----------
+    ascent : Maximization holding ``filter_idx``
+    exemplars : Exemplars holding ``filter_idx``
+    maps : array (h, w, c)
+        The layer's output on ``face``; ``None`` for a layer without spatial output.
+    face : array (48, 48)
+    filter_idx : int
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    row = exemplars.filter_idx.tolist().index(filter_idx)
+    k = exemplars.indices.shape[1]
+    ncols = max(3, k)
+    if fig is None:
+        fig = plt.figure(figsize=(size * ncols, size * 2.6))
+    axes = fig.subplots(2, ncols, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    i = int(np.flatnonzero(ascent.filter_idx == filter_idx)[0])
+    _gray(axes[0, 0], ascent.images[i], _ascent_title(ascent, i, f"{ascent.preset} f{filter_idx}"))
+    show_face(face, ax=axes[0, 1], title="face")
+    if maps is not None:
+        axes[0, 2].imshow(np.asarray(maps)[..., filter_idx], cmap="viridis", interpolation="nearest")
+        axes[0, 2].set_title(f"map f{filter_idx}", fontsize=7)
+    for j in range(k):
+        ax = axes[1, j]
+        _gray(ax, exemplars.faces[row, j], f"#{exemplars.indices[row, j]} {exemplars.values[row, j]:.2f}")
+        if exemplars.receptive_field.spatial:
+            _box(ax, exemplars.boxes[row, j])
+    fig.suptitle(f"{ascent.layer_name} filter {filter_idx}", fontsize=9)
+    return fig
+
+
 # --- labels (notebook 3) ---------------------------------------------------------------
 
 # --- monitoring (notebook 4) -----------------------------------------------------------

@@ -106,6 +106,93 @@ def saliency_explorer(model, images, labels=None, methods=None, class_names=None
 
 # --- filters (notebook 2) --------------------------------------------------------------
 
+__all__ += ["filter_explorer"]
+
+
+def filter_explorer(model, dataset, layers=None, steps=None, k=5, face_idx=0, seed=0):
+    """Layer x filter x preset: the ascent image, the top faces and the feature map of a face.
+
+    Results are cached: the dataset pass of :func:`fervis.filters.top_activating` runs once per
+    layer (it serves every filter), an ascent once per (layer, filter, preset).
+
+    Parameters
+    ----------
+    model : keras.Model
+    dataset : Dataset or array (n, 48, 48)
+        The faces searched for exemplars; ``face_idx`` picks the face whose map is shown.
+    layers : list of str, optional
+        Default: every layer :func:`fervis.filters.layer_names` lists.
+    steps : int, optional
+        Ascent steps (the preset's default; capped by ``FERVIS_MAX_STEPS``).
+    k : int, default 5
+    face_idx : int, default 0
+    seed : int, default 0
+
+    Returns
+    -------
+    ipywidgets.VBox
+        With ``layer``, ``filter``, ``preset`` controls and an ``update()`` method that redraws.
+
+    Example
+    -------
+    >>> filter_explorer(session.model, session.evaluation)  # doctest: +SKIP
+    """
+    import ipywidgets as W
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    from fervis import filters, plots
+
+    names = filters.layer_names(model) if layers is None else list(layers)
+    for name in names:
+        filters.layer_width(model, name)  # a clear error for an unknown layer, before any widget
+    faces = filters._images(dataset, "fervis.widgets.filter_explorer", "dataset")
+    if not isinstance(face_idx, int) or not (0 <= face_idx < len(faces)):
+        raise ValueError(
+            f"The 'face_idx' parameter of fervis.widgets.filter_explorer must be in [0, {len(faces) - 1}]. "
+            f"Got {face_idx!r} instead."
+        )
+    layer = W.Dropdown(options=names, value=names[-1] if names else None, description="layer")
+    width = filters.layer_width(model, layer.value)
+    filter_ = W.IntSlider(value=0, min=0, max=width - 1, description="filter", continuous_update=False)
+    preset = W.ToggleButtons(options=["readable", "naive"], value="readable", description="preset")
+    out = W.Output()
+    cache = {}
+
+    def cached(key, make):
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
+    def update(*_):
+        name, f, p = layer.value, int(filter_.value), preset.value
+        ascent = cached(("ascent", name, f, p), lambda: filters.maximize(
+            model, name, f, steps=steps, preset=p, dataset=faces, seed=seed))
+        top = cached(("top", name), lambda: filters.top_activating(model, faces, name, None, k=k))
+        spatial = name in filters.layer_names(model, spatial=True)
+        maps = cached(("maps", name), lambda: filters.feature_maps(
+            model, faces[face_idx:face_idx + 1], name)[0] if spatial else None)
+        with out:
+            out.clear_output(wait=True)
+            fig = plots.filter_panel(ascent, top, maps, faces[face_idx], f)
+            display(fig)
+            plt.close(fig)
+        box.figure = fig
+
+    def on_layer(change):
+        before = filter_.value
+        filter_.max = filters.layer_width(model, change["new"]) - 1  # clamps the value
+        if filter_.value == before:  # otherwise the slider's own event redraws
+            update()
+
+    layer.observe(on_layer, names="value")
+    filter_.observe(update, names="value")
+    preset.observe(update, names="value")
+    box = W.VBox([W.HBox([layer, filter_]), preset, out])
+    box.layer, box.filter, box.preset, box.update, box.figure = layer, filter_, preset, update, None
+    update()
+    return box
+
 # --- labels (notebook 3) ---------------------------------------------------------------
 
 # --- monitoring (notebook 4) -----------------------------------------------------------

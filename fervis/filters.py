@@ -1,0 +1,923 @@
+"""What do the filters of a layer want to see? (notebook 2)
+
+Three views of one filter, each with numbers as well as a picture:
+
+* :func:`maximize` -- activation maximisation: the image that drives the filter hardest,
+  found by gradient ascent (Erhan et al., "Visualizing Higher-Layer Features of a Deep
+  Network", 2009). Plain ascent in pixel space (the ``naive`` preset) gives the
+  high-frequency "QR code" images of the seed notebook. The ``readable`` preset adds what
+  makes them legible (Olah, Mordvintsev & Schubert, "Feature Visualization", Distill 2017):
+  a decorrelated Fourier-space parameterization, robustness to jitter, rotation and scale,
+  total-variation and norm penalties, and a multi-octave schedule (Mordvintsev et al.,
+  "Inceptionism", 2015): optimise a small image, upsample, continue.
+* :func:`feature_maps` -- what the layer outputs on a real face.
+* :func:`top_activating` -- the faces of a dataset that drive each filter hardest and the
+  receptive-field crop around the peak (Zeiler & Fergus, "Visualizing and Understanding
+  Convolutional Networks", ECCV 2014; OpenAI Microscope), computed in one pass over the
+  dataset for all filters of a layer. :func:`receptive_field` derives the crop size from the
+  layer stack.
+
+Each ascent image comes with the activation it reaches, that activation as a fraction of the
+largest one any real face produces, and :func:`high_frequency_energy`, a noise score.
+
+Every input gradient runs inside one ``tf.function`` (TF 2.21's oneDNN kernels corrupt the
+heap on eager input gradients through some convolutions; see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import os
+import weakref
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fervis import models
+from fervis.constants import IMAGE_SIZE
+
+__all__ = [
+    "PRESETS", "Maximization", "Exemplars", "ReceptiveField", "maximize", "feature_maps",
+    "top_activating", "receptive_field", "high_frequency_energy", "layer_names", "layer_width",
+]
+
+#: Settings of the activation-maximisation presets, tuned for 48x48 grayscale faces.
+#: ``naive`` is plain normalised gradient ascent on pixels from grey noise (the seed's look);
+#: ``readable`` is the default. A dict passed as ``preset`` overrides ``readable``'s values.
+PRESETS = {
+    "naive": {
+        "parameterization": "pixel", "steps": 256, "learning_rate": 2.0, "init": 20.0,
+        "octaves": (48,), "octave_steps": (1.0,), "jitter": 0, "rotate": 0.0, "scale": (1.0, 1.0),
+        "tv": 0.0, "norm": 0.0, "decay": 1.0,
+    },
+    "readable": {
+        "parameterization": "fourier", "steps": 256, "learning_rate": 0.08, "init": 0.01,
+        "octaves": (12, 24, 48), "octave_steps": (0.25, 0.25, 0.5), "jitter": 3, "rotate": 8.0,
+        "scale": (0.92, 1.08), "tv": 4.0, "norm": 0.5, "decay": 1.0,
+    },
+}
+
+_MAX_STEPS_ENV = "FERVIS_MAX_STEPS"
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass(frozen=True)
+class Maximization:
+    """Gradient-ascent images and their numbers, one row per (filter, seed).
+
+    Attributes
+    ----------
+    images : ndarray, float32, (m, 48, 48)
+        Pixel values 0-255 (floats), ``m = len(filters) * seeds``, filter-major.
+    filter_idx, seed : ndarray, int, (m,)
+        Which filter and which seed (0..seeds-1) each image belongs to.
+    activation : ndarray, float32, (m,)
+        The filter's mean activation over positions on the image (the logit for a softmax
+        output), the objective that was maximised.
+    fraction : ndarray, float32, (m,)
+        ``activation`` divided by the largest mean activation of that filter on any face of the
+        ``dataset`` passed; NaN without a dataset or when that largest activation is not positive.
+    noise : ndarray, float32, (m,)
+        :func:`high_frequency_energy` of each image (0 smooth .. 1 pixel noise).
+    dataset_max : ndarray or None, (m,)
+        The largest activation on a real face, per row.
+    layer_name, preset : str
+    steps : int
+        The steps actually run (after the ``FERVIS_MAX_STEPS`` cap).
+    """
+
+    images: np.ndarray
+    filter_idx: np.ndarray
+    seed: np.ndarray
+    activation: np.ndarray
+    fraction: np.ndarray
+    noise: np.ndarray
+    dataset_max: np.ndarray | None
+    layer_name: str
+    preset: str
+    steps: int
+
+    def __len__(self):
+        return len(self.images)
+
+    @property
+    def filters(self):
+        """The distinct filters, in the order they were asked for."""
+        return list(dict.fromkeys(self.filter_idx.tolist()))
+
+    @property
+    def seeds(self):
+        return int(self.seed.max()) + 1 if len(self.seed) else 0
+
+    def to_frame(self):
+        """The numbers as a pandas DataFrame, one row per image.
+
+        Example
+        -------
+        >>> maximize(model, "block1_conv", [0, 1]).to_frame().columns.tolist()  # doctest: +SKIP
+        ['filter_idx', 'seed', 'activation', 'fraction', 'noise']
+        """
+        import pandas as pd
+
+        return pd.DataFrame({
+            "filter_idx": self.filter_idx, "seed": self.seed, "activation": self.activation,
+            "fraction": self.fraction, "noise": self.noise,
+        })
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceptiveField:
+    """Which input pixels a unit of a layer sees, per axis (rows, cols).
+
+    Attributes
+    ----------
+    size : tuple of int
+        Receptive-field height and width in input pixels (at most the image size).
+    jump : tuple of float
+        Input pixels between two neighbouring units of the layer (its total stride).
+    start : tuple of float
+        Centre of unit (0, 0)'s receptive field in input pixel coordinates.
+    spatial : bool
+        False for a layer without spatial output (dense): every unit sees the whole image.
+    """
+
+    size: tuple
+    jump: tuple
+    start: tuple
+    spatial: bool = True
+
+    def box(self, row, col, image_size=IMAGE_SIZE):
+        """The window ``(y0, x0, y1, x1)`` around unit ``(row, col)``, shifted inside the image.
+
+        Example
+        -------
+        >>> receptive_field(models.build("tiny"), "block2_conv").box(0, 0)
+        (0, 0, 8, 8)
+        """
+        out = []
+        for axis, pos in enumerate((row, col)):
+            size = min(int(self.size[axis]), image_size)
+            centre = self.start[axis] + pos * self.jump[axis]
+            lo = int(math.floor(centre - (size - 1) / 2 + 1e-6))
+            out.append(min(max(lo, 0), image_size - size))
+        (y0, x0) = out
+        return (y0, x0, y0 + min(int(self.size[0]), image_size), x0 + min(int(self.size[1]), image_size))
+
+
+@dataclasses.dataclass(frozen=True)
+class Exemplars:
+    """The faces that drive each filter hardest, with the receptive-field crop around the peak.
+
+    Attributes
+    ----------
+    filter_idx : ndarray, int, (f,)
+    indices : ndarray, int, (f, k)
+        Positions in the dataset, strongest first.
+    values : ndarray, float32, (f, k)
+        The filter's peak activation (maximum over positions) on each face.
+    positions : ndarray, int, (f, k, 2)
+        ``(row, col)`` of the peak in the layer's output (0, 0 for a dense layer).
+    boxes : ndarray, int, (f, k, 4)
+        ``(y0, x0, y1, x1)`` of the crop in face pixels.
+    faces : ndarray, uint8, (f, k, 48, 48)
+    crops : ndarray, uint8, (f, k, r, r)
+        The receptive field around each peak, ``r = min(receptive field, 48)``.
+    receptive_field : ReceptiveField
+    layer_name : str
+    """
+
+    filter_idx: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray
+    positions: np.ndarray
+    boxes: np.ndarray
+    faces: np.ndarray
+    crops: np.ndarray
+    receptive_field: ReceptiveField
+    layer_name: str
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _walk_names(model):
+    names = []
+    for layer in model.layers:
+        names.append(layer.name)
+        if isinstance(layer, keras.Model):
+            names.extend(_walk_names(layer))
+    return names
+
+
+def _output_rank(model, layer_name):
+    shape = models.find_layer(model, layer_name).output.shape
+    return len(shape)
+
+
+def layer_names(model, spatial=False):
+    """Layers whose filters can be visualised: a spatial ``(n, h, w, c)`` or a ``(n, c)`` output.
+
+    Parameters
+    ----------
+    model : keras.Model
+    spatial : bool, default False
+        Only layers with a spatial output (for :func:`feature_maps`).
+
+    Returns
+    -------
+    list of str
+        In graph order, nested (adapted) models included; input and nested-model layers left out.
+
+    Example
+    -------
+    >>> layer_names(models.build("tiny"))[:3]
+    ['scale', 'block1_conv', 'block1_act']
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"The 'model' parameter of fervis.filters.layer_names must be a keras.Model. Got {model!r} instead."
+        )
+    found = []
+    for name in _walk_names(model):
+        layer = models.find_layer(model, name)
+        if isinstance(layer, (keras.layers.InputLayer, keras.Model)):
+            continue
+        try:
+            rank = len(layer.output.shape)
+        except (AttributeError, ValueError):
+            continue  # a layer used more than once has no single output
+        if rank == 4 or (rank == 2 and not spatial):
+            found.append(name)
+    return found
+
+
+def _check_model(model, func):
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
+    shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
+    if shape != (IMAGE_SIZE, IMAGE_SIZE, 1):
+        raise ValueError(
+            f"The 'model' parameter of {func} must take raw faces shaped (n, 48, 48, 1). Got model "
+            f"{model.name!r} with input shape {model.input_shape} instead; wrap it with fervis.models.adapt."
+        )
+
+
+def _check_layer(model, layer_name, func, spatial=False):
+    allowed = layer_names(model, spatial=spatial)
+    if isinstance(layer_name, str) and layer_name in allowed:
+        return
+    if spatial and isinstance(layer_name, str) and layer_name in layer_names(model):
+        shape = models.find_layer(model, layer_name).output.shape
+        raise ValueError(
+            f"The 'layer_name' parameter of {func} must be a layer with a spatial output (n, h, w, c). "
+            f"Got {layer_name!r} instead, whose output shape {tuple(shape)} has no spatial map; "
+            f"layers with one: {allowed}."
+        )
+    raise ValueError(
+        f"The 'layer_name' parameter of {func} must be one of the layers of model {model.name!r}: "
+        f"{allowed}. Got {layer_name!r} instead."
+    )
+
+
+def layer_width(model, layer_name):
+    """The number of filters (channels or units) of a layer's output.
+
+    Example
+    -------
+    >>> layer_width(models.build("tiny"), "block2_conv")
+    16
+    """
+    _check_layer(model, layer_name, "fervis.filters.layer_width")
+    return int(models.find_layer(model, layer_name).output.shape[-1])
+
+
+def _check_filters(filter_idx, width, layer_name, func, allow_none=False):
+    """``filter_idx`` as a list of ints in ``[0, width)``; ``None`` means every filter."""
+    if filter_idx is None and allow_none:
+        return list(range(width))
+    single = isinstance(filter_idx, (int, np.integer)) and not isinstance(filter_idx, bool)
+    values = [filter_idx] if single else filter_idx
+    ok = isinstance(values, (list, tuple, range, np.ndarray)) and len(values) > 0 and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
+    if not ok or not all(0 <= int(v) < width for v in values):
+        raise ValueError(
+            f"The 'filter_idx' parameter of {func} must be an int or a non-empty list of ints in "
+            f"[0, {width - 1}]: layer {layer_name!r} has {width} filters. Got {filter_idx!r} instead."
+        )
+    return [int(v) for v in values]
+
+
+def _check_positive_int(value, name, func):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"The {name!r} parameter of {func} must be a positive int. Got {value!r} instead.")
+    return int(value)
+
+
+def _max_steps(steps):
+    cap = os.environ.get(_MAX_STEPS_ENV)
+    if cap:
+        try:
+            return max(1, min(steps, int(cap)))
+        except ValueError:
+            raise ValueError(
+                f"The environment variable {_MAX_STEPS_ENV} must be a positive int. Got {cap!r} instead."
+            ) from None
+    return steps
+
+
+def _settings(preset, func):
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(
+                f"The 'preset' parameter of {func} must be one of {sorted(PRESETS)} or a dict of settings. "
+                f"Got {preset!r} instead."
+            )
+        return preset, dict(PRESETS[preset])
+    if isinstance(preset, dict):
+        unknown = sorted(set(preset) - set(PRESETS["readable"]))
+        if unknown:
+            raise ValueError(
+                f"The 'preset' parameter of {func} must use only the settings {sorted(PRESETS['readable'])}. "
+                f"Got unknown settings {unknown} instead."
+            )
+        return "custom", {**PRESETS["readable"], **preset}
+    raise ValueError(
+        f"The 'preset' parameter of {func} must be one of {sorted(PRESETS)} or a dict of settings. "
+        f"Got {preset!r} instead."
+    )
+
+
+def _images(images, func, name="images"):
+    """Faces as float32 ``(n, 48, 48, 1)`` from a Dataset or an array."""
+    if hasattr(images, "images") and hasattr(images, "x"):
+        images = images.images
+    array = np.asarray(images)
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(array) == 0:
+        raise ValueError(
+            f"The {name!r} parameter of {func} must be a fervis Dataset or faces shaped (n, 48, 48) or "
+            f"(n, 48, 48, 1) with n >= 1. Got shape {array.shape} instead."
+        )
+    return array
+
+
+# --------------------------------------------------------------------------- the layer as a model
+
+
+def _part(model, layer_name):
+    """``model`` truncated at ``layer_name``; a softmax output is read as logits."""
+    layer = models.find_layer(model, layer_name)
+    activation = getattr(getattr(layer, "activation", None), "__name__", None)
+    if activation == "softmax" or isinstance(layer, keras.layers.Softmax):
+        try:
+            model = models.to_logits(model)  # probabilities saturate; ascend the logit instead
+        except ValueError:
+            pass  # a softmax that is not the output: ascend the probability
+    return models.truncate_at(model, layer_name)
+
+
+def _reduce(part, x):
+    """Per face and filter: mean activation, peak activation and the peak's flat position.
+
+    A forward pass only, so it may run eagerly (the oneDNN trap is in input gradients)."""
+    out = part(x, training=False)
+    if len(out.shape) == 2:
+        return out.numpy(), out.numpy(), np.zeros(out.shape, np.int64)
+    flat = tf.reshape(out, (out.shape[0], -1, out.shape[-1]))
+    return (tf.reduce_mean(flat, axis=1).numpy(), tf.reduce_max(flat, axis=1).numpy(),
+            tf.argmax(flat, axis=1).numpy())
+
+
+def _layer_stats(part, faces, batch_size=256):
+    """:func:`_reduce` over ``faces`` (uint8 or float ``(n, 48, 48)``), batch by batch."""
+    parts = [_reduce(part, tf.constant(np.asarray(faces[i:i + batch_size], np.float32)[..., None]))
+             for i in range(0, len(faces), batch_size)]
+    return tuple(np.concatenate(column) for column in zip(*parts))
+
+
+# --------------------------------------------------------------------------- activation maximisation
+
+
+def high_frequency_energy(images, cutoff=0.25):
+    """Share of an image's spectral energy above ``cutoff`` cycles per pixel: a noise score.
+
+    The mean is removed first; 0 means smooth, about 0.8 means white noise (the share of the
+    spectrum's area above 0.25 cycles/pixel), 1 means a pure pixel checkerboard.
+
+    Parameters
+    ----------
+    images : array (n, h, w) or (n, h, w, 1)
+    cutoff : float, default 0.25
+        In cycles per pixel, between 0 and 0.5 (the Nyquist frequency).
+
+    Returns
+    -------
+    ndarray, float32, (n,)
+
+    Example
+    -------
+    >>> high_frequency_energy(np.random.default_rng(0).uniform(0, 255, (1, 48, 48))).round(1)
+    array([0.8], dtype=float32)
+    """
+    images = np.asarray(images, dtype=np.float64)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 3:
+        raise ValueError(
+            "The 'images' parameter of fervis.filters.high_frequency_energy must be shaped (n, h, w) or "
+            f"(n, h, w, 1). Got shape {images.shape} instead."
+        )
+    if not (isinstance(cutoff, (int, float)) and 0 < cutoff < 0.5):
+        raise ValueError(
+            "The 'cutoff' parameter of fervis.filters.high_frequency_energy must be a number in (0, 0.5). "
+            f"Got {cutoff!r} instead."
+        )
+    centred = images - images.mean(axis=(1, 2), keepdims=True)
+    power = np.abs(np.fft.fft2(centred)) ** 2
+    fy = np.fft.fftfreq(images.shape[1])[:, None]
+    fx = np.fft.fftfreq(images.shape[2])[None, :]
+    high = np.sqrt(fy ** 2 + fx ** 2) > cutoff
+    total = power.sum(axis=(1, 2))
+    share = np.where(total > 0, (power * high).sum(axis=(1, 2)) / np.maximum(total, 1e-12), 0.0)
+    return share.astype(np.float32)
+
+
+def _spectrum_scale(size, decay):
+    """Lucid's 1/f amplitude scale: every frequency gets about equal energy after the scale."""
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.rfftfreq(size)[None, :]
+    freqs = np.sqrt(fy ** 2 + fx ** 2)
+    return (size / np.maximum(freqs, 1.0 / size) ** decay).astype(np.float32), np.abs(fy), np.abs(fx)
+
+
+def _octave_masks(size, octaves):
+    """For each octave side length s, the Fourier coefficients an s x s image can hold."""
+    _, fy, fx = _spectrum_scale(size, 1.0)
+    masks = []
+    for side in octaves:
+        band = 0.5 * side / size + 1e-6
+        masks.append(((fy <= band) & (fx <= band)).astype(np.float32))
+    return masks
+
+
+def _schedule(steps, octaves, fractions):
+    """Steps per octave, summing to ``steps``; the last octave takes the rest."""
+    counts = [int(round(steps * f)) for f in fractions[:-1]]
+    counts.append(max(0, steps - sum(counts)))
+    return counts
+
+
+def _affine(n, seed, jitter, rotate, scale, size):
+    """Per-image random affine maps (jitter, rotation, scale) for ImageProjectiveTransformV3."""
+    u = tf.random.stateless_uniform((n, 4), seed=seed, minval=-1.0, maxval=1.0)
+    tx, ty = u[:, 0] * jitter, u[:, 1] * jitter
+    theta = u[:, 2] * rotate * (math.pi / 180.0)
+    lo, hi = scale
+    s = lo + (u[:, 3] + 1.0) * 0.5 * (hi - lo)
+    cos, sin = tf.cos(theta) / s, tf.sin(theta) / s
+    c = (size - 1) / 2.0
+    # output (x, y) -> input: inverse rotation/scale about the centre, after removing the shift
+    a0, a1, b0, b1 = cos, sin, -sin, cos
+    a2 = c - a0 * (c + tx) - a1 * (c + ty)
+    b2 = c - b0 * (c + tx) - b1 * (c + ty)
+    zeros = tf.zeros_like(a0)
+    return tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+
+
+def _initial_params(settings, m, seed, size):
+    rng = np.random.default_rng(seed)
+    if settings["parameterization"] == "pixel":
+        return (127.5 + rng.uniform(-1.0, 1.0, (m, size, size, 1)) * float(settings["init"])).astype(np.float32)
+    return (rng.standard_normal((m, 2, size, size // 2 + 1)) * float(settings["init"])).astype(np.float32)
+
+
+def _render(params, settings, scale, mask, size):
+    """Pixel images 0-255, shape (m, size, size, 1), from the parameters."""
+    if settings["parameterization"] == "pixel":
+        return params
+    spectrum = tf.complex(params[:, 0] * scale * mask, params[:, 1] * scale * mask)
+    logits = tf.signal.irfft2d(spectrum, fft_length=[size, size]) / 4.0
+    return 255.0 * tf.sigmoid(logits)[..., None]
+
+
+def _probe_scale(part, filters, settings, seed, size):
+    """Per-filter spread of the activation over random smooth images, so that the penalties
+    weigh the same against every filter whatever its units."""
+    rng = np.random.default_rng(seed + 7919)
+    params = (rng.standard_normal((32, 2, size, size // 2 + 1))).astype(np.float32)
+    scale, _, _ = _spectrum_scale(size, float(settings["decay"]))
+    probes = _render(tf.constant(params), {"parameterization": "fourier"}, scale, 1.0, size) * 0.6 + 0.2 * 255
+    means, _, _ = _reduce(part, probes)
+    spread = means[:, filters].std(axis=0)
+    spread = np.where(spread > 1e-6, spread, max(float(spread.max()), 1.0))
+    return spread.astype(np.float32)
+
+
+def _make_step(part, settings, size):
+    """One compiled ascent step for the whole batch: every requested filter (and seed) at once."""
+    from tf_keras_vis.activation_maximization.regularizers import Norm, TotalVariation2D
+
+    # tf-keras-vis's ActivationMaximization runs its GradientTape eagerly on the user's model,
+    # which crashes TF 2.21's oneDNN kernels on some convolutions (see docs/architecture.md),
+    # and its Rotate2D/Scale modifiers are scipy (NumPy) code that cannot run inside a graph.
+    # So the loop is ours, in one tf.function, with graph-native transforms; its TV and norm
+    # regularizers are plain TensorFlow and are reused as they are.
+    tv = TotalVariation2D(weight=float(settings["tv"]))
+    norm = Norm(weight=float(settings["norm"]), p=2)
+    pixel = settings["parameterization"] == "pixel"
+    scale = tf.constant(_spectrum_scale(size, float(settings["decay"]))[0])
+    jitter, rotate = float(settings["jitter"]), float(settings["rotate"])
+    low, high = (float(v) for v in settings["scale"])
+    transform = jitter > 0 or rotate > 0 or (low, high) != (1.0, 1.0)
+    lr = float(settings["learning_rate"])
+
+    def render(params, mask):
+        return _render(params, settings, scale, mask, size)
+
+    def objective(images, targets):
+        out = part(images, training=False)
+        if len(out.shape) == 4:
+            out = tf.reduce_mean(out, axis=(1, 2))
+        return tf.gather(out, targets[:, None], axis=1, batch_dims=1)[:, 0]
+
+    @tf.function
+    def step(params, m, v, t, mask, seed, targets, ref):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(params)
+            images = render(params, mask)
+            seen = images
+            if transform:
+                seen = tf.raw_ops.ImageProjectiveTransformV3(
+                    images=images, transforms=_affine(images.shape[0], seed, jitter, rotate, (low, high), size),
+                    output_shape=[size, size], fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
+            activation = objective(seen, targets)
+            loss = -activation / ref
+            if settings["tv"]:
+                loss += tv(images / 255.0)
+            if settings["norm"]:
+                loss += norm(images / 127.5 - 1.0)
+            total = tf.reduce_sum(loss)
+        grad = tape.gradient(total, params)
+        if pixel:  # plain ascent: a normalised gradient step, then back into 0-255
+            rms = tf.sqrt(tf.reduce_mean(tf.square(grad), axis=(1, 2, 3), keepdims=True)) + 1e-8
+            params.assign(tf.clip_by_value(params - lr * grad / rms, 0.0, 255.0))
+        else:  # Adam, written out so its state lives in our own variables
+            m.assign(0.9 * m + 0.1 * grad)
+            v.assign(0.999 * v + 0.001 * tf.square(grad))
+            steps = tf.cast(t, tf.float32)
+            m_hat = m / (1.0 - tf.pow(0.9, steps))
+            v_hat = v / (1.0 - tf.pow(0.999, steps))
+            params.assign_sub(lr * m_hat / (tf.sqrt(v_hat) + 1e-8))
+        return activation
+
+    @tf.function
+    def final(params, mask, targets):
+        images = render(params, mask)
+        return images[..., 0], objective(images, targets)
+
+    return step, final
+
+
+# Compiled steps by (model, layer, settings), so that a widget asking for one filter after
+# another traces each preset once. Small, because every entry holds a model.
+_COMPILED = collections.OrderedDict()
+_COMPILED_SIZE = 6
+
+
+def _compiled(model, layer_name, settings, size):
+    key = (id(model), layer_name, repr(sorted(settings.items())))
+    hit = _COMPILED.get(key)
+    if hit is not None and hit[0]() is model:
+        _COMPILED.move_to_end(key)
+        return hit[1:]
+    part = _part(model, layer_name)
+    entry = (weakref.ref(model), part) + _make_step(part, settings, size)
+    _COMPILED[key] = entry
+    while len(_COMPILED) > _COMPILED_SIZE:
+        _COMPILED.popitem(last=False)
+    return entry[1:]
+
+
+def maximize(model, layer_name, filter_idx, steps=None, preset="readable", seeds=1, dataset=None,
+             seed=0, progress=False):
+    """Images that maximise filters of a layer, by batched gradient ascent.
+
+    Every requested filter and seed is optimised in one batch, one compiled step at a time.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Takes raw faces ``(n, 48, 48, 1)`` (a fervis model or one from ``models.adapt``).
+    layer_name : str
+        A convolution, batch-norm, activation or dense layer (its own name, also inside an
+        adapted model). For a softmax output such as ``"predictions"`` the logit is ascended:
+        filter 3 of ``predictions`` gives what the model thinks a "happy" face is.
+    filter_idx : int or list of int
+        Channels (or units) of the layer, each in ``[0, width)``.
+    steps : int, optional
+        Ascent steps; default the preset's (256). Capped by the environment variable
+        ``FERVIS_MAX_STEPS`` when it is set.
+    preset : {"readable", "naive"} or dict, default "readable"
+        See :data:`PRESETS`; a dict overrides some of ``readable``'s settings.
+    seeds : int, default 1
+        Random starts per filter, to see what is stable.
+    dataset : Dataset or array (n, 48, 48), optional
+        Real faces: gives ``fraction``, the activation reached relative to the largest any of
+        these faces produces.
+    seed : int, default 0
+    progress : bool, default False
+        Show a tqdm bar over the steps.
+
+    Returns
+    -------
+    Maximization
+        ``images`` float32 ``(len(filter_idx) * seeds, 48, 48)`` with values 0-255, and per
+        image ``activation``, ``fraction`` and ``noise``.
+
+    Example
+    -------
+    >>> result = maximize(model, "predictions", 3, seeds=3)  # doctest: +SKIP
+    >>> result.images.shape
+    (3, 48, 48)
+    """
+    func = "fervis.filters.maximize"
+    _check_model(model, func)
+    _check_layer(model, layer_name, func)
+    width = int(models.find_layer(model, layer_name).output.shape[-1])
+    filters = _check_filters(filter_idx, width, layer_name, func)
+    preset_name, settings = _settings(preset, func)
+    seeds = _check_positive_int(seeds, "seeds", func)
+    steps = _max_steps(_check_positive_int(settings["steps"] if steps is None else steps, "steps", func))
+    faces = None if dataset is None else _images(dataset, func, "dataset")
+    if settings["parameterization"] not in ("pixel", "fourier"):  # checked before any tracing
+        raise ValueError(
+            f"The 'parameterization' setting of {func} must be 'pixel' or 'fourier'. "
+            f"Got {settings['parameterization']!r} instead."
+        )
+
+    size = IMAGE_SIZE
+    octaves = tuple(settings["octaves"]) if settings["parameterization"] == "fourier" else (size,)
+    fractions = tuple(settings["octave_steps"]) if len(octaves) > 1 else (1.0,)
+    if len(fractions) != len(octaves) or not all(0 < o <= size for o in octaves):
+        raise ValueError(
+            f"The 'octaves' and 'octave_steps' settings of {func} must give image sides in (0, {size}] "
+            f"and one step fraction per octave. Got {octaves!r} and {fractions!r} instead."
+        )
+    part, step, final = _compiled(model, layer_name, settings, size)
+    targets = np.repeat(filters, seeds).astype(np.int32)
+    seed_of = np.tile(np.arange(seeds), len(filters))
+    m = len(targets)
+    ref = tf.constant(np.repeat(_probe_scale(part, filters, settings, seed, size), seeds))
+    params = tf.Variable(_initial_params(settings, m, seed, size))
+    moments = (tf.Variable(tf.zeros_like(params)), tf.Variable(tf.zeros_like(params)))
+    masks = _octave_masks(size, octaves)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=f"{layer_name} x{m}", unit="step")
+    t = 0
+    target_t = tf.constant(targets)
+    for mask, count in zip(masks, _schedule(steps, octaves, fractions)):
+        mask = tf.constant(mask)
+        for _ in range(count):
+            t += 1
+            step(params, *moments, tf.constant(t, tf.int64), mask, tf.constant([seed, t], tf.int64),
+                 target_t, ref)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    images, activation = final(params, tf.constant(masks[-1]), target_t)
+    images = np.asarray(images, dtype=np.float32)
+    activation = np.asarray(activation, dtype=np.float32)
+    fraction = np.full(m, np.nan, np.float32)
+    dataset_max = None
+    if faces is not None:
+        means, _, _ = _layer_stats(part, faces)
+        best = means[:, targets].max(axis=0)
+        dataset_max = best.astype(np.float32)
+        fraction = np.where(best > 0, activation / np.where(best > 0, best, 1.0), np.nan).astype(np.float32)
+    return Maximization(
+        images=images, filter_idx=targets.astype(np.int64), seed=seed_of.astype(np.int64),
+        activation=activation, fraction=fraction, noise=high_frequency_energy(images),
+        dataset_max=dataset_max, layer_name=layer_name, preset=preset_name, steps=steps,
+    )
+
+
+# --------------------------------------------------------------------------- feature maps
+
+
+def feature_maps(model, images, layer_name, batch_size=256):
+    """What a layer outputs on faces: one map per filter.
+
+    Parameters
+    ----------
+    model : keras.Model
+    images : array (n, 48, 48) or (n, 48, 48, 1), 0-255, or a Dataset
+    layer_name : str
+        A layer with a spatial output.
+    batch_size : int, default 256
+
+    Returns
+    -------
+    ndarray, float32, (n, h, w, c)
+
+    Example
+    -------
+    >>> feature_maps(models.build("tiny"), np.zeros((2, 48, 48)), "block2_conv").shape
+    (2, 24, 24, 16)
+    """
+    func = "fervis.filters.feature_maps"
+    _check_model(model, func)
+    _check_layer(model, layer_name, func, spatial=True)
+    batch_size = _check_positive_int(batch_size, "batch_size", func)
+    faces = _images(images, func)
+    part = models.truncate_at(model, layer_name)
+    out = [np.asarray(part(tf.constant(faces[i:i + batch_size, ..., None], tf.float32), training=False))
+           for i in range(0, len(faces), batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- receptive fields
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _rf_conv(stats, kernel, strides, dilation, padding, in_size):
+    j, lo, hi = stats
+    out = []
+    for axis in range(2):
+        k = dilation[axis] * (kernel[axis] - 1) + 1
+        s = strides[axis]
+        if padding == "same":
+            n_out = -(-in_size[axis] // s)
+            pad = max((n_out - 1) * s + k - in_size[axis], 0) // 2
+        else:
+            pad = 0
+        out.append((j[axis] * s, lo[axis] - pad * j[axis], hi[axis] + (k - 1 - pad) * j[axis]))
+    return tuple(np.array(v, dtype=np.float64) for v in zip(*out))
+
+
+def _rf_layer(layer, inputs, in_shapes, out_shape):
+    """Receptive-field stats (jump, lo, hi per axis) of a layer's output, or None (non-spatial
+    or not known: the whole image)."""
+    L = keras.layers
+    if len(out_shape) != 4 or any(s is None for s in inputs) or not inputs:
+        return None
+    stats, in_size = inputs[0], tuple(in_shapes[0][1:3])
+    if isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D)) and not isinstance(
+            layer, L.Conv2DTranspose):
+        return _rf_conv(stats, _pair(layer.kernel_size), _pair(layer.strides), _pair(layer.dilation_rate),
+                        layer.padding, in_size)
+    if isinstance(layer, (L.MaxPooling2D, L.AveragePooling2D)):
+        return _rf_conv(stats, _pair(layer.pool_size), _pair(layer.strides), (1, 1), layer.padding, in_size)
+    j, lo, hi = stats
+    if isinstance(layer, L.ZeroPadding2D):
+        before = np.array([layer.padding[0][0], layer.padding[1][0]], np.float64)
+        return j, lo - before * j, hi - before * j
+    if isinstance(layer, L.Cropping2D):
+        before = np.array([layer.cropping[0][0], layer.cropping[1][0]], np.float64)
+        return j, lo + before * j, hi + before * j
+    out_size = tuple(out_shape[1:3])
+    if isinstance(layer, (L.Resizing, L.UpSampling2D)) and None not in in_size + out_size:
+        factor = np.array(out_size, np.float64) / np.array(in_size, np.float64)
+        centre = 0.5 / factor - 0.5  # input coordinate of output unit 0 (half-pixel centres)
+        # bilinear (or nearest) reads the input units within one unit of that coordinate
+        return j / factor, lo + (centre - 1.0) * j, hi + (centre + 1.0) * j
+    if out_size != in_size or any(tuple(s[1:3]) != out_size for s in in_shapes):
+        return None  # an unknown layer that changes the grid: assume it sees everything
+    # element-wise or channel-wise layers (batch norm, activations, add, concatenate, ...)
+    return (j, np.minimum.reduce([s[1] for s in inputs]), np.maximum.reduce([s[2] for s in inputs]))
+
+
+def _rf_tensor(tensor, memo):
+    key = id(tensor)
+    if key in memo:
+        return memo[key]
+    layer, node_index, tensor_index = tensor._keras_history
+    node = layer._inbound_nodes[node_index]
+    inputs = list(node.input_tensors)
+    if not inputs:
+        raise ValueError(f"Cannot trace the receptive field through layer {layer.name!r}: it has no input.")
+    stats = [_rf_tensor(t, memo) for t in inputs]
+    if isinstance(layer, keras.Model):  # a nested model: trace inside, from its own inputs
+        inner = {id(t): s for t, s in zip(layer.inputs, stats)}
+        result = _rf_tensor(layer.outputs[tensor_index], inner)
+    else:
+        result = _rf_layer(layer, stats, [tuple(t.shape) for t in inputs], tuple(tensor.shape))
+    memo[key] = result
+    return result
+
+
+def receptive_field(model, layer_name):
+    """The receptive field of a layer's units, derived from the layer stack.
+
+    Convolutions and poolings (kernel, stride, dilation, padding), zero-padding, cropping and
+    resizing move it; element-wise layers take the union of their inputs' fields. A layer
+    without spatial output, or one after a layer fervis cannot trace, sees the whole image.
+
+    Parameters
+    ----------
+    model : keras.Model
+    layer_name : str
+
+    Returns
+    -------
+    ReceptiveField
+
+    Example
+    -------
+    >>> receptive_field(models.build("tiny"), "block2_conv").size
+    (8, 8)
+    """
+    func = "fervis.filters.receptive_field"
+    _check_model(model, func)
+    _check_layer(model, layer_name, func)
+    part = models.truncate_at(model, layer_name)
+    memo = {id(part.inputs[0]): (np.ones(2), np.zeros(2), np.zeros(2))}
+    stats = _rf_tensor(part.outputs[0], memo)
+    full = (IMAGE_SIZE, IMAGE_SIZE)
+    if stats is None:
+        spatial = len(part.output_shape) == 4
+        return ReceptiveField(size=full, jump=(0.0, 0.0), start=((IMAGE_SIZE - 1) / 2,) * 2, spatial=spatial)
+    j, lo, hi = stats
+    size = tuple(int(min(math.ceil(h - lo_ + 1 - 1e-9), IMAGE_SIZE)) for lo_, h in zip(lo, hi))
+    start = tuple(float((a + b) / 2) for a, b in zip(lo, hi))
+    return ReceptiveField(size=size, jump=tuple(float(v) for v in j), start=start)
+
+
+# --------------------------------------------------------------------------- dataset exemplars
+
+
+def top_activating(model, dataset, layer_name, filter_idx=None, k=9, batch_size=256):
+    """The k faces that drive each filter hardest, and the receptive-field crop around the peak.
+
+    One pass over the dataset serves every filter of the layer.
+
+    Parameters
+    ----------
+    model : keras.Model
+    dataset : Dataset or array (n, 48, 48)
+    layer_name : str
+    filter_idx : int, list of int or None, default None
+        ``None`` means every filter of the layer.
+    k : int, default 9
+        Faces per filter (at most the dataset's size).
+    batch_size : int, default 256
+
+    Returns
+    -------
+    Exemplars
+        ``faces`` ``(f, k, 48, 48)`` uint8, ``crops`` ``(f, k, r, r)`` uint8, the peak
+        ``values``, ``positions`` and ``boxes``, and the dataset ``indices``.
+
+    Example
+    -------
+    >>> ex = top_activating(model, dataset, "block2_conv", [0, 5], k=4)  # doctest: +SKIP
+    >>> ex.crops.shape
+    (2, 4, 8, 8)
+    """
+    func = "fervis.filters.top_activating"
+    _check_model(model, func)
+    _check_layer(model, layer_name, func)
+    width = int(models.find_layer(model, layer_name).output.shape[-1])
+    filters = _check_filters(filter_idx, width, layer_name, func, allow_none=True)
+    k = _check_positive_int(k, "k", func)
+    batch_size = _check_positive_int(batch_size, "batch_size", func)
+    faces = _images(dataset, func, "dataset")
+    k = min(k, len(faces))
+    part = models.truncate_at(model, layer_name)
+    _, peaks, where = _layer_stats(part, faces, batch_size)
+    field = receptive_field(model, layer_name)
+    out_shape = part.output_shape
+    map_width = out_shape[2] if len(out_shape) == 4 else 1
+    indices = np.empty((len(filters), k), np.int64)
+    for row, f in enumerate(filters):
+        indices[row] = np.argsort(-peaks[:, f], kind="stable")[:k]
+    cols = np.asarray(filters)[:, None]
+    values = peaks[indices, cols].astype(np.float32)
+    flat = where[indices, cols]
+    positions = np.stack([flat // map_width, flat % map_width], axis=-1).astype(np.int64)
+    boxes = np.empty((len(filters), k, 4), np.int64)
+    for idx in np.ndindex(len(filters), k):
+        boxes[idx] = field.box(*positions[idx]) if field.spatial else (0, 0, IMAGE_SIZE, IMAGE_SIZE)
+    height, width_px = boxes[0, 0, 2] - boxes[0, 0, 0], boxes[0, 0, 3] - boxes[0, 0, 1]
+    chosen = np.asarray(faces[indices.ravel()], dtype=np.uint8).reshape(len(filters), k, IMAGE_SIZE, IMAGE_SIZE)
+    crops = np.empty((len(filters), k, height, width_px), np.uint8)
+    for idx in np.ndindex(len(filters), k):
+        y0, x0, y1, x1 = boxes[idx]
+        crops[idx] = chosen[idx][y0:y1, x0:x1]
+    return Exemplars(filter_idx=np.asarray(filters, np.int64), indices=indices, values=values,
+                     positions=positions, boxes=boxes, faces=chosen, crops=crops,
+                     receptive_field=field, layer_name=layer_name)

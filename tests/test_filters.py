@@ -1,0 +1,335 @@
+"""Tests for fervis.filters (notebook 2): activation maximisation, feature maps, exemplars."""
+
+import os
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fervis import filters, models, plots
+
+FILTERS = [5, 8, 10, 12]  # live filters of the tiny fixture model's block2_act
+
+
+@pytest.fixture(scope="module")
+def faces(synthetic_small):
+    return synthetic_small.subset("PublicTest")
+
+
+@pytest.fixture(scope="module")
+def ascents(tiny_model, faces):
+    """Both presets on the same filters of the tiny fixture model (16 steps under the cap)."""
+    return {preset: filters.maximize(tiny_model, "block2_act", FILTERS, preset=preset, dataset=faces)
+            for preset in ("naive", "readable")}
+
+
+@pytest.fixture(scope="module")
+def third_party():
+    """A classifier with its own layer names, 64x64 RGB input in [0, 1], logits out."""
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="tp_conv1")(inputs)
+    x = keras.layers.ReLU(name="tp_relu")(x)
+    x = keras.layers.MaxPooling2D(2, name="tp_pool")(x)
+    x = keras.layers.Conv2D(6, 3, name="tp_conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="tp_gap")(x)
+    outputs = keras.layers.Dense(7, name="tp_logits")(x)
+    inner = keras.Model(inputs, outputs, name="third_party")
+    return models.adapt(inner, input_shape=(64, 64, 3), scale=(0.0, 1.0), output="logits")
+
+
+def _support(model, layer_name, row, col):
+    """Bounding box (y0, x0, y1, x1) of the input pixels unit (row, col) depends on, from a
+    gradient computed in a tf.function (never eagerly: see the oneDNN trap)."""
+    part = models.truncate_at(model, layer_name)
+    x = tf.constant(np.random.default_rng(1).uniform(0, 255, (1, 48, 48, 1)).astype(np.float32))
+
+    @tf.function
+    def grad(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            unit = tf.reduce_sum(part(x, training=False)[0, row, col, :])
+        return tape.gradient(unit, x)
+
+    ys, xs = np.nonzero(grad(x).numpy()[0, ..., 0])
+    return ys.min(), xs.min(), ys.max() + 1, xs.max() + 1
+
+
+# --------------------------------------------------------------------------- maximize
+
+
+def test_maximize_returns_images_and_numbers(ascents, tiny_model, faces):
+    result = ascents["readable"]
+    assert result.images.shape == (len(FILTERS), 48, 48) and result.images.dtype == np.float32
+    assert result.images.min() >= 0 and result.images.max() <= 255
+    assert result.filter_idx.tolist() == FILTERS and result.steps == 16
+    # the activation reported is the layer's mean output on the returned image
+    maps = filters.feature_maps(tiny_model, result.images, "block2_act")
+    recomputed = maps.mean(axis=(1, 2))[np.arange(len(FILTERS)), FILTERS]
+    np.testing.assert_allclose(result.activation, recomputed, rtol=1e-4, atol=1e-5)
+    # the fraction is relative to the best real face
+    best = filters.feature_maps(tiny_model, faces, "block2_act").mean(axis=(1, 2))[:, FILTERS].max(axis=0)
+    np.testing.assert_allclose(result.fraction, result.activation / best, rtol=1e-4)
+    # and the ascent beats a plain grey face by far
+    grey = filters.feature_maps(tiny_model, np.full((1, 48, 48), 128.0), "block2_act").mean(axis=(1, 2))[0]
+    assert (result.activation > grey[FILTERS] + 0.05).all()
+    assert list(result.to_frame().columns) == ["filter_idx", "seed", "activation", "fraction", "noise"]
+
+
+def test_readable_is_smoother_than_naive_at_comparable_activation(ascents):
+    naive, readable = ascents["naive"], ascents["readable"]
+    assert readable.noise.mean() < 0.3 * naive.noise.mean()
+    assert (readable.noise < naive.noise).all()
+    assert readable.activation.mean() > 0.5 * naive.activation.mean()
+
+
+def test_maximize_several_seeds_form_rows(tiny_model):
+    result = filters.maximize(tiny_model, "block2_act", [5, 12], seeds=3, steps=8)
+    assert result.images.shape == (6, 48, 48)
+    assert result.filter_idx.tolist() == [5, 5, 5, 12, 12, 12] and result.seed.tolist() == [0, 1, 2] * 2
+    assert result.filters == [5, 12] and result.seeds == 3
+    assert not np.allclose(result.images[0], result.images[1])  # different starts
+    assert np.isnan(result.fraction).all() and result.dataset_max is None  # no dataset given
+    again = filters.maximize(tiny_model, "block2_act", [5, 12], seeds=3, steps=8)
+    np.testing.assert_allclose(again.images, result.images, atol=1e-3)  # seeded
+
+
+def test_maximize_class_output_shows_the_class(tiny_model):
+    """'predictions' filter 3 is what the model thinks a happy face is: its logit is ascended."""
+    result = filters.maximize(tiny_model, "predictions", [3, 4])
+    logits = models.to_logits(tiny_model).predict(result.images[..., None], verbose=0)
+    np.testing.assert_allclose(result.activation, logits[[0, 1], [3, 4]], rtol=1e-4, atol=1e-4)
+    # each image is more "its" class than the other class's image is
+    assert logits[0, 3] > logits[1, 3] and logits[1, 4] > logits[0, 4]
+    grey = models.to_logits(tiny_model).predict(np.full((1, 48, 48, 1), 128.0), verbose=0)[0]
+    assert result.activation[0] > grey[3] and result.activation[1] > grey[4]
+
+
+def test_max_steps_environment_variable_caps_steps(tiny_model, monkeypatch):
+    monkeypatch.setenv("FERVIS_MAX_STEPS", "3")
+    assert filters.maximize(tiny_model, "block1_conv", 0, steps=100, preset="naive").steps == 3
+
+
+def test_maximize_on_adapted_third_party_model(third_party, faces):
+    result = filters.maximize(third_party, "tp_conv2", [0, 5], dataset=faces.images[:64])
+    assert result.images.shape == (2, 48, 48) and np.isfinite(result.activation).all()
+    grey = filters.feature_maps(third_party, np.full((1, 48, 48), 128.0), "tp_conv2").mean(axis=(1, 2))[0]
+    assert (result.activation > grey[[0, 5]]).all()
+    assert filters.layer_width(third_party, "tp_conv2") == 6
+
+
+# --------------------------------------------------------------------------- feature maps, receptive fields
+
+
+def test_feature_maps_match_the_truncated_model(tiny_model, faces):
+    maps = filters.feature_maps(tiny_model, faces, "block2_conv", batch_size=100)
+    assert maps.shape == (len(faces), 24, 24, 16) and maps.dtype == np.float32
+    direct = models.truncate_at(tiny_model, "block2_conv").predict(faces.x()[:5], verbose=0)
+    np.testing.assert_allclose(maps[:5], direct, rtol=1e-4, atol=1e-4)
+    one = filters.feature_maps(tiny_model, faces.images[0], "block2_conv")  # a single (48, 48) face
+    np.testing.assert_allclose(one[0], maps[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("layer_name, size, jump", [
+    ("block1_conv", 3, 1), ("block1_pool", 4, 2), ("block2_conv", 8, 2), ("block2_pool", 10, 4),
+])
+def test_receptive_field_of_tiny_layers(tiny_model, layer_name, size, jump):
+    field = filters.receptive_field(tiny_model, layer_name)
+    assert field.size == (size, size) and field.jump == (jump, jump) and field.spatial
+
+
+def test_receptive_field_equals_gradient_support():
+    """A stack with stride, 'same' padding on an even map, dilation, 'valid' padding and
+    average pooling, linear: the pixels a unit depends on are exactly its receptive field."""
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Conv2D(3, 5, strides=2, padding="same", name="c1")(inputs)
+    x = keras.layers.Conv2D(3, 3, dilation_rate=2, padding="valid", name="c2")(x)
+    x = keras.layers.AveragePooling2D(2, name="pool")(x)
+    x = keras.layers.ZeroPadding2D(((1, 0), (0, 2)), name="pad")(x)
+    x = keras.layers.Conv2D(3, 3, padding="same", name="c3")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    field = filters.receptive_field(model, "c3")
+    assert field.size == (23, 23) and field.jump == (4.0, 4.0)
+    for row, col in [(4, 4), (5, 3)]:
+        assert _support(model, "c3", row, col) == field.box(row, col)
+
+
+@pytest.mark.parametrize("layer_name", ["block2_conv", "block2_pool"])
+def test_receptive_field_contains_gradient_support(tiny_model, layer_name):
+    field = filters.receptive_field(tiny_model, layer_name)
+    y0, x0, y1, x1 = field.box(5, 6)
+    sy0, sx0, sy1, sx1 = _support(tiny_model, layer_name, 5, 6)
+    assert y0 <= sy0 and x0 <= sx0 and sy1 <= y1 and sx1 <= x1
+
+
+def test_receptive_field_of_adapted_model_contains_gradient_support(third_party):
+    field = filters.receptive_field(third_party, "tp_conv2")
+    assert field.jump == (1.5, 1.5)  # 48 -> 64 pixels, then a stride-2 pool
+    y0, x0, y1, x1 = field.box(12, 14)
+    sy0, sx0, sy1, sx1 = _support(third_party, "tp_conv2", 12, 14)
+    assert y0 <= sy0 and x0 <= sx0 and sy1 <= y1 and sx1 <= x1
+    assert (y1 - y0) <= (sy1 - sy0) + 4  # and not much larger
+
+
+def test_dense_layer_sees_the_whole_face(tiny_model):
+    field = filters.receptive_field(tiny_model, "predictions")
+    assert not field.spatial and field.size == (48, 48)
+
+
+# --------------------------------------------------------------------------- top activating
+
+
+def test_top_activating_one_pass_for_all_filters(tiny_model, faces):
+    top = filters.top_activating(tiny_model, faces, "block2_conv", k=4, batch_size=64)
+    assert top.indices.shape == (16, 4) and top.faces.shape == (16, 4, 48, 48)
+    assert top.crops.shape == (16, 4, 8, 8) and top.crops.dtype == np.uint8
+    maps = filters.feature_maps(tiny_model, faces, "block2_conv")
+    peaks = maps.max(axis=(1, 2))  # (n, 16)
+    for f in (0, 7, 15):
+        np.testing.assert_allclose(top.values[f], np.sort(peaks[:, f])[::-1][:4], rtol=1e-4)
+        assert np.allclose(peaks[top.indices[f], f], top.values[f], rtol=1e-4)
+        row, col = top.positions[f, 0]
+        assert np.isclose(maps[top.indices[f, 0], row, col, f], top.values[f, 0], rtol=1e-4)
+        y0, x0, y1, x1 = top.boxes[f, 0]
+        np.testing.assert_array_equal(top.crops[f, 0], faces.images[top.indices[f, 0]][y0:y1, x0:x1])
+    assert (np.diff(top.values, axis=1) <= 0).all()
+
+
+def test_top_activating_some_filters_and_dense_layer(tiny_model, faces):
+    top = filters.top_activating(tiny_model, faces.images, "block2_conv", [3, 9], k=2)
+    full = filters.top_activating(tiny_model, faces.images, "block2_conv", None, k=2)
+    np.testing.assert_array_equal(top.indices, full.indices[[3, 9]])
+    happy = filters.top_activating(tiny_model, faces, "predictions", 3, k=3)
+    assert happy.crops.shape == (1, 3, 48, 48)
+    probs = tiny_model.predict(faces.x(), verbose=0)[:, 3]
+    assert probs[happy.indices[0, 0]] == pytest.approx(probs.max(), rel=1e-4)
+
+
+# --------------------------------------------------------------------------- the oneDNN regression
+
+
+@pytest.mark.parametrize("preset", ["readable", "naive"])
+def test_every_method_survives_the_residual_model(residual_model, faces, preset):
+    """Eager input gradients through the 1x1 stride-2 shortcut kill the process; ours are in graphs."""
+    result = filters.maximize(residual_model, "res_add", [0, 7], preset=preset, dataset=faces.images[:64])
+    assert np.isfinite(result.images).all() and np.isfinite(result.activation).all()
+    maps = filters.feature_maps(residual_model, faces.images[:3], "shortcut_conv")
+    assert maps.shape == (3, 24, 24, 8)
+    top = filters.top_activating(residual_model, faces.images[:64], "res_out", [1], k=2)
+    assert top.crops.shape == (1, 2, 9, 9)
+    field = filters.receptive_field(residual_model, "res_add")
+    assert field.size == (9, 9) and field.jump == (2.0, 2.0)
+    y0, x0, y1, x1 = field.box(10, 11)
+    sy0, sx0, sy1, sx1 = _support(residual_model, "res_add", 10, 11)
+    assert y0 <= sy0 and x0 <= sx0 and sy1 <= y1 and sx1 <= x1
+
+
+# --------------------------------------------------------------------------- noise score
+
+
+@pytest.mark.parametrize("kind, low, high", [
+    ("constant", 0.0, 0.0), ("ramp", 0.0, 0.02), ("noise", 0.75, 0.85), ("checkerboard", 0.999, 1.0),
+])
+def test_high_frequency_energy(kind, low, high):
+    yy, xx = np.mgrid[:48, :48]
+    image = {
+        "constant": np.full((48, 48), 90.0),
+        "ramp": np.sin(xx / 48 * np.pi) * 100,
+        "noise": np.random.default_rng(0).uniform(0, 255, (48, 48)),
+        "checkerboard": ((yy + xx) % 2) * 255.0,
+    }[kind]
+    score = filters.high_frequency_energy(image[None])
+    assert score.shape == (1,) and low <= score[0] <= high
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m: filters.maximize(m, "conv9", 0), r"'layer_name'.*\['scale', 'block1_conv'.*Got 'conv9'"),
+    (lambda m: filters.maximize(m, "block2_conv", 16), r"'filter_idx'.*'block2_conv' has 16 filters.*Got 16"),
+    (lambda m: filters.maximize(m, "block2_conv", [1, -1]), r"\[0, 15\].*has 16 filters"),
+    (lambda m: filters.maximize(m, "block2_conv", []), r"'filter_idx'"),
+    (lambda m: filters.maximize(m, "block2_conv", 0, preset="pretty"), r"'preset'.*\['naive', 'readable'\]"),
+    (lambda m: filters.maximize(m, "block2_conv", 0, preset={"lr": 1}), r"unknown settings \['lr'\]"),
+    (lambda m: filters.maximize(m, "block2_conv", 0, seeds=0), r"'seeds'.*positive int"),
+    (lambda m: filters.maximize(m, "block2_conv", 0, steps=-2), r"'steps'.*positive int"),
+    (lambda m: filters.maximize(m, "block2_conv", 0, dataset=np.zeros((3, 32, 32))), r"'dataset'.*\(3, 32, 32\)"),
+    (lambda m: filters.feature_maps(m, np.zeros((2, 48, 48)), "gap"), r"'gap'.*no spatial map.*block2_pool"),
+    (lambda m: filters.feature_maps(m, np.zeros((2, 40, 40)), "block1_conv"), r"'images'.*\(2, 40, 40\)"),
+    (lambda m: filters.top_activating(m, np.zeros((4, 48, 48)), "block1_conv", 8), r"has 8 filters"),
+    (lambda m: filters.top_activating(m, np.zeros((4, 48, 48)), "block1_conv", 0, k=0), r"'k'"),
+    (lambda m: filters.receptive_field(m, "nope"), r"'layer_name'.*Got 'nope'"),
+    (lambda m: filters.maximize("model.keras", "block1_conv", 0), r"'model'.*keras.Model"),
+    (lambda m: filters.high_frequency_energy(np.zeros((2, 48, 48)), cutoff=0.7), r"'cutoff'"),
+])
+def test_bad_input_raises_clear_value_error(tiny_model, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(tiny_model)
+
+
+def test_model_with_other_input_size_is_refused():
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Conv2D(2, 3, name="c")])
+    with pytest.raises(ValueError, match=r"\(n, 48, 48, 1\).*models.adapt"):
+        filters.feature_maps(model, np.zeros((1, 48, 48)), "c")
+
+
+# --------------------------------------------------------------------------- plots and widget
+
+
+def test_plots_draw_every_image(ascents, tiny_model, faces):
+    fig = plots.ascent_grid(ascents["readable"])
+    assert len([ax for ax in fig.axes if ax.images]) == len(FILTERS)
+    assert "act" in fig.axes[0].get_title() and "noise" in fig.axes[0].get_title()
+    fig = plots.compare_presets(ascents)
+    assert len([ax for ax in fig.axes if ax.images]) == 2 * len(FILTERS)
+    assert fig.axes[0].get_title().startswith("naive f5")
+    maps = filters.feature_maps(tiny_model, faces.images[:1], "block2_conv")
+    fig = plots.feature_map_grid(maps, face=faces.images[0], ncols=6)
+    assert len([ax for ax in fig.axes if ax.images]) == 17
+    top = filters.top_activating(tiny_model, faces, "block2_act", FILTERS, k=3)
+    fig = plots.exemplar_grid(top, ascent=ascents["readable"])
+    assert len([ax for ax in fig.axes if ax.images]) == len(FILTERS) * (1 + 2 * 3)
+    assert sum(len(ax.patches) for ax in fig.axes) == len(FILTERS) * 3  # a box per face
+    assert "receptive field 8x8" in fig.get_suptitle()
+
+
+def test_filter_explorer_widget(tiny_model, faces):
+    from fervis import widgets
+
+    explorer = widgets.filter_explorer(tiny_model, faces.images[:60], layers=["block1_conv", "block2_act"],
+                                       steps=4, k=3)
+    assert explorer.layer.value == "block2_act" and explorer.filter.max == 15
+    first = explorer.figure
+    assert first is not None and "block2_act filter 0" in first.get_suptitle()
+    explorer.filter.value = 5
+    assert "filter 5" in explorer.figure.get_suptitle()
+    explorer.filter.value = 12
+    explorer.layer.value = "block1_conv"  # 8 filters: the slider follows
+    assert explorer.filter.max == 7 and explorer.filter.value == 7
+    assert "block1_conv filter 7" in explorer.figure.get_suptitle()
+    explorer.preset.value = "naive"
+    assert explorer.figure.axes[0].get_title().startswith("naive f7")
+    with pytest.raises(ValueError, match="'layer_name'"):
+        widgets.filter_explorer(tiny_model, faces.images[:10], layers=["nope"])
+
+
+# --------------------------------------------------------------------------- notebook on FER2013
+
+
+@pytest.mark.fer2013
+def test_notebook_runs_on_fer2013_quick(fer2013_path, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    notebook = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "02_filter_visualization.ipynb"
+    out = tmp_path / "02.ipynb"
+    papermill.execute_notebook(str(notebook), str(out), parameters={"DATA": fer2013_path, "BUDGET": "quick"},
+                               kernel_name="python3", cwd=str(notebook.parent), progress_bar=False)
+    import nbformat
+
+    nb = nbformat.read(out, as_version=4)
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "readable noise" in text
+    line = next(line for line in text.splitlines() if line.startswith("readable noise"))
+    readable, naive = (float(v) for v in line.split(":")[1].replace("naive noise", "").split(","))
+    assert 0 <= readable < naive <= 1
