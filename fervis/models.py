@@ -29,17 +29,24 @@ import keras
 from fervis.constants import IMAGE_SIZE, NUM_CLASSES
 
 __all__ = [
-    "ARCHITECTURES", "PRETRAINED", "ModelFileError", "build", "load", "load_pretrained", "pretrained_path",
+    "ARCHITECTURES", "PRETRAINED", "ModelFileError", "spec", "build", "load", "load_pretrained", "pretrained_path",
     "resolve", "adapt", "find_layer", "conv_layers", "last_conv_layer", "truncate_at", "to_logits",
 ]
 
 # (filters per block, convs per block, dense width, dropout)
+# compact is narrow on purpose: it is what a notebook trains on 2 CPU cores in under a minute,
+# and it reaches ~90 % on the synthetic faces (wider blocks cost 16x the FLOPs for little gain).
 _SPECS = {
     "tiny": ((8, 16), 1, 0, 0.0),
-    "compact": ((32, 64, 128), 2, 0, 0.25),
+    "compact": ((8, 16, 32), 2, 0, 0.25),
     "vgg": ((64, 128, 256, 384), 2, 256, 0.4),
 }
 ARCHITECTURES = tuple(_SPECS)
+
+
+def spec(name):
+    """The numbers that define an architecture (filters, convs per block, dense width, dropout)."""
+    return _SPECS[name]
 
 
 def build(name="compact", num_classes=NUM_CLASSES, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), seed=None):
@@ -96,7 +103,12 @@ def build(name="compact", num_classes=NUM_CLASSES, input_shape=(IMAGE_SIZE, IMAG
         x = keras.layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
         if dropout:
             x = keras.layers.Dropout(dropout / 2, name=f"block{b}_drop")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    if name == "tiny":
+        # Two small blocks see only local patterns; global pooling would also throw away *where*
+        # they are (brows vs mouth), so the tiny model keeps the layout.
+        x = keras.layers.Flatten(name="flatten")(x)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     if dense:
         x = keras.layers.Dropout(dropout, name="gap_drop")(x)
         x = keras.layers.Dense(dense, kernel_initializer=init(), name="fc")(x)

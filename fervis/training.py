@@ -110,7 +110,8 @@ def _class_weights(y, num_classes):
 
 
 def _recipe_hash(recipe):
-    text = json.dumps(recipe.to_dict(), sort_keys=True)
+    # The architecture's numbers belong to the key too: a narrower "compact" is another model.
+    text = json.dumps({**recipe.to_dict(), "arch_spec": models.spec(recipe.arch)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

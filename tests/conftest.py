@@ -39,7 +39,7 @@ def synthetic_small():
 
 @pytest.fixture(scope="session")
 def tiny_model(synthetic_small):
-    """The ``tiny`` architecture, trained for a few epochs on ``synthetic_small``."""
+    """The ``tiny`` architecture trained on ``synthetic_small`` (about 75 % on its PublicTest, ~10 s)."""
     import keras
 
     from fervis import models, recipes
@@ -47,7 +47,7 @@ def tiny_model(synthetic_small):
     keras.utils.set_random_seed(0)
     model = models.build("tiny", seed=0)
     train = synthetic_small.subset("Training")
-    recipe = recipes.get("tiny").replace(epochs=6)
+    recipe = recipes.get("tiny").replace(epochs=15)
     steps = int(np.ceil(len(train) / recipe.batch_size))
     trainer = recipes.compile_for_training(model, recipe, steps)
     trainer.fit(train.x(), keras.utils.to_categorical(train.labels, 7), batch_size=recipe.batch_size,
