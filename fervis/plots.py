@@ -492,3 +492,265 @@ def filter_panel(ascent, exemplars, maps, face, filter_idx, fig=None, size=1.5):
 # --- labels (notebook 3) ---------------------------------------------------------------
 
 # --- monitoring (notebook 4) -----------------------------------------------------------
+
+
+def _epoch_axis(history):
+    """Epochs counted from 1 for readers (Keras and the CSV count from 0)."""
+    if "epoch" in history:
+        return history["epoch"].to_numpy() + 1
+    return np.arange(1, len(history) + 1)
+
+
+def _mark_best(ax, x, best):
+    if best is not None:
+        ax.axvline(x[best], color="0.45", linestyle="--", linewidth=1, zorder=0)
+
+
+def _shade(ax, x, flags):
+    for xi in x[np.asarray(flags, bool)]:
+        ax.axvspan(xi - 0.5, xi + 0.5, color="tab:red", alpha=0.12, linewidth=0)
+
+
+def training_curves(history, fig=None, patience=3):
+    """Loss, accuracy and per-class validation recall per epoch, train against validation.
+
+    The best epoch (lowest ``val_loss``) is a dashed line on every panel; epochs flagged by
+    :func:`fervis.monitoring.overfitting` are shaded red and named in the title.
+
+    Parameters
+    ----------
+    history : pandas.DataFrame
+        One row per epoch: ``loss``, ``accuracy``, optionally ``val_loss``, ``val_accuracy``
+        and ``val_recall_<class>`` (as :class:`fervis.monitoring.Monitor` writes them).
+    fig : matplotlib Figure or SubFigure, optional
+    patience : int, default 3
+
+    Returns
+    -------
+    matplotlib.figure.Figure (or the SubFigure given)
+
+    Example
+    -------
+    >>> fig = training_curves(monitoring.history(run))  # doctest: +SKIP
+    """
+    from fervis import monitoring
+
+    if fig is None:
+        fig = plt.figure(figsize=(11, 3.3), dpi=80, layout="constrained")
+    recall = [c for c in history.columns if c.startswith("val_recall_")]
+    panels = ["loss", "accuracy"] + (["recall"] if recall else [])
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    x = _epoch_axis(history)
+    has_val = "val_loss" in history and history["val_loss"].notna().any()
+    best = monitoring.best_epoch(history, "val_loss") if has_val else None
+    flags = monitoring.overfitting(history, patience)
+    for ax, metric in zip(axes, panels[:2]):
+        for key, label, style in ((metric, "train", "-o"), (f"val_{metric}", "validation", "-s")):
+            if key in history and history[key].notna().any():
+                ax.plot(x, history[key], style, markersize=3, label=label)
+        if best is not None and f"val_{metric}" in history:
+            ax.plot(x[best], history[f"val_{metric}"].iloc[best], "*", color="black", markersize=11, zorder=5,
+                    label=f"best epoch {x[best]}")
+        _mark_best(ax, x, best)
+        _shade(ax, x, flags)
+        ax.set_title(metric if best is None else f"{metric} (best epoch {x[best]})", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    loss = history[[c for c in ("loss", "val_loss") if c in history]].to_numpy(dtype=float)
+    finite = loss[np.isfinite(loss) & (loss > 0)]
+    if finite.size and finite.max() / finite.min() > 8:
+        axes[0].set_yscale("log")  # a first epoch far above the rest would flatten the curves
+    if recall:
+        ax = axes[2]
+        colors = plt.get_cmap("tab10")
+        for i, column in enumerate(recall):
+            ax.plot(x, history[column], "-", color=colors(i % 10), linewidth=1.4, label=column[len("val_recall_"):])
+        _mark_best(ax, x, best)
+        _shade(ax, x, flags)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title("validation recall per class", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=6.5, ncol=2, loc="upper left")
+    for ax in axes:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if flags.any():
+        first = x[np.flatnonzero(flags)[0]]
+        fig.suptitle(f"overfitting from epoch {first}: validation loss rose {patience} epochs in a row "
+                     "while training loss fell", color="tab:red", fontsize=10)
+    else:
+        fig.suptitle(f"no overfitting flag (validation loss never rose {patience} epochs in a row "
+                     "while training loss fell)", fontsize=10)
+    return fig
+
+
+def explanation_drift(history, fig=None):
+    """How the probe faces' saliency maps change: rank correlation with the previous epoch's map
+    (per probe and mean) and the share of map mass on each face region.
+
+    Parameters
+    ----------
+    history : pandas.DataFrame
+        With ``drift_<class>``, ``drift_mean`` and ``share_<region>`` columns.
+    fig : matplotlib Figure or SubFigure, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure (or the SubFigure given)
+
+    Example
+    -------
+    >>> fig = explanation_drift(monitoring.history(run))  # doctest: +SKIP
+    """
+    if fig is None:
+        fig = plt.figure(figsize=(11, 3.0), dpi=80, layout="constrained")
+    ax_drift, ax_share = fig.subplots(1, 2)
+    x = _epoch_axis(history)
+    drift = [c for c in history.columns if c.startswith("drift_") and c != "drift_mean"]
+    colors = plt.get_cmap("tab10")
+    for i, column in enumerate(drift):
+        ax_drift.plot(x, history[column], "-", color=colors(i % 10), linewidth=1, alpha=0.8,
+                      label=column[len("drift_"):])
+    if "drift_mean" in history:
+        ax_drift.plot(x, history["drift_mean"], "-o", color="black", linewidth=2.2, markersize=4, label="mean")
+    values = history[drift + (["drift_mean"] if "drift_mean" in history else [])].to_numpy(dtype=float)
+    low = np.nanmin(values) if np.isfinite(values).any() else 0.0
+    ax_drift.set_ylim(min(0.0, low) - 0.05, 1.03)
+    ax_drift.set_title("explanation drift: Spearman ρ with the previous epoch's map", fontsize=10)
+    ax_drift.set_xlabel("epoch")
+    ax_drift.legend(fontsize=6.5, ncol=2, loc="lower right")
+    shares = [c for c in history.columns if c.startswith("share_")]
+    if shares:
+        data = np.nan_to_num(history[shares].to_numpy(dtype=float).T)
+        ax_share.stackplot(x, data, labels=[c[len("share_"):] for c in shares],
+                           colors=[plt.get_cmap("tab20")(i % 20) for i in range(len(shares))])
+        ax_share.set_ylim(0, 1)
+        ax_share.legend(fontsize=6.5, ncol=1, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax_share.set_title("share of the probe maps' mass per face region", fontsize=10)
+    ax_share.set_xlabel("epoch")
+    for ax in (ax_drift, ax_share):
+        if len(x):  # both panels over every epoch, although drift starts at the second
+            ax.set_xlim(x.min() - 0.2, max(x.max(), x.min() + 1) + 0.2)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    return fig
+
+
+def training_dashboard(history, fig=None, patience=3):
+    """:func:`training_curves` above :func:`explanation_drift` (when the history has drift), in
+    one figure: what :class:`fervis.monitoring.LiveCurves` redraws after every epoch.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Example
+    -------
+    >>> fig = training_dashboard(monitoring.history(run), patience=2)  # doctest: +SKIP
+    """
+    if fig is None:
+        fig = plt.figure(figsize=(11, 6.2), dpi=72, layout="constrained")
+    if any(c.startswith("drift_") or c.startswith("share_") for c in history.columns):
+        top, bottom = fig.subfigures(2, 1, height_ratios=[1.1, 1.0])
+        training_curves(history, fig=top, patience=patience)
+        explanation_drift(history, fig=bottom)
+    else:
+        training_curves(history, fig=fig, patience=patience)
+    return fig
+
+
+def probe_maps_grid(probe_history, epochs=None, max_epochs=6, fig=None, size=1.25):
+    """The probe faces' saliency maps as a grid: one row per epoch, one column per emotion.
+
+    Each cell is the face with its map over it (``jet``, red = most salient) and, from the
+    second epoch, ρ: the Spearman correlation with the previous epoch's map.
+
+    Parameters
+    ----------
+    probe_history : fervis.monitoring.ProbeHistory
+        From :func:`fervis.monitoring.probe_maps`.
+    epochs : sequence of int, optional
+        Keras epochs (from 0) to show; default: up to ``max_epochs`` spread evenly, the first
+        and the last included.
+    max_epochs : int, default 6
+    fig : matplotlib Figure, optional
+    size : float, default 1.25
+        Inches per cell.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Example
+    -------
+    >>> fig = probe_maps_grid(monitoring.probe_maps(run))  # doctest: +SKIP
+    """
+    ph = probe_history
+    available = list(np.asarray(ph.epochs).tolist())
+    if not available:
+        raise ValueError("The 'probe_history' parameter of fervis.plots.probe_maps_grid holds no epoch yet.")
+    if epochs is None:
+        picks = np.unique(np.linspace(0, len(available) - 1, min(max_epochs, len(available))).round().astype(int))
+        epochs = [available[i] for i in picks]
+    missing = [e for e in epochs if e not in available]
+    if missing:
+        raise ValueError(
+            f"The 'epochs' parameter of fervis.plots.probe_maps_grid must list monitored epochs, {available}. "
+            f"Got {list(epochs)} instead."
+        )
+    rows = [available.index(e) for e in epochs]
+    names = ph.probes.names
+    drift = ph.drift
+    if fig is None:
+        fig = plt.figure(figsize=(size * len(names) + 0.6, size * 1.12 * len(rows) + 0.3), dpi=80)
+    axes = fig.subplots(len(rows), len(names), squeeze=False)
+    for r, i in enumerate(rows):
+        for c, name in enumerate(names):
+            ax = axes[r, c]
+            show_face(ph.probes.images[c], ax=ax, overlay=ph.maps[i, c], alpha=0.5)
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+            if np.isfinite(drift[i, c]):
+                ax.text(0.5, -0.02, f"ρ {drift[i, c]:.2f}", transform=ax.transAxes, ha="center", va="top",
+                        fontsize=7)
+        axes[r, 0].text(-0.08, 0.5, f"epoch {int(ph.epochs[i]) + 1}", transform=axes[r, 0].transAxes,
+                        ha="right", va="center", fontsize=8, rotation=90)
+    fig.subplots_adjust(left=0.05, right=0.99, top=0.95, bottom=0.03, wspace=0.05, hspace=0.22)
+    return fig
+
+
+def confusion_counts(cm, class_names=CLASS_NAMES, ax=None, title=None):
+    """A confusion matrix as counts: rows the true class, columns the predicted class.
+
+    Parameters
+    ----------
+    cm : int array ``(k, k)``
+    class_names : sequence of str
+    ax : matplotlib Axes, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Example
+    -------
+    >>> ax = confusion_counts(np.eye(7, dtype=int) * 5)
+    """
+    ax = _axes(ax)
+    cm = np.asarray(cm)
+    k = len(cm)
+    ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(1, cm.max()))
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
+                    color="white" if cm[i, j] > 0.6 * cm.max() else "black")
+    labels = list(class_names)[:k]
+    ax.set_xticks(range(k), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(k), labels, fontsize=7)
+    ax.set_xlabel("predicted", fontsize=8)
+    ax.set_ylabel("true", fontsize=8)
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+__all__ += ["training_curves", "explanation_drift", "training_dashboard", "probe_maps_grid", "confusion_counts"]

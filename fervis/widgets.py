@@ -196,3 +196,65 @@ def filter_explorer(model, dataset, layers=None, steps=None, k=5, face_idx=0, se
 # --- labels (notebook 3) ---------------------------------------------------------------
 
 # --- monitoring (notebook 4) -----------------------------------------------------------
+
+__all__ += ["probe_browser"]
+
+
+def probe_browser(probe_history):
+    """An epoch slider over the probe faces' saliency maps of a monitored run.
+
+    Parameters
+    ----------
+    probe_history : fervis.monitoring.ProbeHistory
+        From :func:`fervis.monitoring.probe_maps`.
+
+    Returns
+    -------
+    ipywidgets.VBox
+        With an ``epoch`` slider (counted from 1), a ``summary`` label (mean ρ with the
+        previous epoch, the region holding most map mass) and an ``update()`` method.
+
+    Example
+    -------
+    >>> probe_browser(monitoring.probe_maps(run))  # doctest: +SKIP
+    """
+    import ipywidgets as W
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from IPython.display import display
+
+    from fervis import plots
+
+    ph = probe_history
+    epochs = [int(e) for e in np.asarray(getattr(ph, "epochs", []))]
+    if not epochs:
+        raise ValueError(
+            "The 'probe_history' parameter of fervis.widgets.probe_browser must hold at least one monitored "
+            f"epoch (see fervis.monitoring.probe_maps). Got {type(ph).__name__} with none."
+        )
+    slider = W.SelectionSlider(options=[(str(e + 1), e) for e in epochs], value=epochs[-1], description="epoch",
+                               continuous_update=False)
+    summary = W.Label()
+    out = W.Output()
+    drift = ph.drift
+
+    def update(*_):
+        i = epochs.index(slider.value)
+        shares = np.nanmean(ph.shares[i], axis=0)
+        top = int(np.nanargmax(shares)) if np.isfinite(shares).any() else 0
+        rho = np.nanmean(drift[i]) if np.isfinite(drift[i]).any() else float("nan")
+        summary.value = (f"epoch {slider.value + 1}: mean ρ with the previous epoch "
+                         f"{'n/a' if not np.isfinite(rho) else f'{rho:.2f}'}; most mass on "
+                         f"{ph.probes.region_names[top]} ({shares[top]:.0%})")
+        with out:
+            out.clear_output(wait=True)
+            fig = plots.probe_maps_grid(ph, epochs=[slider.value])
+            display(fig)
+            plt.close(fig)
+        box.figure = fig
+
+    slider.observe(update, names="value")
+    box = W.VBox([slider, summary, out])
+    box.epoch, box.summary, box.update, box.figure = slider, summary, update, None
+    update()
+    return box
