@@ -491,6 +491,361 @@ def filter_panel(ascent, exemplars, maps, face, filter_idx, fig=None, size=1.5):
 
 # --- labels (notebook 3) ---------------------------------------------------------------
 
+__all__ += [
+    "class_distribution_bars", "confusion_heatmap", "reliability_diagram", "support_recall_scatter", "lime_overlay",
+    "lime_grid", "region_share_heatmap", "confusion_cell_grid", "ambiguous_grid", "embedding_scatter",
+]
+
+
+def class_distribution_bars(counts, ax=None, normalize=True):
+    """Grouped bars: each class's share (or count) of the faces of each split.
+
+    Parameters
+    ----------
+    counts : pandas.DataFrame
+        Splits x classes, from :func:`fervis.labels.class_distribution` (counts).
+    ax : matplotlib.axes.Axes, optional
+    normalize : bool, default True
+        Shares of each split, so splits of different sizes compare.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Example
+    -------
+    >>> class_distribution_bars(fervis.labels.class_distribution(dataset))  # doctest: +SKIP
+    """
+    ax = _axes(ax)
+    table = counts.div(counts.sum(axis=1), axis=0) if normalize else counts
+    n_splits, classes = len(table.index), list(table.columns)
+    width = 0.8 / max(n_splits, 1)
+    x = np.arange(len(classes))
+    for i, split in enumerate(table.index):
+        values = table.loc[split].to_numpy(float)
+        ax.bar(x + (i - (n_splits - 1) / 2) * width, values, width, label=f"{split} (n={int(counts.loc[split].sum())})")
+    ax.set_xticks(x, classes, rotation=30, ha="right")
+    ax.set_ylabel("share of the split" if normalize else "faces")
+    ax.set_title("Class distribution per split")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def confusion_heatmap(cm, ax=None, title=None):
+    """A confusion matrix with the true class on the rows and the predicted class on the columns.
+
+    Parameters
+    ----------
+    cm : pandas.DataFrame
+        From :func:`fervis.labels.confusion` (counts, or normalised by row).
+    ax : matplotlib.axes.Axes, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Example
+    -------
+    >>> confusion_heatmap(fervis.labels.confusion(y, probs, normalize="true"))  # doctest: +SKIP
+    """
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    ax = _axes(ax)
+    values = cm.to_numpy()
+    integer = np.issubdtype(values.dtype, np.integer)
+    display = ConfusionMatrixDisplay(values, display_labels=list(cm.columns))
+    display.plot(ax=ax, values_format="d" if integer else ".2f", colorbar=False, cmap="Blues",
+                 text_kw={"fontsize": 7}, xticks_rotation=30)
+    ax.set_xlabel("Predicted label")
+    ax.set_ylabel("True label")
+    ax.set_title(title or ("Confusion matrix (counts)" if integer else "Confusion matrix (share of each true class)"))
+    return ax
+
+
+def reliability_diagram(table, ax=None, ece=None, title=None):
+    """Accuracy against confidence per bin; the diagonal is perfect calibration.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`fervis.labels.reliability`.
+    ax : matplotlib.axes.Axes, optional
+    ece : float, optional
+        Shown in the title.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Example
+    -------
+    >>> reliability_diagram(fervis.labels.reliability(y, probs), ece=0.04)  # doctest: +SKIP
+    """
+    ax = _axes(ax)
+    width = (table["upper"] - table["lower"]).to_numpy()
+    filled = table["count"].to_numpy() > 0
+    ax.bar(table["lower"][filled], table["accuracy"][filled], width[filled], align="edge", color="tab:blue",
+           edgecolor="white", label="accuracy")
+    gap = (table["confidence"] - table["accuracy"])[filled]
+    ax.bar(table["lower"][filled], gap, width[filled], bottom=table["accuracy"][filled], align="edge",
+           color="tab:red", alpha=0.35, label="gap to confidence")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    text = title or "Reliability diagram"
+    ax.set_title(text if ece is None else f"{text} (ECE {ece:.3f})")
+    ax.legend(fontsize=7, loc="upper left")
+    return ax
+
+
+def support_recall_scatter(report, ax=None, column=None):
+    """Recall against (training) support per class, on a log axis, with Spearman's rho.
+
+    Parameters
+    ----------
+    report : pandas.DataFrame
+        From :func:`fervis.labels.class_report`.
+    ax : matplotlib.axes.Axes, optional
+    column : str, optional
+        Default ``train_support`` when present, else ``support``.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Example
+    -------
+    >>> support_recall_scatter(fervis.labels.class_report(y, probs, train_counts=counts))  # doctest: +SKIP
+    """
+    from fervis import labels
+
+    ax = _axes(ax)
+    column = column or ("train_support" if "train_support" in report else "support")
+    rho = labels.support_recall(report, column)
+    x = np.maximum(report[column].to_numpy(float), 1)
+    ax.scatter(x, report["recall"], color="tab:blue")
+    for name, xi, yi in zip(report.index, x, report["recall"]):
+        ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel(f"{'training ' if column == 'train_support' else ''}faces per class (log)")
+    ax.set_ylabel("recall")
+    ax.set_title(f"Support vs recall (Spearman rho {rho:.2f})")
+    return ax
+
+
+def lime_overlay(image, lime_map, segments=None, ax=None, title=None, alpha=0.55):
+    """A face with LIME's superpixels: green for the class, red against, outlined.
+
+    Parameters
+    ----------
+    image : array ``(48, 48)`` or ``(48, 48, 1)``
+    lime_map : array ``(48, 48)``
+        One map from :func:`fervis.labels.lime_explain`.
+    segments : int array ``(48, 48)``, optional
+        Superpixel outlines to draw.
+    ax : matplotlib.axes.Axes, optional
+    title : str, optional
+    alpha : float, default 0.55
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Example
+    -------
+    >>> lime_overlay(face, maps[0], segments[0])  # doctest: +SKIP
+    """
+    ax = show_face(image, ax=ax, title=title)
+    lime_map = np.asarray(lime_map, dtype=float)
+    peak = np.abs(lime_map).max()
+    scaled = lime_map / peak if peak > 0 else lime_map
+    rgba = np.zeros(lime_map.shape + (4,))
+    rgba[..., 1] = scaled > 0
+    rgba[..., 0] = scaled < 0
+    rgba[..., 3] = alpha * np.abs(scaled)
+    ax.imshow(rgba)
+    if segments is not None:
+        from skimage.segmentation import find_boundaries
+
+        edges = find_boundaries(np.asarray(segments), mode="inner")
+        ax.imshow(np.ma.masked_where(~edges, edges), cmap="autumn", alpha=0.35, vmin=0, vmax=1)
+    return ax
+
+
+def lime_grid(images, maps, segments, titles=None, fig=None, ncols=4, size=1.6):
+    """LIME overlays in a grid (each face once: green for, red against its class).
+
+    Parameters
+    ----------
+    images : array ``(n, 48, 48)``
+    maps, segments : arrays ``(n, 48, 48)``
+    titles : list of str, optional
+    fig : matplotlib.figure.Figure, optional
+    ncols : int, default 4
+    size : float, default 1.6
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Example
+    -------
+    >>> lime_grid(faces, maps, segments, titles)  # doctest: +SKIP
+    """
+    n = len(images)
+    nrows = max(1, int(np.ceil(n / ncols)))
+    if fig is None:
+        fig = plt.figure(figsize=(size * ncols, size * nrows * 1.25))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        if i < n:
+            lime_overlay(images[i], maps[i], segments[i], ax=ax, title=None if titles is None else titles[i])
+        else:
+            ax.set_axis_off()
+    return fig
+
+
+def region_share_heatmap(table, ax=None, title=None):
+    """A classes x regions heat map of shares, annotated in percent.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`fervis.labels.lime_region_shares` (or :func:`fervis.saliency.region_shares`).
+    ax : matplotlib.axes.Axes, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Example
+    -------
+    >>> region_share_heatmap(fervis.labels.lime_region_shares(maps, faces, classes))  # doctest: +SKIP
+    """
+    ax = _axes(ax)
+    values = table.to_numpy(float)
+    ax.imshow(values, cmap="Greens", vmin=0, vmax=max(np.nanmax(values), 1e-9) if values.size else 1, aspect="auto")
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(table.columns)), list(table.columns), rotation=30, ha="right")
+    ax.set_yticks(range(len(table.index)), list(table.index))
+    ax.set_xlabel("face region")
+    ax.set_ylabel("class explained")
+    ax.set_title(title or "Share of positive LIME weight per region (%)")
+    return ax
+
+
+def confusion_cell_grid(images, maps_true, maps_predicted, difference, true, predicted, titles=None, fig=None,
+                   size=1.5):
+    """One row per face: the face, saliency for the true class, for the predicted class, and their difference.
+
+    Parameters
+    ----------
+    images : array ``(n, 48, 48)``
+    maps_true, maps_predicted, difference : arrays ``(n, 48, 48)``
+        From :func:`fervis.labels.cell_saliency`.
+    true, predicted : str
+        Class names, for the column titles.
+    titles : list of str, optional
+        One per face (first column).
+    fig : matplotlib.figure.Figure, optional
+    size : float, default 1.5
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Example
+    -------
+    >>> confusion_cell_grid(faces, *fervis.labels.cell_saliency(model, faces, "disgust", "angry"), "disgust", "angry")  # doctest: +SKIP
+    """
+    n = len(images)
+    if fig is None:
+        fig = plt.figure(figsize=(size * 4, size * max(n, 1) * 1.15))
+    axes = fig.subplots(max(n, 1), 4, squeeze=False)
+    heads = ["face", f"saliency: {true}", f"saliency: {predicted}", f"{predicted} - {true}"]
+    for i in range(n):
+        show_face(images[i], ax=axes[i, 0], title=heads[0] if titles is None else titles[i])
+        show_face(images[i], ax=axes[i, 1], overlay=maps_true[i], title=heads[1] if i == 0 else None)
+        show_face(images[i], ax=axes[i, 2], overlay=maps_predicted[i], title=heads[2] if i == 0 else None)
+        axes[i, 3].imshow(difference[i], cmap="RdBu_r", vmin=-1, vmax=1)
+        axes[i, 3].set_axis_off()
+        if i == 0:
+            axes[i, 3].set_title(heads[3], fontsize=8)
+    if n == 0:
+        for ax in axes.ravel():
+            ax.set_axis_off()
+    return fig
+
+
+def ambiguous_grid(images, table, fig=None, ncols=6, size=1.5):
+    """The label-ambiguity finder's faces, each titled label -> top-2 probabilities.
+
+    Parameters
+    ----------
+    images : array ``(n, 48, 48)``
+        The faces that ``table["index"]`` indexes.
+    table : pandas.DataFrame
+        From :func:`fervis.labels.ambiguous_faces`.
+    fig : matplotlib.figure.Figure, optional
+    ncols : int, default 6
+    size : float, default 1.5
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Example
+    -------
+    >>> ambiguous_grid(train.images, fervis.labels.ambiguous_faces(train.labels, probs))  # doctest: +SKIP
+    """
+    titles = [f"label {r.label}\n{r.top1} {r.p_top1:.2f} | {r.top2} {r.p_top2:.2f}" for r in table.itertuples()]
+    faces = np.asarray(images)[table["index"].to_numpy(int)] if len(table) else np.zeros((0, 48, 48))
+    return face_grid(faces, titles=titles, ncols=ncols, size=size, fig=fig)
+
+
+def embedding_scatter(coords, labels, ax=None, class_names=CLASS_NAMES, title=None):
+    """A 2-D embedding (t-SNE) of the faces, coloured by label.
+
+    Parameters
+    ----------
+    coords : array ``(n, 2)``
+        From :func:`fervis.labels.embed`.
+    labels : int array ``(n,)``
+    ax : matplotlib.axes.Axes, optional
+    class_names : sequence of str
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Example
+    -------
+    >>> embedding_scatter(fervis.labels.embed(features), faces.labels)  # doctest: +SKIP
+    """
+    ax = _axes(ax)
+    coords, labels = np.asarray(coords), np.asarray(labels)
+    colors = plt.get_cmap("tab10")
+    for c, name in enumerate(class_names):
+        sel = labels == c
+        if sel.any():
+            ax.scatter(coords[sel, 0], coords[sel, 1], s=8, color=colors(c), label=f"{name} ({int(sel.sum())})",
+                       alpha=0.8, linewidths=0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or "t-SNE of penultimate features")
+    ax.legend(fontsize=7, markerscale=2, loc="best")
+    return ax
+
+
 # --- monitoring (notebook 4) -----------------------------------------------------------
 
 

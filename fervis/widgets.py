@@ -195,6 +195,100 @@ def filter_explorer(model, dataset, layers=None, steps=None, k=5, face_idx=0, se
 
 # --- labels (notebook 3) ---------------------------------------------------------------
 
+__all__ += ["confusion_browser"]
+
+
+def confusion_browser(model, images, y_true, probs, true=None, predicted=None, method="gradient",
+                      class_names=None):
+    """Pick a confusion cell with two dropdowns and browse its faces with their saliency.
+
+    Each face shows saliency for the true and for the predicted class and their difference
+    (:func:`fervis.labels.cell_saliency`); maps are computed for the face shown only.
+
+    Parameters
+    ----------
+    model : keras.Model
+    images : array ``(n, 48, 48)`` or Dataset
+    y_true : int array ``(n,)`` or Dataset
+    probs : float array ``(n, k)``
+        The model's probabilities for ``images``.
+    true, predicted : int or str, optional
+        The cell shown first; default: the most-confused pair by rate.
+    method : str, default "gradient"
+        A method of :func:`fervis.saliency.explain`.
+    class_names : sequence of str, optional
+
+    Returns
+    -------
+    ipywidgets.VBox
+        With ``true``, ``predicted`` (dropdowns), ``face`` (slider) and ``update()``; an empty
+        cell shows a message instead of faces.
+
+    Example
+    -------
+    >>> confusion_browser(session.model, faces, faces.labels, probs, "disgust", "angry")  # doctest: +SKIP
+    """
+    import ipywidgets as W
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from IPython.display import display
+
+    from fervis import labels, plots
+
+    names = list(class_names or labels._default_names(np.asarray(probs).shape[-1]))
+    faces = labels._faces(images, "confusion_browser")[..., 0]
+    probs = labels._probs(probs, "confusion_browser", len(faces))
+    y_true = labels._labels(y_true, len(faces), len(names), "confusion_browser")
+    if true is None or predicted is None:
+        pairs = labels.confused_pairs(y_true, probs, top=1, class_names=names)
+        true, predicted = (pairs.at[0, "true"], pairs.at[0, "predicted"]) if len(pairs) else (names[0], names[0])
+    t = labels._classes(true, 1, "confusion_browser", names, "true")[0]
+    p = labels._classes(predicted, 1, "confusion_browser", names, "predicted")[0]
+    true_dd = W.Dropdown(options=names, value=names[t], description="true")
+    pred_dd = W.Dropdown(options=names, value=names[p], description="predicted")
+    face = W.IntSlider(value=0, min=0, max=0, description="face", continuous_update=False)
+    info = W.HTML()
+    out = W.Output()
+    state = {"cell": np.zeros(0, int)}
+
+    def draw(*_):
+        with out:
+            out.clear_output(wait=True)
+            cell = state["cell"]
+            if not len(cell):
+                box.figure = None
+                return
+            i = int(cell[face.value])
+            maps = labels.cell_saliency(model, faces[i:i + 1], true_dd.value, pred_dd.value, method=method,
+                                        class_names=names)
+            title = f"#{i}: p({pred_dd.value}) {probs[i, names.index(pred_dd.value)]:.2f}"
+            fig = plots.confusion_cell_grid(faces[i:i + 1], *maps, true_dd.value, pred_dd.value, titles=[title])
+            display(fig)
+            plt.close(fig)
+            box.figure = fig
+
+    def update(*_):
+        try:
+            state["cell"] = labels.confusion_cell(y_true, probs, true_dd.value, pred_dd.value, class_names=names)
+            info.value = f"{len(state['cell'])} faces of true class {true_dd.value} predicted {pred_dd.value}"
+        except ValueError as err:
+            state["cell"] = np.zeros(0, int)
+            info.value = str(err)
+        before = face.value
+        face.max = max(len(state["cell"]) - 1, 0)
+        face.value = 0
+        if face.value == before:  # otherwise the slider's own event redraws
+            draw()
+
+    true_dd.observe(update, names="value")
+    pred_dd.observe(update, names="value")
+    face.observe(draw, names="value")
+    box = W.VBox([W.HBox([true_dd, pred_dd]), face, info, out])
+    box.true, box.predicted, box.face, box.update, box.info, box.figure = true_dd, pred_dd, face, update, info, None
+    update()
+    return box
+
+
 # --- monitoring (notebook 4) -----------------------------------------------------------
 
 __all__ += ["probe_browser"]

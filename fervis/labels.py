@@ -1,0 +1,1249 @@
+"""Why are some expression labels easy and others hard? Metrics, LIME, drill-downs, embeddings.
+
+Notebook 3 tests a seed's guesses (happy is easy; disgust is hard because it is rare and looks
+like angry) against numbers:
+
+* **Metrics**, with scikit-learn underneath: :func:`confusion` (rows true, columns predicted),
+  :func:`class_report` (precision, recall, F1, support, calibration error per class),
+  :func:`confused_pairs`, :func:`reliability` and :func:`expected_calibration_error`
+  (Naeini et al., "Obtaining Well Calibrated Probabilities Using Bayesian Binning", AAAI 2015;
+  Guo et al., "On Calibration of Modern Neural Networks", ICML 2017; per class as the
+  class-wise ECE of Kull et al., NeurIPS 2019) and :func:`support_recall`.
+* **LIME** (Ribeiro, Singh & Guestrin, "Why Should I Trust You?", KDD 2016) sized for 48x48
+  grayscale faces: :func:`lime_explain` wraps ``lime.lime_image`` with SLIC superpixels
+  (Achanta et al., TPAMI 2012; lime's default quickshift makes two or three regions on a 48x48
+  face), 3-channel images for LIME and raw 1-channel pixels for the model, one batched model
+  call per face, and seeds for both the segmentation and the sampling (lime issue #477:
+  ``random_seed`` alone only seeds the segmentation). :func:`lime_stability` reports the IoU of
+  the top superpixels across repeated runs.
+* **Drill-down**: :func:`confusion_cell` and :func:`cell_saliency` (saliency for the true and
+  the predicted class, and their difference, via :func:`fervis.saliency.explain`), and
+  :func:`ambiguous_faces` (highest-loss faces with their top-2 classes).
+* **Embedding**: :func:`penultimate_features`, :func:`embed` (PCA, then t-SNE: van der Maaten &
+  Hinton, JMLR 2008) and :func:`separability` (leave-one-out kNN recall and silhouette per
+  class).
+* :func:`assess_guesses` turns those numbers into the closing verdict.
+
+Metrics need labels: an unlabelled dataset (the course's ``test.csv``) gets a clear
+``ValueError`` there, while predictions and LIME work on it as on any faces.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from fervis.constants import CLASS_NAMES, IMAGE_SIZE
+
+__all__ = [
+    "class_index", "class_distribution", "confusion", "class_report", "confused_pairs", "reliability",
+    "expected_calibration_error", "support_recall", "lime_segments", "lime_explain", "top_superpixels",
+    "lime_stability", "lime_region_shares", "confusion_cell", "cell_saliency", "ambiguous_faces",
+    "penultimate_features", "embed", "separability", "assess_guesses",
+]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _name(func):
+    return f"fervis.labels.{func}"
+
+
+def _int(value, name, func, low=1, high=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low or (
+            high is not None and value > high):
+        allowed = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
+        raise ValueError(f"The {name!r} parameter of {_name(func)} must be {allowed}. Got {value!r} instead.")
+    return int(value)
+
+
+def _real(value, name, func, low, high=None, low_open=False):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and np.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (high is None or value <= high)
+    if not ok:
+        bound = f"> {low}" if low_open else f">= {low}"
+        allowed = f"a number {bound}" + ("" if high is None else f" and <= {high}")
+        raise ValueError(f"The {name!r} parameter of {_name(func)} must be {allowed}. Got {value!r} instead.")
+    return float(value)
+
+
+def class_index(class_idx, class_names=CLASS_NAMES):
+    """The index of a class given by name (case-insensitive) or index.
+
+    Parameters
+    ----------
+    class_idx : int or str
+    class_names : sequence of str, default the 7 FER2013 classes
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> class_index("Disgust"), class_index(3)
+    (1, 3)
+    """
+    names = [str(c).lower() for c in class_names]
+    allowed = f"a class index in [0, {len(names)}) or a name in {tuple(class_names)}"
+    if isinstance(class_idx, str) and class_idx.lower() in names:
+        return names.index(class_idx.lower())
+    if isinstance(class_idx, (int, np.integer)) and not isinstance(class_idx, (bool, np.bool_)) and (
+            0 <= class_idx < len(names)):
+        return int(class_idx)
+    raise ValueError(f"The 'class_idx' parameter of fervis.labels.class_index must be {allowed}. "
+                     f"Got {class_idx!r} instead.")
+
+
+def _classes(class_idx, n, func, class_names=CLASS_NAMES, name="class_idx"):
+    """Per-image class indices ``(n,)`` from None (-1: the predicted class), one class or one per image."""
+    k = len(class_names)
+    allowed = (f"None (the predicted class), a class index in [0, {k}), a name in {tuple(class_names)}, "
+               f"or a sequence of {n} of those (one per image)")
+    if class_idx is None:
+        return np.full(n, -1, np.int64)
+    if isinstance(class_idx, (str, int, np.integer)) and not isinstance(class_idx, (bool, np.bool_)):
+        try:
+            return np.full(n, class_index(class_idx, class_names), np.int64)
+        except ValueError:
+            raise ValueError(f"The {name!r} parameter of {_name(func)} must be {allowed}. "
+                             f"Got {class_idx!r} instead.") from None
+    values = list(np.asarray(class_idx, dtype=object).ravel()) if np.ndim(class_idx) == 1 else None
+    if values is None or len(values) != n:
+        shape = np.shape(class_idx) if not isinstance(class_idx, (bool, np.bool_)) else class_idx
+        raise ValueError(f"The {name!r} parameter of {_name(func)} must be {allowed}. Got {shape!r} instead.")
+    out = np.empty(n, np.int64)
+    for i, value in enumerate(values):
+        try:
+            out[i] = class_index(value.item() if isinstance(value, np.generic) else value, class_names)
+        except ValueError:
+            raise ValueError(f"The {name!r} parameter of {_name(func)} must be {allowed}. "
+                             f"Got {value!r} at position {i} instead.") from None
+    return out
+
+
+def _faces(images, func, name="images"):
+    """``images`` as float32 ``(n, 48, 48, 1)`` raw pixels; ValueError for anything else."""
+    allowed = f"(n, {IMAGE_SIZE}, {IMAGE_SIZE}) or (n, {IMAGE_SIZE}, {IMAGE_SIZE}, 1)"
+    array = np.asarray(getattr(images, "images", images))
+    if array.dtype.kind not in "uif":
+        raise ValueError(f"The {name!r} parameter of {_name(func)} must be numeric pixels shaped {allowed}. "
+                         f"Got dtype {array.dtype} instead.")
+    given = array.shape
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.ndim != 4 or array.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1):
+        raise ValueError(f"The {name!r} parameter of {_name(func)} must be shaped {allowed}. "
+                         f"Got shape {given} instead.")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(f"The {name!r} parameter of {_name(func)} must hold finite pixel values. "
+                         "Got NaN or inf instead.")
+    return array
+
+
+def _model(model, func, num_classes=None):
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"The 'model' parameter of {_name(func)} must be a keras.Model. Got {model!r} instead.")
+    shape, out = model.input_shape, model.output_shape
+    if isinstance(shape, list) or tuple(shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE, 1):
+        raise ValueError(f"The 'model' parameter of {_name(func)} must take raw faces shaped (n, 48, 48, 1). "
+                         f"Got model {model.name!r} with input shape {shape} instead; wrap it with "
+                         "fervis.models.adapt.")
+    if isinstance(out, list) or len(out) != 2:
+        raise ValueError(f"The 'model' parameter of {_name(func)} must output class probabilities shaped "
+                         f"(n, classes). Got model {model.name!r} with output shape {out} instead.")
+    return int(out[-1])
+
+
+def _probs(probs, func, n=None):
+    array = np.asarray(probs)
+    if array.dtype.kind not in "uif" or array.ndim != 2 or array.shape[1] < 2 or (n is not None and len(array) != n):
+        rows = "n" if n is None else n
+        raise ValueError(f"The 'probs' parameter of {_name(func)} must be class probabilities shaped "
+                         f"({rows}, classes). Got dtype {array.dtype} and shape {array.shape} instead.")
+    return array.astype(np.float64)
+
+
+def _labels(y_true, n, num_classes, func, name="y_true"):
+    """Class labels ``(n,)``; an unlabelled dataset (label -1) gets a message, not a traceback."""
+    source = getattr(y_true, "source", None)
+    array = np.asarray(getattr(y_true, "labels", y_true))
+    if array.shape != (n,) or not (array.size == 0 or array.dtype.kind in "iu"):
+        raise ValueError(f"The {name!r} parameter of {_name(func)} must be {n} integer class labels (one per "
+                         f"row of probs) or a Dataset. Got dtype {array.dtype} and shape {array.shape} instead.")
+    unlabelled = int((array < 0).sum()) if array.size else 0
+    if unlabelled:
+        where = f" of dataset {source!r}" if source else ""
+        raise ValueError(
+            f"{_name(func)} needs labelled faces, but {unlabelled} of {n} faces{where} are unlabelled "
+            "(label -1, as in the course's test.csv). Predictions (fervis.saliency.predict) and "
+            "fervis.labels.lime_explain work without labels; metrics do not."
+        )
+    if array.size and array.max() >= num_classes:
+        raise ValueError(f"The {name!r} parameter of {_name(func)} must hold class indices in [0, {num_classes}). "
+                         f"Got {int(array.max())} instead.")
+    return array.astype(np.int64)
+
+
+def _names(class_names, k, func):
+    if class_names is None:
+        class_names = CLASS_NAMES
+    names = [str(c) for c in class_names]
+    if len(names) != k:
+        raise ValueError(f"The 'class_names' parameter of {_name(func)} must name all {k} classes. "
+                         f"Got {len(names)} names instead.")
+    return names
+
+
+def _default_names(k):
+    return list(CLASS_NAMES) if k == len(CLASS_NAMES) else [str(c) for c in range(k)]
+
+
+def _predicted(y_pred, n, k, func):
+    """Predicted labels from labels ``(n,)`` or probabilities ``(n, k)``."""
+    array = np.asarray(y_pred)
+    if array.ndim == 2:
+        return _probs(array, func, n).argmax(axis=1)
+    return _labels(array, n, k, func, "y_pred")
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def class_distribution(dataset, normalize=False):
+    """Faces per split and class (the seed's bar chart, for every split at once).
+
+    Parameters
+    ----------
+    dataset : fervis.data.Dataset
+    normalize : bool, default False
+        Shares of each split (rows sum to 1) instead of counts.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Splits x classes (plus ``unlabeled`` where some labels are -1).
+
+    Example
+    -------
+    >>> class_distribution(fervis.data.load("synthetic"), normalize=True).loc["Training", "disgust"]  # doctest: +SKIP
+    0.015
+    """
+    if not hasattr(dataset, "counts"):
+        raise ValueError("The 'dataset' parameter of fervis.labels.class_distribution must be a fervis Dataset. "
+                         f"Got {type(dataset).__name__} instead.")
+    counts = dataset.counts()
+    if normalize:
+        return counts.div(counts.sum(axis=1).where(lambda s: s > 0), axis=0)
+    return counts
+
+
+def confusion(y_true, y_pred, normalize=None, class_names=CLASS_NAMES):
+    """Confusion matrix: rows are the true class, columns the predicted class.
+
+    Parameters
+    ----------
+    y_true : int array ``(n,)`` or Dataset
+    y_pred : int array ``(n,)`` or probabilities ``(n, k)``
+    normalize : {None, "true", "pred", "all"}, default None
+        As in :func:`sklearn.metrics.confusion_matrix`: ``"true"`` divides each row by the
+        class's support (the diagonal is then the recall).
+    class_names : sequence of str
+
+    Returns
+    -------
+    pandas.DataFrame ``(k, k)``
+        Index named ``true``, columns named ``predicted``.
+
+    Example
+    -------
+    >>> confusion([0, 1, 1], [0, 0, 1], class_names=["a", "b"]).values.tolist()
+    [[1, 0], [1, 1]]
+    """
+    import pandas as pd
+    from sklearn.metrics import confusion_matrix
+
+    func = "confusion"
+    if normalize not in (None, "true", "pred", "all"):
+        raise ValueError(f"The 'normalize' parameter of {_name(func)} must be one of [None, 'true', 'pred', 'all']. "
+                         f"Got {normalize!r} instead.")
+    y_pred_arr = np.asarray(y_pred)
+    k = y_pred_arr.shape[1] if y_pred_arr.ndim == 2 else len(class_names)
+    names = _names(class_names, k, func)
+    n = len(y_pred_arr)
+    y_true = _labels(y_true, n, k, func)
+    y_hat = _predicted(y_pred_arr, n, k, func)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cm = confusion_matrix(y_true, y_hat, labels=np.arange(k), normalize=normalize)
+    return pd.DataFrame(cm, index=pd.Index(names, name="true"), columns=pd.Index(names, name="predicted"))
+
+
+def _bins(y, p, n_bins):
+    """Per-bin mean confidence, accuracy and count, binned as sklearn's calibration_curve does."""
+    from sklearn.calibration import calibration_curve
+
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    ids = np.searchsorted(edges[1:-1], p)
+    counts = np.bincount(ids, minlength=n_bins)
+    confidence = np.full(n_bins, np.nan)
+    accuracy = np.full(n_bins, np.nan)
+    if len(y):
+        acc, conf = calibration_curve(y, p, n_bins=n_bins, strategy="uniform", pos_label=1)
+        accuracy[counts > 0], confidence[counts > 0] = acc, conf
+    return edges, confidence, accuracy, counts
+
+
+def _calibration_inputs(y_true, probs, class_idx, func):
+    probs = _probs(probs, func)
+    k = probs.shape[1]
+    y_true = _labels(y_true, len(probs), k, func)
+    if class_idx is None:
+        return (probs.argmax(axis=1) == y_true).astype(int), probs.max(axis=1)
+    c = _classes(class_idx, 1, func, _default_names(k))[0]
+    return (y_true == c).astype(int), probs[:, c]
+
+
+def reliability(y_true, probs, n_bins=10, class_idx=None):
+    """The reliability diagram's numbers: accuracy against confidence in equal-width bins.
+
+    Parameters
+    ----------
+    y_true : int array ``(n,)`` or Dataset
+    probs : float array ``(n, k)``
+    n_bins : int, default 10
+    class_idx : None, int or str
+        ``None``: top-label calibration (confidence = the highest probability, accuracy = the
+        prediction is right). A class: that class's probability against "the face is of
+        that class" (one-vs-rest).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per bin: ``lower``, ``upper``, ``confidence`` (mean probability), ``accuracy``
+        (observed frequency), ``count``; NaN in empty bins.
+
+    Example
+    -------
+    >>> reliability(y, probs, n_bins=5)["count"].sum() == len(y)  # doctest: +SKIP
+    True
+    """
+    import pandas as pd
+
+    func = "reliability"
+    n_bins = _int(n_bins, "n_bins", func, 1, 1000)
+    y, p = _calibration_inputs(y_true, probs, class_idx, func)
+    edges, confidence, accuracy, counts = _bins(y, p, n_bins)
+    return pd.DataFrame({"lower": edges[:-1], "upper": edges[1:], "confidence": confidence,
+                         "accuracy": accuracy, "count": counts}, index=pd.RangeIndex(n_bins, name="bin"))
+
+
+def expected_calibration_error(y_true, probs, n_bins=10, class_idx=None):
+    """Expected calibration error: the count-weighted mean gap between accuracy and confidence.
+
+    Parameters
+    ----------
+    y_true, probs, n_bins, class_idx
+        As in :func:`reliability`.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 0 is perfectly calibrated. NaN for no faces.
+
+    Example
+    -------
+    >>> expected_calibration_error(np.array([0, 1]), np.array([[1.0, 0.0], [0.0, 1.0]]))
+    0.0
+    """
+    table = reliability(y_true, probs, n_bins=n_bins, class_idx=class_idx)
+    total = table["count"].sum()
+    if total == 0:
+        return float("nan")
+    gap = (table["accuracy"] - table["confidence"]).abs().fillna(0.0)
+    return float((gap * table["count"]).sum() / total)
+
+
+def _train_counts(train_counts, names, func):
+    if train_counts is None:
+        return None
+    if hasattr(train_counts, "reindex"):  # a Series or dict-like keyed by class name
+        values = train_counts.reindex(names).to_numpy()
+    elif isinstance(train_counts, dict):
+        values = np.array([train_counts.get(c, np.nan) for c in names], dtype=float)
+    else:
+        values = np.asarray(train_counts, dtype=float)
+    values = np.asarray(values, dtype=float)
+    if values.shape != (len(names),) or np.isnan(values).any() or (values < 0).any():
+        raise ValueError(f"The 'train_counts' parameter of {_name(func)} must give a non-negative count for each of "
+                         f"{names}. Got {train_counts!r} instead.")
+    return values.astype(np.int64)
+
+
+def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_NAMES):
+    """Precision, recall, F1, support and calibration error per class.
+
+    Parameters
+    ----------
+    y_true : int array ``(n,)`` or Dataset
+    probs : float array ``(n, k)``
+    train_counts : sequence of k ints, dict or pandas.Series, optional
+        Training faces per class (``dataset.counts().loc["Training"]``), added as
+        ``train_support`` so support and recall can be compared.
+    n_bins : int, default 10
+        Bins of the class-wise expected calibration error.
+    class_names : sequence of str
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per class: ``precision``, ``recall``, ``f1``, ``support`` (evaluation faces),
+        ``ece`` and, when given, ``train_support``.
+
+    Example
+    -------
+    >>> class_report(y, probs).loc["happy", "recall"]  # doctest: +SKIP
+    0.93
+    """
+    import pandas as pd
+    from sklearn.metrics import precision_recall_fscore_support
+
+    func = "class_report"
+    probs = _probs(probs, func)
+    k = probs.shape[1]
+    names = _names(class_names, k, func)
+    y_true = _labels(y_true, len(probs), k, func)
+    n_bins = _int(n_bins, "n_bins", func, 1, 1000)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, probs.argmax(axis=1), labels=np.arange(k), zero_division=0)
+    table = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support},
+                         index=pd.Index(names, name="class"))
+    table["ece"] = [expected_calibration_error(y_true, probs, n_bins, class_idx=c) for c in range(k)]
+    counts = _train_counts(train_counts, names, func)
+    if counts is not None:
+        table["train_support"] = counts
+    return table
+
+
+def confused_pairs(y_true, y_pred, top=10, by="rate", class_names=CLASS_NAMES):
+    """The most-confused (true, predicted) pairs, ranked.
+
+    Parameters
+    ----------
+    y_true : int array ``(n,)`` or Dataset
+    y_pred : int array ``(n,)`` or probabilities ``(n, k)``
+    top : int, default 10
+    by : {"rate", "count"}, default "rate"
+        ``rate`` is the share of the true class's faces given the predicted class, so a rare
+        class's confusion is not hidden behind a frequent class's larger counts.
+    class_names : sequence of str
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``true``, ``predicted``, ``count``, ``rate``; pairs with no face left out.
+
+    Example
+    -------
+    >>> confused_pairs(y, probs, top=3)  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    func = "confused_pairs"
+    if by not in ("rate", "count"):
+        raise ValueError(f"The 'by' parameter of {_name(func)} must be one of ['rate', 'count']. Got {by!r} instead.")
+    top = _int(top, "top", func)
+    counts = confusion(y_true, y_pred, class_names=class_names)
+    support = counts.sum(axis=1).to_numpy()
+    rows = []
+    for i, true in enumerate(counts.index):
+        for j, pred in enumerate(counts.columns):
+            if i != j and counts.iat[i, j] > 0:
+                rows.append((true, pred, int(counts.iat[i, j]), counts.iat[i, j] / support[i]))
+    table = pd.DataFrame(rows, columns=["true", "predicted", "count", "rate"])
+    other = "count" if by == "rate" else "rate"
+    table = table.sort_values([by, other], ascending=False, kind="stable").head(top)
+    return table.reset_index(drop=True)
+
+
+def support_recall(report, column=None):
+    """Spearman rank correlation between support and recall across classes.
+
+    Parameters
+    ----------
+    report : pandas.DataFrame
+        From :func:`class_report`.
+    column : str, optional
+        The support column; default ``train_support`` when present, else ``support``.
+
+    Returns
+    -------
+    float
+        In [-1, 1]: 1 when recall follows sample count exactly; NaN when either is constant.
+
+    Example
+    -------
+    >>> support_recall(class_report(y, probs, train_counts=counts))  # doctest: +SKIP
+    0.71
+    """
+    from scipy.stats import spearmanr
+
+    column = column or ("train_support" if "train_support" in report else "support")
+    if column not in report or "recall" not in report:
+        raise ValueError(f"The 'report' parameter of {_name('support_recall')} must have columns 'recall' and "
+                         f"{column!r} (from fervis.labels.class_report). Got columns {list(report.columns)} instead.")
+    x, y = report[column].to_numpy(float), report["recall"].to_numpy(float)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
+
+
+# --------------------------------------------------------------------------- LIME
+
+
+def lime_segments(images, num_segments=50, compactness=0.1, sigma=0.5):
+    """SLIC superpixels sized for 48x48 faces: a few dozen regions that follow the features.
+
+    Parameters
+    ----------
+    images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``, 0-255
+    num_segments : int, default 50
+        SLIC's target; a face gets about 30-40 connected superpixels.
+    compactness : float, default 0.1
+        Shape against intensity (on pixels scaled to [0, 1]): larger gives a squarer grid.
+    sigma : float, default 0.5
+        Gaussian smoothing before segmenting.
+
+    Returns
+    -------
+    ndarray int32 ``(n, 48, 48)``
+        Superpixel ids ``0 .. m-1`` per face, contiguous. SLIC is deterministic: the same
+        face always gets the same segmentation.
+
+    Example
+    -------
+    >>> lime_segments(np.zeros((1, 48, 48))).shape
+    (1, 48, 48)
+    """
+    from skimage.segmentation import slic
+
+    func = "lime_segments"
+    x = _faces(images, func)[..., 0] / 255.0
+    num_segments = _int(num_segments, "num_segments", func, 2, IMAGE_SIZE * IMAGE_SIZE)
+    compactness = _real(compactness, "compactness", func, 0.0, low_open=True)
+    sigma = _real(sigma, "sigma", func, 0.0)
+    out = np.empty(x.shape, np.int32)
+    for i, face in enumerate(x):
+        seg = slic(face, n_segments=num_segments, compactness=compactness, sigma=sigma, channel_axis=None,
+                   start_label=0, enforce_connectivity=True)
+        out[i] = np.unique(seg, return_inverse=True)[1].reshape(seg.shape)
+    return out
+
+
+def _explainer_class():
+    from lime import lime_image
+
+    class Explainer(lime_image.LimeImageExplainer):
+        """lime's explainer with the neighbourhood built in one numpy step.
+
+        lime builds each perturbed image in a Python loop (a deep copy and one mask per
+        switched-off superpixel) behind a tqdm bar; here the same random draws, in the same
+        order, make all of them at once, so results equal lime's own for the same seed.
+        """
+
+        def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
+            n_features = np.unique(segments).shape[0]
+            data = self.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
+            data[0, :] = 1
+            keep = data[:, segments].astype(bool)[..., None]
+            return data, np.asarray(classifier_fn(np.where(keep, image[None], fudged_image[None])))
+
+    return Explainer
+
+
+def _lime_weights(model, x, classes, segments, num_samples, seed, batch_size, hide_color, kernel_width):
+    """Per face: LIME's weight for each superpixel, for class ``classes[i]``."""
+    from fervis import saliency
+
+    Explainer = _explainer_class()
+
+    def classifier_fn(batch):
+        # LIME hands over its 3-channel copies; the model takes the raw grey channel.
+        return saliency.predict(model, batch[..., :1], batch_size=batch_size)
+
+    weights = []
+    for i in range(len(x)):
+        seg = segments[i]
+        m = int(seg.max()) + 1
+        # A fresh RandomState per face: a face's explanation does not depend on the others.
+        explainer = Explainer(kernel_width=kernel_width, random_state=np.random.RandomState(seed))
+        image = np.repeat(x[i], 3, axis=-1).astype(np.float64)
+        c = int(classes[i])
+        exp = explainer.explain_instance(
+            image, classifier_fn, labels=(c,), top_labels=None, hide_color=hide_color, num_features=m,
+            num_samples=num_samples, batch_size=num_samples, segmentation_fn=lambda _image, seg=seg: seg,
+            random_seed=seed)
+        w = np.zeros(m)
+        for feature, value in exp.local_exp[c]:
+            w[feature] = value
+        weights.append(w)
+    return weights
+
+
+def lime_explain(model, images, class_idx=None, num_samples=1000, num_segments=50, seed=0, batch_size=500,
+                 segments=None, hide_color=None, kernel_width=0.25):
+    """LIME maps: each pixel carries its superpixel's weight for the class (+ for, - against).
+
+    Parameters
+    ----------
+    model : keras.Model
+        Takes raw 0-255 faces ``(n, 48, 48, 1)``, outputs probabilities.
+    images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``, or a Dataset
+        Labels are not needed: unlabelled faces are explained like any others.
+    class_idx : None, int, str or sequence of those
+        ``None`` explains the predicted class; one class for every face; or one per face.
+    num_samples : int, default 1000
+        Perturbed copies per face (LIME's neighbourhood), scored in batches of ``batch_size``.
+    num_segments : int, default 50
+        SLIC target (see :func:`lime_segments`); ignored when ``segments`` is given.
+    seed : int, default 0
+        Seeds the sampling and the ridge fit (lime's ``random_state``) and lime's
+        ``random_seed``; the same seed gives the same maps.
+    batch_size : int, default 500
+        Perturbed faces per model call.
+    segments : int array ``(n, 48, 48)``, optional
+        Precomputed superpixels (from :func:`lime_segments`).
+    hide_color : None or float, default None
+        A superpixel switched off takes its mean grey (``None``) or this value.
+    kernel_width : float, default 0.25
+        lime's exponential kernel width on the cosine distance to the face.
+
+    Returns
+    -------
+    ndarray float32 ``(n, 48, 48)``
+        The superpixel weights of LIME's local linear model, painted on the pixels.
+
+    Example
+    -------
+    >>> maps = lime_explain(model, faces[:2], num_samples=300)  # doctest: +SKIP
+    >>> maps.shape
+    (2, 48, 48)
+    """
+    from fervis import saliency
+
+    func = "lime_explain"
+    k = _model(model, func)
+    x = _faces(images, func)
+    n = len(x)
+    classes = _classes(class_idx, n, func, _default_names(k))
+    num_samples = _int(num_samples, "num_samples", func, 2)
+    seed = _int(seed, "seed", func, 0, 2 ** 32 - 1)
+    batch_size = _int(batch_size, "batch_size", func)
+    kernel_width = _real(kernel_width, "kernel_width", func, 0.0, low_open=True)
+    if hide_color is not None:
+        hide_color = _real(hide_color, "hide_color", func, 0.0, 255.0)
+    if segments is None:
+        segments = lime_segments(x, num_segments)
+    else:
+        segments = np.asarray(segments)
+        if segments.shape != (n, IMAGE_SIZE, IMAGE_SIZE) or segments.dtype.kind not in "iu" or (
+                segments.size and segments.min() < 0):
+            raise ValueError(f"The 'segments' parameter of {_name(func)} must be non-negative integer superpixel "
+                             f"ids shaped {(n, IMAGE_SIZE, IMAGE_SIZE)}. Got dtype {segments.dtype} and shape "
+                             f"{segments.shape} instead.")
+        segments = np.stack([np.unique(s, return_inverse=True)[1].reshape(s.shape) for s in segments]) if n else \
+            segments.astype(np.int64)
+    if n == 0:
+        return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    if (classes < 0).any():
+        classes = np.where(classes < 0, saliency.predict(model, x, batch_size=batch_size).argmax(axis=1), classes)
+    weights = _lime_weights(model, x, classes, segments, num_samples, seed, batch_size, hide_color, kernel_width)
+    return np.stack([w[s] for w, s in zip(weights, segments)]).astype(np.float32)
+
+
+def _superpixel_weights(maps, segments):
+    """Each face's weight per superpixel, read back from a painted map."""
+    out = []
+    for m, s in zip(maps, segments):
+        ids = s.ravel()
+        sums = np.bincount(ids, weights=m.ravel().astype(np.float64))
+        sizes = np.bincount(ids)
+        out.append(np.divide(sums, sizes, out=np.zeros_like(sums), where=sizes > 0))
+    return out
+
+
+def top_superpixels(maps, segments, k=5, sign="positive"):
+    """Masks of the ``k`` superpixels with the largest weight for (or against) the class.
+
+    Parameters
+    ----------
+    maps : float array ``(n, 48, 48)``
+        From :func:`lime_explain`.
+    segments : int array ``(n, 48, 48)``
+        The superpixels the maps were made with (:func:`lime_segments`).
+    k : int, default 5
+    sign : {"positive", "negative"}, default "positive"
+        ``positive``: the superpixels for the class (largest positive weights);
+        ``negative``: those against it. Superpixels of the other sign are never chosen, so a
+        mask can hold fewer than ``k``.
+
+    Returns
+    -------
+    ndarray bool ``(n, 48, 48)``
+
+    Example
+    -------
+    >>> masks = top_superpixels(maps, lime_segments(faces), k=3)  # doctest: +SKIP
+    """
+    func = "top_superpixels"
+    maps = np.asarray(maps, dtype=np.float64)
+    segments = np.asarray(segments)
+    if maps.ndim != 3 or segments.shape != maps.shape or segments.dtype.kind not in "iu":
+        raise ValueError(f"The 'maps' and 'segments' parameters of {_name(func)} must be arrays of the same shape "
+                         f"(n, 48, 48), segments of integer ids. Got {maps.shape} and {segments.shape} "
+                         f"({segments.dtype}) instead.")
+    if sign not in ("positive", "negative"):
+        raise ValueError(f"The 'sign' parameter of {_name(func)} must be one of ['positive', 'negative']. "
+                         f"Got {sign!r} instead.")
+    k = _int(k, "k", func)
+    direction = 1.0 if sign == "positive" else -1.0
+    masks = np.zeros(maps.shape, bool)
+    for i, w in enumerate(_superpixel_weights(maps, segments)):
+        w = direction * w
+        order = np.argsort(-w, kind="stable")[:k]
+        chosen = order[w[order] > 0]
+        masks[i] = np.isin(segments[i], chosen)
+    return masks
+
+
+def lime_stability(model, images, class_idx=None, runs=3, top_k=5, num_samples=1000, num_segments=50, seed=0,
+                   batch_size=500, segments=None, hide_color=None):
+    """How much LIME's top superpixels move between runs that differ only in their seed.
+
+    Parameters
+    ----------
+    model, images, class_idx, num_samples, num_segments, batch_size, segments, hide_color
+        As in :func:`lime_explain`.
+    runs : int, default 3
+        Runs with seeds ``seed, seed + 1, ...``; the segmentation is the same in every run.
+    top_k : int, default 5
+        Superpixels compared: the ``top_k`` with the largest positive weight.
+    seed : int, default 0
+
+    Returns
+    -------
+    ndarray float ``(n,)``
+        Mean pairwise IoU (intersection over union of the pixels) of the top-k masks:
+        1 is perfectly stable, 0 is no overlap at all.
+
+    Example
+    -------
+    >>> lime_stability(model, faces[:4], runs=3, num_samples=500)  # doctest: +SKIP
+    array([0.82, 0.71, 1.  , 0.64])
+    """
+    from fervis import saliency
+
+    func = "lime_stability"
+    _model(model, func)
+    x = _faces(images, func)
+    runs = _int(runs, "runs", func, 2)
+    top_k = _int(top_k, "top_k", func)
+    seed = _int(seed, "seed", func, 0, 2 ** 32 - 1 - runs)
+    if segments is None:
+        segments = lime_segments(x, num_segments)
+    if class_idx is None and len(x):  # fix the class once, so every run explains the same one
+        class_idx = saliency.predict(model, x, batch_size=batch_size).argmax(axis=1)
+    masks = []
+    for r in range(runs):
+        maps = lime_explain(model, x, class_idx, num_samples=num_samples, seed=seed + r, batch_size=batch_size,
+                            segments=segments, hide_color=hide_color)
+        masks.append(top_superpixels(maps, np.asarray(segments), k=top_k))
+    ious = []
+    for a in range(runs):
+        for b in range(a + 1, runs):
+            inter = (masks[a] & masks[b]).sum(axis=(1, 2))
+            union = (masks[a] | masks[b]).sum(axis=(1, 2))
+            ious.append(np.divide(inter, union, out=np.ones(len(x)), where=union > 0))
+    return np.mean(ious, axis=0) if ious else np.zeros(0)
+
+
+def _face_regions(dataset, n, func):
+    """Region ids ``(n, 48, 48)`` and names: the synthetic ground truth, else the FER2013 template."""
+    regions = getattr(dataset, "regions", None)
+    if regions is not None:
+        return np.asarray(regions), tuple(dataset.region_names)
+    from fervis import regions as region_maps
+
+    template = np.asarray(region_maps.template())
+    return np.broadcast_to(template, (n,) + template.shape), tuple(region_maps.REGION_NAMES)
+
+
+def lime_region_shares(maps, dataset, class_idx, normalize=None, class_names=CLASS_NAMES):
+    """How each class's positive LIME weight splits over the face regions of notebook 1.
+
+    The positive part of each map (the evidence *for* the class) is treated like a saliency
+    map and summed per region with :func:`fervis.saliency.region_shares`, so LIME and the
+    gradient methods are compared on the same axes.
+
+    Parameters
+    ----------
+    maps : float array ``(n, 48, 48)``
+        From :func:`lime_explain`.
+    dataset : fervis.data.Dataset
+        The faces explained; its ground-truth ``regions`` when it has them (synthetic),
+        otherwise :func:`fervis.regions.template` for registered FER2013 crops.
+    class_idx : sequence of n classes
+        The class each map explains (and is counted under).
+    normalize : {None, "area"}
+        As in :func:`fervis.saliency.region_shares`.
+    class_names : sequence of str
+
+    Returns
+    -------
+    pandas.DataFrame
+        Classes x regions, plus a row ``"all"``.
+
+    Example
+    -------
+    >>> lime_region_shares(maps, faces, classes)  # doctest: +SKIP
+    """
+    from fervis import saliency
+
+    func = "lime_region_shares"
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim != 3 or maps.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(f"The 'maps' parameter of {_name(func)} must be shaped (n, 48, 48). "
+                         f"Got {maps.shape} instead.")
+    n = len(maps)
+    if len(getattr(dataset, "images", ())) != n:
+        raise ValueError(f"The 'dataset' parameter of {_name(func)} must be the Dataset of the {n} faces explained. "
+                         f"Got {type(dataset).__name__} with {len(getattr(dataset, 'images', ()))} faces instead.")
+    classes = _classes(class_idx, n, func, class_names)
+    if (classes < 0).any():
+        raise ValueError(f"The 'class_idx' parameter of {_name(func)} must name the class each map explains. "
+                         "Got None instead.")
+    regions, region_names = _face_regions(dataset, n, func)
+    return saliency.region_shares(np.clip(maps, 0.0, None), regions, classes, region_names,
+                                  class_names=class_names, normalize=normalize)
+
+
+# --------------------------------------------------------------------------- drill-down
+
+
+def confusion_cell(y_true, probs, true, predicted, class_names=CLASS_NAMES):
+    """The faces of one confusion-matrix cell, most confidently (mis)predicted first.
+
+    Parameters
+    ----------
+    y_true : int array ``(n,)`` or Dataset
+    probs : float array ``(n, k)``
+    true, predicted : int or str
+        The cell: faces of class ``true`` predicted as ``predicted`` (equal: the correct ones).
+    class_names : sequence of str
+
+    Returns
+    -------
+    ndarray int ``(m,)``
+        Indices into ``y_true``/``probs``, by decreasing probability of ``predicted``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown class, or an empty cell (the message lists the cells of that row that
+        do hold faces).
+
+    Example
+    -------
+    >>> confusion_cell(y, probs, "disgust", "angry")  # doctest: +SKIP
+    array([12, 40, 7])
+    """
+    func = "confusion_cell"
+    probs = _probs(probs, func)
+    k = probs.shape[1]
+    names = _names(class_names, k, func)
+    y_true = _labels(y_true, len(probs), k, func)
+    t = _classes(true, 1, func, names, "true")[0]
+    p = _classes(predicted, 1, func, names, "predicted")[0]
+    y_pred = probs.argmax(axis=1)
+    idx = np.flatnonzero((y_true == t) & (y_pred == p))
+    if not len(idx):
+        row = np.bincount(y_pred[y_true == t], minlength=k)
+        filled = {names[j]: int(row[j]) for j in range(k) if row[j]}
+        raise ValueError(
+            f"The confusion cell (true={names[t]!r}, predicted={names[p]!r}) of {_name(func)} is empty: no "
+            f"{names[t]} face is predicted {names[p]}. Cells of that row with faces: {filled or 'none'}."
+        )
+    return idx[np.argsort(-probs[idx, p], kind="stable")]
+
+
+def cell_saliency(model, images, true, predicted, method="gradient", batch_size=64, class_names=CLASS_NAMES):
+    """Saliency for the true and for the predicted class, and where they differ.
+
+    Parameters
+    ----------
+    model : keras.Model
+    images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
+        Faces of one confusion cell (:func:`confusion_cell`).
+    true, predicted : int or str
+    method : str, default "gradient"
+        Any method of :func:`fervis.saliency.explain` (each runs in a ``tf.function``).
+    batch_size : int, default 64
+    class_names : sequence of str
+
+    Returns
+    -------
+    (maps_true, maps_predicted, difference) : three float32 arrays ``(n, 48, 48)``
+        The maps are normalised to a maximum of 1 per face; ``difference`` is
+        ``maps_predicted - maps_true``, positive where the predicted class draws more on
+        the pixel than the true class does.
+
+    Example
+    -------
+    >>> t, p, d = cell_saliency(model, faces[cell], "disgust", "angry")  # doctest: +SKIP
+    """
+    from fervis import saliency
+
+    func = "cell_saliency"
+    _model(model, func)
+    x = _faces(images, func)
+    t = _classes(true, 1, func, class_names, "true")[0]
+    p = _classes(predicted, 1, func, class_names, "predicted")[0]
+    maps_true = saliency.explain(model, x, method=method, class_idx=int(t), batch_size=batch_size)
+    maps_pred = saliency.explain(model, x, method=method, class_idx=int(p), batch_size=batch_size)
+    return maps_true, maps_pred, (maps_pred - maps_true).astype(np.float32)
+
+
+def ambiguous_faces(y_true, probs, per_class=3, class_names=CLASS_NAMES):
+    """The highest-loss faces of each class, with their top-2 predicted classes.
+
+    A face the model gives to another class with high confidence is a candidate for a
+    doubtful label; one spread over two neighbours is a genuinely ambiguous expression.
+
+    Parameters
+    ----------
+    y_true : int array ``(n,)`` or Dataset
+    probs : float array ``(n, k)``
+    per_class : int, default 3
+    class_names : sequence of str
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per face, grouped by class, highest loss first: ``index`` (into ``probs``),
+        ``label``, ``loss`` (cross-entropy), ``p_label``, ``top1``, ``p_top1``, ``top2``,
+        ``p_top2``.
+
+    Example
+    -------
+    >>> ambiguous_faces(train.labels, train_probs, per_class=2)  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    func = "ambiguous_faces"
+    probs = _probs(probs, func)
+    k = probs.shape[1]
+    names = _names(class_names, k, func)
+    y_true = _labels(y_true, len(probs), k, func)
+    per_class = _int(per_class, "per_class", func)
+    p_label = probs[np.arange(len(probs)), y_true] if len(probs) else np.zeros(0)
+    loss = -np.log(np.clip(p_label, 1e-12, 1.0))
+    order = np.argsort(-probs, axis=1, kind="stable")
+    rows = []
+    for c in range(k):
+        mine = np.flatnonzero(y_true == c)
+        for i in mine[np.argsort(-loss[mine], kind="stable")][:per_class]:
+            a, b = order[i, 0], order[i, 1]
+            rows.append((int(i), names[c], loss[i], p_label[i], names[a], probs[i, a], names[b], probs[i, b]))
+    return pd.DataFrame(rows, columns=["index", "label", "loss", "p_label", "top1", "p_top1", "top2", "p_top2"])
+
+
+# --------------------------------------------------------------------------- embedding
+
+
+def _all_layers(model):
+    """Every layer, in graph order, also inside nested models."""
+    import keras
+
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def _penultimate_layer(model, func):
+    """Name of the layer feeding the last Dense layer (the classifier's features)."""
+    import keras
+
+    layers = list(_all_layers(model))
+    names = [layer.name for layer in layers]
+    dense = [layer for layer in layers if isinstance(layer, keras.layers.Dense)]
+    source = dense[-1]._inbound_nodes[0].input_tensors[0]._keras_history[0] if dense else None
+    if source is None or isinstance(source, keras.layers.InputLayer):
+        raise ValueError(f"The 'model' parameter of {_name(func)} has no Dense layer fed by another layer whose "
+                         f"output could serve as features; pass layer_name, one of {names}.")
+    return source.name
+
+
+def penultimate_features(model, images, layer_name=None, batch_size=256):
+    """The features the classifier's last Dense layer sees, one vector per face.
+
+    Parameters
+    ----------
+    model : keras.Model
+    images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``, or a Dataset
+    layer_name : str, optional
+        Another layer to read; a 4-D output is averaged over space. Default: the input of
+        the last Dense layer (``predictions`` for fervis models), also in nested models.
+    batch_size : int, default 256
+
+    Returns
+    -------
+    ndarray float32 ``(n, d)``
+
+    Example
+    -------
+    >>> penultimate_features(model, faces).shape  # doctest: +SKIP
+    (600, 128)
+    """
+    from fervis import models
+
+    func = "penultimate_features"
+    _model(model, func)
+    x = _faces(images, func)
+    batch_size = _int(batch_size, "batch_size", func)
+    if layer_name is None:
+        layer_name = _penultimate_layer(model, func)
+    elif not isinstance(layer_name, str) or layer_name not in [layer.name for layer in _all_layers(model)]:
+        raise ValueError(f"The 'layer_name' parameter of {_name(func)} must be one of "
+                         f"{[layer.name for layer in _all_layers(model)]}. Got {layer_name!r} instead.")
+    features = models.truncate_at(model, layer_name)
+    out = [np.asarray(features(x[a:a + batch_size], training=False)) for a in range(0, len(x), batch_size)]
+    if not out:
+        d = int(np.prod(features.output_shape[-1:]))
+        return np.zeros((0, d), np.float32)
+    out = np.concatenate(out)
+    if out.ndim > 2:
+        out = out.reshape(len(out), -1, out.shape[-1]).mean(axis=1)
+    return out.astype(np.float32)
+
+
+def _reduce(features, pca_components, seed, func):
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) < 3 or not np.isfinite(features).all():
+        raise ValueError(f"The 'features' parameter of {_name(func)} must be a finite array shaped (n, d) with n >= 3. "
+                         f"Got shape {features.shape} instead.")
+    pca_components = _int(pca_components, "pca_components", func)
+    z = StandardScaler().fit_transform(features)
+    m = min(pca_components, features.shape[1], len(features))
+    return PCA(n_components=m, random_state=seed).fit_transform(z)
+
+
+def embed(features, pca_components=50, perplexity=30.0, seed=0):
+    """A 2-D map of the features: standardised, PCA, then t-SNE.
+
+    Parameters
+    ----------
+    features : float array ``(n, d)``
+        From :func:`penultimate_features`.
+    pca_components : int, default 50
+    perplexity : float, default 30
+        Lowered to ``(n - 1) / 3`` for small ``n``, as t-SNE needs.
+    seed : int, default 0
+
+    Returns
+    -------
+    ndarray float32 ``(n, 2)``
+
+    Example
+    -------
+    >>> coords = embed(penultimate_features(model, faces))  # doctest: +SKIP
+    """
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    func = "embed"
+    seed = _int(seed, "seed", func, 0, 2 ** 32 - 1)
+    perplexity = _real(perplexity, "perplexity", func, 0.0, low_open=True)
+    z = _reduce(features, pca_components, seed, func)
+    perplexity = min(perplexity, (len(z) - 1) / 3.0)
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed)
+    # One thread: on a shared 2-core CPU, the Barnes-Hut loop's OpenMP threads spin-wait for
+    # each other and run ~10x slower than one thread (measured: 600 faces, 82 s against 9 s).
+    with threadpool_limits(1):
+        return tsne.fit_transform(z).astype(np.float32)
+
+
+def separability(features, labels, k=10, pca_components=50, class_names=CLASS_NAMES):
+    """How well each class separates from the others in feature space.
+
+    Parameters
+    ----------
+    features : float array ``(n, d)``
+    labels : int array ``(n,)`` or Dataset
+    k : int, default 10
+        Neighbours of the leave-one-out kNN vote.
+    pca_components : int, default 50
+        Features are standardised and reduced with PCA first (as for :func:`embed`).
+    class_names : sequence of str
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per class with faces, and ``all``: ``n``, ``knn_recall`` (share of the
+        class's faces whose k nearest other faces vote for their class), ``silhouette``
+        (mean silhouette of its faces, -1 to 1) and ``nearest_class`` (the class its faces'
+        neighbours vote for most when they vote wrong).
+
+    Example
+    -------
+    >>> separability(penultimate_features(model, faces), faces.labels)  # doctest: +SKIP
+    """
+    import pandas as pd
+    from sklearn.metrics import silhouette_samples
+    from sklearn.neighbors import NearestNeighbors
+
+    func = "separability"
+    z = _reduce(features, pca_components, 0, func)
+    n = len(z)
+    num_classes = len(class_names)
+    y = _labels(labels, n, num_classes, func, "labels")
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"The 'labels' parameter of {_name(func)} must hold at least two classes. "
+                         f"Got only {[class_names[c] for c in np.unique(y)]} instead.")
+    k = _int(k, "k", func, 1, n - 1)
+    _, neighbours = NearestNeighbors(n_neighbors=k + 1).fit(z).kneighbors(z)
+    votes = y[neighbours[:, 1:]]  # the face itself is its own nearest neighbour: left out
+    tally = np.stack([(votes == c).sum(axis=1) for c in range(num_classes)], axis=1)
+    knn = tally.argmax(axis=1)  # ties go to the lower class index
+    sil = silhouette_samples(z, y)
+    rows, index = [], []
+    for c in range(num_classes):
+        sel = y == c
+        if not sel.any():
+            continue
+        wrong = knn[sel][knn[sel] != c]
+        nearest = class_names[np.bincount(wrong, minlength=num_classes).argmax()] if len(wrong) else ""
+        rows.append((int(sel.sum()), float((knn[sel] == c).mean()), float(sil[sel].mean()), nearest))
+        index.append(class_names[c])
+    rows.append((n, float((knn == y).mean()), float(sil.mean()), ""))
+    index.append("all")
+    return pd.DataFrame(rows, columns=["n", "knn_recall", "silhouette", "nearest_class"],
+                        index=pd.Index(index, name="class"))
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def _verdict(strong, weak):
+    return "yes" if strong else ("partly" if weak else "no")
+
+
+def assess_guesses(report, pairs, separation=None, shares=None, min_correlation=0.5, min_confusion=0.25,
+                   min_share=0.35, min_gap=0.2):
+    """Which labels are good and bad, and which of the seed's explanations the numbers support.
+
+    The best and the worst class are the highest and lowest F1 in ``report``. Each guess is
+    judged on them:
+
+    * *few training samples*: recall rises with support (Spearman rho >= ``min_correlation``)
+      and the worst class is among the two rarest ("partly": one of the two);
+    * *confused with a neighbour*: at least ``min_confusion`` of the worst class's faces go to
+      one other class ("partly": at least half that);
+    * *evidence in one region*: the best class puts at least ``min_share`` of its positive
+      LIME weight in one region, more than the worst class does in its top region
+      ("partly": only the second holds);
+    * *separability*: in feature space the best class's kNN recall exceeds the worst's by
+      ``min_gap`` ("partly": by less) and the worst class's nearest class is noted.
+
+    Parameters
+    ----------
+    report : pandas.DataFrame
+        :func:`class_report` (with ``train_support`` for the sample-count guess).
+    pairs : pandas.DataFrame
+        :func:`confused_pairs` (``by="rate"``, enough rows to include the worst class).
+    separation : pandas.DataFrame, optional
+        :func:`separability`.
+    shares : pandas.DataFrame, optional
+        :func:`lime_region_shares`.
+    min_correlation, min_confusion, min_share, min_gap : float
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows ``labels``, ``few training samples``, ``confused with a neighbour``,
+        ``evidence in one region``, ``separability``; columns ``evidence`` (a sentence with
+        the numbers) and ``supported`` (``yes``/``partly``/``no``/``n/a``).
+
+    Example
+    -------
+    >>> print(assess_guesses(report, pairs, separation, shares).to_string())  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    func = "assess_guesses"
+    for name, table, needed in (("report", report, ("recall", "f1", "support")),
+                                ("pairs", pairs, ("true", "predicted", "rate"))):
+        if not isinstance(table, pd.DataFrame) or any(c not in table for c in needed):
+            raise ValueError(f"The {name!r} parameter of {_name(func)} must be a DataFrame with columns {list(needed)}. "
+                             f"Got {type(table).__name__} instead.")
+    f1 = report["f1"]
+    best, worst = f1.idxmax(), f1.idxmin()
+    mean = f1.mean()
+    good = ", ".join(f"{c} ({f1[c]:.2f})" for c in f1[f1 >= mean].sort_values(ascending=False).index)
+    bad = ", ".join(f"{c} ({f1[c]:.2f})" for c in f1[f1 < mean].sort_values().index)
+    rows = {"labels": (f"F1 above the mean {mean:.2f}: {good}; below: {bad or 'none'}.", "")}
+
+    column = "train_support" if "train_support" in report else "support"
+    rho = support_recall(report, column)
+    counts = report[column]
+    rank = int((counts < counts[worst]).sum()) + 1  # 1 = the rarest
+    share = counts[worst] / counts.sum() if counts.sum() else float("nan")
+    rows["few training samples"] = (
+        f"{worst} has {int(counts[worst])} {'training ' if column == 'train_support' else ''}faces "
+        f"({100 * share:.1f} %, rank {rank} of {len(counts)} from the rarest); Spearman rho(count, recall) = "
+        f"{rho:.2f}.",
+        _verdict(rho >= min_correlation and rank <= 2, rho >= min_correlation or rank <= 2))
+
+    mine = pairs[pairs["true"] == worst]
+    if len(mine):
+        top = mine.iloc[0]
+        position = int(np.flatnonzero(pairs.index == top.name)[0]) + 1
+        rows["confused with a neighbour"] = (
+            f"{100 * top['rate']:.1f} % of {worst} faces are predicted {top['predicted']} (pair #{position} by rate).",
+            _verdict(top["rate"] >= min_confusion, top["rate"] >= min_confusion / 2))
+        neighbour = top["predicted"]
+    else:
+        rows["confused with a neighbour"] = (f"No {worst} face is misclassified among the pairs given.", "no")
+        neighbour = None
+
+    if shares is not None and best in shares.index and worst in shares.index:
+        top_best, top_worst = shares.loc[best].idxmax(), shares.loc[worst].idxmax()
+        s_best, s_worst = shares.loc[best, top_best], shares.loc[worst, top_worst]
+        rows["evidence in one region"] = (
+            f"{best}: {100 * s_best:.0f} % of the positive LIME weight on the {top_best}; {worst}: "
+            f"{100 * s_worst:.0f} % on the {top_worst}.",
+            _verdict(s_best >= min_share and s_best > s_worst, s_best > s_worst))
+    else:
+        rows["evidence in one region"] = ("No LIME region shares for both classes.", "n/a")
+
+    if separation is not None and best in separation.index and worst in separation.index:
+        kb, kw = separation.loc[best, "knn_recall"], separation.loc[worst, "knn_recall"]
+        nearest = separation.loc[worst, "nearest_class"] or "none"
+        same = f" (the class it is confused with)" if nearest == neighbour else ""
+        rows["separability"] = (
+            f"kNN recall in feature space: {best} {kb:.2f}, {worst} {kw:.2f}; silhouette {best} "
+            f"{separation.loc[best, 'silhouette']:.2f}, {worst} {separation.loc[worst, 'silhouette']:.2f}; "
+            f"{worst}'s nearest class: {nearest}{same}.",
+            _verdict(kb - kw >= min_gap, kb > kw))
+    else:
+        rows["separability"] = ("No separability table for both classes.", "n/a")
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["evidence", "supported"])
+    table.index.name = "guess"
+    return table
