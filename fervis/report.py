@@ -232,6 +232,21 @@ def _this_python_kernel(kernel_name):
                 os.environ["JUPYTER_PATH"] = saved
 
 
+@contextlib.contextmanager
+def _inline_figures():
+    """Kernels inherit MPLBACKEND; a non-inline one (e.g. Agg, set for tests or headless
+    scripts) would leave every figure out of the report, so it is unset while notebooks run."""
+    saved = os.environ.get("MPLBACKEND")
+    if saved is None or "inline" in saved:
+        yield
+        return
+    del os.environ["MPLBACKEND"]
+    try:
+        yield
+    finally:
+        os.environ["MPLBACKEND"] = saved
+
+
 def _kernel_manager_class():
     """nbclient's kernel manager, with CurveZMQ transport encryption where the kernel supports it
     (otherwise ipykernel warns on every start that it runs over plain TCP)."""
@@ -447,7 +462,7 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
     _write_index(report)
     parameters = {"DATA": data_param, "BUDGET": budget, "MODEL": model_param}
     manager_class = _kernel_manager_class()
-    with _this_python_kernel(kernel_name):
+    with _this_python_kernel(kernel_name), _inline_figures():
         for i, (path, result) in enumerate(zip(notebooks, report.results), 1):
             if progress:
                 print(f"fervis report: [{i}/{len(notebooks)}] {path.name} (data {data_name(data)}, budget {budget})",

@@ -7,7 +7,9 @@ the README's main job.
 """
 
 import json
+import os
 import pathlib
+import re
 import sys
 
 import nbformat
@@ -29,7 +31,7 @@ def _notebook(path, *sources):
 
 
 PASSING = ('import sys\nprint(f"settings {DATA}|{BUDGET}|{MODEL}")\nprint("kernel", sys.executable)',
-           "print(6 * 7)")
+           "import matplotlib.pyplot as plt\nplt.figure(figsize=(1, 1), dpi=20)\nplt.plot([0, 1])\nplt.show()")
 FAILING = ("x = 1", 'raise ValueError(f"boom {x + 41}")', 'print("never printed")')
 
 
@@ -134,6 +136,8 @@ def test_passing_notebook_got_parameters_and_this_python(failed_run):
     assert f"kernel {sys.executable}\n" in printed
     page = (folder / "01_pass.html").read_text()
     assert "settings synthetic|full|auto" in page and "<html" in page
+    # the figure is in the page, though the test process sets MPLBACKEND=Agg
+    assert os.environ.get("MPLBACKEND") == "Agg" and len(re.findall(r'<img[^>]*src="data:image/png;base64,', page)) == 1
     index = (folder / "index.html").read_text()
     for setting in ("<dt>data</dt><dd>synthetic</dd>", "<dt>budget</dt><dd>full</dd>", "<dt>model</dt><dd>auto</dd>",
                     "<dt>date</dt>", "<dt>run time</dt>"):
