@@ -87,7 +87,8 @@ def saliency_panel(image, saliency_map, title=None, fig=None, size=2.0, alpha=0.
     return fig
 
 
-def saliency_gallery(images, maps, titles=None, show_map=True, fig=None, size=1.35, alpha=0.5):
+def saliency_gallery(images, maps, titles=None, labels=None, probs=None, class_names=CLASS_NAMES, show_map=True,
+                     fig=None, size=1.35, alpha=0.5):
     """Faces and their saliency: a column per face, the face on top, then (``show_map``) the
     first method's bare map, then one overlay row per method.
 
@@ -96,13 +97,20 @@ def saliency_gallery(images, maps, titles=None, show_map=True, fig=None, size=1.
     images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
     maps : dict method name -> array ``(n, 48, 48)``
     titles : list of str, optional
-        One per face (true/predicted label and probability, say).
+        One per face; by default built from ``labels`` and ``probs`` when given: the true
+        label, the predicted one and its probability.
+    labels : int array ``(n,)``, optional
+    probs : float array ``(n, k)``, optional
 
     Returns
     -------
     matplotlib.figure.Figure
     """
     images = np.asarray(images)
+    if titles is None and probs is not None:
+        probs = np.asarray(probs)
+        titles = [(f"true {class_names[int(labels[i])]}\n" if labels is not None else "")
+                  + f"pred {class_names[int(probs[i].argmax())]} {probs[i].max():.2f}" for i in range(len(images))]
     methods = list(maps)
     n = len(images)
     rows = 1 + bool(show_map and methods) + len(methods)

@@ -52,7 +52,7 @@ import numpy as np
 from fervis.constants import CLASS_NAMES
 
 __all__ = [
-    "METHODS", "GRADIENT_METHODS", "CAM_METHODS", "explain", "predict", "pick_examples",
+    "METHODS", "GRADIENT_METHODS", "CAM_METHODS", "explain", "predict", "pick_examples", "per_class",
     "class_mean_maps", "region_shares", "cue_check", "occlusion_check", "deletion_insertion",
     "Faithfulness", "faithfulness", "Randomization", "randomization_check", "describe",
 ]
@@ -584,7 +584,7 @@ def explain(model, images, method="gradient", class_idx=None, batch_size=64, lay
     Example
     -------
     >>> maps = explain(model, dataset.images[:8], method="gradcam")  # doctest: +SKIP
-    >>> maps.shape
+    >>> maps.shape  # doctest: +SKIP
     (8, 48, 48)
     """
     import tensorflow as tf
@@ -685,6 +685,34 @@ def pick_examples(labels, probs, num_classes=None):
         pool = right if len(right) else mine
         chosen[c] = pool[np.argmax(probs[pool, c])]
     return chosen
+
+
+def per_class(labels, k, seed=0, num_classes=len(CLASS_NAMES)):
+    """Indices of up to ``k`` faces per class, drawn at random, sorted (for costly checks).
+
+    Parameters
+    ----------
+    labels : int array ``(n,)``
+    k : int
+    seed : int, default 0
+    num_classes : int, default 7
+
+    Returns
+    -------
+    ndarray int
+        Every face of a class with fewer than ``k``.
+
+    Example
+    -------
+    >>> per_class(np.array([0, 0, 0, 1]), 2, num_classes=2).size
+    3
+    """
+    func = "fervis.saliency.per_class"
+    labels = _check_labels(labels, len(np.asarray(labels)), num_classes, func)
+    k = _positive_int(k, "k", func)
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(labels == c))[:k] for c in range(num_classes)]
+    return np.sort(np.concatenate(picks)).astype(np.int64)
 
 
 def class_mean_maps(maps, labels, predicted, num_classes=len(CLASS_NAMES)):
@@ -1209,7 +1237,7 @@ def randomization_check(model, images, methods=("gradient", "smoothgrad", "gradc
 
 
 def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=None, randomization=None,
-             method="gradcam", top=2):
+             method="gradcam", top=2, min_share=0.05):
     """The notebook's answer, written as sentences from the numbers.
 
     Parameters
@@ -1225,7 +1253,9 @@ def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=N
     method : str
         The method the region tables were computed with (named in the text).
     top : int, default 2
-        Regions named per class.
+        Regions named per class: the densest among those holding at least ``min_share`` of
+        the mass.
+    min_share : float, default 0.05
 
     Returns
     -------
@@ -1236,23 +1266,29 @@ def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=N
     >>> print("\\n".join(describe(shares, concentration)))  # doctest: +SKIP
     """
     lines = []
-    if shares is not None and concentration is not None:
-        for name in [c for c in shares.index if c != "all"]:
+    classes = []
+    for table in (shares, occlusion):
+        if table is not None:
+            classes += [c for c in table.index if c != "all" and c not in classes]
+    for name in classes:
+        parts = []
+        if shares is not None and concentration is not None and name in shares.index:
             row, dense = shares.loc[name], concentration.loc[name]
-            best = row.sort_values(ascending=False).index[:top]
-            parts = [f"{100 * row[r]:.0f} % on the {r} ({dense[r]:.1f}x its area)" for r in best]
-            lines.append(f"For {name}, {method} puts " + " and ".join(parts) + " of the saliency mass.")
-    if occlusion is not None:
-        for name in occlusion.index:
+            held = dense[row >= min_share].dropna().sort_values(ascending=False)
+            parts = [f"{100 * row[r]:.0f} % of the mass on the {r} ({dense[r]:.1f}x its area)" for r in held.index[:top]]
+        sentence = f"For {name}, {method} puts " + " and ".join(parts) if parts else f"For {name}"
+        if occlusion is not None and name in occlusion.index and occlusion.loc[name].notna().any():
             row = occlusion.loc[name].dropna()
-            if len(row):
-                r = row.idxmax()
-                lines.append(f"Greying out the {r} lowers the probability of {name} most: by "
-                             f"{100 * row[r]:.1f} points on average.")
+            r = row.idxmax()
+            sentence += (("; " if parts else ", ") + f"greying out the {r} lowers p({name}) most, by "
+                         f"{100 * row[r]:.1f} points")
+        if parts or occlusion is not None:
+            lines.append(sentence + ".")
     if cues is not None and len(cues):
         above = cues.index[cues["ratio"] > 1].tolist()
         lines.append(f"On synthetic faces, {method} puts more mass on the regions that carry the cue than their "
-                     f"area share for {len(above)} of {len(cues)} classes (median {cues['ratio'].median():.1f}x).")
+                     f"area share for {len(above)} of {len(cues)} classes (median {cues['ratio'].median():.1f}x "
+                     f"the area share).")
     if faith is not None:
         t = faith.table.drop(index="random")
         rand = faith.table.loc["random"]

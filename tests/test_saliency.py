@@ -450,8 +450,11 @@ def test_describe_writes_the_numbers():
     shares = saliency.region_shares(np.stack([mouth]), template, np.array([3]), regions.REGION_NAMES)
     dense = saliency.region_shares(np.stack([mouth]), template, np.array([3]), regions.REGION_NAMES, normalize="area")
     lines = saliency.describe(shares, dense, method="gradcam")
-    assert lines[0].startswith("For happy, gradcam puts 100 % on the mouth")
-    assert f"({1 / mouth.mean():.1f}x its area)" in lines[0]
+    assert lines == [f"For happy, gradcam puts 100 % of the mass on the mouth ({1 / mouth.mean():.1f}x its area)."]
+    occlusion = shares * 0 + 0.01
+    occlusion.loc["happy", "mouth"] = 0.2
+    lines = saliency.describe(shares, dense, occlusion=occlusion, method="gradcam")
+    assert lines[0].endswith("; greying out the mouth lowers p(happy) most, by 20.0 points.")
 
 
 def test_plots(faces):
