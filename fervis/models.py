@@ -127,7 +127,7 @@ def build(name="compact", num_classes=NUM_CLASSES, input_shape=(IMAGE_SIZE, IMAG
 
 _PRETRAINED_DIR = pathlib.Path(__file__).resolve().parent / "pretrained"
 #: Packaged models by name; ``load_pretrained(name)`` reads ``fervis/pretrained/<file>``.
-PRETRAINED = {"fer2013": "fer2013.keras"}
+PRETRAINED = {"fer2013": "fer2013.keras", "synthetic": "synthetic.keras"}
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
