@@ -41,7 +41,7 @@ from fervis.constants import IMAGE_SIZE
 
 __all__ = [
     "PRESETS", "Maximization", "Exemplars", "ReceptiveField", "maximize", "feature_maps",
-    "top_activating", "receptive_field", "high_frequency_energy", "layer_names", "layer_width",
+    "top_activating", "receptive_field", "high_frequency_energy", "layer_names", "layer_width", "block_layers",
 ]
 
 #: Settings of the activation-maximisation presets, tuned for 48x48 grayscale faces.
@@ -54,9 +54,9 @@ PRESETS = {
         "tv": 0.0, "norm": 0.0, "decay": 1.0,
     },
     "readable": {
-        "parameterization": "fourier", "steps": 256, "learning_rate": 0.08, "init": 0.01,
-        "octaves": (12, 24, 48), "octave_steps": (0.25, 0.25, 0.5), "jitter": 3, "rotate": 8.0,
-        "scale": (0.92, 1.08), "tv": 4.0, "norm": 0.5, "decay": 1.0,
+        "parameterization": "fourier", "steps": 256, "learning_rate": 0.15, "init": 0.3,
+        "octaves": (12, 24, 48), "octave_steps": (0.15, 0.15, 0.7), "jitter": 3, "rotate": 8.0,
+        "scale": (0.92, 1.08), "tv": 40.0, "norm": 4.0, "decay": 1.0,
     },
 }
 
@@ -296,6 +296,48 @@ def layer_width(model, layer_name):
     return int(models.find_layer(model, layer_name).output.shape[-1])
 
 
+def block_layers(model, layer_name=None):
+    """A convolution and the layers right after it that keep its shape (batch norm, activation).
+
+    The seed notebook compared ``conv2d_24``, ``batch_normalization_24`` and ``activation_24``;
+    this finds that trio in any model by following the graph, not by name.
+
+    Parameters
+    ----------
+    model : keras.Model
+    layer_name : str, optional
+        A convolution; default the last one (:func:`fervis.models.last_conv_layer`).
+
+    Returns
+    -------
+    list of str
+        ``[conv, ...]``, e.g. ``['block3_conv2', 'block3_bn2', 'block3_act2']``.
+
+    Example
+    -------
+    >>> block_layers(models.build("compact"))
+    ['block3_conv2', 'block3_bn2', 'block3_act2']
+    """
+    func = "fervis.filters.block_layers"
+    _check_model(model, func)
+    if layer_name is None:
+        layer_name = models.last_conv_layer(model)
+    _check_layer(model, layer_name, func, spatial=True)
+    names = [layer_name]
+    layer = models.find_layer(model, layer_name)
+    shape = tuple(layer.output.shape)
+    elementwise = (keras.layers.BatchNormalization, keras.layers.LayerNormalization, keras.layers.Activation,
+                   keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU, keras.layers.PReLU)
+    while True:
+        consumers = [node.operation for node in layer._outbound_nodes]
+        if len(consumers) != 1 or not isinstance(consumers[0], elementwise):
+            return names
+        layer = consumers[0]
+        if tuple(layer.output.shape) != shape:
+            return names
+        names.append(layer.name)
+
+
 def _check_filters(filter_idx, width, layer_name, func, allow_none=False):
     """``filter_idx`` as a list of ints in ``[0, width)``; ``None`` means every filter."""
     if filter_idx is None and allow_none:
@@ -409,8 +451,9 @@ def _layer_stats(part, faces, batch_size=256):
 def high_frequency_energy(images, cutoff=0.25):
     """Share of an image's spectral energy above ``cutoff`` cycles per pixel: a noise score.
 
-    The mean is removed first; 0 means smooth, about 0.8 means white noise (the share of the
-    spectrum's area above 0.25 cycles/pixel), 1 means a pure pixel checkerboard.
+    The mean is removed first; 0 means smooth (or flat: the energy is counted against at least
+    one grey level of contrast), about 0.8 means white noise (the share of the spectrum's area
+    above 0.25 cycles/pixel), 1 means a pure pixel checkerboard.
 
     Parameters
     ----------
@@ -445,8 +488,11 @@ def high_frequency_energy(images, cutoff=0.25):
     fy = np.fft.fftfreq(images.shape[1])[:, None]
     fx = np.fft.fftfreq(images.shape[2])[None, :]
     high = np.sqrt(fy ** 2 + fx ** 2) > cutoff
-    total = power.sum(axis=(1, 2))
-    share = np.where(total > 0, (power * high).sum(axis=(1, 2)) / np.maximum(total, 1e-12), 0.0)
+    # Parseval: the power sums to pixels**2 x the mean square; a floor of one grey level keeps
+    # an almost flat image (a dead filter's) from scoring its rounding noise as "noisy".
+    pixels = images.shape[1] * images.shape[2]
+    total = np.maximum(power.sum(axis=(1, 2)), float(pixels) ** 2)
+    share = (power * high).sum(axis=(1, 2)) / total
     return share.astype(np.float32)
 
 
@@ -508,17 +554,17 @@ def _render(params, settings, scale, mask, size):
     return 255.0 * tf.sigmoid(logits)[..., None]
 
 
-def _probe_scale(part, filters, settings, seed, size):
-    """Per-filter spread of the activation over random smooth images, so that the penalties
-    weigh the same against every filter whatever its units."""
-    rng = np.random.default_rng(seed + 7919)
-    params = (rng.standard_normal((32, 2, size, size // 2 + 1))).astype(np.float32)
-    scale, _, _ = _spectrum_scale(size, float(settings["decay"]))
-    probes = _render(tf.constant(params), {"parameterization": "fourier"}, scale, 1.0, size) * 0.6 + 0.2 * 255
-    means, _, _ = _reduce(part, probes)
+def _probe_scale(part, filters):
+    """Per-filter spread of the activation over a fixed set of synthetic faces: the unit in
+    which the objective is measured, so that the penalties weigh the same against every filter
+    whatever its scale (a deep ReLU filter's raw values may be a hundred times a logit's)."""
+    from fervis import synthetic
+
+    faces, _, _ = synthetic.generate(32, seed=0)
+    means, _, _ = _reduce(part, tf.constant(faces.astype(np.float32)[..., None]))
     spread = means[:, filters].std(axis=0)
-    spread = np.where(spread > 1e-6, spread, max(float(spread.max()), 1.0))
-    return spread.astype(np.float32)
+    fallback = float(spread.max()) if spread.max() > 1e-6 else 1.0
+    return np.where(spread > 1e-6, spread, fallback).astype(np.float32)
 
 
 def _make_step(part, settings, size):
@@ -675,7 +721,7 @@ def maximize(model, layer_name, filter_idx, steps=None, preset="readable", seeds
     targets = np.repeat(filters, seeds).astype(np.int32)
     seed_of = np.tile(np.arange(seeds), len(filters))
     m = len(targets)
-    ref = tf.constant(np.repeat(_probe_scale(part, filters, settings, seed, size), seeds))
+    ref = tf.constant(np.repeat(_probe_scale(part, filters), seeds))
     params = tf.Variable(_initial_params(settings, m, seed, size))
     moments = (tf.Variable(tf.zeros_like(params)), tf.Variable(tf.zeros_like(params)))
     masks = _octave_masks(size, octaves)

@@ -321,10 +321,10 @@ __all__ += ["ascent_grid", "compare_presets", "feature_map_grid", "exemplar_grid
 
 
 def _ascent_title(result, i, name=None):
-    """'f3 s0' and the numbers of image ``i``: activation, % of the best face, noise."""
+    """'f3 s0' (or ``name``) and the numbers of image ``i``: activation, % of the best face, noise."""
     head = name or f"f{int(result.filter_idx[i])} s{int(result.seed[i])}"
     frac = result.fraction[i]
-    share = "" if not np.isfinite(frac) else f" {100 * frac:.0f}%"
+    share = "" if not np.isfinite(frac) else f" ({100 * frac:.0f}%)"
     return f"{head}\nact {result.activation[i]:.2f}{share}\nnoise {result.noise[i]:.2f}"
 
 
@@ -336,9 +336,16 @@ def _gray(ax, image, title=None):
     return ax
 
 
-def ascent_grid(result, fig=None, size=1.3):
+def ascent_grid(result, fig=None, size=1.3, names=None):
     """Gradient-ascent images of :func:`fervis.filters.maximize`: a row per filter, a column
-    per seed, each titled with its activation, its share of the best real face's and its noise.
+    per seed, each titled with its activation, its share of the best real face's (in %) and
+    its noise score.
+
+    Parameters
+    ----------
+    result : fervis.filters.Maximization
+    names : sequence of str, optional
+        A name per filter index (e.g. the class names for ``"predictions"``).
 
     Returns
     -------
@@ -346,18 +353,20 @@ def ascent_grid(result, fig=None, size=1.3):
     """
     filters, seeds = result.filters, result.seeds
     if fig is None:
-        fig = plt.figure(figsize=(size * seeds + 0.6, size * 1.45 * len(filters)))
+        fig = plt.figure(figsize=(size * seeds + 0.2, size * 1.5 * len(filters) + 0.3), layout="constrained")
     axes = fig.subplots(len(filters), seeds, squeeze=False)
     for i in range(len(result)):
-        row, col = filters.index(int(result.filter_idx[i])), int(result.seed[i])
-        _gray(axes[row, col], result.images[i], _ascent_title(result, i))
+        f, seed = int(result.filter_idx[i]), int(result.seed[i])
+        head = f"{names[f] if names is not None else f'f{f}'}" + (f" s{seed}" if seeds > 1 else "")
+        _gray(axes[filters.index(f), seed], result.images[i], _ascent_title(result, i, head))
     fig.suptitle(f"{result.layer_name}: {result.preset} ({result.steps} steps)", fontsize=9)
     return fig
 
 
-def compare_presets(results, fig=None, size=1.4):
-    """Presets side by side: ``results`` maps a preset name to a :class:`Maximization` of the
-    same filters; a row per filter, a column per preset (first seed), with the numbers.
+def compare_presets(results, fig=None, size=1.3):
+    """Ascent images side by side: ``results`` maps a column name (a preset, or a layer and a
+    preset) to a :class:`fervis.filters.Maximization` of the same filters; a row per filter
+    (first seed), each image titled with its numbers.
 
     Returns
     -------
@@ -366,14 +375,16 @@ def compare_presets(results, fig=None, size=1.4):
     names = list(results)
     filters = results[names[0]].filters
     if fig is None:
-        fig = plt.figure(figsize=(size * len(names) + 0.4, size * 1.45 * len(filters)))
+        fig = plt.figure(figsize=(size * len(names) + 0.2, size * 1.5 * len(filters) + 0.3), layout="constrained")
     axes = fig.subplots(len(filters), len(names), squeeze=False)
     for col, name in enumerate(names):
         result = results[name]
         for row, f in enumerate(filters):
             i = int(np.flatnonzero((result.filter_idx == f) & (result.seed == 0))[0])
             _gray(axes[row, col], result.images[i], _ascent_title(result, i, f"{name} f{f}"))
-    fig.suptitle(results[names[0]].layer_name, fontsize=9)
+    layers = list(dict.fromkeys(r.layer_name for r in results.values()))
+    steps = sorted({r.steps for r in results.values()})
+    fig.suptitle(f"{', '.join(layers)} ({'/'.join(map(str, steps))} steps)", fontsize=9)
     return fig
 
 
@@ -399,7 +410,7 @@ def feature_map_grid(maps, face=None, fig=None, ncols=8, max_maps=32, size=1.1, 
     panels = count + (face is not None)
     rows = max(1, int(np.ceil(panels / ncols)))
     if fig is None:
-        fig = plt.figure(figsize=(size * ncols, size * 1.15 * rows))
+        fig = plt.figure(figsize=(size * ncols, size * 1.15 * rows + 0.3), layout="constrained")
     axes = fig.subplots(rows, ncols, squeeze=False).ravel()
     for ax in axes:
         ax.set_axis_off()
@@ -437,7 +448,7 @@ def exemplar_grid(exemplars, ascent=None, fig=None, size=1.1, crops=True):
     lead = 1 if ascent is not None else 0
     ncols = lead + k * (2 if crops else 1)
     if fig is None:
-        fig = plt.figure(figsize=(size * ncols, size * 1.3 * len(filters)))
+        fig = plt.figure(figsize=(size * ncols, size * 1.45 * len(filters) + 0.3), layout="constrained")
     axes = fig.subplots(len(filters), ncols, squeeze=False)
     for row, f in enumerate(filters):
         if lead:
@@ -478,7 +489,7 @@ def filter_panel(ascent, exemplars, maps, face, filter_idx, fig=None, size=1.5):
     k = exemplars.indices.shape[1]
     ncols = max(3, k)
     if fig is None:
-        fig = plt.figure(figsize=(size * ncols, size * 2.6))
+        fig = plt.figure(figsize=(size * ncols, size * 2.8), layout="constrained")
     axes = fig.subplots(2, ncols, squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
