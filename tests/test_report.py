@@ -204,8 +204,8 @@ def test_demo_runs_the_report_on_the_embedded_default(tmp_path, capsys, monkeypa
             return {"accuracy": 0.5, "n": 3}
 
         @staticmethod
-        def cache_path(dataset, recipe):
-            return tmp_path / "model.keras"
+        def model_for(dataset, model):
+            return None
 
     monkeypatch.setattr(report, "run", run_on_test_notebooks)
     monkeypatch.setattr(cli, "_keras_modules", lambda: (None, type("R", (), {"RECIPES": {"quick": 1}}), Training))
@@ -216,3 +216,4 @@ def test_demo_runs_the_report_on_the_embedded_default(tmp_path, capsys, monkeypa
                       "notebooks_dir": None}]
     index = tmp_path / "reports" / "synthetic" / "index.html"
     assert result["report"] == str(index.resolve()) and "Overall: passed" in index.read_text()
+    assert result["model_path"] is None  # the notebooks' own "auto" model
