@@ -38,9 +38,9 @@ from fervis.constants import CLASS_NAMES, IMAGE_SIZE
 
 __all__ = [
     "class_index", "class_distribution", "confusion", "class_report", "confused_pairs", "reliability",
-    "expected_calibration_error", "support_recall", "lime_segments", "lime_explain", "top_superpixels",
+    "expected_calibration_error", "support_recall", "example_faces", "lime_segments", "lime_explain", "top_superpixels",
     "lime_stability", "lime_region_shares", "confusion_cell", "cell_saliency", "ambiguous_faces",
-    "penultimate_features", "embed", "separability", "assess_guesses",
+    "penultimate_features", "embed", "separability", "assess_guesses", "format_verdict",
 ]
 
 
@@ -500,6 +500,54 @@ def support_recall(report, column=None):
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
     return float(spearmanr(x, y).statistic)
+
+
+def example_faces(y_true, probs, per_class=2, class_names=CLASS_NAMES):
+    """Faces to explain per class: the most confident correct and the most confident wrong ones.
+
+    Parameters
+    ----------
+    y_true : int array ``(n,)`` or Dataset
+    probs : float array ``(n, k)``
+    per_class : int, default 2
+        Faces per class, alternating correct and wrong (correct first); when a class has too
+        few of one kind the other fills in.
+    class_names : sequence of str
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per face, by class: ``index`` (into ``probs``), ``label``, ``predicted``,
+        ``correct``, ``p_predicted``, ``p_label``.
+
+    Example
+    -------
+    >>> example_faces(faces, probs, per_class=2)  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    func = "example_faces"
+    probs = _probs(probs, func)
+    k = probs.shape[1]
+    names = _names(class_names, k, func)
+    y_true = _labels(y_true, len(probs), k, func)
+    per_class = _int(per_class, "per_class", func)
+    y_pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, int)
+    rows = []
+    for c in range(k):
+        mine = np.flatnonzero(y_true == c)
+        right = mine[y_pred[mine] == c]
+        wrong = mine[y_pred[mine] != c]
+        right = list(right[np.argsort(-probs[right, c], kind="stable")])
+        wrong = list(wrong[np.argsort(-probs[wrong].max(axis=1), kind="stable")])
+        chosen = []
+        while len(chosen) < per_class and (right or wrong):
+            want = right if (len(chosen) % 2 == 0 and right) or not wrong else wrong
+            chosen.append(want.pop(0))
+        for i in chosen:
+            rows.append((int(i), names[c], names[y_pred[i]], bool(y_pred[i] == c), probs[i, y_pred[i]],
+                         probs[i, c]))
+    return pd.DataFrame(rows, columns=["index", "label", "predicted", "correct", "p_predicted", "p_label"])
 
 
 # --------------------------------------------------------------------------- LIME
@@ -1254,3 +1302,31 @@ def assess_guesses(report, pairs, separation=None, shares=None, min_correlation=
     table = pd.DataFrame.from_dict(rows, orient="index", columns=["evidence", "supported"])
     table.index.name = "guess"
     return table
+
+
+def format_verdict(table):
+    """The verdict of :func:`assess_guesses` as text, one guess per paragraph.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`assess_guesses`.
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> print(format_verdict(assess_guesses(report, pairs)))  # doctest: +SKIP
+    """
+    import textwrap
+
+    if not hasattr(table, "iterrows") or any(c not in table for c in ("evidence", "supported")):
+        raise ValueError("The 'table' parameter of fervis.labels.format_verdict must be the DataFrame of "
+                         f"fervis.labels.assess_guesses. Got {type(table).__name__} instead.")
+    parts = []
+    for guess, row in table.iterrows():
+        head = f"{guess}: " if not row["supported"] else f"{guess} - supported: {row['supported']}. "
+        parts.append(textwrap.fill(head + row["evidence"], width=96, subsequent_indent="    "))
+    return "\n".join(parts)

@@ -526,8 +526,8 @@ def filter_panel(ascent, exemplars, maps, face, filter_idx, fig=None, size=1.5):
 # --- labels (notebook 3) ---------------------------------------------------------------
 
 __all__ += [
-    "class_distribution_bars", "confusion_heatmap", "reliability_diagram", "support_recall_scatter", "lime_overlay",
-    "lime_grid", "region_share_heatmap", "confusion_cell_grid", "ambiguous_grid", "embedding_scatter",
+    "class_distribution_bars", "confusion_heatmap", "reliability_diagram", "class_metric_bars", "support_recall_scatter", "lime_overlay",
+    "lime_grid", "lime_examples", "region_share_heatmap", "confusion_cell_grid", "ambiguous_grid", "embedding_scatter",
 ]
 
 
@@ -620,11 +620,11 @@ def reliability_diagram(table, ax=None, ece=None, title=None):
     ax = _axes(ax)
     width = (table["upper"] - table["lower"]).to_numpy()
     filled = table["count"].to_numpy() > 0
-    ax.bar(table["lower"][filled], table["accuracy"][filled], width[filled], align="edge", color="tab:blue",
-           edgecolor="white", label="accuracy")
-    gap = (table["confidence"] - table["accuracy"])[filled]
-    ax.bar(table["lower"][filled], gap, width[filled], bottom=table["accuracy"][filled], align="edge",
-           color="tab:red", alpha=0.35, label="gap to confidence")
+    lower, acc, conf = table["lower"][filled], table["accuracy"][filled], table["confidence"][filled]
+    ax.bar(lower, acc, width[filled], align="edge", color="tab:blue", alpha=0.8, edgecolor="white",
+           label="accuracy")
+    ax.bar(lower, (conf - acc).abs(), width[filled], bottom=np.minimum(acc, conf), align="edge", fill=False,
+           edgecolor="tab:red", hatch="///", linewidth=0.8, label="gap to mean confidence")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -633,6 +633,36 @@ def reliability_diagram(table, ax=None, ece=None, title=None):
     text = title or "Reliability diagram"
     ax.set_title(text if ece is None else f"{text} (ECE {ece:.3f})")
     ax.legend(fontsize=7, loc="upper left")
+    return ax
+
+
+def class_metric_bars(report, column="ece", ax=None, title=None):
+    """One bar per class for a column of a per-class table (calibration error by default).
+
+    Parameters
+    ----------
+    report : pandas.DataFrame
+        From :func:`fervis.labels.class_report` (or any classes x metrics table).
+    column : str, default "ece"
+    ax : matplotlib.axes.Axes, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Example
+    -------
+    >>> class_metric_bars(fervis.labels.class_report(y, probs), "ece")  # doctest: +SKIP
+    """
+    ax = _axes(ax)
+    values = report[column].to_numpy(float)
+    ax.bar(range(len(values)), values, color="tab:blue")
+    for i, v in enumerate(values):
+        ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(values)), list(report.index), rotation=30, ha="right")
+    ax.set_ylabel(column)
+    ax.set_title(title or {"ece": "Calibration error per class (one-vs-rest)"}.get(column, f"{column} per class"))
     return ax
 
 
@@ -707,7 +737,7 @@ def lime_overlay(image, lime_map, segments=None, ax=None, title=None, alpha=0.55
         from skimage.segmentation import find_boundaries
 
         edges = find_boundaries(np.asarray(segments), mode="inner")
-        ax.imshow(np.ma.masked_where(~edges, edges), cmap="autumn", alpha=0.35, vmin=0, vmax=1)
+        ax.imshow(np.ma.masked_where(~edges, edges), cmap="Greys", alpha=0.15, vmin=0, vmax=1)
     return ax
 
 
@@ -741,6 +771,46 @@ def lime_grid(images, maps, segments, titles=None, fig=None, ncols=4, size=1.6):
             lime_overlay(images[i], maps[i], segments[i], ax=ax, title=None if titles is None else titles[i])
         else:
             ax.set_axis_off()
+    return fig
+
+
+def lime_examples(images, maps, segments, examples, fig=None, size=1.5):
+    """LIME overlays by class (columns), correct faces first (rows), each titled with its prediction.
+
+    Parameters
+    ----------
+    images : array ``(n, 48, 48)``
+        The faces of ``examples``, in its order.
+    maps, segments : arrays ``(n, 48, 48)``
+        From :func:`fervis.labels.lime_explain` and :func:`fervis.labels.lime_segments`.
+    examples : pandas.DataFrame
+        From :func:`fervis.labels.example_faces` (``label``, ``predicted``, ``correct``,
+        ``p_predicted``).
+    fig : matplotlib.figure.Figure, optional
+    size : float, default 1.5
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Example
+    -------
+    >>> lime_examples(chosen.images, maps, segments, examples)  # doctest: +SKIP
+    """
+    classes = list(dict.fromkeys(examples["label"]))
+    nrows = max(1, int(examples.groupby("label", sort=False).size().max())) if len(examples) else 1
+    if fig is None:
+        fig = plt.figure(figsize=(size * max(len(classes), 1), size * nrows * 1.3))
+    axes = fig.subplots(nrows, max(len(classes), 1), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    row_of = {}
+    for i, r in enumerate(examples.itertuples()):
+        row = row_of[r.label] = row_of.get(r.label, -1) + 1
+        verdict = "right" if r.correct else f"as {r.predicted}"
+        lime_overlay(images[i], maps[i], segments[i], ax=axes[row, classes.index(r.label)],
+                     title=f"{r.label}\n{verdict} {r.p_predicted:.2f}")
+    fig.suptitle("LIME for the labelled class: green for, red against", fontsize=9)
     return fig
 
 
@@ -820,7 +890,7 @@ def confusion_cell_grid(images, maps_true, maps_predicted, difference, true, pre
 
 
 def ambiguous_grid(images, table, fig=None, ncols=6, size=1.5):
-    """The label-ambiguity finder's faces, each titled label -> top-2 probabilities.
+    """The label-ambiguity finder's faces, each titled with its label and its top-2 classes.
 
     Parameters
     ----------
@@ -840,9 +910,17 @@ def ambiguous_grid(images, table, fig=None, ncols=6, size=1.5):
     -------
     >>> ambiguous_grid(train.images, fervis.labels.ambiguous_faces(train.labels, probs))  # doctest: +SKIP
     """
-    titles = [f"label {r.label}\n{r.top1} {r.p_top1:.2f} | {r.top2} {r.p_top2:.2f}" for r in table.itertuples()]
     faces = np.asarray(images)[table["index"].to_numpy(int)] if len(table) else np.zeros((0, 48, 48))
-    return face_grid(faces, titles=titles, ncols=ncols, size=size, fig=fig)
+    nrows = max(1, int(np.ceil(len(table) / ncols)))
+    if fig is None:
+        fig = plt.figure(figsize=(size * ncols, size * nrows * 1.35))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, face, r in zip(axes.ravel(), faces, table.itertuples()):
+        show_face(face, ax=ax)
+        ax.set_title(f"label {r.label}\n{r.top1} {r.p_top1:.2f}\n{r.top2} {r.p_top2:.2f}", fontsize=7)
+    return fig
 
 
 def embedding_scatter(coords, labels, ax=None, class_names=CLASS_NAMES, title=None):

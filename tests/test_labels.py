@@ -240,6 +240,17 @@ def test_an_unlabelled_dataset_still_gets_predictions_and_lime(tiny_model, faces
     assert np.abs(maps).max() > 0
 
 
+def test_example_faces_alternate_correct_and_wrong():
+    y_true = np.array([0, 0, 0, 1, 1])
+    probs = np.eye(7)[[0, 0, 3, 0, 0]] * 0.8 + 0.2 / 7
+    probs[1, 0] = 0.9  # the more confident correct angry face comes first
+    table = labels.example_faces(y_true, probs, per_class=2)
+    assert list(table["index"]) == [1, 2, 3, 4]
+    assert list(table["correct"]) == [True, False, False, False]  # disgust has no correct face: two wrong ones
+    assert list(table["predicted"]) == ["angry", "happy", "angry", "angry"]
+    assert len(labels.example_faces(y_true, probs, per_class=1)) == 2
+
+
 # --------------------------------------------------------------------------- LIME
 
 
@@ -464,6 +475,10 @@ def test_assess_guesses_supports_the_seed_when_the_numbers_do():
     assert "60.0 % of disgust faces are predicted angry" in table.loc["confused with a neighbour", "evidence"]
     assert "(the class it is confused with)" in table.loc["separability", "evidence"]
     assert table.loc["labels", "evidence"].startswith("F1 above the mean")
+    text = labels.format_verdict(table)
+    assert text.count("supported: yes") == 4 and text.startswith("labels: F1 above the mean")
+    with pytest.raises(ValueError, match="'table' parameter"):
+        labels.format_verdict(table.drop(columns="supported"))
 
 
 def test_assess_guesses_rejects_the_seed_when_the_numbers_do_not():
@@ -492,6 +507,8 @@ def test_metric_plots_draw_labelled_axes(probs, faces, synthetic_small):
     ece = labels.expected_calibration_error(faces, probs)
     ax = plots.reliability_diagram(labels.reliability(faces, probs), ece=ece)
     assert f"ECE {ece:.3f}" in ax.get_title()
+    ax = plots.class_metric_bars(labels.class_report(faces, probs), "ece")
+    assert len(ax.patches) == 7 and ax.get_title().startswith("Calibration error per class")
     ax = plots.support_recall_scatter(labels.class_report(faces, probs, synthetic_small.counts().loc["Training"]))
     assert ax.get_title().startswith("Support vs recall (Spearman rho") and ax.get_xscale() == "log"
 
@@ -503,6 +520,11 @@ def test_face_plots_draw_one_panel_per_face(faces, noise_faces):
     maps = np.random.default_rng(0).normal(size=segments.shape)
     fig = plots.lime_grid(noise_faces, maps, segments, titles=["a", "b", "c"], ncols=2)
     assert [ax.get_title() for ax in fig.axes[:3]] == ["a", "b", "c"] and len(fig.axes[0].images) == 3
+    examples = pd.DataFrame({"label": ["angry", "angry", "happy"], "predicted": ["angry", "sad", "happy"],
+                             "correct": [True, False, True], "p_predicted": [0.9, 0.6, 0.8]})
+    fig = plots.lime_examples(noise_faces, maps, segments, examples)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["angry\nright 0.90", "happy\nright 0.80", "angry\nas sad 0.60", ""]
     fig = plots.confusion_cell_grid(noise_faces[:2], maps[:2], maps[:2], maps[:2] * 0, "disgust", "angry")
     assert fig.axes[3].get_title() == "angry - disgust" and len(fig.axes) == 8
     table = labels.ambiguous_faces(faces, np.full((len(faces), 7), 1 / 7), per_class=1)
