@@ -27,7 +27,9 @@ heap on eager input gradients through some convolutions; see docs/architecture.m
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import logging
 import math
 import os
 import weakref
@@ -42,6 +44,7 @@ from fervis.constants import IMAGE_SIZE
 __all__ = [
     "PRESETS", "Maximization", "Exemplars", "ReceptiveField", "maximize", "feature_maps",
     "top_activating", "receptive_field", "high_frequency_energy", "layer_names", "layer_width", "block_layers",
+    "seed_agreement",
 ]
 
 #: Settings of the activation-maximisation presets, tuned for 48x48 grayscale faces.
@@ -125,8 +128,8 @@ class Maximization:
         import pandas as pd
 
         return pd.DataFrame({
-            "filter_idx": self.filter_idx, "seed": self.seed, "activation": self.activation,
-            "fraction": self.fraction, "noise": self.noise,
+            "filter_idx": self.filter_idx, "seed": self.seed, "activation": self.activation.astype(np.float64),
+            "fraction": self.fraction.astype(np.float64), "noise": self.noise.astype(np.float64),
         })
 
 
@@ -200,6 +203,28 @@ class Exemplars:
     crops: np.ndarray
     receptive_field: ReceptiveField
     layer_name: str
+
+    def to_frame(self, labels=None, class_names=None):
+        """One row per filter: the strongest peak, the mean over the k faces and, given the
+        dataset's ``labels``, the most common class among the k faces and its share.
+
+        Example
+        -------
+        >>> top.to_frame(dataset.labels, dataset.class_names)  # doctest: +SKIP
+        """
+        import pandas as pd
+
+        rows = []
+        for row, f in enumerate(self.filter_idx.tolist()):
+            entry = {"filter_idx": f, "peak": float(self.values[row, 0]), "mean peak": float(self.values[row].mean())}
+            if labels is not None:
+                found = np.asarray(labels)[self.indices[row]]
+                classes, counts = np.unique(found, return_counts=True)
+                best = int(classes[np.argmax(counts)])  # a tie goes to the lower class index
+                entry["most common class"] = class_names[best] if class_names is not None else best
+                entry["share"] = float(counts.max() / len(found))
+            rows.append(entry)
+        return pd.DataFrame(rows).set_index("filter_idx")
 
 
 # --------------------------------------------------------------------------- checks
@@ -496,6 +521,53 @@ def high_frequency_energy(images, cutoff=0.25):
     return share.astype(np.float32)
 
 
+def seed_agreement(result):
+    """How alike the seeds of each filter are, wherever their patterns sit.
+
+    Ascent images of one filter from different random starts show the same pattern at
+    different positions, so pixels are not compared: the amplitude spectra are (they do not
+    change when a pattern moves). ``within`` is the mean correlation of log amplitude spectra
+    between the seeds of a filter, ``across`` between that filter's images and the other
+    filters'; ``within`` well above ``across`` means the seeds agree on a pattern of their own.
+
+    Parameters
+    ----------
+    result : Maximization
+        With ``seeds >= 2``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``filter_idx``: ``activation`` (mean over seeds), ``spread`` (their standard
+        deviation over the absolute mean), ``within``, ``across`` (NaN with a single filter).
+
+    Example
+    -------
+    >>> seed_agreement(maximize(model, "block3_act2", [0, 1], seeds=3)).columns.tolist()  # doctest: +SKIP
+    ['activation', 'spread', 'within', 'across']
+    """
+    import pandas as pd
+
+    if not isinstance(result, Maximization) or result.seeds < 2:
+        raise ValueError(
+            "The 'result' parameter of fervis.filters.seed_agreement must be a Maximization with seeds >= 2. "
+            f"Got {getattr(result, 'seeds', result)!r} seeds instead."
+        )
+    images = result.images - result.images.mean(axis=(1, 2), keepdims=True)
+    spectra = np.log1p(np.abs(np.fft.rfft2(images))).reshape(len(images), -1)
+    corr = np.corrcoef(spectra)
+    rows = []
+    for f in result.filters:
+        mine = result.filter_idx == f
+        inside = corr[np.ix_(mine, mine)][~np.eye(int(mine.sum()), dtype=bool)]
+        outside = corr[np.ix_(mine, ~mine)]
+        act = result.activation[mine]
+        rows.append({"filter_idx": f, "activation": float(act.mean()),
+                     "spread": float(act.std() / max(abs(act.mean()), 1e-12)),
+                     "within": float(inside.mean()), "across": float(outside.mean()) if outside.size else np.nan})
+    return pd.DataFrame(rows).set_index("filter_idx")
+
+
 def _spectrum_scale(size, decay):
     """Lucid's 1/f amplitude scale: every frequency gets about equal energy after the scale."""
     fy = np.fft.fftfreq(size)[:, None]
@@ -632,6 +704,20 @@ def _make_step(part, settings, size):
     return step, final
 
 
+@contextlib.contextmanager
+def _quiet_retracing():
+    """Silence TensorFlow's "frequent retracing" hint while ascending: each layer, preset and
+    batch size compiles its own graph by design, and TensorFlow counts those traces per line
+    of source across every model, so the hint fires on a notebook that looks at a few layers."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 # Compiled steps by (model, layer, settings), so that a widget asking for one filter after
 # another traces each preset once. Small, because every entry holds a model.
 _COMPILED = collections.OrderedDict()
@@ -732,17 +818,18 @@ def maximize(model, layer_name, filter_idx, steps=None, preset="readable", seeds
         bar = tqdm(total=steps, desc=f"{layer_name} x{m}", unit="step")
     t = 0
     target_t = tf.constant(targets)
-    for mask, count in zip(masks, _schedule(steps, octaves, fractions)):
-        mask = tf.constant(mask)
-        for _ in range(count):
-            t += 1
-            step(params, *moments, tf.constant(t, tf.int64), mask, tf.constant([seed, t], tf.int64),
-                 target_t, ref)
-            if bar is not None:
-                bar.update(1)
+    with _quiet_retracing():
+        for mask, count in zip(masks, _schedule(steps, octaves, fractions)):
+            mask = tf.constant(mask)
+            for _ in range(count):
+                t += 1
+                step(params, *moments, tf.constant(t, tf.int64), mask, tf.constant([seed, t], tf.int64),
+                     target_t, ref)
+                if bar is not None:
+                    bar.update(1)
+        images, activation = final(params, tf.constant(masks[-1]), target_t)
     if bar is not None:
         bar.close()
-    images, activation = final(params, tf.constant(masks[-1]), target_t)
     images = np.asarray(images, dtype=np.float32)
     activation = np.asarray(activation, dtype=np.float32)
     fraction = np.full(m, np.nan, np.float32)

@@ -109,7 +109,7 @@ def saliency_explorer(model, images, labels=None, methods=None, class_names=None
 __all__ += ["filter_explorer"]
 
 
-def filter_explorer(model, dataset, layers=None, steps=None, k=5, face_idx=0, seed=0):
+def filter_explorer(model, dataset, layers=None, layer_name=None, steps=None, k=5, face_idx=0, seed=0):
     """Layer x filter x preset: the ascent image, the top faces and the feature map of a face.
 
     Results are cached: the dataset pass of :func:`fervis.filters.top_activating` runs once per
@@ -122,6 +122,8 @@ def filter_explorer(model, dataset, layers=None, steps=None, k=5, face_idx=0, se
         The faces searched for exemplars; ``face_idx`` picks the face whose map is shown.
     layers : list of str, optional
         Default: every layer :func:`fervis.filters.layer_names` lists.
+    layer_name : str, optional
+        The layer shown first; default the last of ``layers``.
     steps : int, optional
         Ascent steps (the preset's default; capped by ``FERVIS_MAX_STEPS``).
     k : int, default 5
@@ -152,7 +154,12 @@ def filter_explorer(model, dataset, layers=None, steps=None, k=5, face_idx=0, se
             f"The 'face_idx' parameter of fervis.widgets.filter_explorer must be in [0, {len(faces) - 1}]. "
             f"Got {face_idx!r} instead."
         )
-    layer = W.Dropdown(options=names, value=names[-1] if names else None, description="layer")
+    if layer_name is not None and layer_name not in names:
+        raise ValueError(
+            f"The 'layer_name' parameter of fervis.widgets.filter_explorer must be one of {names}. "
+            f"Got {layer_name!r} instead."
+        )
+    layer = W.Dropdown(options=names, value=layer_name or names[-1], description="layer")
     width = filters.layer_width(model, layer.value)
     filter_ = W.IntSlider(value=0, min=0, max=width - 1, description="filter", continuous_update=False)
     preset = W.ToggleButtons(options=["readable", "naive"], value="readable", description="preset")
