@@ -1201,7 +1201,7 @@ def _verdict(strong, weak):
 
 
 def assess_guesses(report, pairs, separation=None, shares=None, min_correlation=0.5, min_confusion=0.25,
-                   min_share=0.35, min_gap=0.2):
+                   min_lift=2.0, min_share=0.35, min_gap=0.2):
     """Which labels are good and bad, and which of the seed's explanations the numbers support.
 
     The best and the worst class are the highest and lowest F1 in ``report``. Each guess is
@@ -1210,7 +1210,9 @@ def assess_guesses(report, pairs, separation=None, shares=None, min_correlation=
     * *few training samples*: recall rises with support (Spearman rho >= ``min_correlation``)
       and the worst class is among the two rarest ("partly": one of the two);
     * *confused with a neighbour*: at least ``min_confusion`` of the worst class's faces go to
-      one other class ("partly": at least half that);
+      one other class, at least ``min_lift`` times as often as the faces of the other classes
+      do (so a model that calls nearly everything *happy* does not make *happy* a neighbour);
+      "partly": at least half that share and more often than the others;
     * *evidence in one region*: the best class puts at least ``min_share`` of its positive
       LIME weight in one region, more than the worst class does in its top region
       ("partly": only the second holds);
@@ -1222,12 +1224,13 @@ def assess_guesses(report, pairs, separation=None, shares=None, min_correlation=
     report : pandas.DataFrame
         :func:`class_report` (with ``train_support`` for the sample-count guess).
     pairs : pandas.DataFrame
-        :func:`confused_pairs` (``by="rate"``, enough rows to include the worst class).
+        :func:`confused_pairs` (``by="rate"``) with every pair (``top=k * k``), so the rate at
+        which other faces go to the same class can be counted.
     separation : pandas.DataFrame, optional
         :func:`separability`.
     shares : pandas.DataFrame, optional
         :func:`lime_region_shares`.
-    min_correlation, min_confusion, min_share, min_gap : float
+    min_correlation, min_confusion, min_lift, min_share, min_gap : float
 
     Returns
     -------
@@ -1269,11 +1272,18 @@ def assess_guesses(report, pairs, separation=None, shares=None, min_correlation=
     mine = pairs[pairs["true"] == worst]
     if len(mine):
         top = mine.iloc[0]
-        position = int(np.flatnonzero(pairs.index == top.name)[0]) + 1
-        rows["confused with a neighbour"] = (
-            f"{100 * top['rate']:.1f} % of {worst} faces are predicted {top['predicted']} (pair #{position} by rate).",
-            _verdict(top["rate"] >= min_confusion, top["rate"] >= min_confusion / 2))
         neighbour = top["predicted"]
+        position = int(np.flatnonzero(pairs.index == top.name)[0]) + 1
+        # How often faces of the other classes are predicted as the neighbour too.
+        drawn = pairs.loc[(pairs["true"] != worst) & (pairs["predicted"] == neighbour), "count"].sum()
+        drawn += report.loc[neighbour, "recall"] * report.loc[neighbour, "support"]
+        others = report["support"].sum() - report.loc[worst, "support"]
+        base = drawn / others if others else float("nan")
+        lift = top["rate"] / base if base > 0 else float("inf")
+        rows["confused with a neighbour"] = (
+            f"{100 * top['rate']:.1f} % of {worst} faces are predicted {neighbour} (pair #{position} by rate), "
+            f"{lift:.1f}x the {100 * base:.1f} % of other faces predicted {neighbour}.",
+            _verdict(top["rate"] >= min_confusion and lift >= min_lift, top["rate"] >= min_confusion / 2 and lift > 1))
     else:
         rows["confused with a neighbour"] = (f"No {worst} face is misclassified among the pairs given.", "no")
         neighbour = None

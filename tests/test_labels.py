@@ -472,13 +472,25 @@ def test_assess_guesses_supports_the_seed_when_the_numbers_do():
     assert table.loc["confused with a neighbour", "supported"] == "yes"
     assert table.loc["evidence in one region", "supported"] == "yes"
     assert table.loc["separability", "supported"] == "yes"
-    assert "60.0 % of disgust faces are predicted angry" in table.loc["confused with a neighbour", "evidence"]
+    # Other faces go to angry at (0.6 * 100 recalled angry + 0) / 600 = 10 %: a lift of 6.
+    assert ("60.0 % of disgust faces are predicted angry (pair #1 by rate), 6.0x the 10.0 % of other faces"
+            in table.loc["confused with a neighbour", "evidence"])
     assert "(the class it is confused with)" in table.loc["separability", "evidence"]
     assert table.loc["labels", "evidence"].startswith("F1 above the mean")
     text = labels.format_verdict(table)
     assert text.count("supported: yes") == 4 and text.startswith("labels: F1 above the mean")
     with pytest.raises(ValueError, match="'table' parameter"):
         labels.format_verdict(table.drop(columns="supported"))
+
+
+def test_assess_guesses_sees_no_neighbour_in_a_class_everything_goes_to():
+    report, pairs, separation, shares = _evidence(rate=0.9)
+    pairs.loc[0, "predicted"] = "happy"  # 90 % of disgust faces are called happy ...
+    everything = pd.DataFrame({"true": [c for c in CLASS_NAMES if c not in ("disgust", "happy")],
+                               "predicted": "happy", "count": 80, "rate": 0.8})  # ... as are 80 % of the others
+    table = labels.assess_guesses(report, pd.concat([pairs, everything], ignore_index=True), separation, shares)
+    assert table.loc["confused with a neighbour", "supported"] == "partly"
+    assert "1.1x the" in table.loc["confused with a neighbour", "evidence"]
 
 
 def test_assess_guesses_rejects_the_seed_when_the_numbers_do_not():
@@ -567,6 +579,6 @@ def test_notebook_runs_on_fer2013_quick(fer2013_path, tmp_path):
     cells = json.loads(out.read_text())["cells"]
     text = "".join(o.get("text", "") if isinstance(o.get("text", ""), str) else "".join(o["text"])
                    for c in cells if c["cell_type"] == "code" for o in c.get("outputs", []))
-    accuracy = float(text.split("accuracy ")[1].split()[0])
+    accuracy = float(text.split("accuracy ")[1].split(",")[0])
     assert 0.2 < accuracy <= 1.0, accuracy  # above chance (about 0.25 for the majority class)
     assert "disgust" in text and "supported" in text
