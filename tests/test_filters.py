@@ -132,6 +132,28 @@ def test_all_filters_and_seeds_share_one_compiled_step(tiny_model, monkeypatch):
     assert calls == [10] * 5
 
 
+def _rows(images, filter_idx, seed):
+    n = len(images)
+    return filters.Maximization(
+        images=np.asarray(images, np.float32), filter_idx=np.asarray(filter_idx), seed=np.asarray(seed),
+        activation=np.arange(1, n + 1, dtype=np.float32), fraction=np.full(n, np.nan, np.float32),
+        noise=np.zeros(n, np.float32), dataset_max=None, layer_name="x", preset="readable", steps=1)
+
+
+def test_seed_agreement_ignores_where_the_pattern_sits():
+    rng = np.random.default_rng(0)
+    stripes = np.sin(np.arange(48) / 48 * 2 * np.pi * 6)[None, :] * np.ones((48, 1)) * 100 + 128
+    blobs = rng.uniform(0, 255, (48, 48))
+    images = [np.roll(stripes, s, axis=1) for s in (0, 5, 11)] + [np.roll(blobs, s, axis=0) for s in (0, 7, 20)]
+    table = filters.seed_agreement(_rows(images, [0, 0, 0, 1, 1, 1], [0, 1, 2] * 2))
+    assert table.index.tolist() == [0, 1]
+    np.testing.assert_allclose(table["within"], 1.0, atol=1e-6)  # circular shifts keep the spectrum
+    assert (table["across"] < 0.5).all()
+    assert table.loc[0, "activation"] == pytest.approx(2.0)  # mean of 1, 2, 3
+    with pytest.raises(ValueError, match="seeds >= 2"):
+        filters.seed_agreement(_rows(images[:2], [0, 1], [0, 0]))
+
+
 def test_max_steps_environment_variable_caps_steps(tiny_model, monkeypatch):
     monkeypatch.setenv("FERVIS_MAX_STEPS", "3")
     assert filters.maximize(tiny_model, "block1_conv", 0, steps=100, preset="naive").steps == 3
@@ -244,6 +266,19 @@ def test_top_activating_some_filters_and_dense_layer(tiny_model, faces):
     assert happy.crops.shape == (1, 3, 48, 48)
     probs = tiny_model.predict(faces.x(), verbose=0)[:, 3]
     assert probs[happy.indices[0, 0]] == pytest.approx(probs.max(), rel=1e-4)
+
+
+def test_exemplar_table_names_the_classes(tiny_model, faces):
+    top = filters.top_activating(tiny_model, faces, "block2_act", [0, 3], k=5)
+    table = top.to_frame(faces.labels, faces.class_names)
+    assert table.index.tolist() == [0, 3]
+    for row, f in enumerate([0, 3]):
+        found = faces.labels[top.indices[row]]
+        counts = np.bincount(found, minlength=7)
+        assert table.loc[f, "most common class"] == faces.class_names[int(counts.argmax())]
+        assert table.loc[f, "share"] == pytest.approx(counts.max() / 5)
+        assert table.loc[f, "peak"] == pytest.approx(float(top.values[row, 0]))
+    assert list(top.to_frame().columns) == ["peak", "mean peak"]
 
 
 # --------------------------------------------------------------------------- the oneDNN regression
