@@ -239,11 +239,6 @@ def _walk_names(model):
     return names
 
 
-def _output_rank(model, layer_name):
-    shape = models.find_layer(model, layer_name).output.shape
-    return len(shape)
-
-
 def layer_names(model, spatial=False):
     """Layers whose filters can be visualised: a spatial ``(n, h, w, c)`` or a ``(n, c)`` output.
 
