@@ -523,4 +523,4 @@ def test_notebook_runs_on_fer2013(fer2013_path, tmp_path):
     assert accuracy, "the notebook printed no accuracy"
     value = float(accuracy[0].split(":")[1].split()[0])
     assert 0.2 < value <= 1.0  # better than chance (1/7) on FER2013
-    assert any("saliency mass" in t for t in texts)
+    assert any("of the mass on the" in t for t in texts)  # the closing answer, written from the numbers
