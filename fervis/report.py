@@ -47,6 +47,8 @@ class NotebookResult:
         The executed notebook and its HTML page (also written for a failed notebook).
     error : str or None
         One line: the cell and the error, for a failed notebook.
+    log : pathlib.Path or None
+        What the kernel process itself printed (native crash messages, C++ logs).
     """
 
     name: str
@@ -55,6 +57,7 @@ class NotebookResult:
     ipynb: pathlib.Path | None = None
     html: pathlib.Path | None = None
     error: str | None = None
+    log: pathlib.Path | None = None
 
 
 @dataclasses.dataclass
@@ -247,21 +250,35 @@ def _inline_figures():
         os.environ["MPLBACKEND"] = saved
 
 
-def _kernel_manager_class():
-    """nbclient's kernel manager, with CurveZMQ transport encryption where the kernel supports it
-    (otherwise ipykernel warns on every start that it runs over plain TCP)."""
+def _kernel_manager_class(log_file):
+    """nbclient's kernel manager, with the kernel's own stdout/stderr (TensorFlow's C++ start-up
+    lines, a crash message) going to ``log_file`` instead of the terminal, and CurveZMQ
+    transport encryption where the kernel supports it (ipykernel otherwise warns on each start)."""
     import zmq
     from jupyter_client.manager import AsyncKernelManager
 
-    if "transport_encryption" not in AsyncKernelManager.class_trait_names() or not zmq.has("curve"):
-        return AsyncKernelManager
+    encrypt = "transport_encryption" in AsyncKernelManager.class_trait_names() and zmq.has("curve")
 
-    class _EncryptedKernelManager(AsyncKernelManager):
+    class _ReportKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs):
-            kwargs.setdefault("transport_encryption", "auto")
+            if encrypt:
+                kwargs.setdefault("transport_encryption", "auto")
             super().__init__(**kwargs)
 
-    return _EncryptedKernelManager
+        async def start_kernel(self, **kw):
+            kw.setdefault("stdout", log_file)
+            kw.setdefault("stderr", log_file)
+            return await super().start_kernel(**kw)
+
+    return _ReportKernelManager
+
+
+def _last_line(path):
+    try:
+        lines = [line for line in pathlib.Path(path).read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    return lines[-1] if lines else None
 
 
 # --------------------------------------------------------------------------- pages
@@ -272,16 +289,17 @@ def _one_line(text, limit=400):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _failed_cell(nb_path):
+def _failed_cell(nb_path, died=False):
     """(1-based cell number in the original notebook, cell count, execution count, error line)
-    of the first failed cell in an executed notebook, or Nones."""
+    of the failed cell in an executed notebook, or Nones. When the kernel ``died``, the failed
+    cell is the last one that started."""
     import nbformat
 
     try:
         nb = nbformat.read(nb_path, as_version=4)
     except (OSError, ValueError):
         return None, None, None, None
-    position, total, found = 0, 0, None
+    position, found, started = 0, None, None
     for cell in nb.cells:
         meta = cell.get("metadata", {})
         tags = meta.get("tags", [])
@@ -289,17 +307,20 @@ def _failed_cell(nb_path):
         if "injected-parameters" in tags or "papermill-error-cell-tag" in tags:
             continue
         position += 1
-        total += 1
+        state = meta.get("papermill", {})
+        if cell.get("cell_type") == "code" and state.get("start_time"):
+            started = (position, cell.get("execution_count"), None)
         if found is not None:
             continue
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-        failed = meta.get("papermill", {}).get("exception") is True
-        if errors or failed or meta.get("papermill", {}).get("status") == "running":
-            line = f"{errors[0].ename}: {errors[0].evalue}" if errors else None
-            found = (position, cell.get("execution_count"), line)
+        if errors or state.get("exception") is True:
+            found = (position, cell.get("execution_count"),
+                     f"{errors[0].ename}: {errors[0].evalue}" if errors else None)
+    if died:
+        found = started
     if found is None:
-        return None, total, None, None
-    return found[0], total, found[1], found[2]
+        return None, position, None, None
+    return found[0], position, found[1], found[2]
 
 
 def _write_html(nb_path, html_path):
@@ -318,6 +339,7 @@ th, td { border: 1px solid #ccc; padding: .35em .8em; text-align: left; vertical
 .passed { color: #17663a; font-weight: bold; } .failed { color: #b00020; font-weight: bold; }
 .running { color: #8a5a00; } .not-run { color: #777; }
 dt { font-weight: bold; float: left; width: 6em; } dd { margin-left: 7em; }
+table { width: 100%; } code { white-space: pre-wrap; overflow-wrap: anywhere; }
 """
 
 
@@ -325,9 +347,10 @@ def _write_index(report):
     esc = html.escape
     rows = []
     for r in report.results:
+        shown = [(r.html, "page"), (r.ipynb, "notebook")] + ([(r.log, "kernel log")] if r.status == _FAILED else [])
         links = " ".join(
-            f'<a href="{esc(p.name)}">{label}</a>'
-            for p, label in ((r.html, "page"), (r.ipynb, "notebook")) if p is not None and p.exists()
+            f'<a href="{esc(os.path.relpath(p, report.folder))}">{label}</a>'
+            for p, label in shown if p is not None and p.exists()
         )
         seconds = "" if r.seconds is None else f"{r.seconds:.0f} s"
         error = f"<br><code>{esc(r.error)}</code>" if r.error else ""
@@ -453,29 +476,32 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
     report = Report(folder=folder, index=folder / "index.html", data=data_param, budget=budget,
                     model=model_param, started=datetime.datetime.now(), seconds=0.0,
                     results=[NotebookResult(name=p.name) for p in notebooks])
-    for result in report.results:  # pages of an earlier run would pass for this run's
-        for suffix in (".html",):
-            stale = folder / (pathlib.Path(result.name).stem + suffix)
+    logs = folder / "logs"
+    logs.mkdir(exist_ok=True)
+    for result in report.results:  # files of an earlier run would pass for this run's
+        stem = pathlib.Path(result.name).stem
+        for stale in (folder / result.name, folder / f"{stem}.html", logs / f"{stem}.kernel.log"):
             stale.unlink(missing_ok=True)
-        (folder / result.name).unlink(missing_ok=True)
     start = time.perf_counter()
-    _write_index(report)
     parameters = {"DATA": data_param, "BUDGET": budget, "MODEL": model_param}
-    manager_class = _kernel_manager_class()
     with _this_python_kernel(kernel_name), _inline_figures():
         for i, (path, result) in enumerate(zip(notebooks, report.results), 1):
             if progress:
                 print(f"fervis report: [{i}/{len(notebooks)}] {path.name} (data {data_name(data)}, budget {budget})",
                       file=sys.stderr, flush=True)
             result.status, result.ipynb = _RUNNING, folder / path.name
+            kernel_log = result.log = logs / (path.stem + ".kernel.log")
+            report.seconds = time.perf_counter() - start
+            _write_index(report)
             t0 = time.perf_counter()
             failure = None
             try:
-                papermill.execute_notebook(
-                    os.fspath(path), os.fspath(result.ipynb), parameters=parameters, kernel_name=kernel_name,
-                    progress_bar=progress, cwd=os.fspath(path.parent), start_timeout=180,
-                    execution_timeout=cell_timeout, kernel_manager_class=manager_class,
-                )
+                with open(kernel_log, "wb") as log_file:
+                    papermill.execute_notebook(
+                        os.fspath(path), os.fspath(result.ipynb), parameters=parameters, kernel_name=kernel_name,
+                        progress_bar=progress, cwd=os.fspath(path.parent), start_timeout=180,
+                        execution_timeout=cell_timeout, kernel_manager_class=_kernel_manager_class(log_file),
+                    )
             except KeyboardInterrupt:
                 result.status, result.error = _FAILED, "interrupted"
                 result.seconds = time.perf_counter() - t0
@@ -495,9 +521,13 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
                 report.seconds = time.perf_counter() - start
                 _write_index(report)
                 continue
-            cell, total, exec_count, line = _failed_cell(result.ipynb) if result.ipynb else (None,) * 4
+            died = type(failure).__name__ == "DeadKernelError"  # e.g. a native crash
+            cell, total, exec_count, line = _failed_cell(result.ipynb, died) if result.ipynb else (None,) * 4
             ename = getattr(failure, "ename", None)
             what = (f"{ename}: {failure.evalue}" if ename else line) or f"{type(failure).__name__}: {failure}"
+            if died:
+                last = _last_line(kernel_log)
+                what = "the kernel died" + (f" ({last}; kernel log {kernel_log})" if last else "")
             where = "" if cell is None else f" at cell {cell} of {total}" + (
                 f" (In [{exec_count}])" if exec_count is not None else "")
             result.status, result.error = _FAILED, _one_line(f"cell {cell}: {what}" if cell else what)

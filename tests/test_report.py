@@ -118,12 +118,14 @@ def test_partial_report_is_kept_and_marked(failed_run):
     statuses = [(r.name, r.status) for r in err.report.results]
     assert statuses == [("01_pass.ipynb", "passed"), ("02_fail.ipynb", "failed"), ("03_after.ipynb", "not run")]
     assert {p.name for p in folder.iterdir()} == {
-        "index.html", "01_pass.ipynb", "01_pass.html", "02_fail.ipynb", "02_fail.html"}
+        "index.html", "01_pass.ipynb", "01_pass.html", "02_fail.ipynb", "02_fail.html", "logs"}
+    assert {p.name for p in (folder / "logs").iterdir()} == {"01_pass.kernel.log", "02_fail.kernel.log"}
     index = (folder / "index.html").read_text()
     assert "Overall: failed" in index
     assert '<td class="failed">failed' in index and "ValueError: boom 42" in index
     assert '<td class="passed">passed' in index and '<td class="not-run">not run' in index
     assert 'href="02_fail.html"' in index and 'href="03_after.html"' not in index
+    assert 'href="logs/02_fail.kernel.log"' in index and 'href="logs/01_pass.kernel.log"' not in index
     executed = _outputs(folder / "02_fail.ipynb")
     assert "never printed" not in executed
     assert "boom 42" in (folder / "02_fail.html").read_text()
@@ -171,6 +173,18 @@ def test_cli_report_failure_is_one_line_exit_1(tmp_path, capsys):
     assert len(lines) == 1 and "Traceback" not in err
     assert lines[0].startswith("fervis: error: notebook only.ipynb failed at cell 4 of 5")
     assert "ValueError: boom 42" in lines[0] and "partial report:" in lines[0]
+
+
+def test_a_kernel_that_dies_is_a_failed_cell(tmp_path, capsys):
+    """A native crash (like TF's oneDNN heap corruption) kills the kernel: still one line."""
+    _notebook(tmp_path / "dies.ipynb", "x = 1", "import os\nos.abort()", 'print("never printed")')
+    assert cli.main(["report", "--out", str(tmp_path / "out"), "--notebooks", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("fervis: error:")]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert lines[0].startswith("fervis: error: notebook dies.ipynb failed at cell 4 of 5")
+    assert "the kernel died" in lines[0]
+    assert '<td class="failed">failed' in (tmp_path / "out" / "synthetic" / "index.html").read_text()
 
 
 @pytest.mark.parametrize("argv, match", [
