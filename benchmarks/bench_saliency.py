@@ -150,7 +150,8 @@ def main(argv=None):
     # The three compute the same thing on the same class; check before comparing speed.
     close_vis = np.allclose(maps, vis_maps, rtol=1e-3, atol=1e-6 * np.abs(maps).max())
     print("\nvanilla gradients, all faces")
-    print(f"  fervis explain (graph, batch {args.batch})   {1e3 * t_batched / n:8.3f} ms/face   {t_batched:7.2f} s total")
+    print(f"  fervis explain (graph, batch {args.batch})   {1e3 * t_batched / n:8.3f} ms/face   "
+          f"{t_batched:7.2f} s total")
     print(f"  per-image GradientTape loop       {1e3 * t_loop_face:8.3f} ms/face   ({k} faces timed)   "
           f"speed-up {t_loop_face / (t_batched / n):6.1f}x   (target >= 20x)")
     print(f"  tf-keras-vis Saliency (batch {args.batch})   {1e3 * t_vis / n:8.3f} ms/face   {t_vis:7.2f} s total   "

@@ -76,7 +76,8 @@ def _max_steps(value):
         try:
             return max(1, min(int(value), int(cap)))
         except ValueError:
-            raise ValueError(f"The environment variable FERVIS_MAX_STEPS must be an int. Got {cap!r} instead.") from None
+            raise ValueError(
+                f"The environment variable FERVIS_MAX_STEPS must be an int. Got {cap!r} instead.") from None
     return int(value)
 
 
@@ -795,14 +796,16 @@ def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, 
 
     func = "fervis.saliency.region_shares"
     if normalize not in (None, "area"):
-        raise ValueError(f"The 'normalize' parameter of {func} must be one of [None, 'area']. Got {normalize!r} instead.")
+        raise ValueError(
+            f"The 'normalize' parameter of {func} must be one of [None, 'area']. Got {normalize!r} instead.")
     maps = np.asarray(maps)
     if maps.ndim != 3:
         raise ValueError(f"The 'maps' parameter of {func} must be shaped (n, h, w). Got {maps.shape} instead.")
     n = len(maps)
     maps = _check_maps(maps, n, maps.shape[1:], func)
     if (maps < 0).any():
-        raise ValueError(f"The 'maps' parameter of {func} must be non-negative (saliency mass). Got negative values instead.")
+        raise ValueError(
+            f"The 'maps' parameter of {func} must be non-negative (saliency mass). Got negative values instead.")
     regions = _check_regions(regions, n, maps.shape[1:], region_names, func)
     labels = _check_labels(labels, n, len(class_names), func)
     r = len(region_names)
@@ -1102,7 +1105,8 @@ def faithfulness(model, images, methods=METHODS, class_idx=None, steps=16, seed=
     table = pd.DataFrame.from_dict(rows, orient="index")
     table["score"] = table["insertion_auc"] - table["deletion_auc"]
     rand = table.loc["random"]
-    table["beats_random"] = (table["deletion_auc"] < rand["deletion_auc"]) & (table["insertion_auc"] > rand["insertion_auc"])
+    table["beats_random"] = ((table["deletion_auc"] < rand["deletion_auc"])
+                             & (table["insertion_auc"] > rand["insertion_auc"]))
     table.loc["random", "beats_random"] = False
     table.index.name = "method"
     return Faithfulness(table=table, fractions=fractions, curves=curves)
@@ -1279,7 +1283,8 @@ def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=N
         if shares is not None and concentration is not None and name in shares.index:
             row, dense = shares.loc[name], concentration.loc[name]
             held = dense[row >= min_share].dropna().sort_values(ascending=False)
-            parts = [f"{100 * row[r]:.0f} % of the mass on the {r} ({dense[r]:.1f}x its area)" for r in held.index[:top]]
+            parts = [f"{100 * row[r]:.0f} % of the mass on the {r} ({dense[r]:.1f}x its area)"
+                     for r in held.index[:top]]
         sentence = f"For {name}, {method} puts " + " and ".join(parts) if parts else f"For {name}"
         if occlusion is not None and name in occlusion.index and occlusion.loc[name].notna().any():
             row = occlusion.loc[name].dropna()
