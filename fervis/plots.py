@@ -58,8 +58,8 @@ def face_grid(images, titles=None, ncols=7, size=1.4, fig=None):
 
 # --- saliency (notebook 1) -------------------------------------------------------------
 
-__all__ += ["saliency_panel", "saliency_gallery", "class_mean_grid", "table_heatmap", "region_template", "faithfulness_curves",
-            "randomization_strip", "cue_bars"]
+__all__ += ["saliency_panel", "saliency_gallery", "class_mean_grid", "table_heatmap", "region_template",
+            "faithfulness_curves", "randomization_strip", "cue_bars"]
 
 
 def _overlay(ax, image, saliency_map=None, title=None, alpha=0.5):
