@@ -32,6 +32,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -44,7 +45,8 @@ __all__ = [
     "Probes", "probe_set", "spearman",
     "overfitting", "best_epoch", "summarize",
     "Monitor", "LiveCurves", "TensorBoardWriter", "callbacks",
-    "history", "probe_maps", "event_tags", "run_dir", "tensorboard_command",
+    "history", "epoch_table", "ProbeHistory", "probe_maps", "region_focus", "event_tags", "run_dir",
+    "tensorboard_command",
     "TrainingPlan", "training_plan", "enable_determinism",
 ]
 
@@ -56,9 +58,10 @@ TB_DIR = os.path.join("tb", "monitor")
 _OWN_METHODS = ("gradient", "smoothgrad")
 
 # The quick budget trains on a sample so that the notebook stays within about a minute on
-# two CPU cores; full trains on every face with the recipe's own epochs.
+# two CPU cores; batches of 32 give the batch-norm statistics enough steps to settle in six
+# epochs. full trains on every face with the recipe's own epochs and batch size.
 _PLANS = {
-    "quick": {"n_train": 1200, "n_val": 350, "epochs": 6, "batch_size": 32},
+    "quick": {"n_train": 2400, "n_val": 350, "epochs": 6, "batch_size": 32},
     "full": {"n_train": None, "n_val": None, "epochs": None, "batch_size": None},
 }
 
@@ -495,7 +498,7 @@ def summarize(history, patience=3, recall_threshold=0.5, settled_threshold=0.8):
     """
     _check_history(history, "fervis.monitoring.summarize")
     history = history.reset_index(drop=True)
-    epochs = (history["epoch"].to_numpy() + 1) if "epoch" in history else np.arange(1, len(history) + 1)
+    epochs = _epochs_from_one(history)
     monitor = "val_loss" if "val_loss" in history else "loss"
     best = best_epoch(history, monitor) if monitor in history else None
     flags = overfitting(history, patience)
@@ -899,6 +902,40 @@ def history(log_dir):
     return pd.read_csv(path / HISTORY).sort_values("epoch").reset_index(drop=True)
 
 
+def epoch_table(history, columns=("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate", "drift_mean"),
+                decimals=3):
+    """A history for reading: the chosen columns, indexed by epoch counted from 1, rounded.
+
+    Parameters
+    ----------
+    history : pandas.DataFrame
+        As returned by :func:`history`.
+    columns : sequence of str
+        Columns to keep; those missing from ``history`` are left out.
+    decimals : int, default 3
+        The learning rate keeps three more, since it is small.
+
+    Returns
+    -------
+    pandas.DataFrame
+
+    Example
+    -------
+    >>> table = epoch_table(pd.DataFrame({"epoch": [0, 1], "loss": [2.0, 1.23456]}))
+    >>> table.index.tolist(), table["loss"].tolist()
+    ([1, 2], [2.0, 1.235])
+    """
+    _check_history(history, "fervis.monitoring.epoch_table")
+    kept = [c for c in columns if c in history]
+    table = history[kept].copy()
+    table.index = pd.Index(_epochs_from_one(history), name="epoch")
+    return table.round({c: decimals + 3 if c == "learning_rate" else decimals for c in kept})
+
+
+def _epochs_from_one(history):
+    return (history["epoch"].to_numpy() + 1) if "epoch" in history else np.arange(1, len(history) + 1)
+
+
 def probe_maps(log_dir):
     """The probe faces and their maps at every monitored epoch, from ``log_dir`` (or a Monitor).
 
@@ -928,6 +965,44 @@ def probe_maps(log_dir):
         with np.load(file) as f:
             maps[e], shares[e], confusion[e] = f["maps"].astype(np.float32), f["shares"], f["confusion"]
     return _probe_history(sorted(maps), maps, shares, confusion, probes)
+
+
+def region_focus(probe_history):
+    """How strongly the probe maps concentrate on each face region, epoch by epoch.
+
+    The concentration of :func:`fervis.regions.shares` (``normalize="area"``): a region's share
+    of a map's mass divided by its share of the face's area, so 1 is what a uniform map gives
+    and 3 is three times that; averaged over the probe faces that have the region.
+
+    Parameters
+    ----------
+    probe_history : ProbeHistory
+        From :func:`probe_maps`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``epoch`` (counted from 1), one column per region.
+
+    Example
+    -------
+    >>> region_focus(probe_maps(run)).iloc[-1].nlargest(3)  # doctest: +SKIP
+    """
+    if not isinstance(probe_history, ProbeHistory):
+        raise ValueError(
+            "The 'probe_history' parameter of fervis.monitoring.region_focus must be a ProbeHistory "
+            f"(see fervis.monitoring.probe_maps). Got {type(probe_history).__name__} instead."
+        )
+    probes = probe_history.probes
+    rows = []
+    for maps in probe_history.maps:
+        conc = regions.shares(maps, probes.regions, normalize="area", n_regions=len(probes.region_names))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a region absent from every probe: NaN
+            rows.append(np.nanmean(conc, axis=0))
+    index = pd.Index(np.asarray(probe_history.epochs) + 1, name="epoch")
+    return pd.DataFrame(np.reshape(rows, (len(index), len(probes.region_names))), index=index,
+                        columns=list(probes.region_names))
 
 
 def event_tags(log_dir):
@@ -1139,13 +1214,13 @@ def _probe_strip(images, maps, scale=2, alpha=0.5):
 
 
 def _confusion_png(cm, class_names, title):
-    """The confusion matrix drawn by :func:`fervis.plots.confusion_counts`: ``(png, width, height)``."""
+    """The confusion matrix drawn by :func:`fervis.plots.confusion_heatmap`: ``(png, width, height)``."""
     from matplotlib.figure import Figure
 
     from fervis import plots
 
-    fig = Figure(figsize=(4.2, 3.8), dpi=72, layout="constrained")
-    plots.confusion_counts(cm, class_names, ax=fig.subplots(), title=title)
+    fig = Figure(figsize=(4.6, 4.2), dpi=72, layout="constrained")
+    plots.confusion_heatmap(pd.DataFrame(cm, index=class_names, columns=class_names), ax=fig.subplots(), title=title)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")  # a Figure of its own, never shown: not a plot function's savefig
     width, height = fig.canvas.get_width_height()
@@ -1421,15 +1496,15 @@ def tensorboard_command(log_dir):
     from fervis import training
 
     path = pathlib.Path(log_dir).resolve()
-    shown = str(path)
+    shown = path.as_posix()
     home = training.fervis_home().resolve()
-    if path == home or home in path.parents:
+    cwd, user = pathlib.Path.cwd().resolve(), pathlib.Path.home().resolve()
+    if os.environ.get("FERVIS_HOME") and home in path.parents:
         shown = "$FERVIS_HOME/" + path.relative_to(home).as_posix()
-    else:
-        try:
-            shown = path.relative_to(pathlib.Path.cwd().resolve()).as_posix()
-        except ValueError:
-            pass
+    elif user in path.parents:
+        shown = "~/" + path.relative_to(user).as_posix()
+    elif cwd in path.parents:
+        shown = path.relative_to(cwd).as_posix()
     return f'tensorboard --logdir "{shown}"'
 
 
@@ -1472,7 +1547,7 @@ def training_plan(session, epochs=None, n_train=None, n_val=None, batch_size=Non
     ----------
     session : fervis.session.Session
     epochs, n_train, n_val, batch_size : int, optional
-        Override the budget's defaults (quick: 6 epochs, 1200 training and 350 validation
+        Override the budget's defaults (quick: 6 epochs, 2400 training and 350 validation
         faces, batches of 32; full: the recipe's epochs and batch size, every face).
     recipe : Recipe or str, default "quick"
     seed : int, default 0

@@ -494,6 +494,35 @@ def test_tensorboard_command_avoids_machine_paths(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FERVIS_HOME", str(tmp_path / "elsewhere"))
     assert monitoring.tensorboard_command(tmp_path / "runs") == 'tensorboard --logdir "runs"'
+    monkeypatch.delenv("FERVIS_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir("/")
+    assert monitoring.tensorboard_command(tmp_path / "home" / "r" / "tb") == 'tensorboard --logdir "~/r/tb"'
+
+
+def test_epoch_table_counts_epochs_from_one_and_rounds():
+    table = monitoring.epoch_table(_history(), decimals=2)
+    assert table.index.tolist() == [1, 2, 3, 4, 5, 6] and table.index.name == "epoch"
+    assert list(table.columns) == ["loss", "val_loss", "accuracy", "val_accuracy", "drift_mean"]
+    assert table["loss"].iloc[1] == round(_history()["loss"].iloc[1], 2)
+    lr = monitoring.epoch_table(pd.DataFrame({"epoch": [0], "learning_rate": [0.0012345]}), decimals=2)
+    assert lr["learning_rate"].iloc[0] == 0.00123  # small numbers keep their digits
+
+
+def test_region_focus_is_mass_share_over_area_share(run):
+    from fervis import regions
+
+    ph = monitoring.probe_maps(run.dir)
+    focus = monitoring.region_focus(ph)
+    assert focus.index.tolist() == list(range(1, EPOCHS + 1)) and list(focus.columns) == list(ph.probes.region_names)
+    expected = np.nanmean(regions.shares(ph.maps[-1], ph.probes.regions, normalize="area"), axis=0)
+    assert np.allclose(focus.iloc[-1].to_numpy(), expected, equal_nan=True)
+    flat = monitoring.ProbeHistory(ph.epochs[:1], np.ones_like(ph.maps[:1]), ph.shares[:1], ph.confusion[:1],
+                                   ph.probes)
+    present = monitoring.region_focus(flat).iloc[0].dropna()
+    assert np.allclose(present, 1.0)  # a uniform map is spread like the area
+    with pytest.raises(ValueError, match="ProbeHistory"):
+        monitoring.region_focus(ph.maps)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -593,7 +622,7 @@ def test_explanation_drift_and_dashboard():
     assert len(dash.get_axes()) == 5
 
 
-def test_probe_maps_grid_and_confusion(run):
+def test_probe_maps_grid(run):
     ph = monitoring.probe_maps(run.dir)
     fig = plots.probe_maps_grid(ph, max_epochs=3)
     axes = fig.get_axes()
@@ -602,8 +631,8 @@ def test_probe_maps_grid_and_confusion(run):
     assert any(t.get_text().startswith("ρ") for t in axes[-1].texts)
     with pytest.raises(ValueError, match="monitored epochs"):
         plots.probe_maps_grid(ph, epochs=[99])
-    ax = plots.confusion_counts(ph.confusion[-1], title="last")
-    assert ax.get_title() == "last" and len(ax.texts) == 49
+    one = plots.probe_maps_grid(ph, epochs=[2])
+    assert len(one.get_axes()) == len(ph.probes)
 
 
 def test_probe_browser_moves_through_epochs(run):
