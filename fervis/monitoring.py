@@ -133,6 +133,9 @@ def _check_writable(path, func, param="log_dir"):
     return path
 
 
+_OTHER_FILES = "other files"
+
+
 def _describe_run(path):
     """A short description of the monitored or trained run in ``path``, or None when empty."""
     path = pathlib.Path(path)
@@ -149,8 +152,10 @@ def _describe_run(path):
     tb = path / TB_DIR
     if tb.is_dir() and any(p.name.startswith("events.out.tfevents") for p in tb.iterdir()):
         parts.append("TensorBoard events")
+    if (path / META).exists() and not parts:
+        parts.append("monitoring files")
     if not parts and path.is_dir() and any(path.iterdir()):
-        parts.append("other files")
+        return _OTHER_FILES
     return ", ".join(parts) or None
 
 
@@ -636,7 +641,8 @@ class Monitor(keras.callbacks.Callback):
         if self.y.max() >= k or self.probes.labels.max() >= k:
             raise ValueError(
                 f"The 'validation' parameter of fervis.monitoring.Monitor has labels up to "
-                f"{int(max(self.y.max(), self.probes.labels.max()))}, but model {self.model.name!r} outputs {k} classes."
+                f"{int(max(self.y.max(), self.probes.labels.max()))}, but model {self.model.name!r} "
+                f"outputs {k} classes."
             )
         import tensorflow as tf
 
@@ -1284,7 +1290,9 @@ class TensorBoardWriter(keras.callbacks.Callback):
                 f"Got {type(monitor).__name__} instead."
             )
         if isinstance(grad_batch, bool) or not isinstance(grad_batch, int) or grad_batch < 1:
-            raise ValueError(f"The 'grad_batch' parameter of {func} must be a positive int. Got {grad_batch!r} instead.")
+            raise ValueError(
+                f"The 'grad_batch' parameter of {func} must be a positive int. Got {grad_batch!r} instead."
+            )
         _check_modes(overwrite, resume, func)
         self.log_dir = _check_writable(log_dir, func)
         events = sorted(self.log_dir.glob("events.out.tfevents*"))
@@ -1447,7 +1455,8 @@ def run_dir(name, overwrite=False, resume=False, root=None):
     name : str
         A plain directory name (letters, digits, ``-``, ``_``, ``.``).
     overwrite : bool, default False
-        Delete a run already there (checkpoint, history, maps, events) and start afresh.
+        Delete a run already there (checkpoint, history, maps, events) and start afresh. A
+        directory holding anything else is never deleted.
     resume : bool, default False
         Keep a run already there, to continue it (``training.fit(..., resume=True)``).
     root : str or os.PathLike, optional
@@ -1474,6 +1483,11 @@ def run_dir(name, overwrite=False, resume=False, root=None):
     _check_modes(overwrite, resume, func)
     path = (pathlib.Path(root) if root is not None else training.fervis_home() / "monitoring") / name
     held = _describe_run(path) if path.is_dir() else None
+    if held == _OTHER_FILES:  # never delete what fervis did not write
+        raise ValueError(
+            f"The 'name' parameter of {func} names {str(path)!r}, which holds files that are not a fervis run; "
+            "choose another name."
+        )
     if held and overwrite:
         shutil.rmtree(path)
     elif held and not resume:
@@ -1577,7 +1591,9 @@ def training_plan(session, epochs=None, n_train=None, n_val=None, batch_size=Non
     settings = {}
     for param, value in (("epochs", epochs), ("n_train", n_train), ("n_val", n_val), ("batch_size", batch_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-            raise ValueError(f"The {param!r} parameter of {func} must be a positive int or None. Got {value!r} instead.")
+            raise ValueError(
+                f"The {param!r} parameter of {func} must be a positive int or None. Got {value!r} instead."
+            )
         settings[param] = value if value is not None else defaults[param]
     recipe = recipe.replace(epochs=int(settings["epochs"] or recipe.epochs),
                             batch_size=int(settings["batch_size"] or recipe.batch_size), seed=seed)

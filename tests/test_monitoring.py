@@ -482,6 +482,11 @@ def test_run_dir_protects_earlier_runs(tmp_path):
     assert (first / "monitoring.csv").exists()
     assert monitoring.run_dir("nb04", root=tmp_path, overwrite=True) == first
     assert not any(first.iterdir())
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(ValueError, match="not a fervis run"):
+        monitoring.run_dir("mine", root=tmp_path, overwrite=True)
+    assert (tmp_path / "mine" / "thesis.tex").exists()
     for bad in ("../escape", "", "a/b", 3):
         with pytest.raises(ValueError, match="plain directory name"):
             monitoring.run_dir(bad, root=tmp_path)
@@ -656,7 +661,7 @@ def test_notebook_quick_run_on_fer2013(fer2013_path, tmp_path):
     out = tmp_path / "04.ipynb"
     papermill.execute_notebook(
         os.path.join(root, "04_training_monitoring.ipynb"), str(out), kernel_name="python3",
-        parameters={"DATA": fer2013_path, "BUDGET": "quick", "OVERWRITE": True}, cwd=root,
+        parameters={"DATA": fer2013_path, "BUDGET": "quick", "OVERWRITE": True, "RUN": "04_fer2013_quick"}, cwd=root,
     )
     import nbformat
 
