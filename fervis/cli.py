@@ -10,9 +10,10 @@
 
 With ``--json`` a command prints exactly one JSON object on stdout; progress bars and
 warnings go to stderr. Bad arguments and files end the command with exit status 2 and one
-line on stderr, ``fervis: error: ...``; a failing notebook cell in ``report`` (or ``demo``) ends it
-with exit status 1 and one such line naming the notebook, the cell and the error. TensorFlow is imported only by the commands that
-need it, after the cheap checks, so ``import fervis.cli`` and argument errors are fast.
+line on stderr, ``fervis: error: ...``; a failing notebook cell in ``report`` (or ``demo``)
+ends it with exit status 1 and one such line naming the notebook, the cell and the error.
+TensorFlow is imported only by the commands that need it, after the cheap checks, so
+``import fervis.cli`` and argument errors are fast.
 """
 
 from __future__ import annotations

@@ -90,7 +90,8 @@ def jupyterlab(root_dir, state_dir, fervis_home):
     env.pop("MPLBACKEND", None)
     command = [
         sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-        "--ServerApp.port_retries=0", "--ServerApp.allow_root=True", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}",
+        "--ServerApp.port_retries=0", "--ServerApp.allow_root=True", f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root_dir}",
         "--LabApp.expose_app_in_browser=True", f"--LabApp.user_settings_dir={state_dir / 'user-settings'}",
         f"--LabApp.workspaces_dir={state_dir / 'workspaces'}", "--LabApp.news_url=",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly",
