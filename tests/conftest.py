@@ -58,7 +58,8 @@ def tiny_model(synthetic_small):
 @pytest.fixture(scope="session")
 def residual_model():
     """A residual CNN whose 1x1 stride-2 shortcut on an even 8-channel map crashes TF 2.21's
-    oneDNN kernels under *eager* input gradients. Every fervis method must survive it."""
+    oneDNN kernels under *eager* input gradients. Every fervis method must survive it. Its weight
+    gradient crashes even in a graph: freeze ``shortcut_conv`` before training it."""
     import keras
 
     inputs = keras.Input((48, 48, 1), name="pixels")
