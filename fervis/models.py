@@ -300,8 +300,9 @@ def load_pretrained(name="fer2013", num_classes=None):
 
     Parameters
     ----------
-    name : {"fer2013"}
-        ``fer2013`` is the ``vgg`` model trained on FER2013 with the ``fer2013`` recipe.
+    name : {"fer2013", "synthetic"}
+        ``fer2013`` is the ``vgg`` model trained on FER2013 with the ``fer2013`` recipe;
+        ``synthetic`` the ``compact`` model trained on the embedded faces with ``quick``.
     num_classes : int, optional
         When given, the model's output must have this many classes.
 

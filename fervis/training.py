@@ -49,6 +49,13 @@ def _is_dataset(obj):
     return all(hasattr(obj, a) for a in ("images", "labels", "splits", "subset", "x"))
 
 
+def _require_dataset(dataset, func):
+    if not _is_dataset(dataset):
+        raise ValueError(
+            f"The 'dataset' parameter of {func} must be a fervis Dataset. Got {type(dataset).__name__} instead."
+        )
+
+
 def _arrays(data, func, param, model):
     """``(x, y)``: float32 ``(n, h, w, c)`` pixels and int64 labels, checked against ``model``."""
     if _is_dataset(data):
@@ -457,10 +464,7 @@ def load_or_train(dataset, recipe="quick", progress=True):
     >>> model = load_or_train(data.load("synthetic"))  # doctest: +SKIP
     """
     func = "fervis.training.load_or_train"
-    if not _is_dataset(dataset):
-        raise ValueError(
-            f"The 'dataset' parameter of {func} must be a fervis Dataset. Got {type(dataset).__name__} instead."
-        )
+    _require_dataset(dataset, func)
     recipe = recipes.get(recipe)
     num_classes = len(dataset.class_names)
     path = cache_path(dataset, recipe)
@@ -542,10 +546,7 @@ def model_for(dataset, model="auto"):
     >>> model = model_for(data.load("synthetic"))  # doctest: +SKIP
     """
     func = "fervis.training.model_for"
-    if not _is_dataset(dataset):
-        raise ValueError(
-            f"The 'dataset' parameter of {func} must be a fervis Dataset. Got {type(dataset).__name__} instead."
-        )
+    _require_dataset(dataset, func)
     num_classes = len(dataset.class_names)
     if isinstance(model, str) and model == "auto":
         if _is_fer2013(dataset) and models.pretrained_path("fer2013").exists():
@@ -591,10 +592,7 @@ def evaluate(model, dataset, split="PublicTest", tta="none", batch_size=256):
     func = "fervis.training.evaluate"
     if not isinstance(model, keras.Model):
         raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
-    if not _is_dataset(dataset):
-        raise ValueError(
-            f"The 'dataset' parameter of {func} must be a fervis Dataset. Got {type(dataset).__name__} instead."
-        )
+    _require_dataset(dataset, func)
     if tta not in ("none", "flip", "tencrop"):
         raise ValueError(
             f"The 'tta' parameter of {func} must be one of ['none', 'flip', 'tencrop']. Got {tta!r} instead."
