@@ -10,7 +10,7 @@ STAMP := $(VENV)/.fervis-installed
 export FERVIS_HOME ?= $(CURDIR)/.fervis
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test unit notebooks bench clean
+.PHONY: venv demo test unit notebooks bench gallery clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,9 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .fervis reports
+
+# README's gallery: every notebook on FER2013 with the shipped model (--budget full), then the
+# tagged figures to docs/gallery/ and the region-share table into README.md.
+FER2013 ?= ../shared/data/fer2013.csv.gz
+gallery: venv
+	$(BIN)/python scripts/make_gallery.py --data $(FER2013)

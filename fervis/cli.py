@@ -4,7 +4,7 @@
 
     fervis data inspect SOURCE [--json]
     fervis train --data SOURCE --out DIR [--arch NAME] [--epochs N] [--recipe NAME] [--resume]
-    fervis evaluate --model PATH|pretrained:fer2013 --data SOURCE [--split NAME] [--tta none|flip|tencrop] [--json]
+    fervis evaluate --model PATH|pretrained:fer2013 --data SOURCE [--split NAME] [--tta auto|none|flip|tencrop] [--json]
     fervis demo [--recipe NAME] [--json] [--no-report]
     fervis report [--data SOURCE] [--budget quick|full] [--model SPEC] [--out DIR] [--notebooks DIR]
 
@@ -200,7 +200,11 @@ def _evaluate(args):
     models, _, training = _keras_modules()
     model = models.resolve(spec, num_classes=len(dataset.class_names))
     split = None if args.split == "all" else args.split
-    result = training.evaluate(model, dataset, split=split, tta=args.tta)
+    tta = args.tta
+    if tta == "auto":  # so `fervis evaluate --model pretrained:fer2013` reproduces the model card
+        card = models.pretrained_card(spec.split(":", 1)[1]) if spec.startswith("pretrained:") else {}
+        tta = card.get("tta", "none")
+    result = training.evaluate(model, dataset, split=split, tta=tta)
     if args.json:
         _print_json({"model": spec, "data": dataset.source, **result})
     else:
@@ -294,7 +298,8 @@ def _parser():
     evaluate.add_argument("--data", required=True, metavar="SOURCE", help="'synthetic' or a FER2013 file or folder")
     evaluate.add_argument("--split", default="PublicTest", metavar="NAME",
                           help="Training, PublicTest, PrivateTest or all (default PublicTest)")
-    evaluate.add_argument("--tta", default="none", choices=_TTA, help="test-time augmentation (default none)")
+    evaluate.add_argument("--tta", default="auto", choices=("auto",) + _TTA,
+                          help="test-time augmentation; auto (default): a pretrained model's documented one, else none")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(func=_evaluate)
 

@@ -24,7 +24,10 @@ import sys
 import tempfile
 import time
 
-__all__ = ["NotebookError", "NotebookResult", "Report", "data_name", "find_notebooks", "run"]
+__all__ = [
+    "GALLERY", "NotebookError", "NotebookResult", "Report", "data_name", "find_notebooks", "gallery", "run",
+    "shrink_png", "update_readme",
+]
 
 _PASSED, _FAILED, _NOT_RUN, _RUNNING = "passed", "failed", "not run", "running"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -538,3 +541,180 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
     report.seconds = time.perf_counter() - start
     _write_index(report)
     return report
+
+
+# --------------------------------------------------------------------------- gallery
+
+#: README's gallery: (notebook, cell tag, file under the gallery folder, heading). The tag marks
+#: the cell in the notebook (cell metadata ``tags``); a ``.png`` takes the cell's last figure, a
+#: ``.md`` its last table (a DataFrame's HTML output) as a Markdown table.
+GALLERY = (
+    ("01_saliency_maps.ipynb", "gallery-saliency", "saliency_per_emotion.png",
+     "Where does the model look? One face per emotion, seven saliency methods"),
+    ("01_saliency_maps.ipynb", "gallery-region-shares", "region_shares.md",
+     "Grad-CAM mass per face region and true class (rows sum to 1)"),
+    ("02_filter_visualization.ipynb", "gallery-filters", "filters_top_faces.png",
+     "What do the last block's filters want? Gradient ascent beside the faces that drive each filter hardest"),
+    ("03_per_label_analysis.ipynb", "gallery-confusion", "confusion.png",
+     "Why is happy easy and disgust hard? The confusion matrix, counts and row-normalised"),
+    ("04_training_monitoring.ipynb", "gallery-training", "training_curves.png",
+     "Watching the CNN train: loss, accuracy and per-class recall per epoch"),
+)
+#: README images stay small.
+MAX_PNG_BYTES = 300 * 1024
+GALLERY_BEGIN = "<!-- gallery:begin -->"
+GALLERY_END = "<!-- gallery:end -->"
+
+
+def _tagged_cell(nb_path, tag):
+    import nbformat
+
+    if not nb_path.exists():
+        raise ValueError(f"The report has no executed notebook {str(nb_path)!r}; run `fervis report` first.")
+    nb = nbformat.read(nb_path, as_version=4)
+    cells = [c for c in nb.cells if tag in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"Notebook {str(nb_path)!r} must have exactly one cell tagged {tag!r}; it has {len(cells)}.")
+    return cells[0]
+
+
+def _last_output(cell, mime, nb_path, tag):
+    found = [o["data"][mime] for o in cell.get("outputs", []) if mime in o.get("data", {})]
+    if not found:
+        raise ValueError(f"The cell tagged {tag!r} in {str(nb_path)!r} has no {mime} output (did it run?).")
+    return found[-1]
+
+
+def shrink_png(png, max_bytes=MAX_PNG_BYTES):
+    """PNG bytes at most ``max_bytes`` long: re-encoded with a 256-colour palette, then scaled down.
+
+    Parameters
+    ----------
+    png : bytes
+    max_bytes : int
+
+    Returns
+    -------
+    bytes
+        ``png`` itself when it is small enough.
+    """
+    import io
+
+    from PIL import Image
+
+    if len(png) <= max_bytes:
+        return png
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    scale = 1.0
+    while True:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        small = image.resize(size, Image.LANCZOS) if scale < 1 else image
+        buf = io.BytesIO()
+        small.quantize(256).save(buf, format="PNG", optimize=True)
+        if buf.tell() <= max_bytes or min(size) <= 16:
+            return buf.getvalue()
+        scale *= 0.85 * (max_bytes / buf.tell()) ** 0.5
+
+
+def _html_table_to_markdown(table_html):
+    # bs4 with the standard library's parser: nbconvert already depends on it; no lxml here.
+    from bs4 import BeautifulSoup
+
+    table = BeautifulSoup(table_html, "html.parser").find("table")
+    if table is None:
+        raise ValueError("the HTML output holds no <table>")
+    rows = [[cell.get_text(" ", strip=True) for cell in tr.find_all(["th", "td"])] for tr in table.find_all("tr")]
+    width = max(len(r) for r in rows)
+    rows = [r + [""] * (width - len(r)) for r in rows if any(r)]
+    header, body = rows[0], rows[1:]
+    if body and not any(body[0][1:]):  # pandas' row holding the index's name: it heads the first column
+        corner = f"{body[0][0]} \\ {header[0]}" if header[0] and body[0][0] else header[0] or body[0][0]
+        header = [corner] + header[1:]
+        body = body[1:]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * width]
+    lines += ["| " + " | ".join([f"**{r[0]}**"] + r[1:]) + " |" for r in body]
+    return "\n".join(lines) + "\n"
+
+
+def gallery(report_folder, out_dir="docs/gallery", link="docs/gallery", max_bytes=MAX_PNG_BYTES):
+    """Copy README's gallery out of a report: the tagged figures as PNGs, the tagged table as Markdown.
+
+    Parameters
+    ----------
+    report_folder : str or os.PathLike
+        A report written by :func:`run` (``reports/<data-name>``).
+    out_dir : str or os.PathLike, default "docs/gallery"
+    link : str, default "docs/gallery"
+        How README reaches ``out_dir`` (the image links' prefix).
+    max_bytes : int, default 300 KiB
+        Larger figures are re-encoded and scaled down (:func:`shrink_png`).
+
+    Returns
+    -------
+    str
+        The Markdown block for README, from :data:`GALLERY_BEGIN` to :data:`GALLERY_END`.
+
+    Raises
+    ------
+    ValueError
+        A notebook, a tagged cell or its output is missing; nothing is written then.
+    """
+    import base64
+
+    folder = pathlib.Path(os.fspath(report_folder))
+    out = pathlib.Path(os.fspath(out_dir))
+    files = {}
+    for notebook, tag, name, _ in GALLERY:
+        nb_path = folder / notebook
+        cell = _tagged_cell(nb_path, tag)
+        if name.endswith(".png"):
+            png = base64.b64decode(_last_output(cell, "image/png", nb_path, tag))
+            files[name] = shrink_png(png, max_bytes)
+        else:
+            try:
+                files[name] = _html_table_to_markdown(_last_output(cell, "text/html", nb_path, tag)).encode()
+            except ValueError as err:
+                raise ValueError(f"The cell tagged {tag!r} in {str(nb_path)!r}: {err}.") from None
+    out.mkdir(parents=True, exist_ok=True)
+    for name, payload in files.items():  # everything was read: now write, each file atomically
+        tmp = out / f".{name}.tmp"
+        tmp.write_bytes(payload)
+        os.replace(tmp, out / name)
+    settings = _report_settings(folder)
+    lines = [GALLERY_BEGIN,
+             f"*Generated from `fervis report --data {settings.get('data', '?')} --budget {settings.get('budget', '?')}` "
+             f"(model `{settings.get('model', '?')}`) by `make gallery`; do not edit by hand.*", ""]
+    for _, _, name, heading in GALLERY:
+        lines.append(f"**{heading}**")
+        lines.append("")
+        lines.append(f"![{heading}]({link}/{name})" if name.endswith(".png") else files[name].decode().rstrip())
+        lines.append("")
+    lines.append(GALLERY_END)
+    return "\n".join(lines)
+
+
+def _report_settings(folder):
+    """The data, budget and model a report ran with, read back from its first notebook's parameters."""
+    import nbformat
+
+    for nb_path in sorted(folder.glob("*.ipynb")):
+        nb = nbformat.read(nb_path, as_version=4)
+        for cell in nb.cells:
+            if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+                found = dict(re.findall(r'^(DATA|BUDGET|MODEL) = "(.*)"$', cell.source, flags=re.M))
+                data = found.get("DATA", "?")
+                return {"data": pathlib.Path(data).name if data != "synthetic" else data,
+                        "budget": found.get("BUDGET", "?"), "model": found.get("MODEL", "?")}
+    return {}
+
+
+def update_readme(readme, block):
+    """Replace the text between the gallery markers of ``readme`` with ``block`` (atomically)."""
+    path = pathlib.Path(os.fspath(readme))
+    text = path.read_text(encoding="utf-8")
+    begin, end = text.find(GALLERY_BEGIN), text.find(GALLERY_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{str(path)!r} has no {GALLERY_BEGIN} ... {GALLERY_END} markers to put the gallery between.")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text[:begin] + block + text[end + len(GALLERY_END):], encoding="utf-8")
+    os.replace(tmp, path)

@@ -49,7 +49,8 @@ def prepare(data="synthetic", model="auto", budget="quick", split="PublicTest", 
         Anything :func:`fervis.data.load` reads.
     model : str, default "auto"
         "auto" uses the shipped FER2013 model on FER2013 and otherwise trains (once, then
-        cached) the ``quick`` recipe; or a ``.keras``/``.h5`` path, or "pretrained:fer2013".
+        cached) the ``quick`` recipe; "train" (or "train:<recipe>") retrains even on FER2013;
+        or a ``.keras``/``.h5`` path, or "pretrained:fer2013".
     budget : {"quick", "full"}
     split : str, default "PublicTest"
         The split analysed; when the data has no such split, all of it.

@@ -532,9 +532,10 @@ def model_for(dataset, model="auto"):
     Parameters
     ----------
     dataset : Dataset
-    model : "auto", keras.Model, path or "pretrained:<name>", default "auto"
+    model : "auto", "train", "train:<recipe>", keras.Model, path or "pretrained:<name>", default "auto"
         ``"auto"`` is the packaged FER2013 model when ``dataset`` is FER2013 and the model
-        is installed, otherwise ``load_or_train(dataset, "quick")``.
+        is installed, otherwise ``load_or_train(dataset, "quick")``. ``"train"`` retrains
+        even then: ``load_or_train(dataset, "quick")`` (or the named recipe), cached.
 
     Returns
     -------
@@ -555,6 +556,14 @@ def model_for(dataset, model="auto"):
             # Same recipe, same faces: the packaged copy keeps notebook outputs repeatable.
             return models.load_pretrained("synthetic", num_classes=num_classes)
         return load_or_train(dataset, "quick")
+    if isinstance(model, str) and (model == "train" or model.startswith("train:")):
+        name = model.partition(":")[2] or "quick"
+        if name not in recipes.RECIPES:
+            raise ValueError(
+                f"The 'model' parameter of {func} names recipe {name!r} in {model!r}; "
+                f"recipes are {sorted(recipes.RECIPES)}."
+            )
+        return load_or_train(dataset, name)
     return _check_input(models.resolve(model, num_classes=num_classes), func)
 
 

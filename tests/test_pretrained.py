@@ -2,9 +2,11 @@
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from fervis import data, models, training
+from fervis import cli, data, models, recipes, training
 
 
 def test_auto_model_on_embedded_default_is_the_packaged_one():
@@ -25,13 +27,69 @@ def test_other_data_does_not_get_the_packaged_synthetic_model(synthetic_small, m
     assert calls == ["quick"]
 
 
-@pytest.mark.fer2013
-def test_shipped_fer2013_model_reaches_its_documented_accuracy(fer2013_path):
+def test_train_retrains_even_where_auto_would_load_a_packaged_model(monkeypatch):
+    calls = []
+    monkeypatch.setattr(training, "load_or_train", lambda dataset, recipe="quick", **kw: calls.append(recipe) or "trained")
+    dataset = data.load("synthetic")
+    assert training.model_for(dataset, "train") == "trained"
+    assert training.model_for(dataset, "train:tiny") == "trained"
+    assert calls == ["quick", "tiny"]
+    with pytest.raises(ValueError, match=r"names recipe 'resnet' in 'train:resnet'; recipes are \['fer2013'"):
+        training.model_for(dataset, "train:resnet")
+
+
+def _shipped():
     path = models.pretrained_path("fer2013")
-    if not path.exists():
-        pytest.skip("the FER2013 model has not been trained and packaged yet (issue 3)")
-    card = json.loads(path.with_suffix(".json").read_text())
-    model = models.load_pretrained("fer2013")
+    assert path.exists(), f"{path} is missing: the FER2013 model ships with the package (scripts/ship_fer2013.py)"
+    return path, models.pretrained_card("fer2013")
+
+
+def test_shipped_fer2013_model_contract():
+    """Loads with safe_mode, at most 20 MB, raw 0-255 faces in, a softmax over 7 classes out."""
+    path, card = _shipped()
+    assert path.stat().st_size <= 20 * 2**20
+    model = models.load_pretrained("fer2013", num_classes=7)
     assert model.input_shape == (None, 48, 48, 1) and model.output_shape == (None, 7)
-    result = training.evaluate(model, data.load(fer2013_path), split="PublicTest", tta=card["tta"])
+    assert model.count_params() == card["params"]
+    faces = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 1)).astype("float32")
+    probs = np.asarray(model(faces))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (probs >= 0).all()
+    # Raw pixels: the model rescales them itself, so a face and the same face / 255 differ.
+    assert not np.allclose(probs, np.asarray(model(faces / 255.0)), atol=1e-3)
+
+
+def test_shipped_fer2013_card_is_consistent():
+    """The card was measured from the current recipe, and its numbers agree with each other."""
+    _, card = _shipped()
+    assert card["recipe"] == recipes.get("fer2013").to_dict(), "recipe changed: retrain and re-ship the model"
+    assert card["tta"] == card["recipe"]["tta"]
+    assert card["publictest_accuracy"] == card["publictest_accuracy_by_tta"][card["tta"]]
+    cm = np.asarray(card["confusion_matrix"])
+    assert cm.shape == (7, 7) and cm.sum() == 3589  # FER2013's PublicTest
+    assert abs(np.trace(cm) / cm.sum() - card["publictest_accuracy"]) <= 1e-4
+    recall = cm.diagonal() / cm.sum(axis=1)
+    np.testing.assert_allclose([card["recall"][n] for n in card["class_names"]], recall, atol=1e-4)
+    history = pd.read_csv(models.pretrained_path("fer2013").with_name("fer2013_history.csv"))
+    assert len(history) == card["recipe"]["epochs"]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.columns)
+
+
+@pytest.mark.fer2013
+def test_shipped_fer2013_model_reaches_its_documented_accuracy(fer2013_path, capsys):
+    """`fervis evaluate --model pretrained:fer2013 --json` measures the card's PublicTest figure."""
+    _, card = _shipped()
+    assert cli.main(["evaluate", "--model", "pretrained:fer2013", "--data", fer2013_path,
+                     "--split", "PublicTest", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["tta"] == card["tta"] and result["n"] == 3589
     assert abs(result["accuracy"] - card["publictest_accuracy"]) <= 0.005
+
+
+@pytest.mark.fer2013
+def test_auto_model_on_fer2013_is_the_shipped_one(fer2013_path):
+    dataset = data.load(fer2013_path)
+    model = training.model_for(dataset, "auto")
+    shipped = models.load_pretrained("fer2013")
+    faces = dataset.subset("PublicTest").images[:8, ..., None].astype("float32")
+    np.testing.assert_allclose(np.asarray(model(faces)), np.asarray(shipped(faces)), atol=1e-6)

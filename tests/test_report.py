@@ -231,3 +231,96 @@ def test_demo_runs_the_report_on_the_embedded_default(tmp_path, capsys, monkeypa
     index = tmp_path / "reports" / "synthetic" / "index.html"
     assert result["report"] == str(index.resolve()) and "Overall: passed" in index.read_text()
     assert result["model_path"] is None  # the notebooks' own "auto" model
+
+
+# --------------------------------------------------------------------------- gallery
+
+NOTEBOOKS = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def test_gallery_from_the_stored_notebooks(tmp_path):
+    """The repository's notebooks hold executed outputs: each tagged cell yields its file."""
+    import io
+
+    from PIL import Image
+
+    from fervis import regions
+
+    block = report.gallery(NOTEBOOKS, tmp_path / "gallery", link="docs/gallery")
+    names = [name for _, _, name, _ in report.GALLERY]
+    assert sorted(p.name for p in (tmp_path / "gallery").iterdir()) == sorted(names)
+    for name in names:
+        path = tmp_path / "gallery" / name
+        if name.endswith(".png"):
+            assert 0 < path.stat().st_size <= report.MAX_PNG_BYTES
+            image = Image.open(io.BytesIO(path.read_bytes()))
+            assert image.format == "PNG" and min(image.size) >= 100
+            assert f"](docs/gallery/{name})" in block
+    table = (tmp_path / "gallery" / "region_shares.md").read_text().splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert header[1:] == [r for r in regions.REGION_NAMES if r in header]  # region columns, in order
+    assert len(header) >= 8
+    rows = table[2:]
+    classes = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    assert [r.split("|")[1].strip() for r in rows][:7] == [f"**{n}**" for n in classes]  # then "all"
+    assert header[0] == "class \\ region"
+    for row in rows:  # shares of each class's mass: a row sums to 1 (rounded to 2 places)
+        values = [float(v) for v in row.strip("|").split("|")[1:]]
+        assert abs(sum(values) - 1) <= 0.06
+    assert block.startswith(report.GALLERY_BEGIN) and block.endswith(report.GALLERY_END)
+    assert "\n".join(table) in block
+    assert "--data synthetic --budget quick" in block or "fervis report --data" in block
+
+
+def test_gallery_missing_cell_is_named_and_nothing_is_written(tmp_path):
+    folder = tmp_path / "report"
+    folder.mkdir()
+    for notebook in sorted({nb for nb, _, _, _ in report.GALLERY}):
+        nb = nbformat.read(NOTEBOOKS / notebook, as_version=4)
+        if notebook.startswith("03"):
+            for cell in nb.cells:
+                cell.metadata.pop("tags", None)
+        nbformat.write(nb, folder / notebook)
+    with pytest.raises(ValueError, match=r"03_per_label_analysis.ipynb' must have exactly one cell tagged "
+                                         r"'gallery-confusion'; it has 0"):
+        report.gallery(folder, tmp_path / "gallery")
+    assert not (tmp_path / "gallery").exists()
+    (folder / "01_saliency_maps.ipynb").unlink()
+    with pytest.raises(ValueError, match=r"no executed notebook .*01_saliency_maps.ipynb'; run `fervis report` first"):
+        report.gallery(folder, tmp_path / "gallery")
+
+
+def test_shrink_png_keeps_small_and_shrinks_large():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (700, 900, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG")
+    big = buf.getvalue()
+    assert len(big) > 1_000_000
+    small = report.shrink_png(big, max_bytes=200_000)
+    assert len(small) <= 200_000
+    image = Image.open(io.BytesIO(small))
+    assert image.format == "PNG" and 0.3 < image.width / image.height * 700 / 900 < 3
+    tiny = Image.new("RGB", (40, 30), "white")
+    buf = io.BytesIO()
+    tiny.save(buf, format="PNG")
+    assert report.shrink_png(buf.getvalue()) == buf.getvalue()
+
+
+def test_update_readme_replaces_between_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# T\n\nbefore\n{report.GALLERY_BEGIN}\nold\n{report.GALLERY_END}\nafter\n")
+    block = f"{report.GALLERY_BEGIN}\nnew ![x](docs/gallery/a.png)\n{report.GALLERY_END}"
+    report.update_readme(readme, block)
+    assert readme.read_text() == f"# T\n\nbefore\n{block}\nafter\n"
+    report.update_readme(readme, block)  # twice is the same
+    assert readme.read_text() == f"# T\n\nbefore\n{block}\nafter\n"
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="PLAIN.md' has no <!-- gallery:begin --> ... <!-- gallery:end --> markers"):
+        report.update_readme(plain, block)
+    assert plain.read_text() == "# no markers\n"
