@@ -315,7 +315,7 @@ def _parser():
                         help="'synthetic' (default) or a FER2013 file or folder")
     report.add_argument("--budget", default="quick", choices=("quick", "full"), help="default quick")
     report.add_argument("--model", default="auto", metavar="SPEC",
-                        help="auto (default), a .keras/.h5 file or pretrained:fer2013")
+                        help="auto (default), train, train:RECIPE, a .keras/.h5 file or pretrained:fer2013")
     report.add_argument("--out", default="reports", metavar="DIR",
                         help="reports folder (default reports); the report goes to DIR/<data-name>/")
     report.add_argument("--notebooks", metavar="DIR", help="notebooks folder (default: the repository's)")

@@ -408,11 +408,12 @@ def _check(data, budget, model, out):
             f"The 'budget' parameter of {func} must be one of {sorted(BUDGETS)}. Got {budget!r} instead."
         )
     if not isinstance(model, (str, os.PathLike)) or not (
-        model == "auto" or str(model).startswith("pretrained:") or os.path.exists(os.fspath(model))
+        model in ("auto", "train") or str(model).startswith(("pretrained:", "train:"))
+        or os.path.exists(os.fspath(model))
     ):
         raise ValueError(
-            f"The 'model' parameter of {func} must be 'auto', 'pretrained:<name>' or an existing .keras/.h5 "
-            f"file. Got {model!r} instead."
+            f"The 'model' parameter of {func} must be 'auto', 'train', 'train:<recipe>', 'pretrained:<name>' "
+            f"or an existing .keras/.h5 file. Got {model!r} instead."
         )
     if not isinstance(out, (str, os.PathLike)):
         raise ValueError(f"The 'out' parameter of {func} must be a folder path. Got {out!r} instead.")
@@ -421,7 +422,7 @@ def _check(data, budget, model, out):
 def _absolute(spec, keep):
     """Paths become absolute (notebooks run in their own folder); names in ``keep`` stay."""
     spec_str = os.fspath(spec)
-    if spec_str in keep or spec_str.startswith("pretrained:"):
+    if spec_str in keep or spec_str.startswith(("pretrained:", "train:")):
         return spec_str
     return os.path.abspath(os.path.expanduser(spec_str))
 
@@ -437,7 +438,8 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
     budget : {"quick", "full"}, default "quick"
         The notebooks' ``BUDGET``.
     model : str or os.PathLike, default "auto"
-        The notebooks' ``MODEL``: ``"auto"``, ``"pretrained:<name>"`` or a model file.
+        The notebooks' ``MODEL``: ``"auto"``, ``"train"``, ``"train:<recipe>"``, ``"pretrained:<name>"``
+        or a model file.
     out : str or os.PathLike, default "reports"
         The reports folder; this report goes to ``out/<data_name(data)>/``.
     notebooks_dir : str or os.PathLike, optional
@@ -473,7 +475,7 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
     import papermill
 
     data_param = _absolute(data, {"synthetic"})
-    model_param = _absolute(model, {"auto"})
+    model_param = _absolute(model, {"auto", "train"})
     folder = pathlib.Path(os.fspath(out)).expanduser().resolve() / data_name(data)
     folder.mkdir(parents=True, exist_ok=True)
     report = Report(folder=folder, index=folder / "index.html", data=data_param, budget=budget,
