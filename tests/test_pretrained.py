@@ -40,8 +40,7 @@ def test_train_retrains_even_where_auto_would_load_a_packaged_model(monkeypatch)
 
 def _shipped():
     path = models.pretrained_path("fer2013")
-    if not path.exists():
-        pytest.skip("the FER2013 model has not been trained and packaged yet (issue 3)")
+    assert path.exists(), f"{path} is missing: the FER2013 model ships with the package (scripts/ship_fer2013.py)"
     return path, models.pretrained_card("fer2013")
 
 
