@@ -324,3 +324,19 @@ def test_update_readme_replaces_between_markers(tmp_path):
     with pytest.raises(ValueError, match="PLAIN.md' has no <!-- gallery:begin --> ... <!-- gallery:end --> markers"):
         report.update_readme(plain, block)
     assert plain.read_text() == "# no markers\n"
+
+
+def test_readme_gallery_is_complete_and_small():
+    """README's gallery block links every GALLERY figure, each a PNG under docs/ of at most 300 KB."""
+    root = NOTEBOOKS.parent
+    text = (root / "README.md").read_text()
+    block = text[text.index(report.GALLERY_BEGIN):text.index(report.GALLERY_END)]
+    assert "--budget full" in block and "pretrained:fer2013" in block
+    for _, _, name, heading in report.GALLERY:
+        if name.endswith(".png"):
+            assert f"![{heading}](docs/gallery/{name})" in block
+            path = root / "docs" / "gallery" / name
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert path.stat().st_size <= report.MAX_PNG_BYTES
+        else:
+            assert (root / "docs" / "gallery" / name).read_text().strip() in block
