@@ -568,12 +568,20 @@ GALLERY_BEGIN = "<!-- gallery:begin -->"
 GALLERY_END = "<!-- gallery:end -->"
 
 
-def _tagged_cell(nb_path, tag):
+def _read_report_notebooks(folder):
+    """The executed notebooks GALLERY draws on, each read once: {file name: notebook}."""
     import nbformat
 
-    if not nb_path.exists():
-        raise ValueError(f"The report has no executed notebook {str(nb_path)!r}; run `fervis report` first.")
-    nb = nbformat.read(nb_path, as_version=4)
+    notebooks = {}
+    for name in dict.fromkeys(nb for nb, _, _, _ in GALLERY):
+        nb_path = folder / name
+        if not nb_path.exists():
+            raise ValueError(f"The report has no executed notebook {str(nb_path)!r}; run `fervis report` first.")
+        notebooks[name] = nbformat.read(nb_path, as_version=4)
+    return notebooks
+
+
+def _tagged_cell(nb, nb_path, tag):
     cells = [c for c in nb.cells if tag in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
         raise ValueError(f"Notebook {str(nb_path)!r} must have exactly one cell tagged {tag!r}; it has {len(cells)}.")
@@ -665,10 +673,11 @@ def gallery(report_folder, out_dir="docs/gallery", link="docs/gallery", max_byte
 
     folder = pathlib.Path(os.fspath(report_folder))
     out = pathlib.Path(os.fspath(out_dir))
+    notebooks = _read_report_notebooks(folder)
     files = {}
     for notebook, tag, name, _ in GALLERY:
         nb_path = folder / notebook
-        cell = _tagged_cell(nb_path, tag)
+        cell = _tagged_cell(notebooks[notebook], nb_path, tag)
         if name.endswith(".png"):
             png = base64.b64decode(_last_output(cell, "image/png", nb_path, tag))
             files[name] = shrink_png(png, max_bytes)
@@ -682,7 +691,7 @@ def gallery(report_folder, out_dir="docs/gallery", link="docs/gallery", max_byte
         tmp = out / f".{name}.tmp"
         tmp.write_bytes(payload)
         os.replace(tmp, out / name)
-    settings = _report_settings(folder)
+    settings = _report_settings(notebooks.values())
     lines = [GALLERY_BEGIN,
              f"*Generated from `fervis report --data {settings.get('data', '?')} --budget {settings.get('budget', '?')}` "
              f"(model `{settings.get('model', '?')}`) by `make gallery`; do not edit by hand.*", ""]
@@ -695,12 +704,9 @@ def gallery(report_folder, out_dir="docs/gallery", link="docs/gallery", max_byte
     return "\n".join(lines)
 
 
-def _report_settings(folder):
-    """The data, budget and model a report ran with, read back from its first notebook's parameters."""
-    import nbformat
-
-    for nb_path in sorted(folder.glob("*.ipynb")):
-        nb = nbformat.read(nb_path, as_version=4)
+def _report_settings(notebooks):
+    """The data, budget and model a report ran with, read back from papermill's injected parameters."""
+    for nb in notebooks:
         for cell in nb.cells:
             if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
                 found = dict(re.findall(r'^(DATA|BUDGET|MODEL) = "(.*)"$', cell.source, flags=re.M))
