@@ -716,13 +716,18 @@ def _report_settings(notebooks):
     return {}
 
 
-def update_readme(readme, block):
-    """Replace the text between the gallery markers of ``readme`` with ``block`` (atomically)."""
+def update_readme(readme, block, markers=(GALLERY_BEGIN, GALLERY_END)):
+    """Replace the text between two markers of ``readme`` with ``block`` (atomically).
+
+    ``block`` must start and end with the markers themselves (as :func:`gallery` writes it), so
+    running twice gives the same file. The default markers are the gallery's.
+    """
+    begin_marker, end_marker = markers
     path = pathlib.Path(os.fspath(readme))
     text = path.read_text(encoding="utf-8")
-    begin, end = text.find(GALLERY_BEGIN), text.find(GALLERY_END)
+    begin, end = text.find(begin_marker), text.find(end_marker)
     if begin < 0 or end < begin:
-        raise ValueError(f"{str(path)!r} has no {GALLERY_BEGIN} ... {GALLERY_END} markers to put the gallery between.")
+        raise ValueError(f"{str(path)!r} has no {begin_marker} ... {end_marker} markers to put the block between.")
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text[:begin] + block + text[end + len(GALLERY_END):], encoding="utf-8")
+    tmp.write_text(text[:begin] + block + text[end + len(end_marker):], encoding="utf-8")
     os.replace(tmp, path)

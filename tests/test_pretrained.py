@@ -1,6 +1,8 @@
 """The models that ship inside the package load safely and do what their cards say."""
 
+import importlib.util
 import json
+import pathlib
 
 import numpy as np
 import pandas as pd
@@ -73,6 +75,47 @@ def test_shipped_fer2013_card_is_consistent():
     history = pd.read_csv(models.pretrained_path("fer2013").with_name("fer2013_history.csv"))
     assert len(history) == card["recipe"]["epochs"]
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.columns)
+    # The runs the recipe was chosen from end with this model's own measurements.
+    run, _, epochs, none, tencrop = card["experiments"][-1]
+    assert run == "this model" and epochs == card["recipe"]["epochs"]
+    assert none == card["publictest_accuracy_by_tta"]["none"]
+    assert tencrop == card["publictest_accuracy_by_tta"].get("tencrop")
+    # The last validation row of training is the final model, unaugmented, on PublicTest.
+    assert abs(history["val_accuracy"].iloc[-1] - none) <= 0.005
+
+
+def _ship_script():
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "ship_fer2013.py"
+    spec = importlib.util.spec_from_file_location("ship_fer2013", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_card_summary_is_the_shipped_card():
+    """README's card summary is what the ship script writes from the shipped card (not a stale copy)."""
+    _, card = _shipped()
+    ship = _ship_script()
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    begin, end = readme.index(ship.CARD_BEGIN), readme.index(ship.CARD_END) + len(ship.CARD_END)
+    assert readme[begin:end] == ship._readme_block(card), "README's card is stale: re-run scripts/ship_fer2013.py"
+    acc = card["publictest_accuracy"]
+    assert f"**{acc:.2%}**" in readme[begin:end]
+    assert f"{card['recipe']['epochs']} epochs" in readme[begin:end]
+
+
+def test_recipe_sentence_follows_the_recipe_fields():
+    ship = _ship_script()
+    sgd = recipes.Recipe("x", "vgg", epochs=3, optimizer="sgd", learning_rate=0.05, weight_decay=5e-4,
+                         warmup_epochs=1, shift=0.1, rotation=10.0, zoom=0.0, erasing=0.25, tta="tencrop").to_dict()
+    assert ship._recipe_sentence(sgd) == (
+        "3 epochs, batch 128, SGD with Nesterov momentum, learning rate 0.05 with 1 warm-up epoch and cosine "
+        "decay, weight decay 0.0005, label smoothing 0.1, flip, shift 0.1, rotation 10°, random erasing 0.25, "
+        "ten-crop test-time augmentation.")
+    bare = dict(sgd, optimizer="adamw", warmup_epochs=0, flip=False, shift=0.0, rotation=0.0, erasing=0.0, tta="none")
+    assert ship._recipe_sentence(bare) == (
+        "3 epochs, batch 128, AdamW, learning rate 0.05 and cosine decay, weight decay 0.0005, "
+        "label smoothing 0.1, no augmentation, no test-time augmentation.")
 
 
 @pytest.mark.fer2013

@@ -324,6 +324,13 @@ def test_update_readme_replaces_between_markers(tmp_path):
     with pytest.raises(ValueError, match="PLAIN.md' has no <!-- gallery:begin --> ... <!-- gallery:end --> markers"):
         report.update_readme(plain, block)
     assert plain.read_text() == "# no markers\n"
+    # Other markers (the ship script's card summary) leave the gallery alone.
+    card = "<!-- card:begin -->\ncard v2\n<!-- card:end -->"
+    readme.write_text(f"{block}\n<!-- card:begin -->\ncard v1\n<!-- card:end -->\n")
+    report.update_readme(readme, card, markers=("<!-- card:begin -->", "<!-- card:end -->"))
+    assert readme.read_text() == f"{block}\n{card}\n"
+    with pytest.raises(ValueError, match="has no <!-- x --> ... <!-- y --> markers"):
+        report.update_readme(readme, card, markers=("<!-- x -->", "<!-- y -->"))
 
 
 def test_readme_gallery_is_complete_and_small():
