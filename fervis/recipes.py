@@ -13,7 +13,6 @@ model, so there is no Python-side per-image work and any Keras 3 backend can tra
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import keras
 import numpy as np
@@ -206,16 +205,11 @@ def predict(model, images, tta="none", batch_size=256):
     -------
     ndarray ``(n, num_classes)``, float32
     """
+    from fervis import saliency  # one forward path for the package: a traced graph per model
+
     images = np.asarray(images, dtype=np.float32)
     if images.ndim == 3:
         images = images[..., None]
     views = _tta_views(images, tta)
-    probs = None
-    steps = math.ceil(len(images) / batch_size)
-    for view in views:
-        p = np.concatenate([
-            np.asarray(model(view[i * batch_size:(i + 1) * batch_size], training=False))
-            for i in range(steps)
-        ]) if steps else np.zeros((0, model.output_shape[-1]), np.float32)
-        probs = p if probs is None else probs + p
+    probs = sum(saliency.predict(model, view, batch_size=batch_size) for view in views)
     return (probs / len(views)).astype(np.float32)

@@ -393,6 +393,7 @@ def _write_index(report):
 
 
 def _check(data, budget, model, out):
+    from fervis import training
     from fervis.session import BUDGETS
 
     func = "fervis.report.run"
@@ -407,14 +408,7 @@ def _check(data, budget, model, out):
         raise ValueError(
             f"The 'budget' parameter of {func} must be one of {sorted(BUDGETS)}. Got {budget!r} instead."
         )
-    if not isinstance(model, (str, os.PathLike)) or not (
-        model in ("auto", "train") or str(model).startswith(("pretrained:", "train:"))
-        or os.path.exists(os.fspath(model))
-    ):
-        raise ValueError(
-            f"The 'model' parameter of {func} must be 'auto', 'train', 'train:<recipe>', 'pretrained:<name>' "
-            f"or an existing .keras/.h5 file. Got {model!r} instead."
-        )
+    training.check_model_spec(model, func, allow_model=False)  # the notebooks take MODEL as text
     if not isinstance(out, (str, os.PathLike)):
         raise ValueError(f"The 'out' parameter of {func} must be a folder path. Got {out!r} instead.")
 

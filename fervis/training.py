@@ -34,7 +34,7 @@ import pandas as pd
 from fervis import models, recipes
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE
 
-__all__ = ["fit", "load_or_train", "model_for", "evaluate", "cache_path", "fervis_home"]
+__all__ = ["fit", "load_or_train", "model_for", "check_model_spec", "evaluate", "cache_path", "fervis_home"]
 
 CHECKPOINT = "checkpoint.keras"
 HISTORY = "history.csv"
@@ -556,15 +556,65 @@ def model_for(dataset, model="auto"):
             # Same recipe, same faces: the packaged copy keeps notebook outputs repeatable.
             return models.load_pretrained("synthetic", num_classes=num_classes)
         return load_or_train(dataset, "quick")
+    check_model_spec(model, func)
     if isinstance(model, str) and (model == "train" or model.startswith("train:")):
-        name = model.partition(":")[2] or "quick"
-        if name not in recipes.RECIPES:
-            raise ValueError(
-                f"The 'model' parameter of {func} names recipe {name!r} in {model!r}; "
-                f"recipes are {sorted(recipes.RECIPES)}."
-            )
-        return load_or_train(dataset, name)
+        return load_or_train(dataset, model.partition(":")[2] or "quick")
     return _check_input(models.resolve(model, num_classes=num_classes), func)
+
+
+def check_model_spec(model, func="fervis.training.check_model_spec", allow_model=True):
+    """Check a notebook ``MODEL`` setting without loading or training anything.
+
+    The one place the spec grammar lives: :func:`model_for` and :func:`fervis.report.run`
+    (which must reject a bad spec before it starts four notebooks) both call it.
+
+    Parameters
+    ----------
+    model : keras.Model, str or os.PathLike
+        ``"auto"``, ``"train"``, ``"train:<recipe>"``, ``"pretrained:<name>"``, a keras.Model or
+        an existing model file.
+    func : str
+        The public function named in the error message.
+    allow_model : bool, default True
+        Whether a ``keras.Model`` object is a valid spec (not for :func:`fervis.report.run`,
+        whose notebooks take ``MODEL`` as text).
+
+    Raises
+    ------
+    ValueError
+        Anything else: an unknown recipe or pretrained name, a missing file, another type.
+
+    Example
+    -------
+    >>> check_model_spec("train:fer2013")  # doctest: +SKIP
+    """
+    if allow_model and isinstance(model, keras.Model):
+        return
+    spec = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    kind, colon, name = (spec or "").partition(":")
+    if spec in ("auto", "train"):
+        return
+    if colon and kind == "train":
+        if name in recipes.RECIPES:
+            return
+        raise ValueError(
+            f"The 'model' parameter of {func} names recipe {name!r} in {spec!r}; "
+            f"recipes are {sorted(recipes.RECIPES)}."
+        )
+    if colon and kind == "pretrained":
+        if name in models.PRETRAINED:
+            return
+        raise ValueError(
+            f"The 'model' parameter of {func} names pretrained model {name!r} in {spec!r}; "
+            f"pretrained models are {sorted(models.PRETRAINED)}."
+        )
+    if spec is not None and os.path.exists(os.path.expanduser(spec)):
+        return
+    raise ValueError(
+        f"The 'model' parameter of {func} must be 'auto', 'train', 'train:<recipe>', 'pretrained:<name>', "
+        f"{'a keras.Model ' if allow_model else ''}or an existing .keras/.h5 file. Got {model!r} instead"
+        + (", a file that does not exist." if spec is not None else ".")
+    )
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -89,7 +89,10 @@ def test_find_notebooks_errors(tmp_path):
     ({"data": "no/such/file.csv"}, "'data' parameter of fervis.report.run must be 'synthetic' or an existing"),
     ({"data": 3}, "'data' parameter .* Got 3 instead"),
     ({"budget": "huge"}, r"'budget' parameter of fervis.report.run must be one of \['full', 'quick'\]. Got 'huge'"),
-    ({"model": "nothing.keras"}, "'model' parameter of fervis.report.run must be 'auto', 'train', 'train:<recipe>', 'pretrained:<name>' or"),
+    ({"model": "nothing.keras"}, "'model' parameter of fervis.report.run must be 'auto', 'train', 'train:<recipe>', "
+                                 "'pretrained:<name>', or an existing .keras/.h5 file. Got 'nothing.keras' instead, a file"),
+    ({"model": "train:huge"}, r"'model' parameter of fervis.report.run names recipe 'huge' in 'train:huge'; recipes are"),
+    ({"model": 7}, r"'model' parameter of fervis.report.run must be .* Got 7 instead"),
 ])
 def test_run_rejects_bad_settings(tmp_path, kwargs, match):
     _notebook(tmp_path / "01.ipynb", "1")

@@ -315,6 +315,25 @@ def test_model_for_auto(synthetic_small, tmp_path, monkeypatch):
     assert chosen is not sentinel and chosen.output_shape == (None, 7) and len(calls) == 2
 
 
+@pytest.mark.parametrize("spec, match", [
+    ("train:resnet", r"names recipe 'resnet' in 'train:resnet'; recipes are \['fer2013'"),
+    ("pretrained:affectnet", r"names pretrained model 'affectnet' in 'pretrained:affectnet'; pretrained models are \['fer2013', 'synthetic'\]"),
+    ("missing.keras", r"must be 'auto', 'train', 'train:<recipe>', 'pretrained:<name>', a keras.Model or an existing "
+                      r"\.keras/\.h5 file. Got 'missing.keras' instead, a file that does not exist"),
+    (3, r"Got 3 instead\.$"),
+])
+def test_check_model_spec_rejects(spec, match):
+    with pytest.raises(ValueError, match=match):
+        training.check_model_spec(spec, "f")
+
+
+@pytest.mark.parametrize("spec", ["auto", "train", "train:tiny", "pretrained:fer2013", "pretrained:synthetic", "FILE"])
+def test_check_model_spec_accepts(spec, tmp_path):
+    (tmp_path / "m.keras").write_bytes(b"")  # existence is all the check looks at; loading is model_for's job
+    training.check_model_spec(str(tmp_path / "m.keras") if spec == "FILE" else spec, "f")
+    training.check_model_spec(tmp_path / "m.keras", "f")
+
+
 def test_model_for_specs(synthetic_small, tmp_path):
     model = models.build("tiny", seed=0)
     model.save(tmp_path / "m.keras")
