@@ -15,6 +15,10 @@ Usage::
 
     fervis train --data fer2013.csv.gz --recipe fer2013 --out runs/fer2013
     python scripts/ship_fer2013.py runs/fer2013 --data fer2013.csv.gz
+
+After editing ``EXPERIMENTS`` or the rendering, ``python scripts/ship_fer2013.py --render-only
+[--standing TEXT]`` rewrites the card's page, its experiments and README's summary from the
+shipped card without measuring anything again.
 """
 
 import argparse
@@ -42,6 +46,7 @@ PUBLISHED = [
     ("VGG variant, ten-crop TTA (Khaireddin & Chen 2021)", "—", 73.28),
 ]
 
+DOCS = ROOT / "docs" / "model_card_fer2013.md"
 # README's card summary lives between these markers.
 CARD_BEGIN = "<!-- card:begin -->"
 CARD_END = "<!-- card:end -->"
@@ -217,10 +222,39 @@ def _markdown(card):
     return "\n".join(lines)
 
 
+def _experiments(shipped_row):
+    return [list(row) for row in EXPERIMENTS] + [list(shipped_row)]
+
+
+def render(card_path, docs, readme):
+    """Write the card's page and README's summary from the card at ``card_path``."""
+    card = json.loads(pathlib.Path(card_path).read_text())
+    tmp = pathlib.Path(docs).with_name(pathlib.Path(docs).name + ".tmp")
+    tmp.write_text(_markdown(card))
+    os.replace(tmp, docs)
+    report.update_readme(readme, _readme_block(card), markers=(CARD_BEGIN, CARD_END))
+
+
+def _render_only(args, parser):
+    card_path = models.pretrained_path("fer2013").with_suffix(".json")
+    if not card_path.exists():
+        parser.error(f"{card_path} does not exist: ship a run first")
+    card = json.loads(card_path.read_text())
+    card["experiments"] = _experiments(card["experiments"][-1])
+    card["standing"] = args.standing or card["standing"]
+    tmp = card_path.with_name(card_path.name + ".tmp")
+    tmp.write_text(json.dumps(card, indent=1) + "\n")
+    os.replace(tmp, card_path)
+    render(card_path, DOCS, args.readme)
+    print(f"re-rendered {DOCS} and the summary in {args.readme} from {card_path}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=pathlib.Path, help="the run directory of `fervis train --recipe fer2013`")
-    parser.add_argument("--data", required=True, help="the FER2013 file (Training and PublicTest rows)")
+    parser.add_argument("run", type=pathlib.Path, nargs="?", help="the run directory of `fervis train --recipe fer2013`")
+    parser.add_argument("--data", help="the FER2013 file (Training and PublicTest rows)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="measure nothing: re-render the shipped card's page and README summary")
     parser.add_argument("--standing", default="", help="a paragraph for the card: where the model stands")
     parser.add_argument("--readme", type=pathlib.Path, default=ROOT / "README.md",
                         help=f"the README whose {CARD_BEGIN} ... {CARD_END} block gets the card's summary")
@@ -229,6 +263,10 @@ def main(argv=None):
     readme = args.readme.read_text(encoding="utf-8") if args.readme.exists() else ""
     if CARD_BEGIN not in readme or CARD_END not in readme:  # checked first: nothing half-written later
         parser.error(f"{args.readme} has no {CARD_BEGIN} ... {CARD_END} markers for the card's summary")
+    if args.render_only:
+        return _render_only(args, parser)
+    if args.run is None or args.data is None:
+        parser.error("give the run directory and --data (or --render-only)")
     final = args.run / training.FINAL
     if not final.exists():
         parser.error(f"{final} does not exist: the run has not finished (resume it with `fervis train --resume`)")
@@ -262,11 +300,9 @@ def main(argv=None):
         "machine": _machine(),
         "command": "fervis train --data fer2013.csv.gz --recipe fer2013 --out runs/fer2013",
         "standing": standing,
-        "experiments": [list(row) for row in EXPERIMENTS]
-        + [["this model", "the recipe above", recipe.epochs, acc["none"], acc.get("tencrop")]],
+        "experiments": _experiments(["this model", "the recipe above", recipe.epochs, acc["none"], acc.get("tencrop")]),
     }
     target = models.pretrained_path("fer2013")
-    docs = ROOT / "docs" / "model_card_fer2013.md"
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # write all, then move: nothing half-written
         tmp = pathlib.Path(tmp)
         shutil.copyfile(final, tmp / target.name)
@@ -274,13 +310,11 @@ def main(argv=None):
         models.load(tmp / target.name)  # the copy must load with safe_mode
         (tmp / "card.json").write_text(json.dumps(card, indent=1) + "\n")
         history.to_csv(tmp / "history.csv", index=False)
-        (tmp / "card.md").write_text(_markdown(card))
         os.replace(tmp / target.name, target)
         os.replace(tmp / "card.json", target.with_suffix(".json"))
         os.replace(tmp / "history.csv", target.with_name("fer2013_history.csv"))
-        shutil.move(str(tmp / "card.md"), docs)
-    report.update_readme(args.readme, _readme_block(card), markers=(CARD_BEGIN, CARD_END))
-    print(f"wrote {target} ({card['size_mb']} MB), its card, {docs} and the summary in {args.readme}")
+    render(target.with_suffix(".json"), DOCS, args.readme)
+    print(f"wrote {target} ({card['size_mb']} MB), its card, {DOCS} and the summary in {args.readme}")
     print(f"PublicTest accuracy: none {acc['none']:.4f}  flip {acc['flip']:.4f}  {recipe.tta} {acc[recipe.tta]:.4f}")
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from fervis import cli, data, models, recipes, training
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
 
 def test_auto_model_on_embedded_default_is_the_packaged_one():
     meta = json.loads(models.pretrained_path("synthetic").with_suffix(".json").read_text())
@@ -84,19 +86,19 @@ def test_shipped_fer2013_card_is_consistent():
     assert abs(history["val_accuracy"].iloc[-1] - none) <= 0.005
 
 
-def _ship_script():
-    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "ship_fer2013.py"
+@pytest.fixture(scope="module")
+def ship():
+    path = ROOT / "scripts" / "ship_fer2013.py"
     spec = importlib.util.spec_from_file_location("ship_fer2013", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_readme_card_summary_is_the_shipped_card():
+def test_readme_card_summary_is_the_shipped_card(ship):
     """README's card summary is what the ship script writes from the shipped card (not a stale copy)."""
     _, card = _shipped()
-    ship = _ship_script()
-    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     begin, end = readme.index(ship.CARD_BEGIN), readme.index(ship.CARD_END) + len(ship.CARD_END)
     assert readme[begin:end] == ship._readme_block(card), "README's card is stale: re-run scripts/ship_fer2013.py"
     acc = card["publictest_accuracy"]
@@ -104,8 +106,7 @@ def test_readme_card_summary_is_the_shipped_card():
     assert f"{card['recipe']['epochs']} epochs" in readme[begin:end]
 
 
-def test_recipe_sentence_follows_the_recipe_fields():
-    ship = _ship_script()
+def test_recipe_sentence_follows_the_recipe_fields(ship):
     sgd = recipes.Recipe("x", "vgg", epochs=3, optimizer="sgd", learning_rate=0.05, weight_decay=5e-4,
                          warmup_epochs=1, shift=0.1, rotation=10.0, zoom=0.0, erasing=0.25, tta="tencrop").to_dict()
     assert ship._recipe_sentence(sgd) == (
@@ -116,6 +117,44 @@ def test_recipe_sentence_follows_the_recipe_fields():
     assert ship._recipe_sentence(bare) == (
         "3 epochs, batch 128, AdamW, learning rate 0.05 and cosine decay, weight decay 0.0005, "
         "label smoothing 0.1, no augmentation, no test-time augmentation.")
+
+
+def test_render_only_rewrites_the_page_and_readme_from_the_card(ship, tmp_path, monkeypatch):
+    """`--render-only` measures nothing; on the shipped card it reproduces the committed page and summary."""
+    card_path = models.pretrained_path("fer2013").with_suffix(".json")
+    (tmp_path / "fer2013.json").write_text(card_path.read_text())
+    monkeypatch.setattr(ship.models, "pretrained_path", lambda name: tmp_path / f"{name}.keras")
+    monkeypatch.setattr(ship, "DOCS", tmp_path / "card.md")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{ship.CARD_BEGIN}\nold\n{ship.CARD_END}\n\nAfter.\n", encoding="utf-8")
+    ship.main(["--render-only", "--readme", str(readme)])
+    # The committed page is not stale, and the card's experiments are the script's EXPERIMENTS.
+    assert (tmp_path / "card.md").read_text() == ship.DOCS.read_text() == (ROOT / "docs" / "model_card_fer2013.md").read_text()
+    assert json.loads((tmp_path / "fer2013.json").read_text()) == json.loads(card_path.read_text())
+    assert readme.read_text(encoding="utf-8") == (
+        f"# Title\n\n{ship._readme_block(json.loads(card_path.read_text()))}\n\nAfter.\n")
+    ship.main(["--render-only", "--readme", str(readme), "--standing", "Where it stands, in new words."])
+    assert json.loads((tmp_path / "fer2013.json").read_text())["standing"] == "Where it stands, in new words."
+    assert "Where it stands, in new words." in (tmp_path / "card.md").read_text()
+    assert "Where it stands, in new words." in readme.read_text(encoding="utf-8")
+
+
+def test_ship_script_refuses_before_writing(ship, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ship, "DOCS", tmp_path / "card.md")
+    monkeypatch.setattr(ship.models, "pretrained_path", lambda name: tmp_path / f"{name}.keras")
+    (tmp_path / "README.md").write_text("# no markers\n")
+    with pytest.raises(SystemExit):
+        ship.main(["--render-only", "--readme", str(tmp_path / "README.md")])
+    assert "has no <!-- card:begin --> ... <!-- card:end --> markers" in capsys.readouterr().err
+    (tmp_path / "README.md").write_text(f"{ship.CARD_BEGIN}\n{ship.CARD_END}\n")
+    with pytest.raises(SystemExit):
+        ship.main(["--readme", str(tmp_path / "README.md")])
+    assert "give the run directory and --data (or --render-only)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ship.main(["--render-only", "--readme", str(tmp_path / "README.md")])
+    assert "fer2013.json does not exist: ship a run first" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]
+    assert (tmp_path / "README.md").read_text() == f"{ship.CARD_BEGIN}\n{ship.CARD_END}\n"
 
 
 @pytest.mark.fer2013
