@@ -632,6 +632,33 @@ def test_load_synthetic(monkeypatch):
     assert set(ds.splits) == {"Training", "PublicTest"} and ds.regions is not None
 
 
+def test_synthetic_faces_are_cached(home, monkeypatch):
+    """Each notebook loads them in a fresh process: the second load reads, not renders."""
+    from fervis import synthetic
+
+    small = functools.partial(synthetic.make_dataset, n_train=35, n_test=14)
+    monkeypatch.setattr(synthetic, "make_dataset", small)
+    first = load("synthetic")
+    assert len(cache_files(home)) == 1
+
+    def no_rendering():
+        raise AssertionError("the second load rendered the faces instead of reading the cache")
+
+    monkeypatch.setattr(synthetic, "make_dataset", no_rendering)
+    second = load("synthetic")
+    assert second == first and second.fingerprint == first.fingerprint and second.source == "synthetic"
+    np.testing.assert_array_equal(second.regions, first.regions)
+    assert second.region_names == synthetic.REGION_NAMES and not second.regions.flags.writeable
+    # The fingerprint is the one the faces have when drawn (the packaged model's card checks it).
+    assert second.fingerprint == fingerprint_arrays(first.images, first.labels, first.splits, first.regions)
+    with pytest.raises(AssertionError, match="rendered the faces"):
+        load("synthetic", cache=False)
+    # Other code (or numpy) draws other faces: another key, so the stale file is never read.
+    monkeypatch.setattr(data, "_synthetic_key", lambda: "0" * 32)
+    with pytest.raises(AssertionError, match="rendered the faces"):
+        load("synthetic")
+
+
 def test_fingerprint_arrays():
     a = np.arange(10, dtype=np.uint8)
     assert fingerprint_arrays(a) == fingerprint_arrays(a.copy())
