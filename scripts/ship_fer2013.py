@@ -148,7 +148,7 @@ def _readme_block(card):
     """README's card summary, between CARD_BEGIN and CARD_END."""
     return "\n".join([
         CARD_BEGIN,
-        "*Written by `scripts/ship_fer2013.py` from `fervis/pretrained/fer2013.json`; do not edit by hand.*",
+        "*Written by `scripts/ship_fer2013.py` from `fervis/pretrained/fer2013.json`; do not edit by hand (after changing the script, `--render-only` rewrites it).*",
         "",
         *_headline(card),
         "",
