@@ -226,12 +226,16 @@ def _experiments(shipped_row):
     return [list(row) for row in EXPERIMENTS] + [list(shipped_row)]
 
 
-def render(card_path, docs, readme):
-    """Write the card's page and README's summary from the card at ``card_path``."""
-    card = json.loads(pathlib.Path(card_path).read_text())
-    tmp = pathlib.Path(docs).with_name(pathlib.Path(docs).name + ".tmp")
-    tmp.write_text(_markdown(card))
-    os.replace(tmp, docs)
+def _replace(path, text):
+    """Write ``text`` to ``path`` whole: a temporary file beside it, then ``os.replace``."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def render(card, docs, readme):
+    """Write the card's page and README's summary from ``card`` (the dict in the card's JSON)."""
+    _replace(pathlib.Path(docs), _markdown(card))
     report.update_readme(readme, _readme_block(card), markers=(CARD_BEGIN, CARD_END))
 
 
@@ -242,10 +246,8 @@ def _render_only(args, parser):
     card = json.loads(card_path.read_text())
     card["experiments"] = _experiments(card["experiments"][-1])
     card["standing"] = args.standing or card["standing"]
-    tmp = card_path.with_name(card_path.name + ".tmp")
-    tmp.write_text(json.dumps(card, indent=1) + "\n")
-    os.replace(tmp, card_path)
-    render(card_path, DOCS, args.readme)
+    _replace(card_path, json.dumps(card, indent=1) + "\n")
+    render(card, DOCS, args.readme)
     print(f"re-rendered {DOCS} and the summary in {args.readme} from {card_path}")
 
 
@@ -313,7 +315,7 @@ def main(argv=None):
         os.replace(tmp / target.name, target)
         os.replace(tmp / "card.json", target.with_suffix(".json"))
         os.replace(tmp / "history.csv", target.with_name("fer2013_history.csv"))
-    render(target.with_suffix(".json"), DOCS, args.readme)
+    render(card, DOCS, args.readme)
     print(f"wrote {target} ({card['size_mb']} MB), its card, {DOCS} and the summary in {args.readme}")
     print(f"PublicTest accuracy: none {acc['none']:.4f}  flip {acc['flip']:.4f}  {recipe.tta} {acc[recipe.tta]:.4f}")
 
