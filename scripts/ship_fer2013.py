@@ -63,13 +63,26 @@ EXPERIMENTS = [
 
 
 def _wall_minutes(run):
-    """First TensorBoard event file's timestamp (in its name) to the last history row."""
-    events = sorted((run / "tb").rglob("events.out.tfevents.*"))
-    history = run / training.HISTORY
-    if not events or not history.exists():
+    """Minutes the run spent training: the union of its TensorBoard event files' spans.
+
+    A run resumed across sessions writes one file per resume (named by its start time); the
+    gaps between sessions are not training time, so they are left out.
+    """
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    spans = []
+    for path in (run / "tb").rglob("events.out.tfevents.*"):
+        start = float(path.name.split(".")[3])
+        # The loader stops quietly at a record cut off by a killed run: its last whole event counts.
+        end = max((e.wall_time for e in EventFileLoader(str(path)).Load()), default=start)
+        spans.append((start, end))
+    if not spans:
         return None
-    start = min(float(p.name.split(".")[3]) for p in events)
-    return round((history.stat().st_mtime - start) / 60.0, 1)
+    total, reach = 0.0, -np.inf
+    for start, end in sorted(spans):
+        total += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return round(total / 60.0, 1)
 
 
 def _machine():

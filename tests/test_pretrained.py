@@ -139,6 +139,25 @@ def test_render_only_rewrites_the_page_and_readme_from_the_card(ship, tmp_path, 
     assert "Where it stands, in new words." in readme.read_text(encoding="utf-8")
 
 
+def test_wall_time_counts_training_not_the_gaps_between_resumes(ship, tmp_path):
+    """A run resumed in a later session: the hours between its segments are not training time."""
+    import tensorflow as tf
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    def segment(sub, start, minutes, pid):
+        path = tmp_path / "tb" / sub / f"events.out.tfevents.{start}.vm.{pid}.0.v2"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for m in minutes:
+                writer.write(Event(wall_time=start + 60.0 * m, step=m).SerializeToString())
+
+    segment("train", 1_000_000, [0, 10, 30], 1)        # 30 minutes of training
+    segment("validation", 1_000_120, [0, 29, 31], 1)   # starts 2 min in, overlaps it, ends at minute 33
+    segment("train", 1_000_000 + 5 * 3600, [0, 20], 2)  # resumed five hours later: 20 more minutes
+    assert ship._wall_minutes(tmp_path) == 33 + 20
+    assert ship._wall_minutes(tmp_path / "nothing") is None
+
+
 def test_ship_script_refuses_before_writing(ship, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(ship, "DOCS", tmp_path / "card.md")
     monkeypatch.setattr(ship.models, "pretrained_path", lambda name: tmp_path / f"{name}.keras")
