@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from fervis import regions
+from fervis.files import write_atomic
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE
 
 __all__ = [
@@ -106,16 +107,6 @@ def _faces(data, func, param):
             f"Got labels of dtype {y.dtype} and shape {tuple(y.shape)} for {len(x)} images instead."
         )
     return x, y.astype(np.int64)
-
-
-def _atomic_write(path, data):
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data)
-    os.replace(tmp, path)
 
 
 def _check_writable(path, func, param="log_dir"):
@@ -689,13 +680,13 @@ class Monitor(keras.callbacks.Callback):
                     f"{[meta[k] for k in changed]}). Choose another log_dir, or pass overwrite=True to replace it."
                 )
         (log_dir / MAPS_DIR).mkdir(exist_ok=True)
-        _atomic_write(meta_path, json.dumps(meta, indent=1))
+        write_atomic(meta_path, json.dumps(meta, indent=1))
         buffer = io.BytesIO()
         np.savez_compressed(buffer, images=self.probes.images, labels=self.probes.labels,
                             regions=self.probes.regions.astype(np.uint8),
                             region_names=np.array(self.probes.region_names),
                             class_names=np.array(self.class_names))
-        _atomic_write(log_dir / PROBES, buffer.getvalue())
+        write_atomic(log_dir / PROBES, buffer.getvalue())
 
     def _start_at(self, epoch):
         """Keep what was measured before ``epoch`` (from memory or, on resume, from disk)."""
@@ -734,7 +725,7 @@ class Monitor(keras.callbacks.Callback):
             return
         frame = self.history
         if len(frame):
-            _atomic_write(self.log_dir / HISTORY, frame.to_csv(index=False))
+            write_atomic(self.log_dir / HISTORY, frame.to_csv(index=False))
         else:
             (self.log_dir / HISTORY).unlink(missing_ok=True)
 
@@ -802,7 +793,7 @@ class Monitor(keras.callbacks.Callback):
         if self.log_dir is not None:
             buffer = io.BytesIO()
             np.savez_compressed(buffer, maps=maps.astype(np.float16), shares=shares, confusion=cm)
-            _atomic_write(self.log_dir / MAPS_DIR / f"epoch_{epoch:04d}.npz", buffer.getvalue())
+            write_atomic(self.log_dir / MAPS_DIR / f"epoch_{epoch:04d}.npz", buffer.getvalue())
             self._write_history()
         if logs is not None:
             logs.update({key: value for key, value in row.items() if key != "epoch"})

@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 
+from fervis.files import write_atomic
+
 __all__ = [
     "GALLERY", "NotebookError", "NotebookResult", "Report", "data_name", "find_notebooks", "gallery", "run",
     "shrink_png", "update_readme",
@@ -384,9 +386,7 @@ def _write_index(report):
 </tbody></table>
 </body></html>
 """
-    tmp = report.index.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, report.index)
+    write_atomic(report.index, page)
 
 
 # --------------------------------------------------------------------------- run
@@ -682,9 +682,7 @@ def gallery(report_folder, out_dir="docs/gallery", link="docs/gallery", max_byte
                 raise ValueError(f"The cell tagged {tag!r} in {str(nb_path)!r}: {err}.") from None
     out.mkdir(parents=True, exist_ok=True)
     for name, payload in files.items():  # everything was read: now write, each file atomically
-        tmp = out / f".{name}.tmp"
-        tmp.write_bytes(payload)
-        os.replace(tmp, out / name)
+        write_atomic(out / name, payload)
     settings = _report_settings(notebooks.values())
     lines = [GALLERY_BEGIN,
              f"*Generated from `fervis report --data {settings.get('data', '?')} --budget {settings.get('budget', '?')}` "
@@ -722,6 +720,4 @@ def update_readme(readme, block, markers=(GALLERY_BEGIN, GALLERY_END)):
     begin, end = text.find(begin_marker), text.find(end_marker)
     if begin < 0 or end < begin:
         raise ValueError(f"{str(path)!r} has no {begin_marker} ... {end_marker} markers to put the block between.")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text[:begin] + block + text[end + len(end_marker):], encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, text[:begin] + block + text[end + len(end_marker):])

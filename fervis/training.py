@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from fervis import models, recipes
+from fervis.files import write_atomic
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE
 
 __all__ = ["fit", "load_or_train", "model_for", "check_model_spec", "evaluate", "cache_path", "fervis_home"]
@@ -179,9 +180,7 @@ def _truncate_history(path, epochs):
     writer = csv.writer(buffer)
     writer.writerow(header)
     writer.writerows(kept)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
+    write_atomic(path, buffer.getvalue())
 
 
 def _tensorboard_available():

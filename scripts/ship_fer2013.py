@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fervis import data, models, recipes, report, training  # noqa: E402
+from fervis.files import write_atomic  # noqa: E402
 
 # Published FER2013 figures the card is compared with (test accuracy as each paper reports it).
 PUBLISHED = [
@@ -239,16 +240,9 @@ def _experiments(shipped_row):
     return [list(row) for row in EXPERIMENTS] + [list(shipped_row)]
 
 
-def _replace(path, text):
-    """Write ``text`` to ``path`` whole: a temporary file beside it, then ``os.replace``."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def render(card, docs, readme):
     """Write the card's page and README's summary from ``card`` (the dict in the card's JSON)."""
-    _replace(pathlib.Path(docs), _markdown(card))
+    write_atomic(pathlib.Path(docs), _markdown(card))
     report.update_readme(readme, _readme_block(card), markers=(CARD_BEGIN, CARD_END))
 
 
@@ -259,7 +253,7 @@ def _render_only(args, parser):
     card = json.loads(card_path.read_text())
     card["experiments"] = _experiments(card["experiments"][-1])
     card["standing"] = args.standing or card["standing"]
-    _replace(card_path, json.dumps(card, indent=1) + "\n")
+    write_atomic(card_path, json.dumps(card, indent=1) + "\n")
     render(card, DOCS, args.readme)
     print(f"re-rendered {DOCS} and the summary in {args.readme} from {card_path}")
 
