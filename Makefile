@@ -27,13 +27,13 @@ demo: venv
 # and that cap must not reach the notebook kernels, whose stored outputs ran without it.
 test: venv
 	$(BIN)/python -m pytest tests -p no:cacheprovider
-	env -u FERVIS_MAX_STEPS $(BIN)/python -m pytest notebooks --nbval --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
+	env -u FERVIS_MAX_STEPS $(BIN)/python -m pytest notebooks --nbval --nbval-cell-timeout=600 --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
 
 unit: venv
 	$(BIN)/python -m pytest tests -p no:cacheprovider
 
 notebooks: venv
-	env -u FERVIS_MAX_STEPS $(BIN)/python -m pytest notebooks --nbval --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
+	env -u FERVIS_MAX_STEPS $(BIN)/python -m pytest notebooks --nbval --nbval-cell-timeout=600 --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
 
 bench: venv
 	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done

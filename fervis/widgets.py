@@ -8,6 +8,32 @@ from __future__ import annotations
 
 __all__ = []
 
+
+def _show(out, fig=None):
+    """Make ``fig`` (a PNG of it) the one output of the Output widget ``out``, and close it.
+
+    The outputs are set as widget state rather than captured with ``with out: display(fig)``:
+    a captured display goes through the front end's Output model, and a headless client
+    (nbclient, under papermill, ``nbconvert --execute`` and ``fervis report``) answers each one
+    with a message on the shell channel while it is waiting there for the cell's reply; that
+    hung about one run in eight of a notebook here (jupyter/nbclient#312). State goes one way.
+    ``fig=None`` clears the outputs.
+    """
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
+    if fig is None:
+        out.outputs = ()
+        return
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight")  # as the inline backend draws it
+    plt.close(fig)
+    out.outputs = ({"output_type": "display_data", "metadata": {},
+                    "data": {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+                             "text/plain": repr(fig)}},)
+
 # --- saliency (notebook 1) -------------------------------------------------------------
 
 __all__ += ["saliency_explorer"]
@@ -44,9 +70,7 @@ def saliency_explorer(model, images, labels=None, methods=None, class_names=None
     >>> saliency_explorer(session.model, session.evaluation)  # doctest: +SKIP
     """
     import ipywidgets as W
-    import matplotlib.pyplot as plt
     import numpy as np
-    from IPython.display import display
 
     from fervis import plots, saliency
     from fervis.constants import CLASS_NAMES
@@ -88,11 +112,8 @@ def saliency_explorer(model, images, labels=None, methods=None, class_names=None
                                 noise=float(noise_.value))
         true = "" if labels is None else f"true {names[int(labels[i])]}, "
         title = f"#{i}: {true}predicted {names[int(probs[i].argmax())]} ({probs[i].max():.2f}); map for {names[c]}"
-        with out:
-            out.clear_output(wait=True)
-            fig = plots.saliency_panel(faces[i], maps[0], title=f"{method.value}: {title}")
-            display(fig)
-            plt.close(fig)
+        fig = plots.saliency_panel(faces[i], maps[0], title=f"{method.value}: {title}")
+        _show(out, fig)
         box.figure = fig
 
     for control in (face, target, method, noise_, samples_):
@@ -140,8 +161,6 @@ def filter_explorer(model, dataset, layers=None, layer_name=None, steps=None, k=
     >>> filter_explorer(session.model, session.evaluation)  # doctest: +SKIP
     """
     import ipywidgets as W
-    import matplotlib.pyplot as plt
-    from IPython.display import display
 
     from fervis import filters, plots
 
@@ -179,11 +198,8 @@ def filter_explorer(model, dataset, layers=None, layer_name=None, steps=None, k=
         spatial = name in filters.layer_names(model, spatial=True)
         maps = cached(("maps", name), lambda: filters.feature_maps(
             model, faces[face_idx:face_idx + 1], name)[0] if spatial else None)
-        with out:
-            out.clear_output(wait=True)
-            fig = plots.filter_panel(ascent, top, maps, faces[face_idx], f)
-            display(fig)
-            plt.close(fig)
+        fig = plots.filter_panel(ascent, top, maps, faces[face_idx], f)
+        _show(out, fig)
         box.figure = fig
 
     def on_layer(change):
@@ -236,9 +252,7 @@ def confusion_browser(model, images, y_true, probs, true=None, predicted=None, m
     >>> confusion_browser(session.model, faces, faces.labels, probs, "disgust", "angry")  # doctest: +SKIP
     """
     import ipywidgets as W
-    import matplotlib.pyplot as plt
     import numpy as np
-    from IPython.display import display
 
     from fervis import labels, plots
 
@@ -259,20 +273,18 @@ def confusion_browser(model, images, y_true, probs, true=None, predicted=None, m
     state = {"cell": np.zeros(0, int)}
 
     def draw(*_):
-        with out:
-            out.clear_output(wait=True)
-            cell = state["cell"]
-            if not len(cell):
-                box.figure = None
-                return
-            i = int(cell[face.value])
-            maps = labels.cell_saliency(model, faces[i:i + 1], true_dd.value, pred_dd.value, method=method,
-                                        class_names=names)
-            title = f"#{i}: p({pred_dd.value}) {probs[i, names.index(pred_dd.value)]:.2f}"
-            fig = plots.confusion_cell_grid(faces[i:i + 1], *maps, true_dd.value, pred_dd.value, titles=[title])
-            display(fig)
-            plt.close(fig)
-            box.figure = fig
+        cell = state["cell"]
+        if not len(cell):
+            _show(out)
+            box.figure = None
+            return
+        i = int(cell[face.value])
+        maps = labels.cell_saliency(model, faces[i:i + 1], true_dd.value, pred_dd.value, method=method,
+                                    class_names=names)
+        title = f"#{i}: p({pred_dd.value}) {probs[i, names.index(pred_dd.value)]:.2f}"
+        fig = plots.confusion_cell_grid(faces[i:i + 1], *maps, true_dd.value, pred_dd.value, titles=[title])
+        _show(out, fig)
+        box.figure = fig
 
     def update(*_):
         try:
@@ -320,9 +332,7 @@ def probe_browser(probe_history):
     >>> probe_browser(monitoring.probe_maps(run))  # doctest: +SKIP
     """
     import ipywidgets as W
-    import matplotlib.pyplot as plt
     import numpy as np
-    from IPython.display import display
 
     from fervis import plots
 
@@ -347,11 +357,8 @@ def probe_browser(probe_history):
         summary.value = (f"epoch {slider.value + 1}: mean ρ with the previous epoch "
                          f"{'n/a' if not np.isfinite(rho) else f'{rho:.2f}'}; most mass on "
                          f"{ph.probes.region_names[top]} ({shares[top]:.0%})")
-        with out:
-            out.clear_output(wait=True)
-            fig = plots.probe_maps_grid(ph, epochs=[slider.value])
-            display(fig)
-            plt.close(fig)
+        fig = plots.probe_maps_grid(ph, epochs=[slider.value])
+        _show(out, fig)
         box.figure = fig
 
     slider.observe(update, names="value")

@@ -405,7 +405,8 @@ def test_notebook_runs_on_fer2013_quick(fer2013_path, tmp_path):
     notebook = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "02_filter_visualization.ipynb"
     out = tmp_path / "02.ipynb"
     papermill.execute_notebook(str(notebook), str(out), parameters={"DATA": fer2013_path, "BUDGET": "quick"},
-                               kernel_name="python3", cwd=str(notebook.parent), progress_bar=False)
+                               kernel_name="python3", cwd=str(notebook.parent), progress_bar=False,
+                               execution_timeout=600)  # a cell that hangs fails here, not at the CI limit
     nb = nbformat.read(out, as_version=4)
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     found = re.search(r"readable noise ([\d.]+), naive noise ([\d.]+)", text)

@@ -518,7 +518,8 @@ def test_notebook_runs_on_fer2013(fer2013_path, tmp_path):
     papermill = pytest.importorskip("papermill")
     out = tmp_path / "01.ipynb"
     papermill.execute_notebook(str(NOTEBOOK), str(out), parameters={"DATA": fer2013_path, "BUDGET": "quick"},
-                               kernel_name="python3", cwd=str(NOTEBOOK.parent), progress_bar=False)
+                               kernel_name="python3", cwd=str(NOTEBOOK.parent), progress_bar=False,
+                               execution_timeout=600)  # a cell that hangs fails here, not at the CI limit
     cells = json.loads(out.read_text())["cells"]
     texts = ["".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
     accuracy = [t for t in texts if t.startswith("accuracy on")]
