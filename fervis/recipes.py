@@ -90,12 +90,13 @@ RECIPES = {
     "quick": Recipe("quick", "compact", epochs=8, batch_size=64, optimizer="adamw", learning_rate=3e-3,
                     weight_decay=1e-4, label_smoothing=0.05, shift=0.0, rotation=0.0, zoom=0.0, tta="none"),
     # The shipped FER2013 model (see the model card in README.md): sized so the whole schedule
-    # runs in about 1.6 hours on 2 CPU cores. AdamW rather than SGD+Nesterov: with the same
+    # runs in about 5.6 hours on 2 CPU cores. AdamW rather than SGD+Nesterov: with the same
     # architecture, augmentation and 40 epochs, SGD underfit (60.2 % PublicTest) where AdamW reached
-    # the card's figure (docs/model_card_fer2013.md lists the runs). Keras's AdamW multiplies the
+    # 63.3 % (64.4 % ten-crop; docs/model_card_fer2013.md lists the runs). Keras's AdamW multiplies the
     # weight decay by the learning rate, hence 1e-2. Erasing at 0.25 rather than 0.5: a 40-epoch
-    # cosine schedule has no time to make up for the harder task.
-    "fer2013": Recipe("fer2013", "vgg", epochs=40, batch_size=128, optimizer="adamw", learning_rate=2e-3,
+    # cosine schedule had no time to make up for the harder task. 100 epochs rather than 40: the
+    # 40-epoch run ended with training accuracy (under augmentation) only 3 points above PublicTest.
+    "fer2013": Recipe("fer2013", "vgg", epochs=100, batch_size=128, optimizer="adamw", learning_rate=2e-3,
                       weight_decay=1e-2, warmup_epochs=2, label_smoothing=0.1, shift=0.1, rotation=10.0,
                       zoom=0.1, erasing=0.25, tta="tencrop"),
 }
