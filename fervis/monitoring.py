@@ -39,8 +39,8 @@ import numpy as np
 import pandas as pd
 
 from fervis import regions
-from fervis.files import write_atomic
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE
+from fervis.files import write_atomic
 
 __all__ = [
     "Probes", "probe_set", "spearman",

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from fervis import models, recipes
-from fervis.files import write_atomic
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE
+from fervis.files import write_atomic
 
 __all__ = ["fit", "load_or_train", "model_for", "check_model_spec", "evaluate", "cache_path", "fervis_home"]
 

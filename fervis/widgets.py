@@ -34,6 +34,7 @@ def _show(out, fig=None):
                     "data": {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
                              "text/plain": repr(fig)}},)
 
+
 # --- saliency (notebook 1) -------------------------------------------------------------
 
 __all__ += ["saliency_explorer"]
