@@ -557,10 +557,13 @@ def test_confusion_browser_picks_cells_and_reports_empty_ones(tiny_model, faces,
     pairs = labels.confused_pairs(faces, probs, top=1)
     assert (box.true.value, box.predicted.value) == (pairs.at[0, "true"], pairs.at[0, "predicted"])
     assert box.face.max == pairs.at[0, "count"] - 1 and box.figure is not None
+    out = box.children[-1]
+    assert [sorted(o["data"]) for o in out.outputs] == [["image/png", "text/plain"]]  # the face shown, one image
     empty = next((t, p) for t in CLASS_NAMES for p in CLASS_NAMES
                  if not ((faces.labels == CLASS_NAMES.index(t)) & (probs.argmax(1) == CLASS_NAMES.index(p))).any())
     box.true.value, box.predicted.value = empty
     assert "is empty" in box.info.value and box.face.max == 0
+    assert box.figure is None and out.outputs == ()  # the previous cell's face is not left on show
 
 
 # --------------------------------------------------------------------------- the notebook on FER2013
