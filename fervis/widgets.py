@@ -19,20 +19,15 @@ def _show(out, fig=None):
     hung about one run in eight of a notebook here (jupyter/nbclient#312). State goes one way.
     ``fig=None`` clears the outputs.
     """
-    import base64
-    import io
-
     import matplotlib.pyplot as plt
+    from IPython.core.pylabtools import print_figure  # what the inline backend draws a figure with
 
     if fig is None:
         out.outputs = ()
         return
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight")  # as the inline backend draws it
+    png = print_figure(fig, "png", base64=True)
     plt.close(fig)
-    out.outputs = ({"output_type": "display_data", "metadata": {},
-                    "data": {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
-                             "text/plain": repr(fig)}},)
+    out.outputs = ({"output_type": "display_data", "metadata": {}, "data": {"image/png": png, "text/plain": repr(fig)}},)
 
 
 # --- saliency (notebook 1) -------------------------------------------------------------

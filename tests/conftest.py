@@ -82,3 +82,21 @@ def fer2013_path():
     if not os.path.exists(path):
         pytest.fail(f"FERVIS_FER2013={path!r} does not exist")
     return path
+
+
+@pytest.fixture
+def run_notebook():
+    """``run_notebook(name, out, parameters)``: execute ``notebooks/<name>`` with papermill into
+    ``out`` and return ``out``. Each cell may take 600 s, so a cell that hangs fails its test
+    rather than running into the CI time limit."""
+    import pathlib
+
+    papermill = pytest.importorskip("papermill")
+    notebooks = pathlib.Path(__file__).resolve().parents[1] / "notebooks"
+
+    def run(name, out, parameters):
+        papermill.execute_notebook(str(notebooks / name), str(out), parameters=parameters, kernel_name="python3",
+                                   cwd=str(notebooks), progress_bar=False, execution_timeout=600)
+        return out
+
+    return run

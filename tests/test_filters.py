@@ -1,7 +1,5 @@
 """Tests for fervis.filters (notebook 2): activation maximisation, feature maps, exemplars."""
 
-import pathlib
-
 import keras
 import numpy as np
 import pytest
@@ -396,17 +394,12 @@ def test_filter_explorer_widget(tiny_model, faces):
 
 
 @pytest.mark.fer2013
-def test_notebook_runs_on_fer2013_quick(fer2013_path, tmp_path):
+def test_notebook_runs_on_fer2013_quick(fer2013_path, tmp_path, run_notebook):
     import re
 
     import nbformat
 
-    papermill = pytest.importorskip("papermill")
-    notebook = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "02_filter_visualization.ipynb"
-    out = tmp_path / "02.ipynb"
-    papermill.execute_notebook(str(notebook), str(out), parameters={"DATA": fer2013_path, "BUDGET": "quick"},
-                               kernel_name="python3", cwd=str(notebook.parent), progress_bar=False,
-                               execution_timeout=600)  # a cell that hangs fails here, not at the CI limit
+    out = run_notebook("02_filter_visualization.ipynb", tmp_path / "02.ipynb", {"DATA": fer2013_path, "BUDGET": "quick"})
     nb = nbformat.read(out, as_version=4)
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     found = re.search(r"readable noise ([\d.]+), naive noise ([\d.]+)", text)

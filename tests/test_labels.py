@@ -571,15 +571,10 @@ def test_confusion_browser_picks_cells_and_reports_empty_ones(tiny_model, faces,
 
 @pytest.mark.fer2013
 @pytest.mark.slow
-def test_notebook_runs_on_fer2013_quick(fer2013_path, tmp_path):
+def test_notebook_runs_on_fer2013_quick(fer2013_path, tmp_path, run_notebook):
     import json
 
-    import papermill
-
-    out = tmp_path / "03.ipynb"
-    papermill.execute_notebook(str(NOTEBOOK), str(out), parameters={"DATA": fer2013_path, "BUDGET": "quick"},
-                               kernel_name="python3", cwd=str(NOTEBOOK.parent), progress_bar=False,
-                               execution_timeout=600)  # a cell that hangs fails here, not at the CI limit
+    out = run_notebook(NOTEBOOK.name, tmp_path / "03.ipynb", {"DATA": fer2013_path, "BUDGET": "quick"})
     cells = json.loads(out.read_text())["cells"]
     text = "".join(o.get("text", "") if isinstance(o.get("text", ""), str) else "".join(o["text"])
                    for c in cells if c["cell_type"] == "code" for o in c.get("outputs", []))

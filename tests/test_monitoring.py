@@ -655,15 +655,9 @@ def test_probe_browser_moves_through_epochs(run):
 
 @pytest.mark.fer2013
 @pytest.mark.slow
-def test_notebook_quick_run_on_fer2013(fer2013_path, tmp_path):
-    papermill = pytest.importorskip("papermill")
-    root = os.path.join(os.path.dirname(__file__), os.pardir, "notebooks")
-    out = tmp_path / "04.ipynb"
-    papermill.execute_notebook(
-        os.path.join(root, "04_training_monitoring.ipynb"), str(out), kernel_name="python3",
-        parameters={"DATA": fer2013_path, "BUDGET": "quick", "OVERWRITE": True, "RUN": "04_fer2013_quick"}, cwd=root,
-        execution_timeout=600,  # a cell that hangs fails here, not at the CI limit
-    )
+def test_notebook_quick_run_on_fer2013(fer2013_path, tmp_path, run_notebook):
+    out = run_notebook("04_training_monitoring.ipynb", tmp_path / "04.ipynb",
+                       {"DATA": fer2013_path, "BUDGET": "quick", "OVERWRITE": True, "RUN": "04_fer2013_quick"})
     import nbformat
 
     nb = nbformat.read(str(out), as_version=4)

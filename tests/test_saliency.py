@@ -511,15 +511,11 @@ def test_saliency_explorer_redraws(tiny, faces):
 # --------------------------------------------------------------------------- the notebook on FER2013
 
 
-def test_notebook_runs_on_fer2013(fer2013_path, tmp_path):
+def test_notebook_runs_on_fer2013(fer2013_path, tmp_path, run_notebook):
     """papermill quick run on FERVIS_FER2013 (CI): the notebook completes and its numbers are sane."""
     import json
 
-    papermill = pytest.importorskip("papermill")
-    out = tmp_path / "01.ipynb"
-    papermill.execute_notebook(str(NOTEBOOK), str(out), parameters={"DATA": fer2013_path, "BUDGET": "quick"},
-                               kernel_name="python3", cwd=str(NOTEBOOK.parent), progress_bar=False,
-                               execution_timeout=600)  # a cell that hangs fails here, not at the CI limit
+    out = run_notebook(NOTEBOOK.name, tmp_path / "01.ipynb", {"DATA": fer2013_path, "BUDGET": "quick"})
     cells = json.loads(out.read_text())["cells"]
     texts = ["".join(o.get("text", "")) for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])]
     accuracy = [t for t in texts if t.startswith("accuracy on")]

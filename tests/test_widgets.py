@@ -6,6 +6,7 @@ and that hung one run in eight of notebook 2 (jupyter/nbclient#312). fervis's wi
 Output's state instead, so nbclient never has to send anything.
 """
 
+import numpy as np
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
@@ -19,8 +20,6 @@ def test_widgets_under_nbclient_send_nothing_back_and_keep_their_figure(tiny_mod
 
     model_path, faces_path = tmp_path / "tiny.keras", tmp_path / "faces.npy"
     tiny_model.save(model_path)
-    import numpy as np
-
     np.save(faces_path, synthetic_small.subset("PublicTest").images[:40])
     setup = (f"import keras, numpy as np\nfrom fervis import widgets\n"
              f"model = keras.models.load_model({str(model_path)!r})\nfaces = np.load({str(faces_path)!r})")
