@@ -4,7 +4,7 @@
 
     fervis data inspect SOURCE [--json]
     fervis train --data SOURCE --out DIR [--arch NAME] [--epochs N] [--recipe NAME] [--resume]
-    fervis evaluate --model PATH|pretrained:fer2013 --data SOURCE [--split NAME] [--tta auto|none|flip|tencrop] [--json]
+    fervis evaluate --model PATH|pretrained:fer2013 --data SOURCE [--split NAME] [--tta auto|none|flip|tencrop|flip-rotate] [--json]
     fervis demo [--recipe NAME] [--json] [--no-report]
     fervis report [--data SOURCE] [--budget quick|full] [--model SPEC] [--out DIR] [--notebooks DIR]
 
@@ -28,7 +28,8 @@ import tempfile
 
 __all__ = ["main"]
 
-_TTA = ("none", "flip", "tencrop")
+# fervis.recipes.TTA, spelled out: importing recipes would import Keras (tests check they agree).
+_TTA = ("none", "flip", "tencrop", "flip-rotate")
 
 
 class _UsageError(Exception):

@@ -17,7 +17,13 @@ import dataclasses
 import keras
 import numpy as np
 
-__all__ = ["Recipe", "RECIPES", "get", "augmenter", "compile_for_training", "predict"]
+__all__ = ["Recipe", "RECIPES", "TTA", "get", "augmenter", "compile_for_training", "predict"]
+
+# Test-time augmentations :func:`predict` knows (see :func:`_tta_views` for the views of each).
+TTA = ("none", "flip", "tencrop", "flip-rotate")
+# The angles of the "flip-rotate" views, in degrees: the FER2013 recipe's training rotation range
+# (±10°) and its midpoints, so the views are faces the model was trained to see.
+TTA_ROTATIONS = (-10.0, -5.0, 0.0, 5.0, 10.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +50,7 @@ class Recipe:
         Probability of erasing one random patch (random erasing).
     class_weights : bool
         Weight the loss by inverse class frequency.
-    tta : {"none", "flip", "tencrop"}
+    tta : {"none", "flip", "tencrop", "flip-rotate"}
         Test-time augmentation used by :func:`predict` when evaluating this recipe.
     seed : int
     """
@@ -171,8 +177,20 @@ def compile_for_training(model, recipe, steps_per_epoch):
     return train_model
 
 
+def _rotate(images, degrees):
+    """``images`` ``(n, h, w, c)`` rotated counter-clockwise by ``degrees`` about their centre.
+
+    Keras's own ``RandomRotation`` with a zero-width range, so a view is resampled exactly as
+    training's rotation augmentation resamples (bilinear, edge pixels repeated).
+    """
+    if not degrees:
+        return images
+    layer = keras.layers.RandomRotation((degrees / 360.0, degrees / 360.0), fill_mode="nearest")
+    return np.asarray(layer(images, training=True), dtype=images.dtype)
+
+
 def _tta_views(images, tta):
-    """The views averaged by test-time augmentation, as a list of arrays."""
+    """The views averaged by test-time augmentation, as a list of arrays ``(n, h, w, c)``."""
     if tta == "none":
         return [images]
     mirrored = images[:, :, ::-1]
@@ -188,7 +206,10 @@ def _tta_views(images, tta):
             for dy, dx in ((0, 0), (0, 6), (6, 0), (6, 6)):
                 views.append(padded[:, dy:dy + base.shape[1], dx:dx + base.shape[2]])
         return views
-    raise ValueError(f"The 'tta' parameter must be one of ['none', 'flip', 'tencrop']. Got {tta!r} instead.")
+    if tta == "flip-rotate":
+        # The face and its mirror, each turned by every angle of TTA_ROTATIONS: ten views.
+        return [_rotate(base, degrees) for base in (images, mirrored) for degrees in TTA_ROTATIONS]
+    raise ValueError(f"The 'tta' parameter must be one of {list(TTA)}. Got {tta!r} instead.")
 
 
 def predict(model, images, tta="none", batch_size=256):
@@ -199,7 +220,9 @@ def predict(model, images, tta="none", batch_size=256):
     model : keras.Model
         Takes raw pixels ``(n, 48, 48, 1)``.
     images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``, 0-255
-    tta : {"none", "flip", "tencrop"}
+    tta : {"none", "flip", "tencrop", "flip-rotate"}
+        ``flip`` averages the image and its mirror; ``tencrop`` five 3-pixel shifts of each;
+        ``flip-rotate`` each turned by -10, -5, 0, 5 and 10 degrees.
     batch_size : int
 
     Returns

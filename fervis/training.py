@@ -628,7 +628,7 @@ def evaluate(model, dataset, split="PublicTest", tta="none", batch_size=256):
     dataset : Dataset
     split : str or None, default "PublicTest"
         ``None`` evaluates on every image.
-    tta : {"none", "flip", "tencrop"}, default "none"
+    tta : {"none", "flip", "tencrop", "flip-rotate"}, default "none"
         Test-time augmentation (see :func:`fervis.recipes.predict`).
     batch_size : int, default 256
 
@@ -651,10 +651,8 @@ def evaluate(model, dataset, split="PublicTest", tta="none", batch_size=256):
     if not isinstance(model, keras.Model):
         raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
     _require_dataset(dataset, func)
-    if tta not in ("none", "flip", "tencrop"):
-        raise ValueError(
-            f"The 'tta' parameter of {func} must be one of ['none', 'flip', 'tencrop']. Got {tta!r} instead."
-        )
+    if tta not in recipes.TTA:
+        raise ValueError(f"The 'tta' parameter of {func} must be one of {list(recipes.TTA)}. Got {tta!r} instead.")
     _check_input(model, func)
     class_names = list(dataset.class_names)
     k = len(class_names)

@@ -117,6 +117,9 @@ def test_recipe_sentence_follows_the_recipe_fields(ship):
     assert ship._recipe_sentence(bare) == (
         "3 epochs, batch 128, AdamW, learning rate 0.05 and cosine decay, weight decay 0.0005, "
         "label smoothing 0.1, no augmentation, no test-time augmentation.")
+    assert ship._recipe_sentence(dict(bare, tta="flip-rotate")).endswith(
+        ", flip-and-rotate (0°, ±5°, ±10°) test-time augmentation.")
+    assert set(ship._TTA_NAMES) == set(recipes.TTA)
 
 
 def test_render_only_rewrites_the_page_and_readme_from_the_card(ship, tmp_path, monkeypatch):

@@ -372,6 +372,33 @@ def test_evaluate(tiny_model, synthetic_small):
     assert training.evaluate(tiny_model, synthetic_small, split=None)["n"] == len(synthetic_small)
 
 
+def test_tta_views():
+    """Each test-time augmentation's views: how many, their shape, and what they show."""
+    from fervis import cli
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(50, 256, (3, 48, 48, 1)).astype("float32")
+    counts = {tta: len(recipes._tta_views(faces, tta)) for tta in recipes.TTA}
+    assert counts == {"none": 1, "flip": 2, "tencrop": 10, "flip-rotate": 10}
+    assert cli._TTA == recipes.TTA  # the CLI spells the list out to stay fast to import
+    views = recipes._tta_views(faces, "flip-rotate")
+    assert all(v.shape == faces.shape and v.dtype == faces.dtype for v in views)
+    zero = recipes.TTA_ROTATIONS.index(0.0)
+    np.testing.assert_array_equal(views[zero], faces)
+    np.testing.assert_array_equal(views[len(recipes.TTA_ROTATIONS) + zero], faces[:, :, ::-1])
+    assert sorted(recipes.TTA_ROTATIONS) == sorted(-a for a in recipes.TTA_ROTATIONS)  # symmetric
+    # Counter-clockwise, about the centre: a quarter turn is numpy's rot90.
+    np.testing.assert_allclose(recipes._rotate(faces, 90.0), np.rot90(faces, 1, axes=(1, 2)), atol=0.01)
+    # Mirroring a face turned by +10 degrees gives its mirror turned by -10: the set is mirror-closed.
+    np.testing.assert_allclose(recipes._rotate(faces[:, :, ::-1], 10.0)[:, :, ::-1], recipes._rotate(faces, -10.0),
+                               atol=0.01)
+    turned = recipes._rotate(faces, 10.0)
+    assert np.abs(turned - faces).mean() > 10  # it did turn (random pixels decorrelate)
+    assert turned.min() >= 50 and turned.max() <= 255  # bilinear, edges repeated: no black corners
+    with pytest.raises(ValueError, match=r"must be one of \['none', 'flip', 'tencrop', 'flip-rotate'\]"):
+        recipes.predict(models.build("tiny", seed=0), faces, tta="rotate")
+
+
 def test_evaluate_bad_input(tiny_model, synthetic_small):
     from fervis import data
 
