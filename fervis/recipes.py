@@ -102,9 +102,13 @@ RECIPES = {
     # weight decay by the learning rate, hence 1e-2. Erasing at 0.25 rather than 0.5: a 40-epoch
     # cosine schedule had no time to make up for the harder task. 100 epochs rather than 40: the
     # 40-epoch run ended with training accuracy (under augmentation) only 3 points above PublicTest.
+    # Test-time augmentation "flip-rotate" rather than ten-crop, chosen on PublicTest with the trained
+    # model: views drawn from the training augmentation's rotations and zooms all beat ten-crop's
+    # shifts (68.2 %): mirror x rotation 0, ±5, ±10° 69.7 %, mirror x zoom 0.9-1.1 69.4 %, both 69.4-69.7 %,
+    # 3-pixel shift grids 68.2-68.6 %; flip-rotate is the cheapest of the best (ten views, as ten-crop).
     "fer2013": Recipe("fer2013", "vgg", epochs=100, batch_size=128, optimizer="adamw", learning_rate=2e-3,
                       weight_decay=1e-2, warmup_epochs=2, label_smoothing=0.1, shift=0.1, rotation=10.0,
-                      zoom=0.1, erasing=0.25, tta="tencrop"),
+                      zoom=0.1, erasing=0.25, tta="flip-rotate"),
 }
 
 
