@@ -395,6 +395,15 @@ def test_tta_views():
     turned = recipes._rotate(faces, 10.0)
     assert np.abs(turned - faces).mean() > 10  # it did turn (random pixels decorrelate)
     assert turned.min() >= 50 and turned.max() <= 255  # bilinear, edges repeated: no black corners
+    # Any image classifier: colour, not square, not 48 pixels.
+    colour = rng.integers(0, 256, (2, 40, 64, 3)).astype("float32")
+    for tta in recipes.TTA:
+        assert all(v.shape == colour.shape for v in recipes._tta_views(colour, tta))
+    inputs = keras.Input((40, 64, 3))
+    rgb = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs)))
+    probs = recipes.predict(rgb, colour, tta="flip-rotate")
+    assert probs.shape == (2, 5)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match=r"must be one of \['none', 'flip', 'tencrop', 'flip-rotate'\]"):
         recipes.predict(models.build("tiny", seed=0), faces, tta="rotate")
 
