@@ -230,15 +230,6 @@ class Exemplars:
 # --------------------------------------------------------------------------- checks
 
 
-def _walk_names(model):
-    names = []
-    for layer in model.layers:
-        names.append(layer.name)
-        if isinstance(layer, keras.Model):
-            names.extend(_walk_names(layer))
-    return names
-
-
 def layer_names(model, spatial=False):
     """Layers whose filters can be visualised: a spatial ``(n, h, w, c)`` or a ``(n, c)`` output.
 
@@ -263,7 +254,7 @@ def layer_names(model, spatial=False):
             f"The 'model' parameter of fervis.filters.layer_names must be a keras.Model. Got {model!r} instead."
         )
     found = []
-    for name in _walk_names(model):
+    for name in models.layer_paths(model):
         layer = models.find_layer(model, name)
         if isinstance(layer, (keras.layers.InputLayer, keras.Model)):
             continue
@@ -355,7 +346,7 @@ def block_layers(model, layer_name=None):
         layer = consumers[0]
         if tuple(layer.output.shape) != shape:
             return names
-        names.append(layer.name)
+        names.append(models.path_of(model, layer))
 
 
 def _check_filters(filter_idx, width, layer_name, func, allow_none=False):

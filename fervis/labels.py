@@ -1033,14 +1033,16 @@ def _penultimate_layer(model, func):
     """Name of the layer feeding the last Dense layer (the classifier's features)."""
     import keras
 
+    from fervis import models
+
     layers = list(_all_layers(model))
-    names = [layer.name for layer in layers]
+    names = models.layer_paths(model)
     dense = [layer for layer in layers if isinstance(layer, keras.layers.Dense)]
     source = dense[-1]._inbound_nodes[0].input_tensors[0]._keras_history[0] if dense else None
     if source is None or isinstance(source, keras.layers.InputLayer):
         raise ValueError(f"The 'model' parameter of {_name(func)} has no Dense layer fed by another layer whose "
                          f"output could serve as features; pass layer_name, one of {names}.")
-    return source.name
+    return models.path_of(model, source)
 
 
 def penultimate_features(model, images, layer_name=None, batch_size=256):
@@ -1072,9 +1074,9 @@ def penultimate_features(model, images, layer_name=None, batch_size=256):
     batch_size = _int(batch_size, "batch_size", func)
     if layer_name is None:
         layer_name = _penultimate_layer(model, func)
-    elif not isinstance(layer_name, str) or layer_name not in [layer.name for layer in _all_layers(model)]:
+    elif not isinstance(layer_name, str) or layer_name not in models.layer_paths(model):
         raise ValueError(f"The 'layer_name' parameter of {_name(func)} must be one of "
-                         f"{[layer.name for layer in _all_layers(model)]}. Got {layer_name!r} instead.")
+                         f"{models.layer_paths(model)}. Got {layer_name!r} instead.")
     features = models.truncate_at(model, layer_name)
     out = [np.asarray(features(x[a:a + batch_size], training=False)) for a in range(0, len(x), batch_size)]
     if not out:

@@ -19,6 +19,7 @@ The ``vgg`` design follows the VGG variants that do well on FER2013 (Khaireddin 
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import pathlib
@@ -30,7 +31,8 @@ from fervis.constants import IMAGE_SIZE, NUM_CLASSES
 
 __all__ = [
     "ARCHITECTURES", "PRETRAINED", "ModelFileError", "spec", "build", "load", "load_pretrained", "pretrained_path",
-    "pretrained_card", "resolve", "adapt", "find_layer", "conv_layers", "last_conv_layer", "truncate_at", "to_logits",
+    "pretrained_card", "resolve", "adapt", "find_layer", "layer_paths", "path_of", "conv_layers", "last_conv_layer",
+    "truncate_at", "to_logits",
 ]
 
 # (filters per block, convs per block, dense width, dropout)
@@ -496,8 +498,50 @@ def _walk(model, chain=()):
             yield from _walk(layer, chain)
 
 
+def _named_chains(model):
+    """``(name, chain)`` for every layer of ``model``, nested models included, in graph order.
+
+    A layer goes by its own name where no other layer in the model has it; else by the names
+    of the nested models that lead to it and its own, joined by "/" (``"member_b/block2_conv"``;
+    Keras forbids "/" in names, so a path never collides with a name). Two members of an
+    ensemble built from one architecture share every layer name: each name must pick one layer.
+    """
+    chains = list(_walk(model))
+    counts = collections.Counter(chain[-1].name for chain in chains)
+    return [(chain[-1].name if counts[chain[-1].name] == 1 else "/".join(layer.name for layer in chain[1:]), chain)
+            for chain in chains]
+
+
 def _layer_names(model):
-    return [chain[-1].name for chain in _walk(model)]
+    return [name for name, _ in _named_chains(model)]
+
+
+def layer_paths(model):
+    """The name by which fervis addresses each layer of ``model``, in graph order.
+
+    Nested models' layers are included. A layer's own name, unless another layer of the model
+    has it too (two copies of one architecture in an ensemble); then its path from the outer
+    model, such as ``"member_b/block2_conv"``. Every fervis function that takes a layer name
+    accepts these.
+
+    Example
+    -------
+    >>> layer_paths(build("tiny"))[:3]
+    ['pixels', 'scale', 'block1_conv']
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"The 'model' parameter of fervis.models.layer_paths must be a keras.Model. Got {model!r} instead."
+        )
+    return _layer_names(model)
+
+
+def path_of(model, layer):
+    """The name :func:`layer_paths` gives ``layer`` (a layer object of ``model``)."""
+    for name, chain in _named_chains(model):
+        if chain[-1] is layer:
+            return name
+    raise ValueError(f"Layer {getattr(layer, 'name', layer)!r} is not a layer of model {model.name!r}.")
 
 
 def _matches(layer, kind):
@@ -517,18 +561,24 @@ def _find_chain(model, name_or_type, func="fervis.models.find_layer"):
             f"The 'name_or_type' parameter of {func} must be a layer name, a type name such as 'conv', "
             f"'Conv2D' or 'dense', or a layer class. Got {name_or_type!r} instead."
         )
-    chains = list(_walk(model))
+    named = _named_chains(model)
     if isinstance(name_or_type, str):
-        for chain in chains:
-            if chain[-1].name == name_or_type:
+        for name, chain in named:
+            if name == name_or_type:
                 return chain
-    for chain in chains:
+        same = [name for name, chain in named if chain[-1].name == name_or_type]
+        if same:
+            raise ValueError(
+                f"Layer name {name_or_type!r} is ambiguous in model {model.name!r}: {len(same)} layers (in nested "
+                f"models) have it. Name one by its path: {same}."
+            )
+    for _, chain in named:
         if _matches(chain[-1], name_or_type):
             return chain
     shown = name_or_type.__name__ if isinstance(name_or_type, type) else name_or_type
     raise ValueError(
         f"Model {model.name!r} has no layer named or of type {shown!r}. "
-        f"Available layers: {[chain[-1].name for chain in chains]}."
+        f"Available layers: {[name for name, _ in named]}."
     )
 
 
@@ -539,7 +589,8 @@ def find_layer(model, name_or_type):
     ----------
     model : keras.Model
     name_or_type : str or type
-        A layer name (exact); or a type: ``"conv"`` (any 2-D convolution), ``"dense"``,
+        A layer name (exact, or a path as :func:`layer_paths` gives it where two nested
+        layers share a name); or a type: ``"conv"`` (any 2-D convolution), ``"dense"``,
         ``"pool"``, ``"norm"``, ``"activation"``, a class name such as ``"Conv2D"``
         (case-insensitive, subclasses included) or a layer class. A type gives the
         first such layer in graph order.
@@ -568,7 +619,7 @@ def conv_layers(model):
         raise ValueError(
             f"The 'model' parameter of fervis.models.conv_layers must be a keras.Model. Got {model!r} instead."
         )
-    return [chain[-1].name for chain in _walk(model) if isinstance(chain[-1], _conv_types())]
+    return [name for name, chain in _named_chains(model) if isinstance(chain[-1], _conv_types())]
 
 
 def last_conv_layer(model):
@@ -639,11 +690,12 @@ def truncate_at(model, layer_name):
             f"The 'layer_name' parameter of fervis.models.truncate_at must be a str. Got {layer_name!r} instead."
         )
     chain = _find_chain(model, layer_name, "fervis.models.truncate_at")
-    if chain[-1].name != layer_name:
+    if path_of(model, chain[-1]) != layer_name:  # a type name such as "conv" found a layer: not a name
         raise ValueError(
             f"Model {model.name!r} has no layer named {layer_name!r}. Available layers: {_layer_names(model)}."
         )
-    return keras.Model(_single(model.inputs), _output_in(chain), name=f"{model.name}_to_{layer_name}")
+    name = f"{model.name}_to_{layer_name}".replace("/", ".")  # Keras forbids "/" in names
+    return keras.Model(_single(model.inputs), _output_in(chain), name=name)
 
 
 def _is_softmax(layer):

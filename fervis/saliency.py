@@ -484,8 +484,7 @@ def _cam_layer(model, layer_name, method):
             f"The 'layer_name' parameter of {_FUNC} must be None (the last conv layer) or one of {convs}. "
             f"Got {layer_name!r} instead."
         )
-    names = {layer.name: layer for layer in _walk_layers(model)}
-    layer = names.get(layer_name)
+    layer = models.find_layer(model, layer_name) if layer_name in models.layer_paths(model) else None
     rank = None
     if layer is not None:
         try:

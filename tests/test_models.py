@@ -401,3 +401,46 @@ def test_to_logits_input_gradient_in_tf_function(residual_model, faces):
 def test_to_logits_needs_softmax_output():
     with pytest.raises(ValueError, match="must come from a softmax layer.*'tp_out'"):
         models.to_logits(_third_party(activation=None))
+
+
+def _ensemble():
+    """Two copies of one architecture averaged: every layer name occurs twice, inside member_a and member_b."""
+    members = []
+    for name, seed in (("member_a", 0), ("member_b", 1)):
+        built = models.build("tiny", seed=seed)
+        members.append(keras.Model(built.input, built.output, name=name))
+    inputs = keras.Input((48, 48, 1), name="faces")
+    outputs = keras.layers.Average(name="mean_probs")([member(inputs) for member in members])
+    return keras.Model(inputs, outputs, name="ensemble"), members
+
+
+def test_layers_that_share_a_name_go_by_their_path(faces):
+    """In an ensemble of two copies of one model each name must still pick one layer: a plain name that
+    would pick either is refused, and layers go by their path instead (Grad-CAM's "last conv" included)."""
+    from fervis import filters, labels, saliency
+
+    ensemble, (a, b) = _ensemble()
+    assert models.conv_layers(ensemble) == ["member_a/block1_conv", "member_a/block2_conv",
+                                            "member_b/block1_conv", "member_b/block2_conv"]
+    assert models.last_conv_layer(ensemble) == "member_b/block2_conv"
+    paths = models.layer_paths(ensemble)
+    assert {"faces", "member_a", "member_b", "mean_probs"} <= set(paths) and len(set(paths)) == len(paths)
+    assert models.find_layer(ensemble, "member_b/block2_conv") is b.get_layer("block2_conv")
+    assert models.path_of(ensemble, a.get_layer("block1_conv")) == "member_a/block1_conv"
+    with pytest.raises(ValueError, match=r"Layer name 'block2_conv' is ambiguous in model 'ensemble': 2 layers .*"
+                                         r"\['member_a/block2_conv', 'member_b/block2_conv'\]"):
+        models.find_layer(ensemble, "block2_conv")
+    np.testing.assert_allclose(np.asarray(models.truncate_at(ensemble, "member_b/block2_conv")(faces)),
+                               np.asarray(models.truncate_at(b, "block2_conv")(faces)), atol=1e-5)
+    # Explanations read the member they name, not whichever comes first.
+    cam_a = saliency.explain(ensemble, faces, method="gradcam", layer_name="member_a/block2_conv", normalize=False)
+    cam_b = saliency.explain(ensemble, faces, method="gradcam", normalize=False)
+    np.testing.assert_allclose(cam_b, saliency.explain(ensemble, faces, method="gradcam",
+                                                       layer_name="member_b/block2_conv", normalize=False))
+    assert not np.allclose(cam_a, cam_b)
+    assert filters.block_layers(ensemble, "member_b/block1_conv")[0] == "member_b/block1_conv"
+    assert all("/" in name for name in filters.block_layers(ensemble, "member_b/block1_conv"))
+    maps = filters.feature_maps(ensemble, faces[:2], "member_a/block1_conv")
+    np.testing.assert_allclose(maps, np.asarray(models.truncate_at(a, "block1_conv")(faces[:2])), atol=1e-5)
+    features = labels.penultimate_features(ensemble, faces)
+    assert features.shape[0] == len(faces)
