@@ -2,9 +2,10 @@
 
 ``fervis report`` (and ``fervis demo``) call :func:`run`. Each notebook in the repository's
 ``notebooks/`` folder is executed with papermill, its ``parameters`` cell overridden by
-``DATA``, ``BUDGET`` and ``MODEL``; the executed notebook and an HTML page of it (nbconvert)
-go to ``<out>/<data-name>/``, beside ``index.html``, which states the settings, the date and,
-per notebook, passed / failed / not run and its run time.
+``DATA``, ``BUDGET`` and ``MODEL``; the executed notebook and an HTML page of it (nbconvert;
+static, each widget explorer shown as its saved figure) go to ``<out>/<data-name>/``, beside
+``index.html``, which states the settings, the date and, per notebook, passed / failed / not run
+and its run time.
 
 The first failing cell stops the run: what ran so far stays on disk, the index marks the
 notebook as failed, and :class:`NotebookError` names the notebook, the cell and the error.
@@ -328,11 +329,72 @@ def _failed_cell(nb_path, died=False):
     return found[0], position, found[1], found[2]
 
 
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def _widget_tree(state, model_id, seen=None):
+    """The widget models under ``model_id`` (itself first), following ``children`` references."""
+    seen = set() if seen is None else seen
+    if model_id in seen or model_id not in state:
+        return []
+    seen.add(model_id)
+    found = [state[model_id]]
+    for child in state[model_id].get("state", {}).get("children", []):
+        found += _widget_tree(state, str(child).removeprefix("IPY_MODEL_"), seen)
+    return found
+
+
+def _static_widgets(nb):
+    """``nb`` with every widget view replaced by what its Output widgets show, as plain outputs.
+
+    A page has no kernel: its sliders could move but redraw nothing, and rendering them needs
+    the widget manager from a CDN (blank offline). So each explorer becomes its saved figure,
+    under a line giving the controls' values (``face = 0 · method = gradient``); the notebook
+    file itself keeps its widgets for JupyterLab.
+    """
+    import nbformat
+
+    state = nb.metadata.get("widgets", {}).get(_WIDGET_STATE, {}).get("state", {})
+    for cell in nb.cells:
+        outputs = []
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).get(_WIDGET_VIEW)  # a display, or the cell's value (execute_result)
+            if view is None:
+                outputs.append(output)
+                continue
+            tree = _widget_tree(state, view.get("model_id"))
+            settings = []
+            for model in tree:
+                values = model.get("state", {})
+                if "description" not in values:
+                    continue
+                if "_options_labels" in values and isinstance(values.get("index"), int):
+                    value = values["_options_labels"][values["index"]]
+                elif "value" in values and not isinstance(values["value"], (list, dict)):
+                    value = re.sub(r"<[^>]+>", "", str(values["value"])).strip()  # an HTML widget's text
+                else:
+                    continue
+                settings.append(f"{values['description']} = {value}" if values["description"] else value)
+            shown = [out for model in tree if model.get("model_name") == "OutputModel"
+                     for out in model.get("state", {}).get("outputs", []) if out.get("output_type") != "stream"]
+            note = "Interactive in JupyterLab; shown here" + (f": {' · '.join(settings)}" if settings else "") + "."
+            if not shown:
+                note = "An interactive widget: open the notebook in JupyterLab to use it."
+            outputs.append(nbformat.v4.new_output("display_data", data={"text/markdown": f"*{note}*",
+                                                                         "text/plain": note}))
+            outputs += [nbformat.from_dict(out) for out in shown]
+        if "outputs" in cell:
+            cell["outputs"] = outputs
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
 def _write_html(nb_path, html_path):
     import nbformat
     from nbconvert import HTMLExporter
 
-    nb = nbformat.read(nb_path, as_version=4)
+    nb = _static_widgets(nbformat.read(nb_path, as_version=4))
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     html_path.write_text(body, encoding="utf-8")
 

@@ -350,3 +350,54 @@ def test_readme_gallery_is_complete_and_small():
             assert path.stat().st_size <= report.MAX_PNG_BYTES
         else:
             assert (root / "docs" / "gallery" / name).read_text().strip() in block
+
+
+# --------------------------------------------------------------------------- widgets in the pages
+
+EXPLORER = '''import base64, io
+import ipywidgets as w
+import matplotlib.pyplot as plt
+fig = plt.figure(figsize=(1, 1), dpi=20)
+buf = io.BytesIO()
+fig.savefig(buf, format="png")
+plt.close(fig)
+PNG = base64.b64encode(buf.getvalue()).decode()
+out = w.Output()
+out.outputs = ({"output_type": "display_data", "data": {"image/png": PNG, "text/plain": "<Figure>"}, "metadata": {}},)
+w.VBox([w.HBox([w.IntSlider(3, description="face"), w.Dropdown(options=["a", "b"], value="b", description="method")]),
+        w.HTML("<b>9 faces</b>"), out])'''
+
+
+def test_pages_show_each_explorer_as_its_figure_not_a_dead_widget(tmp_path):
+    """An HTML page has no kernel (its sliders would redraw nothing) and widgets need a CDN: the page
+    shows each explorer's saved figure under its controls' values; the notebook keeps the widget."""
+    notebooks = tmp_path / "nb"
+    notebooks.mkdir()
+    _notebook(notebooks / "01_widgets.ipynb", EXPLORER, 'import ipywidgets as w\nw.IntSlider(1, description="alone")')
+    report.run("synthetic", budget="quick", out=tmp_path / "out", notebooks_dir=notebooks, progress=False)
+    folder = tmp_path / "out" / "synthetic"
+    nb = nbformat.read(folder / "01_widgets.ipynb", as_version=4)
+    views = [o for c in nb.cells for o in c.get("outputs", []) if report._WIDGET_VIEW in o.get("data", {})]
+    assert len(views) == 2 and nb.metadata["widgets"]  # the notebook itself is untouched
+    png = next(o["data"]["image/png"] for model in nb.metadata["widgets"][report._WIDGET_STATE]["state"].values()
+               if model["model_name"] == "OutputModel" for o in model["state"]["outputs"])
+    page = (folder / "01_widgets.html").read_text()
+    assert "widget-view+json" not in page and "widget-state+json" not in page and "unpkg.com" not in page
+    assert page.count(f"data:image/png;base64,{png}") == 1
+    assert "Interactive in JupyterLab; shown here: face = 3 · method = b · 9 faces." in page
+    assert "An interactive widget: open the notebook in JupyterLab to use it." in page
+
+
+def test_the_stored_notebooks_pages_show_their_explorers():
+    """Each of the four notebooks has one explorer; its page shows the explorer's figure."""
+    for path in sorted(NOTEBOOKS.glob("0*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        states = nb.metadata["widgets"][report._WIDGET_STATE]["state"].values()
+        figures = [o["data"]["image/png"] for m in states if m["model_name"] == "OutputModel" for o in m["state"]["outputs"]]
+        static = report._static_widgets(nb)
+        shown = [o["data"]["image/png"] for c in static.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+        assert len(figures) == 1 and figures[0] in shown, path.name
+        assert not any(report._WIDGET_VIEW in o.get("data", {}) for c in static.cells for o in c.get("outputs", []))
+        notes = [o["data"]["text/plain"] for c in static.cells for o in c.get("outputs", [])
+                 if o.get("data", {}).get("text/plain", "").startswith("Interactive in JupyterLab; shown here: ")]
+        assert len(notes) == 1, path.name
