@@ -225,8 +225,8 @@ def predict(model, images, tta="none", batch_size=256):
         Takes raw pixels ``(n, 48, 48, 1)``.
     images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``, 0-255
     tta : {"none", "flip", "tencrop", "flip-rotate"}
-        ``flip`` averages the image and its mirror; ``tencrop`` five 3-pixel shifts of each;
-        ``flip-rotate`` each turned by -10, -5, 0, 5 and 10 degrees.
+        ``flip`` averages the image and its mirror; ``tencrop`` each of them unshifted and shifted
+        3 pixels diagonally four ways; ``flip-rotate`` each turned by -10, -5, 0, 5 and 10 degrees.
     batch_size : int
 
     Returns
