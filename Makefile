@@ -25,9 +25,7 @@ demo: venv
 
 # Two pytest runs: the unit tests cap iterative methods (FERVIS_MAX_STEPS in tests/conftest.py),
 # and that cap must not reach the notebook kernels, whose stored outputs ran without it.
-test: venv
-	$(BIN)/python -m pytest tests -p no:cacheprovider
-	env -u FERVIS_MAX_STEPS $(BIN)/python -m pytest notebooks --nbval --nbval-cell-timeout=600 --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
+test: unit notebooks
 
 unit: venv
 	$(BIN)/python -m pytest tests -p no:cacheprovider

@@ -254,8 +254,7 @@ def layer_names(model, spatial=False):
             f"The 'model' parameter of fervis.filters.layer_names must be a keras.Model. Got {model!r} instead."
         )
     found = []
-    for name in models.layer_paths(model):
-        layer = models.find_layer(model, name)
+    for name, layer in models.named_layers(model):
         if isinstance(layer, (keras.layers.InputLayer, keras.Model)):
             continue
         try:

@@ -1019,30 +1019,19 @@ def ambiguous_faces(y_true, probs, per_class=3, class_names=CLASS_NAMES):
 # --------------------------------------------------------------------------- embedding
 
 
-def _all_layers(model):
-    """Every layer, in graph order, also inside nested models."""
-    import keras
-
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
 def _penultimate_layer(model, func):
     """Name of the layer feeding the last Dense layer (the classifier's features)."""
     import keras
 
     from fervis import models
 
-    layers = list(_all_layers(model))
-    names = models.layer_paths(model)
-    dense = [layer for layer in layers if isinstance(layer, keras.layers.Dense)]
+    named = models.named_layers(model)
+    dense = [layer for _, layer in named if isinstance(layer, keras.layers.Dense)]
     source = dense[-1]._inbound_nodes[0].input_tensors[0]._keras_history[0] if dense else None
     if source is None or isinstance(source, keras.layers.InputLayer):
         raise ValueError(f"The 'model' parameter of {_name(func)} has no Dense layer fed by another layer whose "
-                         f"output could serve as features; pass layer_name, one of {names}.")
-    return models.path_of(model, source)
+                         f"output could serve as features; pass layer_name, one of {[n for n, _ in named]}.")
+    return next(name for name, layer in named if layer is source)
 
 
 def penultimate_features(model, images, layer_name=None, batch_size=256):
@@ -1074,9 +1063,9 @@ def penultimate_features(model, images, layer_name=None, batch_size=256):
     batch_size = _int(batch_size, "batch_size", func)
     if layer_name is None:
         layer_name = _penultimate_layer(model, func)
-    elif not isinstance(layer_name, str) or layer_name not in models.layer_paths(model):
-        raise ValueError(f"The 'layer_name' parameter of {_name(func)} must be one of "
-                         f"{models.layer_paths(model)}. Got {layer_name!r} instead.")
+    elif not isinstance(layer_name, str) or layer_name not in (paths := models.layer_paths(model)):
+        raise ValueError(f"The 'layer_name' parameter of {_name(func)} must be one of {paths}. "
+                         f"Got {layer_name!r} instead.")
     features = models.truncate_at(model, layer_name)
     out = [np.asarray(features(x[a:a + batch_size], training=False)) for a in range(0, len(x), batch_size)]
     if not out:
@@ -1303,7 +1292,7 @@ def assess_guesses(report, pairs, separation=None, shares=None, min_correlation=
     if separation is not None and best in separation.index and worst in separation.index:
         kb, kw = separation.loc[best, "knn_recall"], separation.loc[worst, "knn_recall"]
         nearest = separation.loc[worst, "nearest_class"] or "none"
-        same = f" (the class it is confused with)" if nearest == neighbour else ""
+        same = " (the class it is confused with)" if nearest == neighbour else ""
         rows["separability"] = (
             f"kNN recall in feature space: {best} {kb:.2f}, {worst} {kw:.2f}; silhouette {best} "
             f"{separation.loc[best, 'silhouette']:.2f}, {worst} {separation.loc[worst, 'silhouette']:.2f}; "

@@ -31,7 +31,7 @@ from fervis.constants import IMAGE_SIZE, NUM_CLASSES
 
 __all__ = [
     "ARCHITECTURES", "PRETRAINED", "ModelFileError", "spec", "build", "load", "load_pretrained", "pretrained_path",
-    "pretrained_card", "resolve", "adapt", "find_layer", "layer_paths", "path_of", "conv_layers", "last_conv_layer",
+    "pretrained_card", "resolve", "adapt", "find_layer", "named_layers", "layer_paths", "path_of", "conv_layers", "last_conv_layer",
     "truncate_at", "to_logits",
 ]
 
@@ -516,30 +516,37 @@ def _layer_names(model):
     return [name for name, _ in _named_chains(model)]
 
 
-def layer_paths(model):
-    """The name by which fervis addresses each layer of ``model``, in graph order.
+def named_layers(model):
+    """``(name, layer)`` for every layer of ``model``, nested models (and their layers) included,
+    in graph order; one walk of the model, for code that needs both.
 
-    Nested models' layers are included. A layer's own name, unless another layer of the model
-    has it too (two copies of one architecture in an ensemble); then its path from the outer
-    model, such as ``"member_b/block2_conv"``. Every fervis function that takes a layer name
-    accepts these.
+    The name is the one fervis addresses the layer by: its own, unless another layer of the
+    model has it too (two copies of one architecture in an ensemble); then its path from the
+    outer model, such as ``"member_b/block2_conv"``. Every fervis function that takes a layer
+    name accepts these.
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"The 'model' parameter of fervis.models.named_layers must be a keras.Model. Got {model!r} instead."
+        )
+    return [(name, chain[-1]) for name, chain in _named_chains(model)]
+
+
+def layer_paths(model):
+    """The names of :func:`named_layers`: how fervis addresses each layer of ``model``.
 
     Example
     -------
     >>> layer_paths(build("tiny"))[:3]
     ['pixels', 'scale', 'block1_conv']
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"The 'model' parameter of fervis.models.layer_paths must be a keras.Model. Got {model!r} instead."
-        )
-    return _layer_names(model)
+    return [name for name, _ in named_layers(model)]
 
 
 def path_of(model, layer):
-    """The name :func:`layer_paths` gives ``layer`` (a layer object of ``model``)."""
-    for name, chain in _named_chains(model):
-        if chain[-1] is layer:
+    """The name :func:`named_layers` gives ``layer`` (a layer object of ``model``)."""
+    for name, found in named_layers(model):
+        if found is layer:
             return name
     raise ValueError(f"Layer {getattr(layer, 'name', layer)!r} is not a layer of model {model.name!r}.")
 

@@ -345,6 +345,23 @@ def _widget_tree(state, model_id, seen=None):
     return found
 
 
+def _control_values(tree):
+    """``"face = 0"``, ``"method = gradient"``, ...: what the controls in a widget tree are set to."""
+    settings = []
+    for model in tree:
+        values = model.get("state", {})
+        if "description" not in values:
+            continue
+        if "_options_labels" in values and isinstance(values.get("index"), int):
+            value = values["_options_labels"][values["index"]]
+        elif "value" in values and not isinstance(values["value"], (list, dict)):
+            value = re.sub(r"<[^>]+>", "", str(values["value"])).strip()  # an HTML widget's text
+        else:
+            continue
+        settings.append(f"{values['description']} = {value}" if values["description"] else value)
+    return settings
+
+
 def _static_widgets(nb):
     """``nb`` with every widget view replaced by what its Output widgets show, as plain outputs.
 
@@ -364,18 +381,7 @@ def _static_widgets(nb):
                 outputs.append(output)
                 continue
             tree = _widget_tree(state, view.get("model_id"))
-            settings = []
-            for model in tree:
-                values = model.get("state", {})
-                if "description" not in values:
-                    continue
-                if "_options_labels" in values and isinstance(values.get("index"), int):
-                    value = values["_options_labels"][values["index"]]
-                elif "value" in values and not isinstance(values["value"], (list, dict)):
-                    value = re.sub(r"<[^>]+>", "", str(values["value"])).strip()  # an HTML widget's text
-                else:
-                    continue
-                settings.append(f"{values['description']} = {value}" if values["description"] else value)
+            settings = _control_values(tree)
             shown = [out for model in tree if model.get("model_name") == "OutputModel"
                      for out in model.get("state", {}).get("outputs", []) if out.get("output_type") != "stream"]
             note = "Interactive in JupyterLab; shown here" + (f": {' · '.join(settings)}" if settings else "") + "."
@@ -396,7 +402,7 @@ def _write_html(nb_path, html_path):
 
     nb = _static_widgets(nbformat.read(nb_path, as_version=4))
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
-    html_path.write_text(body, encoding="utf-8")
+    write_atomic(html_path, body)
 
 
 _STYLE = """

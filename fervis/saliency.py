@@ -207,15 +207,6 @@ def _check_labels(labels, n, num_classes, func, name="labels"):
 # --------------------------------------------------------------------------- graphs
 
 
-def _walk_layers(model):
-    import keras
-
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _walk_layers(layer)
-
-
 def _output_layer(model):
     """The layer that produces ``model``'s output, following nested models."""
     import keras
@@ -484,7 +475,7 @@ def _cam_layer(model, layer_name, method):
             f"The 'layer_name' parameter of {_FUNC} must be None (the last conv layer) or one of {convs}. "
             f"Got {layer_name!r} instead."
         )
-    layer = models.find_layer(model, layer_name) if layer_name in models.layer_paths(model) else None
+    layer = dict(models.named_layers(model)).get(layer_name)
     rank = None
     if layer is not None:
         try:
@@ -492,7 +483,7 @@ def _cam_layer(model, layer_name, method):
         except (AttributeError, ValueError):
             rank = None
     if layer is None or rank != 4:
-        why = "no such layer" if layer is None else f"its output is not a (n, h, w, channels) map"
+        why = "no such layer" if layer is None else "its output is not a (n, h, w, channels) map"
         raise ValueError(
             f"The 'layer_name' parameter of {_FUNC} must be None (the last conv layer) or a layer with spatial "
             f"output, such as the conv layers {convs}. Got {layer_name!r} instead ({why})."
@@ -1197,6 +1188,8 @@ def randomization_check(model, images, methods=("gradient", "smoothgrad", "gradc
     import keras
     import pandas as pd
 
+    from fervis import models
+
     func = "fervis.saliency.randomization_check"
     if isinstance(methods, str) or not len(methods) or any(m not in METHODS for m in methods):
         raise ValueError(f"The 'methods' parameter of {func} must be a non-empty list of names from {list(METHODS)}. "
@@ -1206,7 +1199,7 @@ def randomization_check(model, images, methods=("gradient", "smoothgrad", "gradc
     class_idx = _check_class_idx(class_idx, len(x), k, func)
     class_idx = np.where(class_idx < 0, predict(model, x).argmax(axis=1), class_idx) if len(x) else class_idx
     extra = dict(explain_kwargs or {})
-    layers = [layer for layer in _walk_layers(model) if not isinstance(layer, keras.Model) and layer.weights]
+    layers = [layer for _, layer in models.named_layers(model) if not isinstance(layer, keras.Model) and layer.weights]
     kernels = [i for i, layer in enumerate(layers) if any(v.path.endswith("kernel") for v in layer.weights)]
     if not kernels:
         raise ValueError(f"The 'model' parameter of {func} must have layers with weights to re-initialise. "

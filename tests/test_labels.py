@@ -1,6 +1,5 @@
 """Tests for fervis.labels (notebook 3): metrics, LIME, drill-down, embedding, verdict."""
 
-import os
 from pathlib import Path
 
 import numpy as np

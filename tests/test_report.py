@@ -354,16 +354,11 @@ def test_readme_gallery_is_complete_and_small():
 
 # --------------------------------------------------------------------------- widgets in the pages
 
-EXPLORER = '''import base64, io
-import ipywidgets as w
+EXPLORER = '''import ipywidgets as w
 import matplotlib.pyplot as plt
-fig = plt.figure(figsize=(1, 1), dpi=20)
-buf = io.BytesIO()
-fig.savefig(buf, format="png")
-plt.close(fig)
-PNG = base64.b64encode(buf.getvalue()).decode()
+from fervis import widgets
 out = w.Output()
-out.outputs = ({"output_type": "display_data", "data": {"image/png": PNG, "text/plain": "<Figure>"}, "metadata": {}},)
+widgets._show(out, plt.figure(figsize=(1, 1), dpi=20))  # as fervis's explorers show their figure
 w.VBox([w.HBox([w.IntSlider(3, description="face"), w.Dropdown(options=["a", "b"], value="b", description="method")]),
         w.HTML("<b>9 faces</b>"), out])'''
 

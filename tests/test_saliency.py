@@ -1,7 +1,6 @@
 """Tests for fervis.saliency: the seven methods against references, bad input, region
 numbers, deletion/insertion, the randomisation check, plots, the widget and the notebook."""
 
-import os
 import pathlib
 
 import numpy as np
