@@ -42,8 +42,8 @@ _SPECS = {
     "tiny": ((8, 16), 1, 0, 0.0),
     "compact": ((8, 16, 32), 2, 0, 0.25),
     # Narrower than Khaireddin & Chen's VGG so FER2013 trains on 2 CPU cores: 1.24 M parameters,
-    # ~200 training images/s without augmentation, ~150 with the fer2013 recipe's (3.2 min an epoch),
-    # where (64, 128, 256, 384) managed 29 (16 min).
+    # 150-210 training images/s with the fer2013 recipe's augmentation (2.2-3.2 min an epoch; the rate
+    # varies that much between runs on this machine), where (64, 128, 256, 384) managed 29 (16 min).
     "vgg": ((32, 64, 128, 256), 2, 256, 0.4),
 }
 ARCHITECTURES = tuple(_SPECS)
