@@ -9,7 +9,8 @@ Models are read with Keras ``safe_mode=True`` only, from ``.keras`` archives or 
 (a ``Lambda`` layer) and any other format (a pickle, say) are refused, never executed.
 Third-party classifiers that expect another input size, channel count or value range are
 brought to the fervis contract by :func:`adapt`, with built-in layers only, so the adapted
-model still saves and loads under ``safe_mode``. :func:`find_layer`, :func:`truncate_at`
+model still saves and loads under ``safe_mode``; :func:`ensemble` averages several classifiers
+into one model that every explanation takes like any other. :func:`find_layer`, :func:`truncate_at`
 and :func:`to_logits` are the model surgery every explanation module needs.
 
 The ``vgg`` design follows the VGG variants that do well on FER2013 (Khaireddin & Chen,
@@ -32,7 +33,7 @@ from fervis.constants import IMAGE_SIZE, NUM_CLASSES
 __all__ = [
     "ARCHITECTURES", "PRETRAINED", "ModelFileError", "spec", "build", "load", "load_pretrained", "pretrained_path",
     "pretrained_card", "resolve", "adapt", "find_layer", "named_layers", "layer_paths", "path_of", "conv_layers", "last_conv_layer",
-    "truncate_at", "to_logits",
+    "truncate_at", "to_logits", "ensemble",
 ]
 
 # (filters per block, convs per block, dense width, dropout)
@@ -765,3 +766,68 @@ def to_logits(model):
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     clone.set_weights(model.get_weights())
     return clone
+
+
+def ensemble(members, name="ensemble"):
+    """One classifier that averages the logits of several, each kept whole inside it.
+
+    Averaging logits (a geometric mean of the members' probabilities) rather than
+    probabilities keeps the ensemble's output a softmax, so :func:`to_logits` and saliency on
+    logits work on it as on one model. The members sit in the ensemble as nested models named
+    ``member_a``, ``member_b``, ...; a layer name that two members share goes by its path
+    (``member_b/block2_conv``, see :func:`layer_paths`). Grad-CAM's default layer, the last
+    convolution, is the last member's.
+
+    Parameters
+    ----------
+    members : sequence of keras.Model
+        At least two classifiers with the same input shape and the same number of classes,
+        each ending in a softmax (fervis models, adapted models). They are copied, not changed.
+    name : str, default "ensemble"
+
+    Returns
+    -------
+    keras.Model
+        Input as the members', output ``(None, classes)`` probabilities from a softmax layer
+        named ``predictions``; saves and loads under ``safe_mode``.
+
+    Example
+    -------
+    >>> both = ensemble([load("a.keras"), load("b.keras")])  # doctest: +SKIP
+    >>> np.allclose(to_logits(both)(x), (to_logits(a)(x) + to_logits(b)(x)) / 2, atol=1e-5)  # doctest: +SKIP
+    True
+    """
+    func = "fervis.models.ensemble"
+    if (not isinstance(members, (list, tuple)) or len(members) < 2
+            or not all(isinstance(m, keras.Model) for m in members)):
+        raise ValueError(
+            f"The 'members' parameter of {func} must be a list of at least two keras.Model. Got {members!r} instead."
+        )
+    shapes = [tuple(m.input_shape[1:]) for m in members]
+    if len(set(shapes)) != 1:
+        raise ValueError(
+            f"The 'members' parameter of {func} must be models with one input shape. Got "
+            + ", ".join(f"{m.name!r} {s}" for m, s in zip(members, shapes)) + " instead."
+        )
+    outputs = [m.output_shape for m in members]
+    if any(isinstance(s, list) or len(s) != 2 for s in outputs) or len({s[-1] for s in outputs}) != 1:
+        raise ValueError(
+            f"The 'members' parameter of {func} must be models with one output of shape (n, classes), the same "
+            "number of classes for all. Got " + ", ".join(f"{m.name!r} {s}" for m, s in zip(members, outputs))
+            + " instead."
+        )
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    inputs = keras.Input(shape=shapes[0], name="pixels")
+    logits = []
+    for i, member in enumerate(members):
+        try:
+            clone = to_logits(member)
+        except ValueError as err:
+            raise ValueError(f"Member {i} of {func}: {err}") from None
+        tag = letters[i] if len(members) <= len(letters) else str(i + 1)
+        # A functional wrapper gives each copy its own name, so paths are member_a/..., member_b/...
+        wrapped = keras.Model(_single(clone.inputs), _single(clone.outputs), name=f"member_{tag}")
+        logits.append(wrapped(inputs))
+    averaged = keras.layers.Average(name="average_logits")(logits)
+    outputs = keras.layers.Activation("softmax", name="predictions")(averaged)
+    return keras.Model(inputs, outputs, name=name)

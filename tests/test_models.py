@@ -444,3 +444,55 @@ def test_layers_that_share_a_name_go_by_their_path(faces):
     np.testing.assert_allclose(maps, np.asarray(models.truncate_at(a, "block1_conv")(faces[:2])), atol=1e-5)
     features = labels.penultimate_features(ensemble, faces)
     assert features.shape[0] == len(faces)
+
+
+def test_ensemble_averages_logits_and_saves_under_safe_mode(tmp_path, tiny, residual_model, faces):
+    """Two models of one architecture plus an adapted third-party model: the ensemble's logits are the
+    members' mean, its probabilities their softmax, the members are copies under their own paths, and the
+    file loads under safe_mode with the same outputs."""
+    from fervis import saliency
+
+    other = models.build("tiny", seed=1)
+    adapted = models.adapt(_third_party())
+    members = [tiny, other, adapted]
+    both = models.ensemble(members)
+    member_logits = [np.asarray(models.to_logits(m)(faces)) for m in members]
+    np.testing.assert_allclose(np.asarray(models.to_logits(both)(faces)), np.mean(member_logits, axis=0), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(both(faces)), np.asarray(keras.ops.softmax(np.mean(member_logits, axis=0))),
+                               atol=1e-5)
+    # Names the members share go by path; a name only one member has stays bare.
+    assert {"member_a", "member_b", "member_c", "member_a/block1_conv", "member_b/block1_conv", "tp_conv2"} <= set(
+        models.layer_paths(both))
+    assert models.last_conv_layer(both) == "tp_conv2"
+    assert models.find_layer(both, "member_b/block1_conv") is not other.get_layer("block1_conv")  # a copy
+    path = tmp_path / "ensemble.keras"
+    both.save(path)
+    loaded = models.load(path, num_classes=7)
+    np.testing.assert_allclose(np.asarray(loaded(faces)), np.asarray(both(faces)), atol=1e-5)
+    # The trap model (residual 1x1 stride-2 shortcut) inside an ensemble: its gradients still run in a graph.
+    trap = models.ensemble([residual_model, tiny])
+    maps = saliency.explain(trap, faces[:2], method="gradcam", layer_name=models.last_conv_layer(residual_model))
+    assert maps.shape == (2, 48, 48) and np.isfinite(maps).all() and maps.max() > 0
+    grads = saliency.explain(trap, faces[:2], method="gradient")
+    assert grads.shape == (2, 48, 48) and np.isfinite(grads).all() and grads.max() > 0
+
+
+@pytest.mark.parametrize("members, match", [
+    ("model", "must be a list of at least two keras.Model"),
+    ([], "must be a list of at least two keras.Model"),
+    (["tiny"], "must be a list of at least two keras.Model"),
+])
+def test_ensemble_bad_members(members, match, tiny):
+    with pytest.raises(ValueError, match=match):
+        models.ensemble([tiny] if members == ["tiny"] else members)
+
+
+def test_ensemble_refuses_members_that_do_not_agree(tiny):
+    with pytest.raises(ValueError, match=r"one input shape. Got 'tiny' \(48, 48, 1\), 'third_party' \(64, 64, 1\)"):
+        models.ensemble([tiny, _third_party()])
+    three = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten(), keras.layers.Dense(3, activation="softmax")],
+                             name="three")
+    with pytest.raises(ValueError, match=r"same number of classes for all. Got 'tiny' \(None, 7\), 'three' \(None, 3\)"):
+        models.ensemble([tiny, three])
+    with pytest.raises(ValueError, match=r"Member 1 of fervis.models.ensemble: .*must come from a softmax layer.*'tp_out'"):
+        models.ensemble([tiny, models.adapt(_third_party(activation=None))])
