@@ -85,6 +85,43 @@ class Recipe:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+    def training_fields(self):
+        """The fields that decide the trained weights: all but ``name`` and ``tta``.
+
+        Two recipes that agree on these train the same model; a run may be resumed, or shipped,
+        under a recipe that names it otherwise or evaluates it with another test-time augmentation.
+        """
+        return {k: v for k, v in self.to_dict().items() if k not in _NOT_TRAINING}
+
+    @classmethod
+    def from_dict(cls, fields, what="recipe"):
+        """The recipe saved as ``fields`` (``to_dict``'s output), possibly by an older fervis.
+
+        A field added since then takes its default, which keeps the behaviour older runs had.
+
+        Raises
+        ------
+        ValueError
+            If ``fields`` lacks a field that has no default, or has one :class:`Recipe` does not
+            know; the message names ``what`` and the fields.
+        """
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        if not isinstance(fields, dict):
+            raise ValueError(f"The {what} must be a dict of Recipe fields {list(known)}. Got {fields!r} instead.")
+        unknown = sorted(set(fields) - set(known))
+        missing = sorted(k for k, f in known.items() if k not in fields and f.default is dataclasses.MISSING)
+        if unknown or missing:
+            raise ValueError(
+                f"The {what} is not a fervis Recipe: "
+                + "; ".join(part for part in (f"unknown fields {unknown}" if unknown else "",
+                                              f"missing fields {missing}" if missing else "") if part)
+                + f". Recipe fields are {list(known)}."
+            )
+        return cls(**fields)
+
+
+# Fields that do not change what training does (see Recipe.training_fields).
+_NOT_TRAINING = ("name", "tta")
 
 RECIPES = {
     # A few seconds on the CPU; for unit tests only.

@@ -35,7 +35,7 @@ from fervis import models, recipes
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE
 from fervis.files import write_atomic
 
-__all__ = ["fit", "load_or_train", "model_for", "check_model_spec", "evaluate", "cache_path", "fervis_home"]
+__all__ = ["fit", "run_recipe", "load_or_train", "model_for", "check_model_spec", "evaluate", "cache_path", "fervis_home"]
 
 CHECKPOINT = "checkpoint.keras"
 HISTORY = "history.csv"
@@ -147,6 +147,31 @@ def _read_state(path):
         raise ValueError(
             f"Cannot resume from checkpoint {str(path)!r}: it is damaged or not a fervis checkpoint ({err})."
         ) from None
+
+
+def _state_recipe(state, path):
+    return recipes.Recipe.from_dict(state.get("recipe"), what=f"recipe saved in checkpoint {str(path)!r}")
+
+
+def run_recipe(out_dir):
+    """The recipe a training run in ``out_dir`` (``fit(..., out_dir=...)``) was trained with.
+
+    Read from the run's checkpoint, which holds it; fields added to :class:`fervis.recipes.Recipe`
+    since the run started take their defaults.
+
+    Returns
+    -------
+    fervis.recipes.Recipe
+
+    Raises
+    ------
+    ValueError
+        If ``out_dir`` holds no checkpoint or a damaged one.
+    """
+    path = pathlib.Path(out_dir) / CHECKPOINT
+    if not path.exists():
+        raise ValueError(f"{str(out_dir)!r} is not a fervis training run: it has no {CHECKPOINT}.")
+    return _state_recipe(_read_state(path), path)
 
 
 def _save_atomic(model, path):
@@ -348,12 +373,12 @@ def fit(model, dataset_or_arrays, recipe, out_dir=None, resume=False, validation
                     f"(epoch {done} of a run); pass resume=True to continue it, or choose another out_dir."
                 )
             state = _read_state(out / CHECKPOINT)
-            saved = state.get("recipe", {})
-            changed = sorted(k for k, v in recipe.to_dict().items() if saved.get(k) != v)
+            saved = _state_recipe(state, out / CHECKPOINT).training_fields()
+            changed = sorted(k for k, v in recipe.training_fields().items() if saved[k] != v)
             if changed:
                 raise ValueError(
                     f"Cannot resume from {str(out / CHECKPOINT)!r}: it was trained with another recipe "
-                    f"(fields {changed} differ: saved {[saved.get(k) for k in changed]}, "
+                    f"(fields {changed} differ: saved {[saved[k] for k in changed]}, "
                     f"now {[getattr(recipe, k) for k in changed]})."
                 )
             if state.get("steps_per_epoch") != steps:

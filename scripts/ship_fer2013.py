@@ -287,8 +287,16 @@ def main(argv=None):
     final = args.run / training.FINAL
     if not final.exists():
         parser.error(f"{final} does not exist: the run has not finished (resume it with `fervis train --resume`)")
-    history = pd.read_csv(args.run / training.HISTORY)
     recipe = recipes.get("fer2013")
+    try:
+        trained = training.run_recipe(args.run).training_fields()
+    except ValueError as err:
+        parser.error(str(err))
+    differ = sorted(k for k, v in recipe.training_fields().items() if trained[k] != v)
+    if differ:  # the card would describe another training than the run's
+        parser.error(f"{args.run} was trained with another recipe than fer2013: fields {differ} are "
+                     f"{[trained[k] for k in differ]} there, {[getattr(recipe, k) for k in differ]} in the recipe")
+    history = pd.read_csv(args.run / training.HISTORY)
     if len(history) != recipe.epochs:
         parser.error(f"{args.run / training.HISTORY} has {len(history)} epochs; the fer2013 recipe has {recipe.epochs}")
     dataset = data.load(args.data)

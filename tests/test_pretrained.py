@@ -175,7 +175,16 @@ def test_ship_script_refuses_before_writing(ship, tmp_path, monkeypatch, capsys)
     with pytest.raises(SystemExit):
         ship.main(["--render-only", "--readme", str(tmp_path / "README.md")])
     assert "fer2013.json does not exist: ship a run first" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]
+    # A finished run of another recipe: the card would describe a training the model never had.
+    run = tmp_path / "runs" / "tiny"
+    training.fit(models.build("tiny", seed=0), (np.zeros((8, 48, 48)), np.arange(8) % 7),
+                 recipes.get("tiny").replace(epochs=1), out_dir=run, verbose=False)
+    with pytest.raises(SystemExit):
+        ship.main([str(run), "--data", "synthetic", "--readme", str(tmp_path / "README.md")])
+    assert ("was trained with another recipe than fer2013: fields ['arch', 'batch_size', 'epochs', 'erasing', "
+            "'label_smoothing', 'learning_rate', 'rotation', 'shift', 'warmup_epochs', 'weight_decay', 'zoom'] are "
+            "['tiny', 64, 1, 0.0") in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "runs"]
     assert (tmp_path / "README.md").read_text() == f"{ship.CARD_BEGIN}\n{ship.CARD_END}\n"
 
 

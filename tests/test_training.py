@@ -147,6 +147,50 @@ def test_fit_refuses_to_overwrite_or_mix_runs(tmp_path):
                      resume=True, verbose=False)
 
 
+def _rewrite_state(checkpoint, change):
+    """Rewrite the training state inside a checkpoint archive with ``change(state)``."""
+    with zipfile.ZipFile(checkpoint) as archive:
+        entries = {name: archive.read(name) for name in archive.namelist()}
+    state = json.loads(entries[training._STATE])
+    change(state)
+    entries[training._STATE] = json.dumps(state)
+    with zipfile.ZipFile(checkpoint, "w") as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+
+
+def test_resume_and_run_recipe_read_the_training_fields_only(tmp_path):
+    """A run's name and test-time augmentation do not change its weights: resuming under another name or
+    TTA continues it. A checkpoint from before a Recipe field existed reads it as its default; one with a
+    field this fervis does not know is refused, naming it."""
+    images, labels = _arrays(64)
+    first, _ = training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=1),
+                            out_dir=tmp_path, verbose=False)
+    assert training.run_recipe(tmp_path) == TINY4.replace(epochs=1)
+    again, _ = training.fit(models.build("tiny", seed=3), (images, labels),
+                            TINY4.replace(epochs=1, name="renamed", tta="flip-rotate"),
+                            out_dir=tmp_path, resume=True, verbose=False)
+    assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(), again.get_weights()))
+    checkpoint = tmp_path / training.CHECKPOINT
+    _rewrite_state(checkpoint, lambda state: state["recipe"].pop("erasing"))
+    assert training.run_recipe(tmp_path).erasing == 0.0
+    training.fit(models.build("tiny", seed=3), (images, labels), TINY4.replace(epochs=1), out_dir=tmp_path,
+                 resume=True, verbose=False)
+    _rewrite_state(checkpoint, lambda state: state["recipe"].update(mixup=0.2))
+    with pytest.raises(ValueError, match=r"recipe saved in checkpoint .*checkpoint.keras' is not a fervis Recipe: "
+                                         r"unknown fields \['mixup'\]"):
+        training.run_recipe(tmp_path)
+    _rewrite_state(checkpoint, lambda state: state["recipe"].pop("arch"))
+    with pytest.raises(ValueError, match=r"unknown fields \['mixup'\]; missing fields \['arch'\]"):
+        training.fit(models.build("tiny", seed=3), (images, labels), TINY4.replace(epochs=1), out_dir=tmp_path,
+                     resume=True, verbose=False)
+    with pytest.raises(ValueError, match=r"is not a fervis training run: it has no checkpoint.keras"):
+        training.run_recipe(tmp_path / "elsewhere")
+    _rewrite_state(checkpoint, lambda state: state.update(recipe=["tiny"]))
+    with pytest.raises(ValueError, match=r"recipe saved in checkpoint .* must be a dict of Recipe fields"):
+        training.run_recipe(tmp_path)
+
+
 def test_resume_of_a_finished_run_returns_it(tmp_path):
     images, labels = _arrays(64)
     first, h1 = training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=2),
