@@ -93,6 +93,12 @@ class Recipe:
         """
         return {k: v for k, v in self.to_dict().items() if k not in _NOT_TRAINING}
 
+    def trains_unlike(self, other):
+        """The names of the training fields in which ``other`` (a Recipe or its
+        :meth:`training_fields`) differs from this recipe, sorted; empty when both train alike."""
+        other = other.training_fields() if isinstance(other, Recipe) else other
+        return sorted(k for k, v in self.training_fields().items() if other.get(k) != v)
+
     @classmethod
     def from_dict(cls, fields, what="recipe"):
         """The recipe saved as ``fields`` (``to_dict``'s output), possibly by an older fervis.

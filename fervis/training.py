@@ -321,7 +321,9 @@ def fit(model, dataset_or_arrays, recipe, out_dir=None, resume=False, validation
         with the TensorFlow backend when the tensorboard package is installed) and, at the
         end, ``model.keras`` go.
     resume : bool, default False
-        Continue from ``out_dir``'s checkpoint (from scratch when there is none).
+        Continue from ``out_dir``'s checkpoint (from scratch when there is none). The recipe
+        must agree with the run's on every field that decides the weights
+        (:meth:`fervis.recipes.Recipe.training_fields`); its ``name`` and ``tta`` may differ.
     validation : Dataset, tuple (images, labels) or str, optional
         A str names a split of ``dataset_or_arrays``.
     strategy : tf.distribute.Strategy, optional
@@ -374,7 +376,7 @@ def fit(model, dataset_or_arrays, recipe, out_dir=None, resume=False, validation
                 )
             state = _read_state(out / CHECKPOINT)
             saved = _state_recipe(state, out / CHECKPOINT).training_fields()
-            changed = sorted(k for k, v in recipe.training_fields().items() if saved[k] != v)
+            changed = recipe.trains_unlike(saved)
             if changed:
                 raise ValueError(
                     f"Cannot resume from {str(out / CHECKPOINT)!r}: it was trained with another recipe "

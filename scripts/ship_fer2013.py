@@ -292,7 +292,7 @@ def main(argv=None):
         trained = training.run_recipe(args.run).training_fields()
     except ValueError as err:
         parser.error(str(err))
-    differ = sorted(k for k, v in recipe.training_fields().items() if trained[k] != v)
+    differ = recipe.trains_unlike(trained)
     if differ:  # the card would describe another training than the run's
         parser.error(f"{args.run} was trained with another recipe than fer2013: fields {differ} are "
                      f"{[trained[k] for k in differ]} there, {[getattr(recipe, k) for k in differ]} in the recipe")
