@@ -278,9 +278,11 @@ def _check_model(model, func):
 
 
 def _check_layer(model, layer_name, func, spatial=False):
+    """``layer_name`` as fervis names it (a full path is accepted too); a clear error if no such layer."""
     allowed = layer_names(model, spatial=spatial)
+    layer_name = models.canonical_layer_name(model, layer_name)
     if isinstance(layer_name, str) and layer_name in allowed:
-        return
+        return layer_name
     if spatial and isinstance(layer_name, str) and layer_name in layer_names(model):
         shape = models.find_layer(model, layer_name).output.shape
         raise ValueError(
@@ -302,7 +304,7 @@ def layer_width(model, layer_name):
     >>> layer_width(models.build("tiny"), "block2_conv")
     16
     """
-    _check_layer(model, layer_name, "fervis.filters.layer_width")
+    layer_name = _check_layer(model, layer_name, "fervis.filters.layer_width")
     return int(models.find_layer(model, layer_name).output.shape[-1])
 
 
@@ -332,7 +334,7 @@ def block_layers(model, layer_name=None):
     _check_model(model, func)
     if layer_name is None:
         layer_name = models.last_conv_layer(model)
-    _check_layer(model, layer_name, func, spatial=True)
+    layer_name = _check_layer(model, layer_name, func, spatial=True)
     names = [layer_name]
     layer = models.find_layer(model, layer_name)
     shape = tuple(layer.output.shape)
@@ -767,7 +769,7 @@ def maximize(model, layer_name, filter_idx, steps=None, preset="readable", seeds
     """
     func = "fervis.filters.maximize"
     _check_model(model, func)
-    _check_layer(model, layer_name, func)
+    layer_name = _check_layer(model, layer_name, func)
     width = int(models.find_layer(model, layer_name).output.shape[-1])
     filters = _check_filters(filter_idx, width, layer_name, func)
     preset_name, settings = _settings(preset, func)
@@ -856,7 +858,7 @@ def feature_maps(model, images, layer_name, batch_size=256):
     """
     func = "fervis.filters.feature_maps"
     _check_model(model, func)
-    _check_layer(model, layer_name, func, spatial=True)
+    layer_name = _check_layer(model, layer_name, func, spatial=True)
     batch_size = _check_positive_int(batch_size, "batch_size", func)
     faces = _images(images, func)
     part = models.truncate_at(model, layer_name)
@@ -961,7 +963,7 @@ def receptive_field(model, layer_name):
     """
     func = "fervis.filters.receptive_field"
     _check_model(model, func)
-    _check_layer(model, layer_name, func)
+    layer_name = _check_layer(model, layer_name, func)
     part = models.truncate_at(model, layer_name)
     memo = {id(part.inputs[0]): (np.ones(2), np.zeros(2), np.zeros(2))}
     stats = _rf_tensor(part.outputs[0], memo)
@@ -1008,7 +1010,7 @@ def top_activating(model, dataset, layer_name, filter_idx=None, k=9, batch_size=
     """
     func = "fervis.filters.top_activating"
     _check_model(model, func)
-    _check_layer(model, layer_name, func)
+    layer_name = _check_layer(model, layer_name, func)
     width = int(models.find_layer(model, layer_name).output.shape[-1])
     filters = _check_filters(filter_idx, width, layer_name, func, allow_none=True)
     k = _check_positive_int(k, "k", func)

@@ -1063,7 +1063,7 @@ def penultimate_features(model, images, layer_name=None, batch_size=256):
     batch_size = _int(batch_size, "batch_size", func)
     if layer_name is None:
         layer_name = _penultimate_layer(model, func)
-    elif not isinstance(layer_name, str) or layer_name not in (paths := models.layer_paths(model)):
+    elif (layer_name := models.canonical_layer_name(model, layer_name)) not in (paths := models.layer_paths(model)):
         raise ValueError(f"The 'layer_name' parameter of {_name(func)} must be one of {paths}. "
                          f"Got {layer_name!r} instead.")
     features = models.truncate_at(model, layer_name)

@@ -32,7 +32,7 @@ from fervis.constants import IMAGE_SIZE, NUM_CLASSES
 
 __all__ = [
     "ARCHITECTURES", "PRETRAINED", "ModelFileError", "spec", "build", "load", "load_pretrained", "pretrained_path",
-    "pretrained_card", "resolve", "adapt", "find_layer", "named_layers", "layer_paths", "path_of", "conv_layers", "last_conv_layer",
+    "pretrained_card", "resolve", "adapt", "find_layer", "named_layers", "layer_paths", "path_of", "canonical_layer_name", "conv_layers", "last_conv_layer",
     "truncate_at", "to_logits", "ensemble",
 ]
 
@@ -524,7 +524,7 @@ def named_layers(model):
     The name is the one fervis addresses the layer by: its own, unless another layer of the
     model has it too (two copies of one architecture in an ensemble); then its path from the
     outer model, such as ``"member_b/block2_conv"``. Every fervis function that takes a layer
-    name accepts these.
+    name accepts these, and a layer's full path as well (:func:`canonical_layer_name`).
     """
     if not isinstance(model, keras.Model):
         raise ValueError(
@@ -552,6 +552,30 @@ def path_of(model, layer):
     raise ValueError(f"Layer {getattr(layer, 'name', layer)!r} is not a layer of model {model.name!r}.")
 
 
+def _full_path(chain):
+    return "/".join(layer.name for layer in chain[1:])
+
+
+def canonical_layer_name(model, name):
+    """The name fervis gives a layer (see :func:`layer_paths`), from that name or the layer's full path.
+
+    A full path names every nested model on the way (``"member_a/shortcut_conv"``) even where the
+    layer's own name is unique in ``model`` and fervis calls it ``"shortcut_conv"``. Any other value
+    comes back unchanged, for the caller to refuse with its own message.
+
+    Example
+    -------
+    >>> canonical_layer_name(ensemble([build("tiny"), residual]), "member_b/shortcut_conv")  # doctest: +SKIP
+    'shortcut_conv'
+    """
+    if not isinstance(name, str) or "/" not in name:
+        return name
+    for canonical, chain in _named_chains(model):
+        if name in (canonical, _full_path(chain)):
+            return canonical
+    return name
+
+
 def _matches(layer, kind):
     if isinstance(kind, type):
         return isinstance(layer, kind)
@@ -572,7 +596,7 @@ def _find_chain(model, name_or_type, func="fervis.models.find_layer"):
     named = _named_chains(model)
     if isinstance(name_or_type, str):
         for name, chain in named:
-            if name == name_or_type:
+            if name_or_type in (name, _full_path(chain)):
                 return chain
         same = [name for name, chain in named if chain[-1].name == name_or_type]
         if same:
@@ -598,7 +622,7 @@ def find_layer(model, name_or_type):
     model : keras.Model
     name_or_type : str or type
         A layer name (exact, or a path as :func:`layer_paths` gives it where two nested
-        layers share a name); or a type: ``"conv"`` (any 2-D convolution), ``"dense"``,
+        layers share a name, or the layer's full path); or a type: ``"conv"`` (any 2-D convolution), ``"dense"``,
         ``"pool"``, ``"norm"``, ``"activation"``, a class name such as ``"Conv2D"``
         (case-insensitive, subclasses included) or a layer class. A type gives the
         first such layer in graph order.
@@ -698,6 +722,7 @@ def truncate_at(model, layer_name):
             f"The 'layer_name' parameter of fervis.models.truncate_at must be a str. Got {layer_name!r} instead."
         )
     chain = _find_chain(model, layer_name, "fervis.models.truncate_at")
+    layer_name = canonical_layer_name(model, layer_name)
     if path_of(model, chain[-1]) != layer_name:  # a type name such as "conv" found a layer: not a name
         raise ValueError(
             f"Model {model.name!r} has no layer named {layer_name!r}. Available layers: {_layer_names(model)}."

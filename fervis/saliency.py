@@ -475,7 +475,7 @@ def _cam_layer(model, layer_name, method):
             f"The 'layer_name' parameter of {_FUNC} must be None (the last conv layer) or one of {convs}. "
             f"Got {layer_name!r} instead."
         )
-    layer = dict(models.named_layers(model)).get(layer_name)
+    layer = dict(models.named_layers(model)).get(models.canonical_layer_name(model, layer_name))
     rank = None
     if layer is not None:
         try:

@@ -158,9 +158,9 @@ def filter_explorer(model, dataset, layers=None, layer_name=None, steps=None, k=
     """
     import ipywidgets as W
 
-    from fervis import filters, plots
+    from fervis import filters, models, plots
 
-    names = filters.layer_names(model) if layers is None else list(layers)
+    names = filters.layer_names(model) if layers is None else [models.canonical_layer_name(model, n) for n in layers]
     for name in names:
         filters.layer_width(model, name)  # a clear error for an unknown layer, before any widget
     faces = filters._images(dataset, "fervis.widgets.filter_explorer", "dataset")
@@ -169,6 +169,7 @@ def filter_explorer(model, dataset, layers=None, layer_name=None, steps=None, k=
             f"The 'face_idx' parameter of fervis.widgets.filter_explorer must be in [0, {len(faces) - 1}]. "
             f"Got {face_idx!r} instead."
         )
+    layer_name = models.canonical_layer_name(model, layer_name)
     if layer_name is not None and layer_name not in names:
         raise ValueError(
             f"The 'layer_name' parameter of fervis.widgets.filter_explorer must be one of {names}. "

@@ -477,6 +477,34 @@ def test_ensemble_averages_logits_and_saves_under_safe_mode(tmp_path, tiny, resi
     assert grads.shape == (2, 48, 48) and np.isfinite(grads).all() and grads.max() > 0
 
 
+
+def test_a_full_path_names_a_layer_everywhere(faces, residual_model):
+    """fervis calls a layer that only one member has by its bare name; its full path (each nested model on
+    the way) is accepted too, by lookup, surgery, Grad-CAM, filters, features and the filter explorer."""
+    from fervis import filters, labels, saliency, widgets
+
+    both = models.ensemble([residual_model, models.build("tiny", seed=0), models.build("tiny", seed=1)])
+    full, bare = "member_a/shortcut_conv", "shortcut_conv"
+    assert bare in models.layer_paths(both) and full not in models.layer_paths(both)
+    assert models.canonical_layer_name(both, full) == bare
+    assert models.canonical_layer_name(both, "member_b/block1_conv") == "member_b/block1_conv"
+    assert models.canonical_layer_name(both, "member_d/nothing") == "member_d/nothing"  # left for callers to refuse
+    assert models.find_layer(both, full) is models.find_layer(both, bare)
+    np.testing.assert_allclose(np.asarray(models.truncate_at(both, full)(faces)),
+                               np.asarray(models.truncate_at(both, bare)(faces)))
+    np.testing.assert_allclose(saliency.explain(both, faces[:2], method="gradcam", layer_name=full),
+                               saliency.explain(both, faces[:2], method="gradcam", layer_name=bare))
+    assert filters.block_layers(both, full) == filters.block_layers(both, bare)
+    assert filters.layer_width(both, full) == 8
+    np.testing.assert_allclose(filters.feature_maps(both, faces[:1], full), filters.feature_maps(both, faces[:1], bare))
+    np.testing.assert_allclose(labels.penultimate_features(both, faces[:2], layer_name="member_a/gap"),
+                               labels.penultimate_features(both, faces[:2], layer_name="gap"))
+    box = widgets.filter_explorer(both, faces[:4, ..., 0], layers=[full], layer_name=full, steps=2, k=1)
+    assert box.layer.value == bare
+    with pytest.raises(ValueError, match=r"has no layer named or of type 'member_d/nothing'"):
+        models.find_layer(both, "member_d/nothing")
+
+
 @pytest.mark.parametrize("members, match", [
     ("model", "must be a list of at least two keras.Model"),
     ([], "must be a list of at least two keras.Model"),
