@@ -24,6 +24,7 @@ import collections
 import json
 import os
 import pathlib
+import string
 import zipfile
 
 import keras
@@ -570,10 +571,16 @@ def canonical_layer_name(model, name):
     """
     if not isinstance(name, str) or "/" not in name:
         return name
-    for canonical, chain in _named_chains(model):
+    found = _chain_named(_named_chains(model), name)
+    return found[0] if found else name
+
+
+def _chain_named(named, name):
+    """``(name fervis gives it, chain)`` of the layer ``name`` names, by that name or its full path; None."""
+    for canonical, chain in named:
         if name in (canonical, _full_path(chain)):
-            return canonical
-    return name
+            return canonical, chain
+    return None
 
 
 def _matches(layer, kind):
@@ -595,9 +602,9 @@ def _find_chain(model, name_or_type, func="fervis.models.find_layer"):
         )
     named = _named_chains(model)
     if isinstance(name_or_type, str):
-        for name, chain in named:
-            if name_or_type in (name, _full_path(chain)):
-                return chain
+        found = _chain_named(named, name_or_type)
+        if found:
+            return found[1]
         same = [name for name, chain in named if chain[-1].name == name_or_type]
         if same:
             raise ValueError(
@@ -722,12 +729,12 @@ def truncate_at(model, layer_name):
             f"The 'layer_name' parameter of fervis.models.truncate_at must be a str. Got {layer_name!r} instead."
         )
     chain = _find_chain(model, layer_name, "fervis.models.truncate_at")
-    layer_name = canonical_layer_name(model, layer_name)
-    if path_of(model, chain[-1]) != layer_name:  # a type name such as "conv" found a layer: not a name
+    canonical = path_of(model, chain[-1])
+    if layer_name not in (canonical, _full_path(chain)):  # a type name such as "conv" found a layer: not a name
         raise ValueError(
             f"Model {model.name!r} has no layer named {layer_name!r}. Available layers: {_layer_names(model)}."
         )
-    name = f"{model.name}_to_{layer_name}".replace("/", ".")  # Keras forbids "/" in names
+    name = f"{model.name}_to_{canonical}".replace("/", ".")  # Keras forbids "/" in names
     return keras.Model(_single(model.inputs), _output_in(chain), name=name)
 
 
@@ -841,7 +848,7 @@ def ensemble(members, name="ensemble"):
             "number of classes for all. Got " + ", ".join(f"{m.name!r} {s}" for m, s in zip(members, outputs))
             + " instead."
         )
-    letters = "abcdefghijklmnopqrstuvwxyz"
+    letters = string.ascii_lowercase
     inputs = keras.Input(shape=shapes[0], name="pixels")
     logits = []
     for i, member in enumerate(members):

@@ -94,10 +94,10 @@ class Recipe:
         return {k: v for k, v in self.to_dict().items() if k not in _NOT_TRAINING}
 
     def trains_unlike(self, other):
-        """The names of the training fields in which ``other`` (a Recipe or its
-        :meth:`training_fields`) differs from this recipe, sorted; empty when both train alike."""
-        other = other.training_fields() if isinstance(other, Recipe) else other
-        return sorted(k for k, v in self.training_fields().items() if other.get(k) != v)
+        """The names of the training fields in which recipe ``other`` differs from this one, sorted;
+        empty when both train alike."""
+        theirs = other.training_fields()
+        return sorted(k for k, v in self.training_fields().items() if theirs[k] != v)
 
     @classmethod
     def from_dict(cls, fields, what="recipe"):
@@ -116,13 +116,9 @@ class Recipe:
             raise ValueError(f"The {what} must be a dict of Recipe fields {list(known)}. Got {fields!r} instead.")
         unknown = sorted(set(fields) - set(known))
         missing = sorted(k for k, f in known.items() if k not in fields and f.default is dataclasses.MISSING)
-        if unknown or missing:
-            raise ValueError(
-                f"The {what} is not a fervis Recipe: "
-                + "; ".join(part for part in (f"unknown fields {unknown}" if unknown else "",
-                                              f"missing fields {missing}" if missing else "") if part)
-                + f". Recipe fields are {list(known)}."
-            )
+        problems = [f"{kind} fields {names}" for kind, names in (("unknown", unknown), ("missing", missing)) if names]
+        if problems:
+            raise ValueError(f"The {what} is not a fervis Recipe: {'; '.join(problems)}. Recipe fields are {list(known)}.")
         return cls(**fields)
 
 

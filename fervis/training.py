@@ -375,12 +375,12 @@ def fit(model, dataset_or_arrays, recipe, out_dir=None, resume=False, validation
                     f"(epoch {done} of a run); pass resume=True to continue it, or choose another out_dir."
                 )
             state = _read_state(out / CHECKPOINT)
-            saved = _state_recipe(state, out / CHECKPOINT).training_fields()
+            saved = _state_recipe(state, out / CHECKPOINT)
             changed = recipe.trains_unlike(saved)
             if changed:
                 raise ValueError(
                     f"Cannot resume from {str(out / CHECKPOINT)!r}: it was trained with another recipe "
-                    f"(fields {changed} differ: saved {[saved[k] for k in changed]}, "
+                    f"(fields {changed} differ: saved {[getattr(saved, k) for k in changed]}, "
                     f"now {[getattr(recipe, k) for k in changed]})."
                 )
             if state.get("steps_per_epoch") != steps:

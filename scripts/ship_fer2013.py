@@ -289,13 +289,13 @@ def main(argv=None):
         parser.error(f"{final} does not exist: the run has not finished (resume it with `fervis train --resume`)")
     recipe = recipes.get("fer2013")
     try:
-        trained = training.run_recipe(args.run).training_fields()
+        trained = training.run_recipe(args.run)
     except ValueError as err:
         parser.error(str(err))
     differ = recipe.trains_unlike(trained)
     if differ:  # the card would describe another training than the run's
         parser.error(f"{args.run} was trained with another recipe than fer2013: fields {differ} are "
-                     f"{[trained[k] for k in differ]} there, {[getattr(recipe, k) for k in differ]} in the recipe")
+                     f"{[getattr(trained, k) for k in differ]} there, {[getattr(recipe, k) for k in differ]} in the recipe")
     history = pd.read_csv(args.run / training.HISTORY)
     if len(history) != recipe.epochs:
         parser.error(f"{args.run / training.HISTORY} has {len(history)} epochs; the fer2013 recipe has {recipe.epochs}")
