@@ -33,7 +33,7 @@ from fervis.constants import IMAGE_SIZE, NUM_CLASSES
 
 __all__ = [
     "ARCHITECTURES", "PRETRAINED", "ModelFileError", "spec", "build", "load", "load_pretrained", "pretrained_path",
-    "pretrained_card", "resolve", "adapt", "find_layer", "named_layers", "layer_paths", "path_of", "canonical_layer_name", "conv_layers", "last_conv_layer",
+    "pretrained_card", "resolve", "adapt", "find_layer", "named_layers", "layer_paths", "path_of", "canonical_layer_name", "conv_layers", "last_conv_layer", "last_conv_layers",
     "truncate_at", "to_logits", "ensemble",
 ]
 
@@ -677,6 +677,43 @@ def last_conv_layer(model):
     return names[-1]
 
 
+def _ensemble_members(model):
+    """The member models of a model built by :func:`ensemble` (nested models whose logits a layer
+    ``average_logits`` averages), in order; ``[]`` for any other model."""
+    if not any(isinstance(layer, keras.layers.Average) and layer.name == "average_logits" for layer in model.layers):
+        return []
+    members = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return members if len(members) >= 2 else []
+
+
+def last_conv_layers(model):
+    """Names of the layers Grad-CAM weighs by default: the last convolution, or, in a model built
+    by :func:`ensemble`, the last convolution of each member.
+
+    An ensemble's class score is the mean of its members' logits, so each member's last
+    convolution carries that member's share of it; a CAM of only one of them would explain
+    half of the model.
+
+    Example
+    -------
+    >>> last_conv_layers(build("tiny"))
+    ['block2_conv']
+    """
+    names = conv_layers(model)
+    if not names:
+        raise ValueError(
+            f"Model {model.name!r} has no convolution layer. Available layers: {_layer_names(model)}."
+        )
+    members = _ensemble_members(model)
+    if not members:
+        return names[-1:]
+    last = {}
+    for name, chain in _named_chains(model):
+        if isinstance(chain[-1], _conv_types()) and len(chain) > 2 and any(chain[1] is m for m in members):
+            last[id(chain[1])] = name
+    return [last[id(m)] for m in members if id(m) in last]
+
+
 def _node_in(graph_model, layer):
     """The node by which ``layer`` is called inside ``graph_model``'s own graph."""
     graph = getattr(graph_model, "_functional", None) or graph_model  # a Sequential keeps one
@@ -807,8 +844,9 @@ def ensemble(members, name="ensemble"):
     probabilities keeps the ensemble's output a softmax, so :func:`to_logits` and saliency on
     logits work on it as on one model. The members sit in the ensemble as nested models named
     ``member_a``, ``member_b``, ...; a layer name that two members share goes by its path
-    (``member_b/block2_conv``, see :func:`layer_paths`). Grad-CAM's default layer, the last
-    convolution, is the last member's.
+    (``member_b/block2_conv``, see :func:`layer_paths`). Grad-CAM's default layers are the last
+    convolution of every member (:func:`last_conv_layers`), so its map explains the whole
+    ensemble.
 
     Parameters
     ----------

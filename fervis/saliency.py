@@ -378,8 +378,13 @@ def _upsample(cam, size):
     return tf.image.resize(cam[..., None], size, method="bilinear")[..., 0]
 
 
-def _cam_graph(model, layer, variant):
-    """Grad-CAM, Grad-CAM++ or LayerCAM of ``layer`` for a batch, resized to the input."""
+def _cam_graph(model, layers, variant):
+    """Grad-CAM, Grad-CAM++ or LayerCAM of ``layers`` for a batch, resized to the input.
+
+    Several layers (an ensemble's members' last convolutions) give one map: the sum of each
+    layer's map before the ReLU, each at the input's size. The class score is the members'
+    mean logit, so each layer's gradient is its member's share of it.
+    """
     import tensorflow as tf
 
     h, w, c = model.input_shape[1:]
@@ -388,37 +393,43 @@ def _cam_graph(model, layer, variant):
         @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.float32),
                                       tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
         def cam(x, class_idx):
-            found = []
+            found = [[] for _ in layers]
             with _Patch() as patch:
                 _bypass_softmax(patch, ref())
                 with tf.GradientTape() as tape:
-                    _capture(patch, layer, tape, found)
+                    for layer, into in zip(layers, found):
+                        _capture(patch, layer, tape, into)
                     score, chosen = _pick(ref()(x, training=False), class_idx)
-            acts = found[-1]
-            grads = tape.gradient(score, acts)
-            if variant == "gradcam":
-                weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)
-                out = tf.reduce_sum(weights * acts, axis=-1)
-            elif variant == "gradcam++":
-                # Chattopadhay et al. 2018, eq. 19 with the exponential of the score, whose
-                # factors cancel in alpha and only scale the map.
-                g2, g3 = grads ** 2, grads ** 3
-                denom = 2.0 * g2 + tf.reduce_sum(acts, axis=[1, 2], keepdims=True) * g3
-                alpha = g2 / tf.where(denom != 0.0, denom, tf.ones_like(denom))
-                norm = tf.reduce_sum(alpha, axis=[1, 2], keepdims=True)  # as the authors' code does
-                alpha = alpha / tf.where(norm != 0.0, norm, tf.ones_like(norm))
-                weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=[1, 2], keepdims=True)
-                out = tf.reduce_sum(weights * acts, axis=-1)
-            else:  # layercam
-                out = tf.reduce_sum(tf.nn.relu(grads) * acts, axis=-1)
-            return _upsample(tf.nn.relu(out), (h, w)), chosen
+            acts = [into[-1] for into in found]
+            outs = []
+            for a, grads in zip(acts, tape.gradient(score, acts)):
+                if variant == "gradcam":
+                    weights = tf.reduce_mean(grads, axis=[1, 2], keepdims=True)
+                    out = tf.reduce_sum(weights * a, axis=-1)
+                elif variant == "gradcam++":
+                    # Chattopadhay et al. 2018, eq. 19 with the exponential of the score, whose
+                    # factors cancel in alpha and only scale the map.
+                    g2, g3 = grads ** 2, grads ** 3
+                    denom = 2.0 * g2 + tf.reduce_sum(a, axis=[1, 2], keepdims=True) * g3
+                    alpha = g2 / tf.where(denom != 0.0, denom, tf.ones_like(denom))
+                    norm = tf.reduce_sum(alpha, axis=[1, 2], keepdims=True)  # as the authors' code does
+                    alpha = alpha / tf.where(norm != 0.0, norm, tf.ones_like(norm))
+                    weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=[1, 2], keepdims=True)
+                    out = tf.reduce_sum(weights * a, axis=-1)
+                else:  # layercam
+                    out = tf.reduce_sum(tf.nn.relu(grads) * a, axis=-1)
+                outs.append(out)
+            if len(outs) == 1:
+                return _upsample(tf.nn.relu(outs[0]), (h, w)), chosen
+            return tf.nn.relu(tf.add_n([_upsample(out, (h, w)) for out in outs])), chosen
 
         return cam
 
-    return _graph(model, ("cam", variant, layer.name, id(layer)), build)
+    return _graph(model, ("cam", variant) + tuple((layer.name, id(layer)) for layer in layers), build)
 
 
-def _scorecam_graph(model, layer):
+def _scorecam_graph(model, layers):
+    """Score-CAM of ``layers``; several layers pool their channels, each resized to the input."""
     import tensorflow as tf
 
     h, w, c = model.input_shape[1:]
@@ -428,12 +439,16 @@ def _scorecam_graph(model, layer):
         @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.float32), tf.TensorSpec([None], tf.int32),
                                       tf.TensorSpec([], tf.int32)], reduce_retracing=True)
         def scorecam(x, class_idx, top_n):
-            found = []
+            found = [[] for _ in layers]
             with _Patch() as patch:
                 with tf.GradientTape() as tape:  # only used to capture the activations
-                    _capture(patch, layer, tape, found)
+                    for layer, into in zip(layers, found):
+                        _capture(patch, layer, tape, into)
                     probs = ref()(x, training=False)
-            acts = found[-1]
+            if len(found) == 1:
+                acts = found[0][-1]
+            else:
+                acts = tf.concat([tf.image.resize(into[-1], (h, w), method="bilinear") for into in found], axis=-1)
             _, chosen = _pick(probs, class_idx)
             # Faster Score-CAM: keep the top_n channels of largest spatial spread, per image.
             spread = tf.math.reduce_std(acts, axis=[1, 2])
@@ -456,10 +471,12 @@ def _scorecam_graph(model, layer):
 
         return scorecam
 
-    return _graph(model, ("scorecam", layer.name, id(layer)), build)
+    return _graph(model, ("scorecam",) + tuple((layer.name, id(layer)) for layer in layers), build)
 
 
-def _cam_layer(model, layer_name, method):
+def _cam_layers(model, layer_name, method):
+    """The layers a CAM weighs: ``layer_name`` (a name or a list of names), by default the last
+    convolution, or each member's in an ensemble (:func:`fervis.models.last_conv_layers`)."""
     from fervis import models
 
     convs = models.conv_layers(model)
@@ -469,26 +486,32 @@ def _cam_layer(model, layer_name, method):
                 f"The 'method' parameter of {_FUNC} is {method!r}, which needs a convolution layer, but model "
                 f"{model.name!r} has none. Use one of {list(GRADIENT_METHODS)} for this model instead."
             )
-        layer_name = convs[-1]
-    if not isinstance(layer_name, str):
+        layer_name = models.last_conv_layers(model)
+    names = [layer_name] if isinstance(layer_name, str) else layer_name
+    if (not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names)
+            or len({models.canonical_layer_name(model, n) for n in names}) != len(names)):
         raise ValueError(
-            f"The 'layer_name' parameter of {_FUNC} must be None (the last conv layer) or one of {convs}. "
-            f"Got {layer_name!r} instead."
+            f"The 'layer_name' parameter of {_FUNC} must be None (the last conv layer), a layer name such as one "
+            f"of {convs}, or a list of distinct ones. Got {layer_name!r} instead."
         )
-    layer = dict(models.named_layers(model)).get(models.canonical_layer_name(model, layer_name))
-    rank = None
-    if layer is not None:
-        try:
-            rank = len(layer.output.shape)
-        except (AttributeError, ValueError):
-            rank = None
-    if layer is None or rank != 4:
-        why = "no such layer" if layer is None else "its output is not a (n, h, w, channels) map"
-        raise ValueError(
-            f"The 'layer_name' parameter of {_FUNC} must be None (the last conv layer) or a layer with spatial "
-            f"output, such as the conv layers {convs}. Got {layer_name!r} instead ({why})."
-        )
-    return layer
+    layers = dict(models.named_layers(model))
+    found = []
+    for name in names:
+        layer = layers.get(models.canonical_layer_name(model, name))
+        rank = None
+        if layer is not None:
+            try:
+                rank = len(layer.output.shape)
+            except (AttributeError, ValueError):
+                rank = None
+        if layer is None or rank != 4:
+            why = "no such layer" if layer is None else "its output is not a (n, h, w, channels) map"
+            raise ValueError(
+                f"The 'layer_name' parameter of {_FUNC} must be None (the last conv layer) or layers with spatial "
+                f"output, such as the conv layers {convs}. Got {name!r} instead ({why})."
+            )
+        found.append(layer)
+    return found
 
 
 # --------------------------------------------------------------------------- explain
@@ -542,9 +565,12 @@ def explain(model, images, method="gradient", class_idx=None, batch_size=64, lay
         image, an array one class per image (the true labels, say).
     batch_size : int, default 64
         Images per graph call (Score-CAM runs one forward pass per kept channel per batch).
-    layer_name : str or None
+    layer_name : str, list of str or None
         CAM methods: the layer whose activations are weighted; ``None`` is the last conv
-        layer (:func:`fervis.models.last_conv_layer`), also inside nested models.
+        layer, also inside nested models, or in an ensemble (:func:`fervis.models.ensemble`)
+        each member's (:func:`fervis.models.last_conv_layers`). Several layers give one map:
+        the sum of their maps, each resized to the input, before the ReLU (Score-CAM pools
+        their channels).
     samples : int, default 20
         SmoothGrad: noisy copies per image (capped by ``$FERVIS_MAX_STEPS``).
     noise : float, default 0.15
@@ -611,16 +637,16 @@ def explain(model, images, method="gradient", class_idx=None, batch_size=64, lay
         def call(xb, cb):
             return graph(xb, cb, tf.constant(steps))
     else:
-        layer = _cam_layer(model, layer_name, method)
+        layers = _cam_layers(model, layer_name, method)
         if method == "scorecam":
-            channels = int(layer.output.shape[-1])
+            channels = sum(int(layer.output.shape[-1]) for layer in layers)
             keep = channels if top_n is None else _positive_int(top_n, "top_n")
-            graph = _scorecam_graph(model, layer)
+            graph = _scorecam_graph(model, layers)
 
             def call(xb, cb):
                 return graph(xb, cb, tf.constant(min(keep, channels)))
         else:
-            call = _cam_graph(model, layer, method)
+            call = _cam_graph(model, layers, method)
 
     maps = np.zeros((n, h, w), np.float32)
     for a, b in _batches(n, batch_size):

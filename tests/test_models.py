@@ -477,6 +477,45 @@ def test_ensemble_averages_logits_and_saves_under_safe_mode(tmp_path, tiny, resi
     assert grads.shape == (2, 48, 48) and np.isfinite(grads).all() and grads.max() > 0
 
 
+def test_grad_cam_of_an_ensemble_explains_every_member(tiny, faces):
+    """An ensemble's class score is its members' mean logit, so its Grad-CAM weighs each member's last
+    convolution by that member's share of the gradient; computed here by hand from the members alone."""
+    import tensorflow as tf
+
+    from fervis import saliency
+
+    other = models.build("tiny", seed=1)
+    both = models.ensemble([tiny, other])
+    assert models.last_conv_layers(both) == ["member_a/block2_conv", "member_b/block2_conv"]
+    assert models.last_conv_layers(tiny) == [models.last_conv_layer(tiny)] == ["block2_conv"]
+    x = tf.constant(faces[:4].astype("float32"))
+    logits = [models.to_logits(m) for m in (tiny, other)]
+    chosen = np.mean([np.asarray(m(x)) for m in logits], axis=0).argmax(axis=1)
+    expected = 0.0
+    for m in logits:
+        probe = keras.Model(m.input, [m.get_layer("block2_conv").output, m.output])
+        with tf.GradientTape() as tape:
+            acts, z = probe(x)
+            score = tf.gather(z, chosen, axis=1, batch_dims=1) / 2.0  # the member's share of the mean
+        grads = tape.gradient(score, acts)
+        cam = tf.reduce_sum(tf.reduce_mean(grads, axis=[1, 2], keepdims=True) * acts, axis=-1)
+        expected = expected + tf.image.resize(cam[..., None], (48, 48), method="bilinear")[..., 0]
+    maps = saliency.explain(both, faces[:4], method="gradcam", normalize=False)
+    np.testing.assert_allclose(maps, np.maximum(np.asarray(expected), 0.0), rtol=1e-3, atol=1e-5)
+    assert maps.max() > 0
+    np.testing.assert_allclose(maps, saliency.explain(both, faces[:4], method="gradcam", normalize=False,
+                                                      layer_name=models.last_conv_layers(both)))
+    # Not one member's map: each alone differs from the whole.
+    for name in models.last_conv_layers(both):
+        assert not np.allclose(maps, saliency.explain(both, faces[:4], method="gradcam", layer_name=name,
+                                                      normalize=False), atol=1e-4)
+    # Score-CAM pools both members' channels (16 each), so top_n may exceed one layer's count (16).
+    pooled = saliency.explain(both, faces[:2], method="scorecam", top_n=20)
+    assert pooled.shape == (2, 48, 48) and np.isfinite(pooled).all() and pooled.max() > 0
+    for method in ("gradcam++", "layercam"):
+        out = saliency.explain(both, faces[:2], method=method)
+        assert np.isfinite(out).all() and out.max() == pytest.approx(1.0)
+
 
 def test_a_full_path_names_a_layer_everywhere(faces, residual_model):
     """fervis calls a layer that only one member has by its bare name; its full path (each nested model on

@@ -239,6 +239,9 @@ def test_predict_matches_the_model(tiny, faces):
     ({"method": "gradcam", "layer_name": "nope"}, r"'layer_name' parameter .*\['block1_conv', 'block2_conv'\].*'nope'"),
     ({"method": "gradcam", "layer_name": "predictions"}, r"'layer_name' parameter .* not a \(n, h, w, channels\)"),
     ({"method": "layercam", "layer_name": 3}, r"'layer_name' parameter"),
+    ({"method": "gradcam", "layer_name": []}, r"'layer_name' parameter .* a list of distinct ones. Got \[\]"),
+    ({"method": "gradcam", "layer_name": ["block2_conv", "block2_conv"]}, r"'layer_name' parameter .* distinct"),
+    ({"method": "scorecam", "layer_name": ["block2_conv", "nope"]}, r"'layer_name' parameter .* Got 'nope' .*no such"),
 ])
 def test_explain_bad_input(tiny, faces, kwargs, match):
     args = {"images": faces[0], "method": "gradient", **kwargs}
