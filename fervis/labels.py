@@ -1019,19 +1019,24 @@ def ambiguous_faces(y_true, probs, per_class=3, class_names=CLASS_NAMES):
 # --------------------------------------------------------------------------- embedding
 
 
-def _penultimate_layer(model, func):
-    """Name of the layer feeding the last Dense layer (the classifier's features)."""
+def _penultimate_layers(model, func):
+    """Names of the layers feeding the last Dense layer (the classifier's features); in an ensemble
+    (:func:`fervis.models.ensemble`) each member's, whose features its averaged logits weigh."""
     import keras
 
     from fervis import models
 
     named = models.named_layers(model)
-    dense = [layer for _, layer in named if isinstance(layer, keras.layers.Dense)]
-    source = dense[-1]._inbound_nodes[0].input_tensors[0]._keras_history[0] if dense else None
-    if source is None or isinstance(source, keras.layers.InputLayer):
-        raise ValueError(f"The 'model' parameter of {_name(func)} has no Dense layer fed by another layer whose "
-                         f"output could serve as features; pass layer_name, one of {[n for n, _ in named]}.")
-    return next(name for name, layer in named if layer is source)
+    found = []
+    for part in models.ensemble_members(model) or [model]:
+        dense = [layer for _, layer in (named if part is model else models.named_layers(part))
+                 if isinstance(layer, keras.layers.Dense)]
+        source = dense[-1]._inbound_nodes[0].input_tensors[0]._keras_history[0] if dense else None
+        if source is None or isinstance(source, keras.layers.InputLayer):
+            raise ValueError(f"The 'model' parameter of {_name(func)} has no Dense layer fed by another layer whose "
+                             f"output could serve as features; pass layer_name, one of {[n for n, _ in named]}.")
+        found.append(next(name for name, layer in named if layer is source))
+    return found
 
 
 def penultimate_features(model, images, layer_name=None, batch_size=256):
@@ -1041,9 +1046,10 @@ def penultimate_features(model, images, layer_name=None, batch_size=256):
     ----------
     model : keras.Model
     images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``, or a Dataset
-    layer_name : str, optional
-        Another layer to read; a 4-D output is averaged over space. Default: the input of
-        the last Dense layer (``predictions`` for fervis models), also in nested models.
+    layer_name : str or list of str, optional
+        Another layer to read, or several, whose features are put side by side; a 4-D output is
+        averaged over space. Default: the input of the last Dense layer (``predictions`` for
+        fervis models), also in nested models; in an ensemble, each member's.
     batch_size : int, default 256
 
     Returns
@@ -1061,16 +1067,24 @@ def penultimate_features(model, images, layer_name=None, batch_size=256):
     _model(model, func)
     x = _faces(images, func)
     batch_size = _int(batch_size, "batch_size", func)
-    if layer_name is None:
-        layer_name = _penultimate_layer(model, func)
-    elif (layer_name := models.canonical_layer_name(model, layer_name)) not in (paths := models.layer_paths(model)):
-        raise ValueError(f"The 'layer_name' parameter of {_name(func)} must be one of {paths}. "
-                         f"Got {layer_name!r} instead.")
-    features = models.truncate_at(model, layer_name)
+    names = _penultimate_layers(model, func) if layer_name is None else layer_name
+    names = [names] if isinstance(names, str) else names
+    paths = models.layer_paths(model)
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"The 'layer_name' parameter of {_name(func)} must be a layer name or a list of them, "
+                         f"from {paths}. Got {layer_name!r} instead.")
+    names = [models.canonical_layer_name(model, name) for name in names]
+    for name in names:
+        if name not in paths:
+            raise ValueError(f"The 'layer_name' parameter of {_name(func)} must be one of {paths}. "
+                             f"Got {name!r} instead.")
+    return np.concatenate([_features(models.truncate_at(model, name), x, batch_size) for name in names], axis=1)
+
+
+def _features(features, x, batch_size):
     out = [np.asarray(features(x[a:a + batch_size], training=False)) for a in range(0, len(x), batch_size)]
     if not out:
-        d = int(np.prod(features.output_shape[-1:]))
-        return np.zeros((0, d), np.float32)
+        return np.zeros((0, int(features.output_shape[-1])), np.float32)
     out = np.concatenate(out)
     if out.ndim > 2:
         out = out.reshape(len(out), -1, out.shape[-1]).mean(axis=1)

@@ -33,7 +33,7 @@ from fervis.constants import IMAGE_SIZE, NUM_CLASSES
 
 __all__ = [
     "ARCHITECTURES", "PRETRAINED", "ModelFileError", "spec", "build", "load", "load_pretrained", "pretrained_path",
-    "pretrained_card", "resolve", "adapt", "find_layer", "named_layers", "layer_paths", "path_of", "canonical_layer_name", "conv_layers", "last_conv_layer", "last_conv_layers",
+    "pretrained_card", "resolve", "adapt", "find_layer", "named_layers", "layer_paths", "path_of", "canonical_layer_name", "conv_layers", "last_conv_layer", "last_conv_layers", "ensemble_members",
     "truncate_at", "to_logits", "ensemble",
 ]
 
@@ -677,9 +677,19 @@ def last_conv_layer(model):
     return names[-1]
 
 
-def _ensemble_members(model):
-    """The member models of a model built by :func:`ensemble` (nested models whose logits a layer
-    ``average_logits`` averages), in order; ``[]`` for any other model."""
+def ensemble_members(model):
+    """The member models of a model built by :func:`ensemble` (the nested models whose logits its
+    layer ``average_logits`` averages), in order; ``[]`` for any other model.
+
+    Example
+    -------
+    >>> [m.name for m in ensemble_members(ensemble([build("tiny"), build("tiny", seed=1)]))]
+    ['member_a', 'member_b']
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"The 'model' parameter of fervis.models.ensemble_members must be a keras.Model. Got {model!r} instead."
+        )
     if not any(isinstance(layer, keras.layers.Average) and layer.name == "average_logits" for layer in model.layers):
         return []
     members = [layer for layer in model.layers if isinstance(layer, keras.Model)]
@@ -704,7 +714,7 @@ def last_conv_layers(model):
         raise ValueError(
             f"Model {model.name!r} has no convolution layer. Available layers: {_layer_names(model)}."
         )
-    members = _ensemble_members(model)
+    members = ensemble_members(model)
     if not members:
         return names[-1:]
     last = {}
@@ -846,7 +856,7 @@ def ensemble(members, name="ensemble"):
     ``member_a``, ``member_b``, ...; a layer name that two members share goes by its path
     (``member_b/block2_conv``, see :func:`layer_paths`). Grad-CAM's default layers are the last
     convolution of every member (:func:`last_conv_layers`), so its map explains the whole
-    ensemble.
+    ensemble; :func:`fervis.labels.penultimate_features` puts the members' features side by side.
 
     Parameters
     ----------

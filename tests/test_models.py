@@ -517,6 +517,27 @@ def test_grad_cam_of_an_ensemble_explains_every_member(tiny, faces):
         assert np.isfinite(out).all() and out.max() == pytest.approx(1.0)
 
 
+def test_an_ensembles_features_are_its_members_side_by_side(tiny, faces):
+    """The ensemble's averaged logits weigh every member's penultimate features, so its features are all of
+    them in member order (not only the last member's); an explicit list of layers reads them the same way."""
+    from fervis import labels
+
+    other = models.build("tiny", seed=1)
+    both = models.ensemble([tiny, other])
+    assert [m.name for m in models.ensemble_members(both)] == ["member_a", "member_b"]
+    assert models.ensemble_members(tiny) == [] and models.ensemble_members(_ensemble()[0]) == []
+    features = labels.penultimate_features(both, faces)
+    np.testing.assert_allclose(features, np.concatenate([labels.penultimate_features(tiny, faces),
+                                                         labels.penultimate_features(other, faces)], axis=1),
+                               atol=1e-5)
+    names = ("member_a/flatten", "member_b/flatten")
+    np.testing.assert_allclose(labels.penultimate_features(both, faces, layer_name=names), features)
+    with pytest.raises(ValueError, match=r"'layer_name' parameter .* a list of them.* Got \[\]"):
+        labels.penultimate_features(both, faces, layer_name=[])
+    with pytest.raises(ValueError, match=r"'layer_name' parameter .* Got 'member_c/flatten'"):
+        labels.penultimate_features(both, faces, layer_name=["member_a/flatten", "member_c/flatten"])
+
+
 def test_a_full_path_names_a_layer_everywhere(faces, residual_model):
     """fervis calls a layer that only one member has by its bare name; its full path (each nested model on
     the way) is accepted too, by lookup, surgery, Grad-CAM, filters, features and the filter explorer."""
