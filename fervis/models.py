@@ -709,18 +709,19 @@ def last_conv_layers(model):
     >>> last_conv_layers(build("tiny"))
     ['block2_conv']
     """
-    names = conv_layers(model)
-    if not names:
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"The 'model' parameter of fervis.models.last_conv_layers must be a keras.Model. Got {model!r} instead."
+        )
+    convs = [(name, chain) for name, chain in _named_chains(model) if isinstance(chain[-1], _conv_types())]
+    if not convs:
         raise ValueError(
             f"Model {model.name!r} has no convolution layer. Available layers: {_layer_names(model)}."
         )
     members = ensemble_members(model)
     if not members:
-        return names[-1:]
-    last = {}
-    for name, chain in _named_chains(model):
-        if isinstance(chain[-1], _conv_types()) and len(chain) > 2 and any(chain[1] is m for m in members):
-            last[id(chain[1])] = name
+        return [convs[-1][0]]
+    last = {id(chain[1]): name for name, chain in convs if len(chain) > 2}  # the last one of each member wins
     return [last[id(m)] for m in members if id(m) in last]
 
 

@@ -488,16 +488,17 @@ def _cam_layers(model, layer_name, method):
             )
         layer_name = models.last_conv_layers(model)
     names = [layer_name] if isinstance(layer_name, str) else layer_name
-    if (not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names)
-            or len({models.canonical_layer_name(model, n) for n in names}) != len(names)):
+    valid = isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names)
+    canonical = [models.canonical_layer_name(model, n) for n in names] if valid else []
+    if not valid or len(set(canonical)) != len(names):
         raise ValueError(
             f"The 'layer_name' parameter of {_FUNC} must be None (the last conv layer), a layer name such as one "
             f"of {convs}, or a list of distinct ones. Got {layer_name!r} instead."
         )
     layers = dict(models.named_layers(model))
     found = []
-    for name in names:
-        layer = layers.get(models.canonical_layer_name(model, name))
+    for name, key in zip(names, canonical):
+        layer = layers.get(key)
         rank = None
         if layer is not None:
             try:
