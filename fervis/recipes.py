@@ -50,6 +50,9 @@ class Recipe:
         Probability of erasing one random patch (random erasing).
     class_weights : bool
         Weight the loss by inverse class frequency.
+    recalibrate_bn : bool
+        After the last epoch, recompute the batch-norm statistics on the clean training images
+        in inference mode (:func:`fervis.training.recalibrate_batchnorm`).
     tta : {"none", "flip", "tencrop", "flip-rotate"}
         Test-time augmentation used by :func:`predict` when evaluating this recipe.
     seed : int
@@ -70,6 +73,7 @@ class Recipe:
     zoom: float = 0.1
     erasing: float = 0.0
     class_weights: bool = False
+    recalibrate_bn: bool = False
     tta: str = "flip"
     seed: int = 0
 
@@ -86,10 +90,11 @@ class Recipe:
         return dataclasses.asdict(self)
 
     def training_fields(self):
-        """The fields that decide the trained weights: all but ``name`` and ``tta``.
+        """The fields that decide the training epochs: all but ``name``, ``recalibrate_bn`` and ``tta``.
 
-        Two recipes that agree on these train the same model; a run may be resumed, or shipped,
-        under a recipe that names it otherwise or evaluates it with another test-time augmentation.
+        Two recipes that agree on these train alike; a run may be resumed, or shipped, under a
+        recipe that names it otherwise, recalibrates batch norm after the last epoch or not, or
+        evaluates it with another test-time augmentation.
         """
         return {k: v for k, v in self.to_dict().items() if k not in _NOT_TRAINING}
 
@@ -122,8 +127,9 @@ class Recipe:
         return cls(**fields)
 
 
-# Fields that do not change what training does (see Recipe.training_fields).
-_NOT_TRAINING = ("name", "tta")
+# Fields that do not change what the epochs do (see Recipe.training_fields): the name, a step
+# after the last epoch, and the test-time augmentation.
+_NOT_TRAINING = ("name", "recalibrate_bn", "tta")
 
 RECIPES = {
     # A few seconds on the CPU; for unit tests only.
@@ -141,13 +147,16 @@ RECIPES = {
     # weight decay by the learning rate, hence 1e-2. Erasing at 0.25 rather than 0.5: a 40-epoch
     # cosine schedule had no time to make up for the harder task. 100 epochs rather than 40: the
     # 40-epoch run ended with training accuracy (under augmentation) only 3 points above PublicTest.
-    # Test-time augmentation "flip-rotate" rather than ten-crop, chosen on PublicTest with the trained
-    # model: views drawn from the training augmentation's rotations and zooms all beat ten-crop's
-    # shifts (68.2 %): mirror x rotation 0, ±5, ±10° 69.7 %, mirror x zoom 0.9-1.1 69.4 %, both 69.4-69.7 %,
-    # 3-pixel shift grids 68.2-68.6 %; flip-rotate is the cheapest of the best (ten views, as ten-crop).
+    # Batch-norm statistics recomputed on the clean Training faces after the last epoch: training
+    # left them fitted to augmented faces with dropout on; recomputed, the same weights gave
+    # 68.8 % PublicTest without TTA instead of 66.0 %.
+    # Test-time augmentation ten-crop, chosen on PublicTest with the trained model. Before the
+    # recalibration, "flip-rotate" (mirror x rotation 0, ±5, ±10°) had won, 69.7 % against ten-crop's
+    # 68.2 % (mirror x zoom 0.9-1.1 69.4 %, 3-pixel shift grids 68.2-68.6 %): its views made up in part
+    # for the statistics' mismatch. After it, ten-crop gives 70.6 % and flip-rotate 70.1 %.
     "fer2013": Recipe("fer2013", "vgg", epochs=100, batch_size=128, optimizer="adamw", learning_rate=2e-3,
                       weight_decay=1e-2, warmup_epochs=2, label_smoothing=0.1, shift=0.1, rotation=10.0,
-                      zoom=0.1, erasing=0.25, tta="flip-rotate"),
+                      zoom=0.1, erasing=0.25, recalibrate_bn=True, tta="tencrop"),
 }
 
 

