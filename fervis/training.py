@@ -353,43 +353,55 @@ def recalibrate_batchnorm(model, images, batch_size=512, progress=True):
     norms = [layer for _, layer in models.named_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     from tqdm.auto import tqdm
 
-    batches = range(0, len(x), batch_size)
-    bar = tqdm(total=len(norms) * len(batches), desc="batch-norm statistics", unit="batch", disable=not progress)
-    for norm in norms:
-        axes = [norm.axis] if isinstance(norm.axis, int) else list(norm.axis)
-        total = total_sq = 0.0
-        count = 0
-
-        # Keras 3 has no forward hooks, so the layer's own call is swapped for one that records
-        # its input and stops the pass there (the layers after it do not change its statistics).
-        # Each batch's mean and (centred) variance come from the backend; batches are pooled in
-        # float64 as sums of n * mean and n * (variance + mean^2).
-        def record(inputs, *args, **kwargs):
-            nonlocal total, total_sq, count
-            kept = {ax % len(inputs.shape) for ax in axes}
-            reduce = [ax for ax in range(len(inputs.shape)) if ax not in kept]
-            mean, variance = (np.asarray(v, dtype=np.float64) for v in keras.ops.moments(
-                keras.ops.cast(inputs, "float32"), axes=reduce))
-            n = int(np.prod([inputs.shape[ax] for ax in reduce]))
-            total, total_sq, count = total + n * mean, total_sq + n * (variance + mean * mean), count + n
-            raise _Recorded
-
-        norm.call = record
-        try:
-            for start in batches:
-                try:
-                    model(x[start:start + batch_size], training=False)
-                except _Recorded:
-                    pass
-                bar.update(1)
-        finally:
-            del norm.call  # the class's own call again
-        mean = total / count
-        variance = np.maximum(total_sq / count - mean * mean, 0.0)
-        norm.moving_mean.assign(mean.reshape(norm.moving_mean.shape).astype(norm.moving_mean.dtype))
-        norm.moving_variance.assign(variance.reshape(norm.moving_variance.shape).astype(norm.moving_variance.dtype))
-    bar.close()
+    bar = tqdm(total=len(norms) * math.ceil(len(x) / batch_size), desc="batch-norm statistics", unit="batch", disable=not progress)
+    before = [(np.array(norm.moving_mean), np.array(norm.moving_variance)) for norm in norms]
+    try:
+        for norm in norms:
+            _recalibrate_one(model, norm, x, batch_size, bar)
+    except BaseException:  # interrupted: the model keeps the statistics it had, not half of the new ones
+        for norm, (mean, variance) in zip(norms, before):
+            norm.moving_mean.assign(mean)
+            norm.moving_variance.assign(variance)
+        raise
+    finally:
+        bar.close()
     return model
+
+
+def _recalibrate_one(model, norm, x, batch_size, bar):
+    """Set one batch-norm layer's statistics to its input's over ``x`` (see recalibrate_batchnorm)."""
+    axes = [norm.axis] if isinstance(norm.axis, int) else list(norm.axis)
+    total = total_sq = 0.0
+    count = 0
+
+    # Keras 3 has no forward hooks, so the layer's own call is swapped for one that records
+    # its input and stops the pass there (the layers after it do not change its statistics).
+    # Each batch's mean and (centred) variance come from the backend; batches are pooled in
+    # float64 as sums of n * mean and n * (variance + mean^2).
+    def record(inputs, *args, **kwargs):
+        nonlocal total, total_sq, count
+        kept = {ax % len(inputs.shape) for ax in axes}
+        reduce = [ax for ax in range(len(inputs.shape)) if ax not in kept]
+        mean, variance = (np.asarray(v, dtype=np.float64) for v in keras.ops.moments(
+            keras.ops.cast(inputs, "float32"), axes=reduce))
+        n = int(np.prod([inputs.shape[ax] for ax in reduce]))
+        total, total_sq, count = total + n * mean, total_sq + n * (variance + mean * mean), count + n
+        raise _Recorded
+
+    norm.call = record
+    try:
+        for start in range(0, len(x), batch_size):
+            try:
+                model(x[start:start + batch_size], training=False)
+            except _Recorded:
+                pass
+            bar.update(1)
+    finally:
+        del norm.call  # the class's own call again
+    mean = total / count
+    variance = np.maximum(total_sq / count - mean * mean, 0.0)
+    norm.moving_mean.assign(mean.reshape(norm.moving_mean.shape).astype(norm.moving_mean.dtype))
+    norm.moving_variance.assign(variance.reshape(norm.moving_variance.shape).astype(norm.moving_variance.dtype))
 
 
 # --------------------------------------------------------------------------- fit

@@ -572,6 +572,24 @@ def test_recalibrate_batchnorm_bad_input(kwargs, match):
     assert all(np.array_equal(x, y) for x, y in zip(before, model.get_weights()))  # nothing half-done
 
 
+def test_recalibrate_batchnorm_interrupted_keeps_the_old_statistics(monkeypatch):
+    model = models.build("compact", seed=0)
+    before = [np.array(w) for w in model.non_trainable_weights]
+    one, calls = training._recalibrate_one, []
+
+    def second_fails(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        one(*args)
+
+    monkeypatch.setattr(training, "_recalibrate_one", second_fails)
+    with pytest.raises(KeyboardInterrupt):
+        training.recalibrate_batchnorm(model, _arrays(16)[0], progress=False)
+    assert len(calls) == 2  # the first layer had been recalibrated, and is put back
+    assert all(np.array_equal(a, np.array(b)) for a, b in zip(before, model.non_trainable_weights))
+
+
 def test_fit_recalibrates_after_the_last_epoch_and_a_finished_run_takes_it_on_resume(tmp_path):
     """``recalibrate_bn`` is a step after the last epoch: the saved model has its training images'
     statistics, and a run trained without it is resumed with it (only the step runs)."""
