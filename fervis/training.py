@@ -353,7 +353,8 @@ def recalibrate_batchnorm(model, images, batch_size=512, progress=True):
     norms = [layer for _, layer in models.named_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(norms) * math.ceil(len(x) / batch_size), desc="batch-norm statistics", unit="batch", disable=not progress)
+    bar = tqdm(total=len(norms) * math.ceil(len(x) / batch_size), desc="batch-norm statistics", unit="batch",
+               disable=not progress)
     before = [(np.array(norm.moving_mean), np.array(norm.moving_variance)) for norm in norms]
     try:
         for norm in norms:

@@ -522,7 +522,7 @@ def test_recalibrate_batchnorm_sets_each_layers_input_statistics():
     training.recalibrate_batchnorm(model, images, batch_size=512, progress=False)
     for a, b in zip(once, model.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    # Only the statistics change: the call is the class's own again, and the model trains and saves.
+    # The recording call is gone: each layer calls its class's own again.
     assert all("call" not in vars(norm) for norm in norms)
 
 
