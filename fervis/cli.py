@@ -4,9 +4,11 @@
 
     fervis data inspect SOURCE [--json]
     fervis train --data SOURCE --out DIR [--arch NAME] [--epochs N] [--recipe NAME] [--resume]
-    fervis evaluate --model PATH|pretrained:fer2013 --data SOURCE [--split NAME] [--tta auto|none|flip|tencrop|flip-rotate] [--json]
+    fervis evaluate --model PATH|pretrained:fer2013 --data SOURCE [--split NAME] [--tta auto|none|flip|tencrop|flip-rotate]
+                    [--model-input auto|0-255|0-1|-1-1|standardized|imagenet|caffe] [--class-order auto|fer2013|alphabetical|NAMES] [--json]
     fervis demo [--recipe NAME] [--json] [--no-report]
-    fervis report [--data SOURCE] [--budget quick|full] [--model SPEC] [--out DIR] [--notebooks DIR]
+    fervis report [--data SOURCE] [--budget quick|full] [--model SPEC] [--model-input ...] [--class-order ...]
+                  [--out DIR] [--notebooks DIR]
 
 With ``--json`` a command prints exactly one JSON object on stdout; progress bars and
 warnings go to stderr. Bad arguments and files end the command with exit status 2 and one
@@ -26,10 +28,13 @@ import os
 import sys
 import tempfile
 
+from fervis.constants import INPUT_CONVENTIONS
+
 __all__ = ["main"]
 
 # fervis.recipes.TTA, spelled out: importing recipes would import Keras (tests check they agree).
 _TTA = ("none", "flip", "tencrop", "flip-rotate")
+_MODEL_INPUTS = ("auto",) + INPUT_CONVENTIONS  # fervis.contract.MODEL_INPUTS, without importing Keras
 
 
 class _UsageError(Exception):
@@ -199,17 +204,29 @@ def _evaluate(args):
         raise ValueError(f"Model file {spec!r} does not exist.")
     dataset = _load_data(args.data)
     models, _, training = _keras_modules()
+    from fervis import contract
+
+    order = contract.parse_class_order(args.class_order, "--class-order")
     model = models.resolve(spec, num_classes=len(dataset.class_names))
     split = None if args.split == "all" else args.split
+    present = sorted(set(dataset.splits.tolist()))
+    if split is not None and split not in present:
+        raise _UsageError(f"argument --split: {split!r} is not a split of {args.data} (it has {', '.join(present)}, "
+                          "or all)")
+    # How the model wants its faces, checked on (at most 1,000 of) the faces it is evaluated on.
+    found = contract.inspect(model, dataset if split is None else dataset.subset(split),
+                             model_input=args.model_input, class_order=order)
     tta = args.tta
     if tta == "auto":  # so `fervis evaluate --model pretrained:fer2013` reproduces the model card
         card = models.pretrained_card(spec.split(":", 1)[1]) if spec.startswith("pretrained:") else {}
         tta = card.get("tta", "none")
-    result = training.evaluate(model, dataset, split=split, tta=tta)
+    result = training.evaluate(contract.apply(model, found), dataset, split=split, tta=tta)
+    for warning in found.warnings:
+        print(f"fervis: warning: {warning}", file=sys.stderr)
     if args.json:
-        _print_json({"model": spec, "data": dataset.source, **result})
+        _print_json({"model": spec, "data": dataset.source, "contract": found.to_dict(), **result})
     else:
-        _print_evaluation(result, f"model {spec} on {dataset.source}")
+        _print_evaluation(result, f"model {spec} on {dataset.source}\nmodel contract: {found.verdict}")
     return 0
 
 
@@ -249,19 +266,21 @@ def _demo(args):
     return 0
 
 
-def _run_report(data, budget, model, out, notebooks_dir):
+def _run_report(data, budget, model, out, notebooks_dir, model_input="auto", class_order="auto"):
     """fervis.report.run; a failing notebook prints one error line and gives None (exit 1)."""
     from fervis import report
 
     try:
-        return report.run(data=data, budget=budget, model=model, out=out, notebooks_dir=notebooks_dir)
+        return report.run(data=data, budget=budget, model=model, out=out, notebooks_dir=notebooks_dir,
+                          model_input=model_input, class_order=class_order)
     except report.NotebookError as err:
         print(f"fervis: error: {err}", file=sys.stderr)
         return None
 
 
 def _report(args):
-    report = _run_report(args.data, args.budget, args.model, args.out, args.notebooks)
+    report = _run_report(args.data, args.budget, args.model, args.out, args.notebooks,
+                         model_input=args.model_input, class_order=args.class_order)
     if report is None:
         return 1
     print(f"report: {report.index.resolve()}")
@@ -269,6 +288,14 @@ def _report(args):
 
 
 # --------------------------------------------------------------------------- parser
+
+
+def _contract_arguments(command):
+    command.add_argument("--model-input", default="auto", choices=_MODEL_INPUTS,
+                         help="the pixels the model was trained on; auto (default): found on the faces")
+    command.add_argument("--class-order", default="auto", metavar="ORDER",
+                         help="auto (default: found on the faces), fer2013, alphabetical, or the 7 class names in the "
+                              "model's output order, separated by commas")
 
 
 def _parser():
@@ -301,6 +328,7 @@ def _parser():
                           help="Training, PublicTest, PrivateTest or all (default PublicTest)")
     evaluate.add_argument("--tta", default="auto", choices=("auto",) + _TTA,
                           help="test-time augmentation; auto (default): a pretrained model's documented one, else none")
+    _contract_arguments(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(func=_evaluate)
 
@@ -317,6 +345,7 @@ def _parser():
     report.add_argument("--budget", default="quick", choices=("quick", "full"), help="default quick")
     report.add_argument("--model", default="auto", metavar="SPEC",
                         help="auto (default), train, train:RECIPE, a .keras/.h5 file or pretrained:fer2013")
+    _contract_arguments(report)
     report.add_argument("--out", default="reports", metavar="DIR",
                         help="reports folder (default reports); the report goes to DIR/<data-name>/")
     report.add_argument("--notebooks", metavar="DIR", help="notebooks folder (default: the repository's)")

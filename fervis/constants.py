@@ -1,8 +1,11 @@
-"""The one place that names FER2013's classes and image size."""
+"""The one place that names FER2013's classes, image size, splits and the pixel conventions."""
 
 CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SIZE = 48
 SPLITS = ("Training", "PublicTest", "PrivateTest")
+#: How a classifier may want its pixels (see fervis.models.preprocess): raw 0-255, 0-1, -1-1,
+#: per-image standardised, ImageNet mean/std per RGB channel, Caffe BGR mean subtraction.
+INPUT_CONVENTIONS = ("0-255", "0-1", "-1-1", "standardized", "imagenet", "caffe")
 
-__all__ = ["CLASS_NAMES", "NUM_CLASSES", "IMAGE_SIZE", "SPLITS"]
+__all__ = ["CLASS_NAMES", "NUM_CLASSES", "IMAGE_SIZE", "SPLITS", "INPUT_CONVENTIONS"]

@@ -28,12 +28,13 @@ import string
 import zipfile
 
 import keras
+import numpy as np
 
-from fervis.constants import IMAGE_SIZE, NUM_CLASSES
+from fervis.constants import CLASS_NAMES, IMAGE_SIZE, INPUT_CONVENTIONS, NUM_CLASSES
 
 __all__ = [
     "ARCHITECTURES", "PRETRAINED", "ModelFileError", "spec", "build", "load", "load_pretrained", "pretrained_path",
-    "pretrained_card", "resolve", "adapt", "find_layer", "named_layers", "layer_paths", "path_of", "canonical_layer_name", "conv_layers", "last_conv_layer", "last_conv_layers", "ensemble_members",
+    "pretrained_card", "resolve", "preprocess", "adapt", "find_layer", "named_layers", "layer_paths", "path_of", "canonical_layer_name", "conv_layers", "last_conv_layer", "last_conv_layers", "ensemble_members",
     "truncate_at", "to_logits", "ensemble",
 ]
 
@@ -382,29 +383,117 @@ def resolve(spec, num_classes=None):
 # --------------------------------------------------------------------------- adapters
 
 
-def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabilities"):
+# INPUT_CONVENTIONS (fervis.constants): "standardized" is per-image ``(x - mean) / std``; "imagenet" is
+# ``(x / 255 - mean) / std`` per RGB channel (torchvision, keras.applications' "torch" mode); "caffe"
+# subtracts the BGR pixel means (keras.applications' "caffe" mode). The last two are for 3-channel models.
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def _scale_range(scale, func):
+    """``(low, high)`` for a range convention or tuple; None for the other named conventions."""
+    named = {"0-255": (0.0, 255.0), "0-1": (0.0, 1.0), "-1-1": (-1.0, 1.0)}
+    if isinstance(scale, str):
+        if scale not in INPUT_CONVENTIONS:
+            raise ValueError(
+                f"The 'scale' parameter of {func} must be a tuple (low, high) or one of {list(INPUT_CONVENTIONS)}. "
+                f"Got {scale!r} instead."
+            )
+        return named.get(scale)
+    if (not isinstance(scale, (tuple, list)) or len(scale) != 2
+            or not all(isinstance(v, (int, float)) for v in scale) or not scale[0] < scale[1]):
+        raise ValueError(
+            f"The 'scale' parameter of {func} must be a tuple (low, high) of numbers with low < high, or one of "
+            f"{list(INPUT_CONVENTIONS)}. Got {scale!r} instead."
+        )
+    return float(scale[0]), float(scale[1])
+
+
+def preprocess(x, input_shape, scale="0-255"):
+    """Turn raw 0-255 faces ``(n, 48, 48, 1)`` into a model's input, with built-in Keras layers.
+
+    Resize (bilinear) to the model's size, repeat the grey channel, then scale. :func:`adapt`
+    applies it to its input tensor, and :func:`fervis.contract.inspect` to real faces to try each
+    convention, so what is detected is exactly what is applied.
+
+    Parameters
+    ----------
+    x : tensor or array ``(n, 48, 48, 1)``, float
+        A symbolic ``keras.Input`` or actual faces.
+    input_shape : tuple (height, width, channels)
+    scale : tuple (low, high) or str, default "0-255"
+        A value range (0 maps to ``low``, 255 to ``high``) or one of :data:`fervis.constants.INPUT_CONVENTIONS`.
+
+    Returns
+    -------
+    tensor ``(n, height, width, channels)``
+
+    Example
+    -------
+    >>> preprocess(np.zeros((1, 48, 48, 1), "float32"), (64, 64, 3), "-1-1").shape
+    TensorShape([1, 64, 64, 3])
+    """
+    func = "fervis.models.preprocess"
+    height, width, channels = input_shape
+    span = _scale_range(scale, func)
+    if scale in ("imagenet", "caffe") and channels != 3:
+        raise ValueError(
+            f"The 'scale' parameter of {func} is {scale!r}, a per-channel RGB convention, but the model takes "
+            f"{channels} channel(s); it applies to 3-channel models only."
+        )
+    if (height, width) != (IMAGE_SIZE, IMAGE_SIZE):
+        x = keras.layers.Resizing(height, width, interpolation="bilinear", name="adapt_resize")(x)
+    if channels > 1:
+        # Concatenate, not a Lambda, so the wrapper stays loadable under safe_mode.
+        x = keras.layers.Concatenate(axis=-1, name="adapt_channels")([x] * channels)
+    if span is not None and span != (0.0, 255.0):
+        low, high = span
+        x = keras.layers.Rescaling(scale=(high - low) / 255.0, offset=low, name="adapt_scale")(x)
+    elif scale == "standardized":
+        # LayerNormalization over height, width and channels without its own scale and shift is
+        # per-image standardisation, with built-in layers only.
+        x = keras.layers.LayerNormalization(axis=[1, 2, 3], center=False, scale=False, epsilon=1e-6,
+                                            name="adapt_standardize")(x)
+    elif scale == "imagenet":
+        x = keras.layers.Rescaling(scale=[1.0 / (255.0 * s) for s in _IMAGENET_STD],
+                                   offset=[-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD)],
+                                   name="adapt_scale")(x)
+    elif scale == "caffe":
+        x = keras.layers.Rescaling(scale=1.0, offset=[-m for m in _CAFFE_MEAN_BGR], name="adapt_scale")(x)
+    return x
+
+
+def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabilities", class_order=None):
     """Wrap a third-party classifier so it takes raw ``(n, 48, 48, 1)`` 0-255 faces.
 
-    The wrapper resizes (bilinear), rescales 0-255 to ``scale`` and repeats the grey
-    channel, with built-in Keras layers only, so the adapted model saves and loads under
-    ``safe_mode``. The wrapped model stays reachable as ``adapted.get_layer(model.name)``.
+    The wrapper resizes (bilinear), repeats the grey channel and rescales 0-255 as the model
+    expects, and reorders its outputs to FER2013's class order, with built-in Keras layers only,
+    so the adapted model saves and loads under ``safe_mode``. The wrapped model stays reachable
+    as ``adapted.get_layer(model.name)`` (a copy with a linear output when the classes are
+    reordered). :func:`fervis.contract.inspect` finds these settings for a model by itself.
 
     Parameters
     ----------
     model : keras.Model
-        The classifier, taking ``input_shape`` images with values in ``scale``.
+        The classifier, taking ``input_shape`` images in the ``scale`` convention.
     input_shape : tuple (height, width, channels), default (64, 64, 1)
         What ``model`` expects; ``None`` reads it from the model.
-    scale : tuple (low, high), default (-1.0, 1.0)
-        The value range ``model`` expects; 0 maps to ``low`` and 255 to ``high``.
+    scale : tuple (low, high) or str, default (-1.0, 1.0)
+        The value range ``model`` expects (0 maps to ``low`` and 255 to ``high``), or one of
+        :data:`fervis.constants.INPUT_CONVENTIONS` ("0-255", "0-1", "-1-1", "standardized", "imagenet", "caffe").
     output : {"probabilities", "logits"}, default "probabilities"
         What ``model`` outputs. For ``"logits"`` a softmax ``Activation`` named
         ``predictions`` is appended, so the adapted model outputs probabilities.
+    class_order : sequence of str, optional
+        The class names in the order of ``model``'s outputs, e.g. alphabetical for a model trained
+        with ``keras.utils.image_dataset_from_directory``; a permutation of FER2013's
+        :data:`fervis.constants.CLASS_NAMES`. ``None`` (default): already in FER2013's order.
+        Reordering works on logits: a probability output must come from a softmax layer.
 
     Returns
     -------
     keras.Model
-        Named ``adapted_<model.name>``, input ``(None, 48, 48, 1)``.
+        Named ``adapted_<model.name>``, input ``(None, 48, 48, 1)``, outputs in FER2013's order.
 
     Example
     -------
@@ -412,8 +501,9 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
     >>> adapted.input_shape
     (None, 48, 48, 1)
     """
+    func = "fervis.models.adapt"
     if not isinstance(model, keras.Model):
-        raise ValueError(f"The 'model' parameter of fervis.models.adapt must be a keras.Model. Got {model!r} instead.")
+        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
     expected = None
     try:
         expected = tuple(model.input_shape[1:])
@@ -422,48 +512,69 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
     if input_shape is None:
         if expected is None or len(expected) != 3 or None in expected:
             raise ValueError(
-                f"The 'input_shape' parameter of fervis.models.adapt must be given for model {model.name!r}, "
+                f"The 'input_shape' parameter of {func} must be given for model {model.name!r}, "
                 f"whose input shape is not fully known ({expected}). Got None instead."
             )
         input_shape = expected
     if (not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3
             or not all(isinstance(d, int) and d > 0 for d in input_shape)):
         raise ValueError(
-            "The 'input_shape' parameter of fervis.models.adapt must be a tuple (height, width, channels) "
+            f"The 'input_shape' parameter of {func} must be a tuple (height, width, channels) "
             f"of positive ints. Got {input_shape!r} instead."
         )
     input_shape = tuple(input_shape)
     if expected is not None and len(expected) == 3 and any(
             e is not None and e != d for e, d in zip(expected, input_shape)):
         raise ValueError(
-            f"The 'input_shape' parameter of fervis.models.adapt must match the input of model {model.name!r}, "
+            f"The 'input_shape' parameter of {func} must match the input of model {model.name!r}, "
             f"which is {expected}. Got {input_shape} instead."
         )
-    if (not isinstance(scale, (tuple, list)) or len(scale) != 2
-            or not all(isinstance(v, (int, float)) for v in scale) or not scale[0] < scale[1]):
-        raise ValueError(
-            "The 'scale' parameter of fervis.models.adapt must be a tuple (low, high) of numbers with "
-            f"low < high. Got {scale!r} instead."
-        )
+    _scale_range(scale, func)
     if output not in ("probabilities", "logits"):
         raise ValueError(
-            "The 'output' parameter of fervis.models.adapt must be one of ['probabilities', 'logits']. "
-            f"Got {output!r} instead."
+            f"The 'output' parameter of {func} must be one of ['probabilities', 'logits']. Got {output!r} instead."
         )
-    height, width, channels = input_shape
-    low, high = float(scale[0]), float(scale[1])
+    permutation = _class_permutation(class_order, func)
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="pixels")
-    x = inputs
-    if (height, width) != (IMAGE_SIZE, IMAGE_SIZE):
-        x = keras.layers.Resizing(height, width, interpolation="bilinear", name="adapt_resize")(x)
-    x = keras.layers.Rescaling(scale=(high - low) / 255.0, offset=low, name="adapt_scale")(x)
-    if channels > 1:
-        # Concatenate, not a Lambda, so the wrapper stays loadable under safe_mode.
-        x = keras.layers.Concatenate(axis=-1, name="adapt_channels")([x] * channels)
-    outputs = model(x)
-    if output == "logits":
-        outputs = keras.layers.Activation("softmax", name="predictions")(outputs)
+    x = preprocess(inputs, input_shape, scale)
+    if permutation is None:
+        outputs = model(x)
+        if output == "logits":
+            outputs = keras.layers.Activation("softmax", name="predictions")(outputs)
+        return keras.Model(inputs, outputs, name=f"adapted_{model.name}")
+    inner = model
+    if output == "probabilities":
+        try:
+            inner = to_logits(model)
+        except ValueError:
+            raise ValueError(
+                f"The 'class_order' parameter of {func} reorders the outputs of model {model.name!r}, which "
+                "needs its logits, but its probabilities do not come from a softmax layer. Reorder the classes "
+                "when you build the model, or give a model whose last layer is a softmax."
+            ) from None
+    logits = inner(x)
+    reorder = keras.layers.Dense(len(permutation), use_bias=False, trainable=False, name="class_order")
+    logits = reorder(logits)
+    matrix = np.zeros((len(permutation), len(permutation)), np.float32)
+    matrix[np.arange(len(permutation)), permutation] = 1.0  # model output i -> FER2013 class permutation[i]
+    reorder.set_weights([matrix])
+    outputs = keras.layers.Activation("softmax", name="predictions")(logits)
     return keras.Model(inputs, outputs, name=f"adapted_{model.name}")
+
+
+def _class_permutation(class_order, func):
+    """``permutation[i]``: the FER2013 index of the model's output ``i``; None for FER2013's own order."""
+    if class_order is None:
+        return None
+    names = list(class_order) if isinstance(class_order, (list, tuple)) else None
+    if names is None or sorted(names) != sorted(CLASS_NAMES):
+        raise ValueError(
+            f"The 'class_order' parameter of {func} must list the {NUM_CLASSES} class names "
+            f"{list(CLASS_NAMES)} once each, in the order of the model's outputs. Got {class_order!r} instead."
+        )
+    if tuple(names) == tuple(CLASS_NAMES):
+        return None
+    return [CLASS_NAMES.index(name) for name in names]
 
 
 # --------------------------------------------------------------------------- layer lookup and surgery

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 
+from fervis.constants import CLASS_NAMES, INPUT_CONVENTIONS
 from fervis.files import write_atomic
 
 __all__ = [
@@ -83,6 +84,10 @@ class Report:
         Total run time so far.
     results : list of NotebookResult
         One per notebook, in run order.
+    model_input, class_order : str
+        The notebooks' ``MODEL_INPUT`` and ``CLASS_ORDER`` ("auto": found on the faces).
+    contract : str or None
+        The model contract the first notebook printed (its ``model contract:`` line).
     """
 
     folder: pathlib.Path
@@ -93,6 +98,9 @@ class Report:
     started: datetime.datetime
     seconds: float
     results: list
+    model_input: str = "auto"
+    class_order: str = "auto"
+    contract: str | None = None
 
     @property
     def ok(self):
@@ -444,6 +452,8 @@ def _write_index(report):
 <dt>data</dt><dd>{esc(report.data)}</dd>
 <dt>budget</dt><dd>{esc(report.budget)}</dd>
 <dt>model</dt><dd>{esc(report.model)}</dd>
+<dt>model input / class order</dt><dd>{esc(report.model_input)} / {esc(report.class_order)}</dd>
+<dt>model contract</dt><dd>{esc(report.contract or "not known yet")}</dd>
 <dt>date</dt><dd>{report.started.strftime("%Y-%m-%d %H:%M:%S")}</dd>
 <dt>run time</dt><dd>{report.seconds:.0f} s</dd>
 <dt>fervis</dt><dd>{esc(__version__)}</dd>
@@ -481,6 +491,39 @@ def _check(data, budget, model, out):
         raise ValueError(f"The 'out' parameter of {func} must be a folder path. Got {out!r} instead.")
 
 
+_MODEL_INPUTS = ("auto",) + INPUT_CONVENTIONS  # fervis.contract.MODEL_INPUTS, checked before Keras is imported
+
+
+def _check_contract(model_input, class_order):
+    func = "fervis.report.run"
+    if model_input not in _MODEL_INPUTS:
+        raise ValueError(f"The 'model_input' parameter of {func} must be one of {list(_MODEL_INPUTS)}. "
+                         f"Got {model_input!r} instead.")
+    names = sorted(n.strip() for n in class_order.split(",")) if isinstance(class_order, str) else None
+    if not (class_order in ("auto", "fer2013", "alphabetical") or names == sorted(CLASS_NAMES)):
+        raise ValueError(
+            f"The 'class_order' parameter of {func} must be 'auto', 'fer2013', 'alphabetical' or the class names "
+            f"{list(CLASS_NAMES)} once each, separated by commas, in the model's output order (the notebooks "
+            f"take CLASS_ORDER as text). Got {class_order!r} instead."
+        )
+
+
+def _contract_line(ipynb):
+    """The ``model contract: ...`` line an executed notebook printed, or None."""
+    try:
+        cells = json.loads(pathlib.Path(ipynb).read_text()).get("cells", [])
+    except (OSError, ValueError):
+        return None
+    for cell in cells:
+        for output in cell.get("outputs", []):
+            text = output.get("text", "")
+            text = "".join(text) if isinstance(text, list) else text
+            for line in text.splitlines():
+                if line.startswith("model contract: "):
+                    return line.removeprefix("model contract: ")
+    return None
+
+
 def _absolute(spec, keep):
     """Paths become absolute (notebooks run in their own folder); names in ``keep`` stay."""
     spec_str = os.fspath(spec)
@@ -490,7 +533,7 @@ def _absolute(spec, keep):
 
 
 def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks_dir=None,
-        progress=True, kernel_name="python3", cell_timeout=None):
+        progress=True, kernel_name="python3", cell_timeout=None, model_input="auto", class_order="auto"):
     """Execute every notebook with the given settings and write the report.
 
     Parameters
@@ -512,6 +555,10 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
         The Jupyter kernel; "python3" is made to start this interpreter.
     cell_timeout : int, optional
         Seconds one cell may run (default: no limit).
+    model_input, class_order : str, default "auto"
+        The notebooks' ``MODEL_INPUT`` and ``CLASS_ORDER``: how the model was trained (see
+        :func:`fervis.contract.inspect`); "auto" finds it on the faces. The contract the notebooks
+        found is recorded in the index.
 
     Returns
     -------
@@ -533,6 +580,7 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
     PosixPath('reports/synthetic/index.html')
     """
     _check(data, budget, model, out)
+    _check_contract(model_input, class_order)
     notebooks = find_notebooks(notebooks_dir)
     import papermill
 
@@ -542,7 +590,8 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
     folder.mkdir(parents=True, exist_ok=True)
     report = Report(folder=folder, index=folder / "index.html", data=data_param, budget=budget,
                     model=model_param, started=datetime.datetime.now(), seconds=0.0,
-                    results=[NotebookResult(name=p.name) for p in notebooks])
+                    results=[NotebookResult(name=p.name) for p in notebooks], model_input=model_input,
+                    class_order=class_order)
     logs = folder / "logs"
     logs.mkdir(exist_ok=True)
     for result in report.results:  # files of an earlier run would pass for this run's
@@ -550,7 +599,8 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
         for stale in (folder / result.name, folder / f"{stem}.html", logs / f"{stem}.kernel.log"):
             stale.unlink(missing_ok=True)
     start = time.perf_counter()
-    parameters = {"DATA": data_param, "BUDGET": budget, "MODEL": model_param}
+    parameters = {"DATA": data_param, "BUDGET": budget, "MODEL": model_param, "MODEL_INPUT": model_input,
+                  "CLASS_ORDER": class_order}
     with _this_python_kernel(kernel_name), _inline_figures():
         for i, (path, result) in enumerate(zip(notebooks, report.results), 1):
             if progress:
@@ -583,6 +633,8 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
                 _write_html(result.ipynb, result.html)
             else:
                 result.ipynb = None
+            if report.contract is None and result.ipynb is not None:
+                report.contract = _contract_line(result.ipynb)
             if failure is None:
                 result.status = _PASSED
                 report.seconds = time.perf_counter() - start

@@ -675,7 +675,10 @@ def model_for(dataset, model="auto"):
     Returns
     -------
     keras.Model
-        Takes ``(n, 48, 48, 1)`` pixels, outputs ``len(dataset.class_names)`` probabilities.
+        A fervis model (raw ``(n, 48, 48, 1)`` pixels, probabilities), or the user's model as it
+        was saved, with ``len(dataset.class_names)`` outputs: :func:`fervis.contract.inspect`
+        finds how it wants its faces and :func:`fervis.contract.apply` adapts it
+        (:func:`fervis.session.prepare` does both).
 
     Example
     -------
@@ -694,7 +697,8 @@ def model_for(dataset, model="auto"):
     check_model_spec(model, func)
     if isinstance(model, str) and (model == "train" or model.startswith("train:")):
         return load_or_train(dataset, model.partition(":")[2] or "quick")
-    return _check_input(models.resolve(model, num_classes=num_classes), func)
+    # As given: fervis.contract.inspect finds how it wants its faces, fervis.contract.apply adapts it.
+    return models.resolve(model, num_classes=num_classes)
 
 
 def check_model_spec(model, func="fervis.training.check_model_spec", allow_model=True):

@@ -151,7 +151,9 @@ def test_evaluate_bad_files(capsys, fer_csv, tmp_path, monkeypatch):
 
 def test_evaluate_bad_split_and_unlabelled(capsys, fer_csv, trained_run, tmp_path, synthetic_small):
     model = str(trained_run / "model.keras")
-    assert "'split' parameter of fervis.training.evaluate must be one of ['PublicTest', 'Training']" in _error_line(
+    assert "argument --split: 'PrivateTest' is not a split of" in _error_line(
+        capsys, ["evaluate", "--model", model, "--data", str(fer_csv), "--split", "PrivateTest"])
+    assert "(it has PublicTest, Training, or all)" in _error_line(
         capsys, ["evaluate", "--model", model, "--data", str(fer_csv), "--split", "PrivateTest"])
     unlabeled = tmp_path / "test.csv"
     with open(unlabeled, "w") as f:  # Kaggle's test.csv layout: pixels only

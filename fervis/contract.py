@@ -1,0 +1,494 @@
+"""How a model wants its faces: found from the model and real faces, shown, and applied.
+
+A model trained on ``pixels / 255`` still answers when it is fed raw 0-255 pixels, only worse;
+a model trained from the per-image folders with ``keras.utils.image_dataset_from_directory``
+numbers its classes alphabetically (… happy, neutral, sad, surprise), so its "sad" output
+would be read as FER2013's "neutral". Neither fails loudly. :func:`inspect` finds a model's
+contract — input size and channels (from the model), pixel convention, class order, output
+kind — with the evidence, and :func:`apply` builds the adapted model (built-in layers only,
+via :func:`fervis.models.adapt`) that every other module takes: raw 0-255 ``(n, 48, 48, 1)``
+faces in, FER2013-order probabilities out.
+
+How it decides. The model's own layers count first: a ``Rescaling`` (or ``Normalization``) at
+its input that maps 0-255 pixels down says it takes raw pixels. With labelled faces (at most
+1,000 of the data being analysed), every input convention that the model's channels allow is
+tried, one forward pass each (each on 250 faces first; only those not clearly worse than the
+best go on to all of them), and each class order is scored from the same predictions. The best
+candidate is used when a paired test on the same faces (McNemar's exact test) says it beats the
+runner-up at the 1 % level; otherwise the model's own evidence, or the first of the tied
+conventions in the order of :data:`fervis.constants.INPUT_CONVENTIONS` (0-255 first; FER2013's class
+order), is kept and a warning names the setting to declare. A model whose best accuracy is not
+above always answering the most common class is said not to classify these faces. Declared
+settings (``model_input=``, ``class_order=``, ``output=``; ``MODEL_INPUT``/``CLASS_ORDER`` in a
+notebook's parameters cell; ``--model-input``/``--class-order`` on the command line) are used
+as given and checked only against the model's own layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from fervis import models
+from fervis.constants import CLASS_NAMES, IMAGE_SIZE, INPUT_CONVENTIONS
+
+__all__ = ["Contract", "MODEL_INPUTS", "CLASS_ORDERS", "OUTPUTS", "MAX_FACES", "inspect", "apply", "parse_class_order"]
+
+MODEL_INPUTS = ("auto",) + INPUT_CONVENTIONS
+CLASS_ORDERS = ("auto", "fer2013", "alphabetical")
+OUTPUTS = ("auto", "probabilities", "logits")
+#: Labelled faces used to detect a contract, at most.
+MAX_FACES = 1000
+_SCREEN = 250  # every convention is tried on this many faces first
+_ALPHA = 0.01  # level of the paired tests that decide
+_CHUNK = 256  # faces preprocessed at once: a 224x224x3 model's input stays ~150 MB
+_LABELS = {"0-255": "0–255", "0-1": "0–1", "-1-1": "−1…1", "standardized": "per-image standardised (x − mean) / std",
+           "imagenet": "ImageNet mean/std per channel", "caffe": "Caffe BGR mean subtraction"}
+_HOW_SETTING = "MODEL_INPUT / --model-input / model_input="
+_ORDER_SETTING = "CLASS_ORDER / --class-order / class_order="
+
+
+@dataclasses.dataclass(frozen=True)
+class Contract:
+    """What a model expects and produces, and how fervis knows.
+
+    Attributes
+    ----------
+    model_name : str
+    input_shape : tuple (height, width, channels)
+        From the model (48 where it leaves a size open).
+    model_input : str
+        One of :data:`fervis.INPUT_CONVENTIONS`.
+    class_order : tuple of str
+        The class names in the order of the model's outputs.
+    output : {"probabilities", "logits"}
+    decided : dict
+        For ``model_input``, ``class_order`` and ``output``: ``"declared"``, ``"detected"`` (from
+        faces), ``"model"`` (from its layers) or ``"default"``.
+    accuracy : float or None
+        Accuracy under this contract on the ``n`` faces; ``interval`` its Wilson 95 % interval.
+    n : int
+        Labelled faces used (0 when none were).
+    faces : str
+        Which faces, e.g. ``"PublicTest faces"``.
+    scores : dict
+        Input convention -> ``(accuracy, n)`` with its best class order.
+    majority : float or None
+        The share of the most common class among the faces: what always answering it scores.
+    classifies : bool or None
+        Whether the model beats ``majority`` (None without faces).
+    suggestion : tuple of str or None
+        A class order read off the confusion matrix, when it fits clearly better than both
+        FER2013's and the alphabetical order.
+    evidence, warnings : tuple of str
+    """
+
+    model_name: str
+    input_shape: tuple
+    model_input: str
+    class_order: tuple
+    output: str
+    decided: dict
+    accuracy: float | None = None
+    interval: tuple | None = None
+    n: int = 0
+    faces: str = "faces"
+    scores: dict = dataclasses.field(default_factory=dict)
+    majority: float | None = None
+    classifies: bool | None = None
+    suggestion: tuple | None = None
+    evidence: tuple = ()
+    warnings: tuple = ()
+
+    @property
+    def native(self):
+        """True when the model already takes raw 48x48x1 0-255 faces and gives FER2013-order probabilities."""
+        return (self.input_shape == (IMAGE_SIZE, IMAGE_SIZE, 1) and self.model_input == "0-255"
+                and tuple(self.class_order) == tuple(CLASS_NAMES) and self.output == "probabilities")
+
+    @property
+    def verdict(self):
+        """One line: what the model expects, how that was decided, and the figures behind it."""
+        h, w, c = self.input_shape
+        order = _order_name(self.class_order)
+        line = (f"{self.model_name}: {h}×{w}×{c} input, pixels in {_LABELS[self.model_input]} "
+                f"({self.decided['model_input']}); classes in {order} order ({self.decided['class_order']}); "
+                f"outputs {self.output} ({self.decided['output']})")
+        if self.n:
+            low, high = self.interval
+            line += (f"; accuracy {100 * self.accuracy:.1f} % (95 % CI {100 * low:.1f}–{100 * high:.1f}) "
+                     f"on {self.n:,} {self.faces}")
+            others = [f"{_LABELS[name].split(' (')[0]}: {100 * acc:.1f} %" + (f" (n = {n:,})" if n != self.n else "")
+                      for name, (acc, n) in self.scores.items() if name != self.model_input]
+            if others:
+                line += "; " + ", ".join(others)
+        return line
+
+    def __str__(self):
+        lines = [f"model contract: {self.verdict}"]
+        lines += [f"  evidence: {line}" for line in self.evidence]
+        lines += [f"  warning: {line}" for line in self.warnings]
+        return "\n".join(lines)
+
+    def to_dict(self):
+        """A JSON-ready dict of every field, with ``verdict`` and ``native``."""
+        out = dataclasses.asdict(self)
+        out.update(input_shape=list(self.input_shape), class_order=list(self.class_order),
+                   interval=None if self.interval is None else list(self.interval),
+                   scores={k: {"accuracy": a, "n": n} for k, (a, n) in self.scores.items()},
+                   suggestion=None if self.suggestion is None else list(self.suggestion),
+                   evidence=list(self.evidence), warnings=list(self.warnings),
+                   verdict=self.verdict, native=self.native)
+        return out
+
+
+def _order_name(order):
+    if tuple(order) == tuple(CLASS_NAMES):
+        return "FER2013"
+    if tuple(order) == tuple(sorted(CLASS_NAMES)):
+        return "alphabetical"
+    return "declared (" + ", ".join(order) + ")"
+
+
+def parse_class_order(class_order, func="fervis.contract.parse_class_order"):
+    """``"auto"`` or a tuple of class names in the model's output order, from what a user wrote.
+
+    Parameters
+    ----------
+    class_order : str or sequence of str
+        ``"auto"``, ``"fer2013"``, ``"alphabetical"``, a comma-separated list of the 7 class names
+        (as on the command line) or a list of them.
+
+    Example
+    -------
+    >>> parse_class_order("alphabetical")[4]
+    'neutral'
+    """
+    if isinstance(class_order, str) and "," in class_order:
+        class_order = [name.strip() for name in class_order.split(",")]
+    if isinstance(class_order, str):
+        if class_order == "auto":
+            return "auto"
+        if class_order == "fer2013":
+            return tuple(CLASS_NAMES)
+        if class_order == "alphabetical":
+            return tuple(sorted(CLASS_NAMES))
+    elif isinstance(class_order, (list, tuple)) and sorted(map(str, class_order)) == sorted(CLASS_NAMES):
+        return tuple(map(str, class_order))
+    raise ValueError(
+        f"The 'class_order' parameter of {func} must be 'auto', 'fer2013', 'alphabetical' or the {len(CLASS_NAMES)} "
+        f"class names {list(CLASS_NAMES)} once each, in the order of the model's outputs (a list, or one string "
+        f"separated by commas). Got {class_order!r} instead."
+    )
+
+
+def _input_shape(model, func):
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(
+            f"Model {model.name!r} has {len(model.inputs)} input(s) and {len(model.outputs)} output(s); "
+            "fervis explains image classifiers with one image input and one class output."
+        )
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) != 3 or shape[-1] not in (1, 3):
+        raise ValueError(
+            f"Model {model.name!r} takes inputs shaped {tuple(model.inputs[0].shape)}, which cannot be made from grey "
+            "faces: fervis feeds images (n, height, width, channels) with 1 (grey) or 3 (the grey repeated) channels."
+        )
+    out = tuple(model.outputs[0].shape)
+    if len(out) != 2 or out[-1] != len(CLASS_NAMES):
+        raise ValueError(
+            f"Model {model.name!r} outputs shape {out}; fervis needs (n, {len(CLASS_NAMES)}): one score per FER2013 "
+            f"class {list(CLASS_NAMES)}."
+        )
+    return tuple(IMAGE_SIZE if d is None else int(d) for d in shape)
+
+
+def _own_scaling(model):
+    """``(convention or None, sentence)`` from a Rescaling/Normalization among the model's first layers."""
+    for _, layer in models.named_layers(model):
+        if isinstance(layer, (keras.layers.InputLayer, keras.Model)):
+            continue
+        if isinstance(layer, keras.layers.Rescaling):
+            factor = float(np.max(np.abs(np.asarray(layer.scale, dtype=np.float64))))
+            if factor < 0.1:
+                return "0-255", (f"its own Rescaling layer {layer.name!r} (× {factor:.4g}) scales 0–255 pixels down, "
+                                 "so it takes raw pixels")
+            return None, f"its own Rescaling layer {layer.name!r} (× {factor:.4g}) expects pixels scaled already"
+        if isinstance(layer, keras.layers.Normalization) and getattr(layer, "mean", None) is not None:
+            mean = float(np.max(np.asarray(layer.mean)))
+            if mean > 2:
+                return "0-255", (f"its own Normalization layer {layer.name!r} (mean {mean:.1f}) takes raw 0–255 "
+                                 "pixels")
+            return None, f"its own Normalization layer {layer.name!r} (mean {mean:.3g}) expects scaled pixels"
+        if isinstance(layer, (keras.layers.Resizing, keras.layers.Reshape, keras.layers.Concatenate,
+                              keras.layers.Activation)):
+            continue
+        return None, None
+    return None, None
+
+
+def _softmax_output(model):
+    last = model.outputs[0]._keras_history[0]
+    while isinstance(last, keras.Model):
+        last = last.outputs[0]._keras_history[0]
+    activation = getattr(getattr(last, "activation", None), "__name__", None)
+    return isinstance(last, keras.layers.Softmax) or activation == "softmax", last.name
+
+
+def _outputs(model, faces, input_shape, convention):
+    """The model's outputs for raw faces fed under ``convention``, preprocessed a chunk at a time."""
+    from fervis import recipes  # the package's one forward path (a traced graph per model)
+
+    parts = []
+    for start in range(0, len(faces), _CHUNK):
+        x = np.asarray(models.preprocess(faces[start:start + _CHUNK], input_shape, convention), dtype=np.float32)
+        parts.append(recipes.predict(model, x, batch_size=_CHUNK))
+    return np.concatenate(parts)
+
+
+def _mcnemar(a, b):
+    """Two-sided exact McNemar p-value for paired 0/1 outcomes ``a`` and ``b``."""
+    from scipy.stats import binomtest
+
+    better, worse = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    return 1.0 if better + worse == 0 else float(binomtest(better, better + worse, 0.5).pvalue)
+
+
+def _permutation(order):
+    """``perm[i]``: FER2013 index of model output ``i``."""
+    return np.array([CLASS_NAMES.index(name) for name in order])
+
+
+def _faces(dataset, max_faces, seed):
+    if dataset is None:
+        return None, None, "faces"
+    labels = np.asarray(dataset.labels)
+    if not (labels >= 0).any():
+        return None, None, "faces"
+    labelled = dataset.take(labels >= 0)
+    if len(labelled) > max_faces:
+        labelled = labelled.sample(max_faces, stratify=True, seed=seed)
+    splits = sorted(set(np.asarray(labelled.splits).tolist()))
+    where = f"{splits[0]} faces" if len(splits) == 1 else "faces"
+    return labelled.x(), np.asarray(labelled.labels), where
+
+
+def inspect(model, dataset=None, model_input="auto", class_order="auto", output="auto", max_faces=MAX_FACES,
+            seed=0):
+    """Find what ``model`` expects and produces, with the evidence.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Any classifier of FER2013's 7 classes with one image input ``(n, h, w, 1 or 3)``.
+    dataset : fervis.data.Dataset, optional
+        Faces of the data being analysed; up to ``max_faces`` labelled ones (a stratified
+        sample) decide what the model's layers leave open. Without labels, the defaults hold.
+    model_input : str, default "auto"
+        One of :data:`MODEL_INPUTS`; anything but ``"auto"`` is used as declared.
+    class_order : str or sequence of str, default "auto"
+        ``"auto"``, ``"fer2013"``, ``"alphabetical"`` or the class names in output order.
+    output : {"auto", "probabilities", "logits"}, default "auto"
+    max_faces : int, default 1000
+    seed : int, default 0
+
+    Returns
+    -------
+    Contract
+        ``contract.verdict`` is one line for the user; :func:`apply` builds the adapted model.
+
+    Raises
+    ------
+    ValueError
+        For a model whose input cannot be made from grey faces, an output that is not 7 class
+        scores, an unknown setting, or a declared convention that contradicts the model's own
+        ``Rescaling``.
+
+    Example
+    -------
+    >>> found = inspect(model, dataset.subset("PublicTest"))  # doctest: +SKIP
+    >>> print(found.verdict)  # doctest: +SKIP
+    hw: 48×48×1 input, pixels in 0–1 (detected); classes in FER2013 order (detected); ...
+    """
+    func = "fervis.contract.inspect"
+    input_shape = _input_shape(model, func)
+    if model_input not in MODEL_INPUTS:
+        raise ValueError(f"The 'model_input' parameter of {func} must be one of {list(MODEL_INPUTS)}. "
+                         f"Got {model_input!r} instead.")
+    if model_input in ("imagenet", "caffe") and input_shape[-1] != 3:
+        raise ValueError(f"The 'model_input' parameter of {func} is {model_input!r}, a per-channel RGB convention, "
+                         f"but model {model.name!r} takes {input_shape[-1]} channel(s).")
+    order = parse_class_order(class_order, func)
+    if output not in OUTPUTS:
+        raise ValueError(f"The 'output' parameter of {func} must be one of {list(OUTPUTS)}. Got {output!r} instead.")
+    if not isinstance(max_faces, int) or isinstance(max_faces, bool) or max_faces < 1:
+        raise ValueError(f"The 'max_faces' parameter of {func} must be a positive int. Got {max_faces!r} instead.")
+
+    evidence, warnings = [], []
+    own, own_text = _own_scaling(model)
+    if own_text:
+        evidence.append(own_text)
+    if model_input != "auto" and own == "0-255" and model_input != "0-255":
+        raise ValueError(
+            f"The 'model_input' setting ({model_input!r}) contradicts model {model.name!r}: {own_text}. "
+            "Declare '0-255' (or 'auto'), or check that this is the model you meant."
+        )
+    softmax, last = _softmax_output(model)
+    decided = {}
+    x, y, where = _faces(dataset, max_faces, seed)
+
+    candidates = [model_input] if model_input != "auto" else [
+        c for c in INPUT_CONVENTIONS if input_shape[-1] == 3 or c not in ("imagenet", "caffe")]
+    orders = [order] if order != "auto" else [tuple(CLASS_NAMES), tuple(sorted(CLASS_NAMES))]
+    if x is None:
+        chosen = model_input if model_input != "auto" else own or "0-255"
+        decided["model_input"] = "declared" if model_input != "auto" else "model" if own else "default"
+        chosen_order = orders[0]
+        decided["class_order"] = "declared" if order != "auto" else "default"
+        kind = output if output != "auto" else "probabilities" if softmax else "logits"
+        decided["output"] = "declared" if output != "auto" else "model"
+        evidence.append(f"its last layer {last!r} is {'a softmax' if softmax else 'not a softmax'}")
+        unsure = [s for s, how in ((_HOW_SETTING, decided["model_input"]), (_ORDER_SETTING, decided["class_order"]))
+                  if how == "default"]
+        if unsure:
+            warnings.append("no labelled faces to check the model against: assumed "
+                            + " and ".join(f"the default ({s.split(' /')[0]})" for s in unsure)
+                            + "; declare " + " and ".join(unsure) + " if the model was trained otherwise.")
+        return Contract(model.name, input_shape, chosen, tuple(chosen_order), kind, decided,
+                        evidence=tuple(evidence), warnings=tuple(warnings))
+
+    perms = [_permutation(o) for o in orders]
+    screen = min(_SCREEN, len(y))
+    raw = {c: _outputs(model, x[:screen], input_shape, c) for c in candidates}
+
+    def correct(scores, n):
+        return [perm[scores.argmax(axis=1)] == y[:n] for perm in perms]
+
+    def best_order(hits):
+        return max(range(len(hits)), key=lambda i: hits[i].sum())
+
+    hits = {c: correct(raw[c], screen) for c in candidates}
+    top = max(candidates, key=lambda c: hits[c][best_order(hits[c])].sum())
+    top_hits = hits[top][best_order(hits[top])]
+    survivors = [c for c in candidates
+                 if c == top or _mcnemar(top_hits, hits[c][best_order(hits[c])]) >= _ALPHA]
+    for c in survivors:
+        if screen < len(y):
+            raw[c] = np.concatenate([raw[c], _outputs(model, x[screen:], input_shape, c)])
+            hits[c] = correct(raw[c], len(y))
+    scores = {c: (float(hits[c][best_order(hits[c])].mean()), len(hits[c][0])) for c in candidates}
+    ranked = sorted(survivors, key=lambda c: -scores[c][0])
+    best = ranked[0]
+    tied = [c for c in ranked if c == best or _mcnemar(hits[best][best_order(hits[best])],
+                                                          hits[c][best_order(hits[c])]) >= _ALPHA]
+    if model_input != "auto":
+        chosen, decided["model_input"] = model_input, "declared"
+    elif len(tied) == 1:
+        chosen, decided["model_input"] = best, "detected"
+    else:
+        # The model's own layers decide a tie; else the first tied convention in the order of
+        # INPUT_CONVENTIONS, plain ranges before per-image standardisation (on evenly lit faces
+        # the two are close to the same map).
+        chosen = own if own in tied else next(c for c in INPUT_CONVENTIONS if c in tied)
+        decided["model_input"] = "model" if chosen == own else "default" if chosen == "0-255" else "detected"
+        listed = ", ".join(f"{_LABELS[c]} {100 * scores[c][0]:.1f} %" for c in tied)
+        warnings.append(f"the faces do not tell the input convention apart ({listed} on {len(y):,} {where}); using "
+                        f"{_LABELS[chosen]}: declare {_HOW_SETTING} if the model was trained otherwise.")
+
+    out = raw[chosen]
+    if output != "auto":
+        kind, decided["output"] = output, "declared"
+    else:
+        sums = out.sum(axis=1)
+        is_prob = bool((out >= -1e-6).all() and np.allclose(sums, 1.0, atol=1e-3))
+        kind, decided["output"] = ("probabilities" if is_prob else "logits"), "detected"
+        evidence.append(f"its last layer {last!r} is {'a softmax' if softmax else 'not a softmax'}; its outputs on "
+                        f"{len(y):,} faces {'are' if is_prob else 'are not'} probabilities "
+                        f"(row sums {sums.min():.3g}–{sums.max():.3g})")
+
+    chosen_hits = hits[chosen]
+    which = best_order(chosen_hits)
+    if order != "auto":
+        decided["class_order"] = "declared"
+    else:
+        other = 1 - which
+        if _mcnemar(chosen_hits[which], chosen_hits[other]) < _ALPHA:
+            decided["class_order"] = "detected"
+            evidence.append(f"classes in {_order_name(orders[which])} order: {100 * chosen_hits[which].mean():.1f} % "
+                            f"against {100 * chosen_hits[other].mean():.1f} % in {_order_name(orders[other])} order")
+        else:
+            which, decided["class_order"] = 0, "default"
+            warnings.append(f"the faces do not tell FER2013's class order from the alphabetical one; using FER2013's: "
+                            f"declare {_ORDER_SETTING} if the model was trained otherwise.")
+    chosen_order = orders[which]
+    right = chosen_hits[which]
+
+    from scipy.optimize import linear_sum_assignment
+    from scipy.stats import binomtest
+
+    predicted = out.argmax(axis=1)
+    k = len(CLASS_NAMES)
+    cm = np.zeros((k, k), np.int64)
+    np.add.at(cm, (predicted, y), 1)  # rows: model output, columns: true class
+    rows, cols = linear_sum_assignment(-cm)
+    read_off = tuple(CLASS_NAMES[cols[i]] for i in np.argsort(rows))
+    suggestion = None
+    if read_off not in orders:
+        suggested = _permutation(read_off)[predicted] == y
+        if suggested.mean() > right.mean() and _mcnemar(suggested, right) < _ALPHA:
+            suggestion = read_off
+            warnings.append(f"the classes fit neither FER2013's nor the alphabetical order; the order read off the "
+                            f"confusion matrix, {list(read_off)}, scores {100 * suggested.mean():.1f} % against "
+                            f"{100 * right.mean():.1f} %: declare it with {_ORDER_SETTING} if that is how the model "
+                            "was trained.")
+
+    hits_n = int(right.sum())
+    test = binomtest(hits_n, len(y))
+    interval = tuple(float(v) for v in test.proportion_ci(confidence_level=0.95, method="wilson"))
+    counts = np.bincount(y, minlength=k)
+    majority = float(counts.max() / len(y))
+    classifies = bool(binomtest(hits_n, len(y), majority, alternative="greater").pvalue < _ALPHA)
+    if not classifies:
+        warnings.append(f"model {model.name!r} does not seem to classify these faces: {100 * right.mean():.1f} % at "
+                        f"best on {len(y):,} {where}, where always answering {CLASS_NAMES[int(counts.argmax())]!r} "
+                        f"scores {100 * majority:.1f} %. Its explanations would describe noise: check that this is "
+                        "the model you meant and how it was trained.")
+    return Contract(model.name, input_shape, chosen, tuple(chosen_order), kind, decided,
+                    accuracy=float(right.mean()), interval=interval, n=len(y), faces=where, scores=scores,
+                    majority=majority, classifies=classifies, suggestion=suggestion, evidence=tuple(evidence),
+                    warnings=tuple(warnings))
+
+
+def apply(model, contract):
+    """The model as every fervis module takes it: raw 0-255 ``(n, 48, 48, 1)`` faces in,
+    FER2013-order probabilities out.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The model ``contract`` describes.
+    contract : Contract
+
+    Returns
+    -------
+    keras.Model
+        ``model`` itself when it already takes raw faces (``contract.native``), else
+        :func:`fervis.models.adapt` of it (built-in layers only: it saves and loads under
+        ``safe_mode``).
+
+    Example
+    -------
+    >>> explained = apply(model, inspect(model, dataset))  # doctest: +SKIP
+    """
+    if not isinstance(contract, Contract):
+        raise ValueError(f"The 'contract' parameter of fervis.contract.apply must be a Contract. Got {contract!r} "
+                         "instead.")
+    if contract.native:
+        return model
+    order = None if tuple(contract.class_order) == tuple(CLASS_NAMES) else contract.class_order
+    return models.adapt(model, input_shape=contract.input_shape, scale=contract.model_input, output=contract.output,
+                        class_order=order)

@@ -1,0 +1,308 @@
+"""fervis.contract: a zoo of user-style models, trained here on the synthetic faces the ways people
+train them, must each be read right: the contract found is the true one, evaluation under it
+matches the accuracy under the true preprocessing, and every explanation runs on the adapted model.
+"""
+
+import dataclasses
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fervis import contract, models, training
+from fervis.constants import CLASS_NAMES
+
+ALPHABETICAL = tuple(sorted(CLASS_NAMES))
+IMAGENET_MEAN, IMAGENET_STD = np.array([0.485, 0.456, 0.406], "float32"), np.array([0.229, 0.224, 0.225], "float32")
+
+
+def preprocess(faces, convention, size=48, channels=1):
+    """The user's own preprocessing, written as homework writes it (not with fervis.models.preprocess)."""
+    x = np.asarray(faces, np.float32).reshape(-1, 48, 48, 1)
+    if size != 48:
+        x = tf.image.resize(x, (size, size)).numpy()
+    if channels == 3:
+        x = np.repeat(x, 3, axis=-1)
+    if convention == "0-1":
+        return x / 255.0
+    if convention == "-1-1":
+        return x / 127.5 - 1.0
+    if convention == "standardized":
+        mean, std = x.mean(axis=(1, 2, 3), keepdims=True), x.std(axis=(1, 2, 3), keepdims=True)
+        return (x - mean) / np.maximum(std, 1e-6)
+    if convention == "imagenet":
+        return (x / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    return x
+
+
+def small_cnn(shape, head="softmax", rescale=False):
+    inputs = keras.Input(shape)
+    x = keras.layers.Rescaling(1 / 255.0, name="own_scale")(inputs) if rescale else inputs
+    x = keras.layers.Conv2D(8, 3, activation="relu", padding="same")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(16, 3, activation="relu", padding="same")(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(7, activation=head)(x))
+
+
+def all_conv_64():
+    """64x64 all-convolutional: strided convolutions, a classifier convolution over the whole map."""
+    inputs = keras.Input((64, 64, 1))
+    x = inputs
+    for width in (16, 32, 32):
+        x = keras.layers.Conv2D(width, 3, strides=2, activation="relu", padding="same")(x)
+    x = keras.layers.Flatten()(keras.layers.Conv2D(7, 8, name="classifier_conv")(x))
+    return keras.Model(inputs, keras.layers.Activation("softmax")(x))
+
+
+def nested_rgb():
+    """An RGB 64x64 classifier around a nested keras.applications backbone (weights=None): MobileNetV2's
+    first blocks (stride 4), which keep where a cue is; its whole depth pools the synthetic faces' small
+    cues away and does not learn them in a test's seconds."""
+    full = keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35, include_top=False, weights=None)
+    backbone = keras.Model(full.input, full.get_layer("block_3_expand_relu").output, name="mobilenetv2_stem")
+    inputs = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(16, 1, activation="relu", name="head_conv")(backbone(inputs))
+    x = keras.layers.Flatten()(keras.layers.MaxPooling2D()(x))
+    return keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x))
+
+
+# name: (build, convention, size, channels, class order, output, epochs)
+ZOO = {
+    "unit": (lambda: small_cnn((48, 48, 1)), "0-1", 48, 1, CLASS_NAMES, "probabilities", 15),
+    "rescaling": (lambda: small_cnn((48, 48, 1), rescale=True), "0-255", 48, 1, CLASS_NAMES, "probabilities", 15),
+    "standardized": (lambda: small_cnn((48, 48, 1)), "standardized", 48, 1, CLASS_NAMES, "probabilities", 15),
+    "all_conv_64": (all_conv_64, "-1-1", 64, 1, CLASS_NAMES, "probabilities", 20),
+    "alphabetical": (lambda: small_cnn((48, 48, 1)), "0-1", 48, 1, ALPHABETICAL, "probabilities", 15),
+    # Not 0-255: a ReLU network with small biases gives nearly the same argmax for x and x / 255.
+    "logits": (lambda: small_cnn((48, 48, 1), head=None), "-1-1", 48, 1, CLASS_NAMES, "logits", 15),
+    "rgb_backbone": (nested_rgb, "imagenet", 64, 3, CLASS_NAMES, "probabilities", 10),
+}
+
+
+@pytest.fixture(scope="module")
+def zoo(synthetic_small):
+    """Each model of ZOO trained on the synthetic Training faces as its user would."""
+    train = synthetic_small.subset("Training")
+    trained = {}
+    for name, (build, convention, size, channels, order, output, epochs) in ZOO.items():
+        keras.utils.set_random_seed(0)
+        model = build()
+        x = preprocess(train.images, convention, size, channels)
+        y = np.array([order.index(CLASS_NAMES[label]) for label in train.labels])
+        model.compile(keras.optimizers.Adam(1e-3),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=output == "logits"))
+        model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+        if name == "rgb_backbone":  # its batch norms' running averages lag far behind a short training
+            training.recalibrate_batchnorm(model, x, progress=False)
+        trained[name] = model
+    return trained
+
+
+def true_accuracy(name, model, dataset):
+    _, convention, size, channels, order, _, _ = ZOO[name]
+    predicted = model.predict(preprocess(dataset.images, convention, size, channels), verbose=0).argmax(axis=1)
+    return float(np.mean(np.array([CLASS_NAMES.index(order[i]) for i in predicted]) == dataset.labels))
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_zoo_contract_is_the_true_one(zoo, synthetic_small, name):
+    _, convention, size, channels, order, output, _ = ZOO[name]
+    model, test = zoo[name], synthetic_small.subset("PublicTest")
+    found = contract.inspect(model, test)
+    assert (found.input_shape, found.model_input, found.class_order, found.output) == (
+        (size, size, channels), convention, tuple(order), output), found
+    assert found.decided["model_input"] in ("detected", "model") and found.classifies, found
+    assert found.n == len(test) and found.faces == "PublicTest faces"
+    truth = true_accuracy(name, model, test)
+    assert truth > 0.45, f"{name} did not learn ({truth:.3f}): the test would prove nothing"
+    assert abs(training.evaluate(contract.apply(model, found), synthetic_small)["accuracy"] - truth) <= 0.005
+    assert f"{100 * truth:.1f} %" in found.verdict and f"on {len(test)} PublicTest faces" in found.verdict
+
+
+@pytest.mark.parametrize("name", ["all_conv_64", "alphabetical", "logits", "rgb_backbone"])
+def test_zoo_every_explanation_runs_on_the_adapted_model(zoo, synthetic_small, name):
+    from fervis import filters, labels, saliency
+
+    adapted = contract.apply(zoo[name], contract.inspect(zoo[name], synthetic_small.subset("PublicTest")))
+    faces = synthetic_small.subset("PublicTest").images[:2]
+    for method in saliency.METHODS:
+        maps = saliency.explain(adapted, faces, method=method, top_n=4, samples=4, steps=4)
+        assert maps.shape == (2, 48, 48) and np.isfinite(maps).all(), method
+    layer = models.conv_layers(adapted)[-1]
+    assert filters.maximize(adapted, layer, [0], steps=4).images.shape[0] == 1
+    assert filters.feature_maps(adapted, faces, layer).shape[0] == 2
+    lime = labels.lime_explain(adapted, faces[:1], num_samples=50, num_segments=10)
+    assert lime.shape == (1, 48, 48) and np.isfinite(lime).all()
+
+
+def test_adapted_zoo_model_saves_and_loads_under_safe_mode(zoo, synthetic_small, tmp_path):
+    test = synthetic_small.subset("PublicTest")
+    adapted = contract.apply(zoo["alphabetical"], contract.inspect(zoo["alphabetical"], test))
+    adapted.save(tmp_path / "adapted.keras")
+    loaded = models.load(tmp_path / "adapted.keras", num_classes=7)
+    np.testing.assert_allclose(loaded.predict(test.x()[:8], verbose=0), adapted.predict(test.x()[:8], verbose=0),
+                               atol=1e-5)
+    assert contract.inspect(loaded, test).native  # adapted once is adapted for good
+
+
+def test_fervis_models_are_native(tiny_model, synthetic_small):
+    found = contract.inspect(tiny_model, synthetic_small.subset("PublicTest"))
+    assert found.native and contract.apply(tiny_model, found) is tiny_model
+    assert found.decided["model_input"] in ("detected", "model")
+    assert any("Rescaling layer 'scale'" in line for line in found.evidence)
+
+
+def test_untrained_model_does_not_classify(synthetic_small):
+    keras.utils.set_random_seed(1)
+    found = contract.inspect(small_cnn((48, 48, 1)), synthetic_small.subset("PublicTest"))
+    assert found.classifies is False
+    assert any("does not seem to classify these faces" in w and "always answering" in w for w in found.warnings)
+
+
+def test_declared_beats_detected(zoo, synthetic_small):
+    test = synthetic_small.subset("PublicTest")
+    found = contract.inspect(zoo["unit"], test, model_input="0-255", class_order="alphabetical")
+    assert (found.model_input, found.class_order) == ("0-255", ALPHABETICAL)
+    assert found.decided["model_input"] == found.decided["class_order"] == "declared"
+    listed = ",".join(ALPHABETICAL)
+    assert contract.inspect(zoo["alphabetical"], test, class_order=listed).class_order == ALPHABETICAL
+
+
+def test_declared_convention_contradicting_the_models_rescaling(zoo):
+    with pytest.raises(ValueError, match=r"'model_input' setting \('0-1'\) contradicts model .*Rescaling layer "
+                                         r"'own_scale'"):
+        contract.inspect(zoo["rescaling"], None, model_input="0-1")
+
+
+def test_without_labels_the_default_is_used_and_named(zoo, synthetic_small):
+    public = synthetic_small.subset("PublicTest")
+    unlabelled = dataclasses.replace(public, labels=np.full(len(public), -1))
+    found = contract.inspect(zoo["unit"], unlabelled)
+    assert (found.model_input, found.decided["model_input"], found.n) == ("0-255", "default", 0)
+    assert any("MODEL_INPUT" in w and "--model-input" in w for w in found.warnings)
+    assert contract.inspect(zoo["rescaling"], None).decided["model_input"] == "model"
+
+
+def test_an_order_neither_fer_nor_alphabetical_is_suggested(zoo, synthetic_small):
+    # The unit model with its outputs shifted by one class: neither candidate fits.
+    shifted_order = CLASS_NAMES[1:] + CLASS_NAMES[:1]
+    inner = zoo["unit"]
+    perm = np.zeros((7, 7), np.float32)
+    perm[np.arange(7), [(i + 1) % 7 for i in range(7)]] = 1  # output j+1 holds class j
+    inputs = keras.Input((48, 48, 1))
+    mixed = keras.layers.Dense(7, use_bias=False, trainable=False)
+    outputs = mixed(inner(inputs))
+    mixed.set_weights([perm])
+    found = contract.inspect(keras.Model(inputs, outputs), synthetic_small.subset("PublicTest"))
+    assert found.suggestion == tuple(CLASS_NAMES[-1:] + CLASS_NAMES[:-1]) != shifted_order
+    assert any("fit neither FER2013's nor the alphabetical order" in w for w in found.warnings)
+
+
+@pytest.mark.parametrize("build, kwargs, match", [
+    (lambda: keras.Sequential([keras.Input((2304,)), keras.layers.Dense(7, activation="softmax")]), {},
+     r"takes inputs shaped \(None, 2304\), which cannot be made from grey faces"),
+    (lambda: small_cnn((48, 48, 4)), {}, "cannot be made from grey faces"),
+    (lambda: keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten(), keras.layers.Dense(5)]), {},
+     r"outputs shape \(None, 5\); fervis needs \(n, 7\)"),
+    (lambda: small_cnn((48, 48, 1)), {"model_input": "0-100"}, "'model_input' parameter of fervis.contract.inspect"),
+    (lambda: small_cnn((48, 48, 1)), {"model_input": "imagenet"}, "per-channel RGB convention"),
+    (lambda: small_cnn((48, 48, 1)), {"class_order": "reverse"}, "'class_order' parameter of fervis.contract"),
+    (lambda: small_cnn((48, 48, 1)), {"class_order": ["happy"] * 7}, "once each"),
+    (lambda: small_cnn((48, 48, 1)), {"output": "scores"}, "'output' parameter of fervis.contract.inspect"),
+    (lambda: "model.keras", {}, "'model' parameter of fervis.contract.inspect must be a keras.Model"),
+])
+def test_bad_input_is_named(build, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        contract.inspect(build(), None, **kwargs)
+
+
+def test_contract_to_dict_is_json(zoo, synthetic_small):
+    found = contract.inspect(zoo["alphabetical"], synthetic_small.subset("PublicTest"))
+    data = json.loads(json.dumps(found.to_dict()))
+    assert data["class_order"] == list(ALPHABETICAL) and data["verdict"] == found.verdict
+    assert data["scores"]["0-1"]["n"] == found.n and not data["native"]
+    assert str(found).splitlines()[0] == f"model contract: {found.verdict}"
+
+
+def test_cli_evaluate_reads_a_third_party_file_right(zoo, synthetic_small, tmp_path, capsys):
+    from fervis import cli
+
+    path = tmp_path / "homework.keras"
+    zoo["all_conv_64"].save(path)
+    assert cli.main(["evaluate", "--model", str(path), "--data", "synthetic", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["contract"]["model_input"] == "-1-1" and out["contract"]["input_shape"] == [64, 64, 1]
+    from fervis import data as data_mod
+
+    public = data_mod.load("synthetic").subset("PublicTest")  # the accuracy printed is the model's real one
+    assert abs(out["accuracy"] - true_accuracy("all_conv_64", zoo["all_conv_64"], public)) <= 0.005
+    assert cli.main(["evaluate", "--model", str(path), "--data", "synthetic", "--model-input", "0-255"]) == 0
+    captured = capsys.readouterr()
+    assert "pixels in 0–255 (declared)" in captured.out
+    assert cli.main(["evaluate", "--model", str(path), "--data", "synthetic", "--class-order", "happy"]) == 2
+    assert "class_order" in capsys.readouterr().err
+
+
+def test_session_reads_a_users_model_file(zoo, tmp_path):
+    from fervis import session
+
+    path = tmp_path / "alphabetical.keras"
+    zoo["alphabetical"].save(path)
+    s = session.prepare("synthetic", str(path), "quick")
+    assert s.contract.class_order == ALPHABETICAL and s.model.input_shape == (None, 48, 48, 1)
+    assert s.contract.decided["class_order"] == "detected"
+    with pytest.raises(ValueError, match="'class_order' parameter of fervis.session.prepare"):
+        session.prepare("synthetic", str(path), "quick", class_order="backwards")
+
+
+# --------------------------------------------------------------------------- real faces
+
+
+def _wrap(inner, shape, head):
+    """A third-party-style model around the shipped one: other input size, channels, range, order, output."""
+    inputs = keras.Input(shape)
+    x = inputs
+    if shape[:2] != (48, 48):
+        x = keras.layers.Resizing(48, 48)(x)
+    if shape[-1] == 3:
+        grey = keras.layers.Dense(1, use_bias=False, trainable=False, name="to_grey")
+        x = grey(x)
+        grey.set_weights([np.full((3, 1), 1 / 3, np.float32)])
+    return inputs, x
+
+
+@pytest.fixture(scope="module")
+def fer2013_public(fer2013_path):
+    from fervis import data
+
+    return data.load(fer2013_path).subset("PublicTest")
+
+
+def test_real_faces_homework_models_are_read_right(fer2013_public):
+    shipped = models.load_pretrained("fer2013")
+    logits = models.to_logits(shipped)
+    # A /255 model, 48x48 grey.
+    inputs, x = _wrap(shipped, (48, 48, 1), None)
+    unit = keras.Model(inputs, shipped(keras.layers.Rescaling(255.0)(x)), name="unit_fer")
+    # An RGB 64x64 [-1, 1] model with alphabetical classes and a logits output.
+    inputs, x = _wrap(logits, (64, 64, 3), None)
+    reorder = keras.layers.Dense(7, use_bias=False, trainable=False)
+    out = reorder(logits(keras.layers.Rescaling(127.5, offset=127.5)(x)))
+    reorder.set_weights([np.eye(7, dtype=np.float32)[:, [CLASS_NAMES.index(n) for n in ALPHABETICAL]]])
+    rgb = keras.Model(inputs, out, name="rgb_fer")
+    cases = [(unit, "unit", "0-1", (48, 48, 1), CLASS_NAMES, "probabilities"),
+             (rgb, "rgb", "-1-1", (64, 64, 3), ALPHABETICAL, "logits")]
+    faces = fer2013_public.sample(1000, stratify=True, seed=0)
+    for model, label, convention, shape, order, output in cases:
+        found = contract.inspect(model, faces)
+        assert (found.model_input, found.input_shape, found.class_order, found.output) == (
+            convention, shape, tuple(order), output), (label, str(found))
+        assert found.classifies and found.n == 1000 and "PublicTest faces" in found.verdict
+        predicted = model.predict(preprocess(faces.images, convention, shape[0], shape[2]), verbose=0).argmax(1)
+        truth = np.mean(np.array([CLASS_NAMES.index(order[i]) for i in predicted]) == faces.labels)
+        assert truth > 0.6, label
+        assert abs(training.evaluate(contract.apply(model, found), faces, split=None)["accuracy"] - truth) <= 0.005
