@@ -22,7 +22,8 @@ def _notebook(path, *sources):
     """Write a notebook: a markdown cell, a ``parameters`` cell, then ``sources`` as code cells."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell('DATA = "synthetic"\nBUDGET = "quick"\nMODEL = "auto"')
+    params = nbformat.v4.new_code_cell('DATA = "synthetic"\nBUDGET = "quick"\nMODEL = "auto"\nMODEL_INPUT = "auto"\n'
+                                       'CLASS_ORDER = "auto"')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# A test notebook"), params]
     nb.cells += [nbformat.v4.new_code_cell(s) for s in sources]
@@ -30,7 +31,8 @@ def _notebook(path, *sources):
     return path
 
 
-PASSING = ('import sys\nprint(f"settings {DATA}|{BUDGET}|{MODEL}")\nprint("kernel", sys.executable)',
+PASSING = ('import sys\nprint(f"settings {DATA}|{BUDGET}|{MODEL}")\nprint("kernel", sys.executable)\n'
+           'print(f"model contract: read as {MODEL_INPUT} with {CLASS_ORDER}")',
            "import matplotlib.pyplot as plt\nplt.figure(figsize=(1, 1), dpi=20)\nplt.plot([0, 1])\nplt.show()")
 FAILING = ("x = 1", 'raise ValueError(f"boom {x + 41}")', 'print("never printed")')
 
@@ -44,7 +46,8 @@ def failed_run(tmp_path_factory):
     _notebook(notebooks / "03_after.ipynb", 'print("after")')
     out = tmp_path_factory.mktemp("reports")
     with pytest.raises(report.NotebookError) as info:
-        report.run("synthetic", budget="full", out=out, notebooks_dir=notebooks, progress=False)
+        report.run("synthetic", budget="full", out=out, notebooks_dir=notebooks, progress=False, model_input="0-1",
+                   class_order="alphabetical")
     return info.value, out / "synthetic"
 
 
@@ -93,6 +96,9 @@ def test_find_notebooks_errors(tmp_path):
                                  "'pretrained:<name>', or an existing .keras/.h5 file. Got 'nothing.keras' instead, a file"),
     ({"model": "train:huge"}, r"'model' parameter of fervis.report.run names recipe 'huge' in 'train:huge'; recipes are"),
     ({"model": 7}, r"'model' parameter of fervis.report.run must be .* Got 7 instead"),
+    ({"model_input": "0-100"}, r"'model_input' parameter of fervis.report.run must be one of \['auto', '0-255'"),
+    ({"class_order": "backwards"}, "'class_order' parameter of fervis.report.run must be 'auto', 'fer2013', "
+                                   "'alphabetical' or the class names"),
 ])
 def test_run_rejects_bad_settings(tmp_path, kwargs, match):
     _notebook(tmp_path / "01.ipynb", "1")
@@ -145,7 +151,8 @@ def test_passing_notebook_got_parameters_and_this_python(failed_run):
     assert os.environ.get("MPLBACKEND") == "Agg" and len(re.findall(r'<img[^>]*src="data:image/png;base64,', page)) == 1
     index = (folder / "index.html").read_text()
     for setting in ("<dt>data</dt><dd>synthetic</dd>", "<dt>budget</dt><dd>full</dd>", "<dt>model</dt><dd>auto</dd>",
-                    "<dt>date</dt>", "<dt>run time</dt>"):
+                    "<dt>date</dt>", "<dt>run time</dt>", "<dd>0-1 / alphabetical</dd>",
+                    "<dt>model contract</dt><dd>read as 0-1 with alphabetical</dd>"):
         assert setting in index
 
 
@@ -230,7 +237,7 @@ def test_demo_runs_the_report_on_the_embedded_default(tmp_path, capsys, monkeypa
     assert cli.main(["demo", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert calls == [{"data": "synthetic", "budget": "quick", "model": "auto", "out": "reports",
-                      "notebooks_dir": None}]
+                      "notebooks_dir": None, "model_input": "auto", "class_order": "auto"}]
     index = tmp_path / "reports" / "synthetic" / "index.html"
     assert result["report"] == str(index.resolve()) and "Overall: passed" in index.read_text()
     assert result["model_path"] is None  # the notebooks' own "auto" model
