@@ -249,6 +249,29 @@ def region_template(mean_face, regions, region_names, ax=None, title=None, alpha
     return ax
 
 
+def registration(result, ax=None, title=None):
+    """How far faces sit from their mean face (:func:`fervis.regions.registration`): histograms of
+    the row and the column shifts, the tolerance band shaded, the registered shares in the legend.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.6, 2.4))
+    bins = np.arange(min(result.dy.min(initial=0), result.dx.min(initial=0)) - 0.5,
+                     max(result.dy.max(initial=0), result.dx.max(initial=0)) + 1.5)
+    for shifts, which, label in ((result.dy, "rows", "eye/mouth rows"), (result.dx, "columns", "left-right centre")):
+        share, _, _ = result.within(which)
+        ax.hist(shifts, bins=bins, histtype="step", linewidth=1.5, label=f"{label}: {100 * share:.0f} % within")
+    ax.axvspan(-result.tolerance - 0.5, result.tolerance + 0.5, color="0.9", zorder=0)
+    ax.set_xlabel("shift from the mean face (px)")
+    ax.set_ylabel("faces")
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title or f"registration, n = {result.n:,}", fontsize=9)
+    return ax
+
+
 def faithfulness_curves(result, fig=None):
     """Mean deletion and insertion curves per method (:func:`fervis.saliency.faithfulness`),
     the random baseline dashed, AUCs in the legend.

@@ -105,3 +105,57 @@ def test_bad_input(maps, region_maps, kwargs, match):
 def test_area_shares_bad_input():
     with pytest.raises(ValueError, match="'regions' parameter"):
         regions.area_shares(np.zeros((48,), np.uint8))
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def _shifted(images, dy, dx):
+    return np.roll(np.roll(images, dy, axis=1), dx, axis=2)
+
+
+def test_registration_finds_known_shifts(synthetic_small):
+    faces = synthetic_small.images[:200]
+    base = regions.registration(faces)
+    moved = regions.registration(np.concatenate([faces, _shifted(faces, 3, 0), _shifted(faces, 0, -3)]))
+    rows = moved.dy[200:400] - moved.dy[:200]  # against the same mean face
+    cols = moved.dx[400:] - moved.dx[:200]
+    assert np.mean(np.abs(rows - 3) <= 1) > 0.8
+    assert np.mean(np.abs(cols + 3) <= 1) > 0.7
+    share, low, high = base.within("rows")
+    assert low <= share <= high and base.n == 200
+    assert "registration of 200 faces against their mean face" in base.summary()
+    assert "nan" not in base.summary() and "inf" not in base.summary()
+
+
+def test_registration_of_identical_faces_is_perfect(synthetic_small):
+    faces = np.repeat(synthetic_small.images[:1], 20, axis=0)
+    result = regions.registration(faces)
+    assert (result.dy == 0).all() and (result.dx == 0).all() and result.within("columns")[0] == 1.0
+
+
+def test_registration_draws(synthetic_small):
+    from fervis import plots
+
+    ax = plots.registration(regions.registration(synthetic_small.images[:50]))
+    assert ax.get_title() == "registration, n = 50" and len(ax.get_legend().get_texts()) == 2
+
+
+@pytest.mark.parametrize("images, kwargs, match", [
+    (np.zeros((3, 40, 40)), {}, r"'images' parameter of fervis.regions.registration must be faces shaped"),
+    (np.zeros((3, 48, 48)), {"tolerance": -1}, "'tolerance' parameter"),
+    (np.zeros((3, 48, 48)), {"max_shift": 30}, "'max_shift' parameter"),
+])
+def test_registration_bad_input(images, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        regions.registration(images, **kwargs)
+
+
+def test_registration_on_real_faces(fer2013_path):
+    from fervis import data
+
+    faces = data.load(fer2013_path).subset("PublicTest")
+    result = regions.registration(faces.images)
+    assert abs(result.eye_row - result.template_eye_row) < 1.5  # the template was read off this mean face
+    assert abs(result.mouth_row - result.template_mouth_row) < 1.5
+    assert 0.5 < result.within("rows")[0] < 0.95  # most, far from all: the figure the notebook shows
