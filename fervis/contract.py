@@ -407,8 +407,8 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
         is_prob = bool((out >= -1e-6).all() and np.allclose(sums, 1.0, atol=1e-3))
         kind, decided["output"] = ("probabilities" if is_prob else "logits"), "detected"
         evidence.append(f"its last layer {last!r} is {'a softmax' if softmax else 'not a softmax'}; its outputs on "
-                        f"{len(y):,} faces {'are' if is_prob else 'are not'} probabilities "
-                        f"(row sums {sums.min():.3g}–{sums.max():.3g})")
+                        f"{len(y):,} faces " + ("are probabilities (non-negative, each row sums to 1)" if is_prob else
+                                                f"are not probabilities (row sums {sums.min():.3g} to {sums.max():.3g})"))
 
     chosen_hits = hits[chosen]
     which = best_order(chosen_hits)
