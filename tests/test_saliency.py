@@ -3,6 +3,7 @@ numbers, deletion/insertion, the randomisation check, plots, the widget and the 
 
 import dataclasses
 import pathlib
+import re
 
 import numpy as np
 import pandas as pd
@@ -548,6 +549,21 @@ def test_describe_faithfulness_and_randomization_sentences():
     assert "layercam undefined (every map empty or constant)" in line and "nan" not in line
 
 
+def test_plots_mark_degenerate_maps(faces):
+    images = faces[0][:2]
+    maps = {"gradcam": np.stack([np.zeros((48, 48)), np.eye(48)])}
+    fig = plots.saliency_gallery(images, maps, problems={"gradcam": saliency.map_problems(maps["gradcam"])})
+    marks = [t.get_text() for ax in fig.axes for t in ax.texts if t.get_bbox_patch() is not None]
+    assert marks == ["empty map", "empty map"]  # the bare map and the overlay of face 0; face 1 is fine
+    means, counts, excluded = saliency.class_mean_maps(maps["gradcam"], np.array([0, 0]), np.array([0, 0]))
+    fig = plots.class_mean_grid(means, counts, excluded=excluded, title="Grad-CAM on block2_act")
+    assert fig.axes[0].get_title() == "angry (n=1, 1 left out)" and fig._suptitle.get_text() == "Grad-CAM on block2_act"
+    check = saliency.Randomization(stages=["trained"], maps={"gradcam": np.zeros((1, 2, 48, 48))},
+                                   correlation=pd.DataFrame({"gradcam": [np.nan]}), undefined=None, n=2)
+    fig = plots.randomization_strip(check, "gradcam", faces=1)
+    assert fig.axes[0].get_title() == "trained\nρ undefined"
+
+
 def test_plots(faces):
     images, labels, region_maps = faces
     maps = {"gradient": np.random.default_rng(0).random((3, 48, 48)), "gradcam": np.ones((3, 48, 48))}
@@ -598,6 +614,28 @@ def test_saliency_explorer_redraws(tiny, faces):
 # --------------------------------------------------------------------------- the notebook on FER2013
 
 
+@pytest.mark.fer2013
+def test_default_cams_on_real_faces(fer2013_path):
+    """The shipped model on 240 PublicTest faces: at most 1 % degenerate maps for every CAM method at its
+    default layer (at block4_conv2, before its batch norm and ReLU, Grad-CAM++ and Score-CAM were empty on
+    most faces), and every table built from them is finite."""
+    from fervis import data
+
+    faces = data.load(fer2013_path).subset("PublicTest").sample(240, stratify=True, seed=0)
+    model = models.load_pretrained("fer2013")
+    assert saliency.method_label(model, "gradcam") == "Grad-CAM on block4_act2"
+    for method in saliency.CAM_METHODS:
+        maps = saliency.explain(model, faces.images, method, top_n=16)
+        bad = (saliency.map_problems(maps) != "").mean()
+        assert bad <= 0.01, f"{method}: {bad:.1%} degenerate maps"
+        table = saliency.region_shares(maps, regions.template(), faces.labels, regions.REGION_NAMES,
+                                       normalize="area")
+        assert np.isfinite(table.to_numpy()).all() and np.isfinite(table.attrs["low"].to_numpy()).all()
+    lines = saliency.describe(table, table, method=saliency.method_label(model, "layercam"))
+    assert lines and not any(re.search(r"\b(nan|inf)\b", line) for line in lines)
+
+
+@pytest.mark.fer2013
 def test_notebook_runs_on_fer2013(fer2013_path, tmp_path, run_notebook):
     """papermill quick run on FERVIS_FER2013 (CI): the notebook completes and its numbers are sane."""
     import json
