@@ -780,8 +780,7 @@ def cam_layers(model):
         raise ValueError(
             f"Model {model.name!r} has no convolution layer. Available layers: {_layer_names(model)}."
         )
-    wide = [(name, chain) for name, chain in convs if (chain[-1].filters if hasattr(chain[-1], "filters")
-                                                          and chain[-1].filters else num_classes + 1) > num_classes]
+    wide = [(name, chain) for name, chain in convs if (getattr(chain[-1], "filters", None) or 0) > num_classes]
     fallback = wide or convs
     rectified = [(name, chain) for name, chain in named if _rectified_map(chain[-1], num_classes)]
 

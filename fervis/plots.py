@@ -297,9 +297,16 @@ def faithfulness_curves(result, fig=None):
     return fig
 
 
-def randomization_strip(result, method, images=None, faces=3, fig=None, size=1.15):
+def randomization_strip(result, method, images=None, faces=3, fig=None, size=1.15, label=None):
     """The model-randomisation strip for one method: a row per face, a column per stage
-    (trained, then re-initialised down to each layer), titled with the mean rank correlation.
+    (trained, then re-initialised down to each layer), titled with the mean rank correlation
+    ("ρ undefined" where every map was empty or constant).
+
+    Parameters
+    ----------
+    label : str, optional
+        The method as the title names it (``saliency.method_label``: "Grad-CAM on
+        block4_act2"); default ``method``.
 
     Returns
     -------
@@ -320,7 +327,8 @@ def randomization_strip(result, method, images=None, faces=3, fig=None, size=1.1
         for s, stage in enumerate(stages):
             value = f"ρ {rho.iloc[s]:.2f}" if np.isfinite(rho.iloc[s]) else "ρ undefined"
             _heat(axes[i, lead + s], maps[s, i], title=f"{stage}\n{value}" if i == 0 else None, fontsize=6.5)
-    fig.suptitle(f"{method}: layers re-initialised from the top (ρ: Spearman with the trained maps)", fontsize=8)
+    fig.suptitle(f"{label or method}: layers re-initialised from the top (ρ: Spearman with the trained maps)",
+                 fontsize=8)
     return fig
 
 

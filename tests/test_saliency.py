@@ -349,6 +349,7 @@ def test_region_share_intervals_cover_and_narrow():
     ({"regions": np.full((48, 48), 12)}, r"'regions' parameter .* ids 0-8"),
     ({"regions": np.zeros((3, 48, 48), int)}, r"'regions' parameter"),
     ({"labels": np.array([0, 7])}, r"'labels' parameter"),
+    ({"n_boot": 0}, r"'n_boot' parameter .* int >= 1"),
 ])
 def test_region_shares_bad_input(kwargs, match):
     args = {"maps": np.ones((2, 48, 48)), "regions": regions.template(), "labels": np.array([0, 1]),
@@ -407,6 +408,11 @@ def test_deletion_insertion_oracle_beats_random():
     np.testing.assert_allclose(good["deletion"][:, -1], saliency.predict(model, flat)[:, 0], rtol=1e-5)
     assert good["deletion_auc"].mean() < bad["deletion_auc"].mean()
     assert good["insertion_auc"].mean() > bad["insertion_auc"].mean()
+    # faithfulness' paired test: face by face against the random map on the same face.
+    assert saliency._paired_p(good["deletion_auc"], bad["deletion_auc"], "less") < 0.05
+    assert saliency._paired_p(good["insertion_auc"], bad["insertion_auc"], "greater") < 0.05
+    assert saliency._paired_p(good["deletion_auc"], bad["deletion_auc"], "greater") > 0.5
+    assert np.isnan(saliency._paired_p(good["deletion_auc"], good["deletion_auc"], "less"))  # no difference at all
 
 
 def test_deletion_insertion_bad_maps(tiny, faces):
@@ -560,8 +566,22 @@ def test_plots_mark_degenerate_maps(faces):
     assert fig.axes[0].get_title() == "angry (n=1, 1 left out)" and fig._suptitle.get_text() == "Grad-CAM on block2_act"
     check = saliency.Randomization(stages=["trained"], maps={"gradcam": np.zeros((1, 2, 48, 48))},
                                    correlation=pd.DataFrame({"gradcam": [np.nan]}), undefined=None, n=2)
-    fig = plots.randomization_strip(check, "gradcam", faces=1)
+    fig = plots.randomization_strip(check, "gradcam", faces=1, label="Grad-CAM on block2_act")
     assert fig.axes[0].get_title() == "trained\nρ undefined"
+    assert fig._suptitle.get_text().startswith("Grad-CAM on block2_act: layers re-initialised")
+
+
+def test_method_label_and_per_class_exclusion(tiny):
+    assert saliency.method_label(tiny, "smoothgrad") == "SmoothGrad"
+    assert saliency.method_label(tiny, "scorecam") == "Score-CAM on block2_act"
+    assert saliency.method_label(tiny, "gradcam", layer_name="block1_conv") == "Grad-CAM on block1_conv"
+    with pytest.raises(ValueError, match=r"'method' parameter of fervis.saliency.method_label .* Got 'cam'"):
+        saliency.method_label(tiny, "cam")
+    labels = np.array([0, 0, 0, 1, 1])
+    picked = saliency.per_class(labels, 5, num_classes=2, exclude=np.array([True, False, False, False, True]))
+    assert picked.tolist() == [1, 2, 3]
+    with pytest.raises(ValueError, match=r"'exclude' parameter .* bool array shaped \(5,\)"):
+        saliency.per_class(labels, 2, num_classes=2, exclude=np.zeros(4, bool))
 
 
 def test_plots(faces):
