@@ -981,7 +981,7 @@ def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, 
         raise ValueError(f"The 'maps' parameter of {func} must be shaped (n, h, w). Got {maps.shape} instead.")
     n = len(maps)
     maps = _check_maps(maps, n, maps.shape[1:], func)
-    if (np.nan_to_num(maps) < 0).any():
+    if (np.where(np.isfinite(maps), maps, 0.0) < 0).any():  # non-finite maps are left out, not refused
         raise ValueError(
             f"The 'maps' parameter of {func} must be non-negative (saliency mass). Got negative values instead.")
     regions = _check_regions(regions, n, maps.shape[1:], region_names, func)

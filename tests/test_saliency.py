@@ -341,6 +341,10 @@ def test_region_share_intervals_cover_and_narrow():
     assert ((high - low).loc["all"] < (high - low).loc["happy"]).all()  # more faces, narrower
     one = saliency.region_shares(maps[:1], template, labels[:1], regions.REGION_NAMES)
     assert one.attrs["low"].isna().all().all()  # one face: no interval
+    broken = np.stack([maps[0], np.full((48, 48), -np.inf), np.full((48, 48), np.nan)])
+    table = saliency.region_shares(broken, template, np.array([3, 3, 3]), regions.REGION_NAMES)
+    assert table.attrs["n"]["happy"] == 1 and table.attrs["excluded"]["happy"] == 2  # left out, not refused
+    assert np.isfinite(table.to_numpy()).all()
 
 
 @pytest.mark.parametrize("kwargs, match", [
