@@ -662,7 +662,7 @@ def conv_layers(model):
 
 
 def last_conv_layer(model):
-    """Name of the last 2-D convolution layer (the usual Grad-CAM layer).
+    """Name of the last 2-D convolution layer (the CAM methods' default is :func:`cam_layers`).
 
     Example
     -------
@@ -697,8 +697,9 @@ def ensemble_members(model):
 
 
 def last_conv_layers(model):
-    """Names of the layers Grad-CAM weighs by default: the last convolution, or, in a model built
-    by :func:`ensemble`, the last convolution of each member.
+    """Names of the last convolution, or, in a model built by :func:`ensemble`, the last
+    convolution of each member. (The CAM methods weigh :func:`cam_layers` by default, the
+    rectified map after it.)
 
     An ensemble's class score is the mean of its members' logits, so each member's last
     convolution carries that member's share of it; a CAM of only one of them would explain
@@ -925,7 +926,7 @@ def ensemble(members, name="ensemble"):
     logits work on it as on one model. The members sit in the ensemble as nested models named
     ``member_a``, ``member_b``, ...; a layer name that two members share goes by its path
     (``member_b/block2_conv``, see :func:`layer_paths`). Grad-CAM's default layers are the last
-    convolution of every member (:func:`last_conv_layers`), so its map explains the whole
+    rectified feature map of every member (:func:`cam_layers`), so its map explains the whole
     ensemble; :func:`fervis.labels.penultimate_features` puts the members' features side by side.
 
     Parameters

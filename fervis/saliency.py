@@ -382,7 +382,7 @@ def _upsample(cam, size):
 def _cam_graph(model, layers, variant):
     """Grad-CAM, Grad-CAM++ or LayerCAM of ``layers`` for a batch, resized to the input.
 
-    Several layers (an ensemble's members' last convolutions) give one map: the sum of each
+    Several layers (an ensemble's members' CAM layers) give one map: the sum of each
     layer's map before the ReLU, each at the input's size. The class score is the members'
     mean logit, so each layer's gradient is its member's share of it.
     """

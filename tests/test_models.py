@@ -416,7 +416,7 @@ def _ensemble():
 
 def test_layers_that_share_a_name_go_by_their_path(faces):
     """In an ensemble of two copies of one model each name must still pick one layer: a plain name that
-    would pick either is refused, and layers go by their path instead (Grad-CAM's "last conv" included)."""
+    would pick either is refused, and layers go by their path instead (Grad-CAM's default layer included)."""
     from fervis import filters, labels, saliency
 
     ensemble, (a, b) = _ensemble()
@@ -479,7 +479,7 @@ def test_ensemble_averages_logits_and_saves_under_safe_mode(tmp_path, tiny, resi
 
 def test_grad_cam_of_an_ensemble_explains_every_member(tiny, faces):
     """An ensemble's class score is its members' mean logit, so its Grad-CAM weighs each member's last
-    convolution by that member's share of the gradient; computed here by hand from the members alone."""
+    rectified feature map by that member's share of the gradient; computed here by hand from the members alone."""
     import tensorflow as tf
 
     from fervis import saliency

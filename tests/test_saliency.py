@@ -539,7 +539,8 @@ def test_describe_states_only_what_the_intervals_hold():
 
 def test_describe_faithfulness_and_randomization_sentences():
     faith = saliency.Faithfulness(
-        table=pd.DataFrame({"deletion_auc": [0.2, 0.3, 0.35], "insertion_auc": [0.7, 0.6, 0.5], "score": [0.5, 0.3, 0.15],
+        table=pd.DataFrame({"deletion_auc": [0.2, 0.3, 0.35], "insertion_auc": [0.7, 0.6, 0.5],
+                            "score": [0.5, 0.3, 0.15],
                             "n": [40, 40, 40], "degenerate": [0, 0, 0], "deletion_p": [0.001, 0.2, np.nan],
                             "insertion_p": [0.001, 0.01, np.nan], "beats_random": [True, False, False]},
                            index=["gradcam", "gradient", "random"]),
