@@ -34,7 +34,8 @@ from fervis.constants import CLASS_NAMES, IMAGE_SIZE, INPUT_CONVENTIONS, NUM_CLA
 
 __all__ = [
     "ARCHITECTURES", "PRETRAINED", "ModelFileError", "spec", "build", "load", "load_pretrained", "pretrained_path",
-    "pretrained_card", "resolve", "preprocess", "adapt", "find_layer", "named_layers", "layer_paths", "path_of", "canonical_layer_name", "conv_layers", "last_conv_layer", "last_conv_layers", "ensemble_members",
+    "pretrained_card", "resolve", "preprocess", "adapt", "find_layer", "named_layers", "layer_paths", "path_of",
+    "canonical_layer_name", "conv_layers", "last_conv_layer", "last_conv_layers", "cam_layers", "ensemble_members",
     "truncate_at", "to_logits", "ensemble",
 ]
 
@@ -773,7 +774,7 @@ def conv_layers(model):
 
 
 def last_conv_layer(model):
-    """Name of the last 2-D convolution layer (the usual Grad-CAM layer).
+    """Name of the last 2-D convolution layer (the CAM methods' default is :func:`cam_layers`).
 
     Example
     -------
@@ -808,8 +809,9 @@ def ensemble_members(model):
 
 
 def last_conv_layers(model):
-    """Names of the layers Grad-CAM weighs by default: the last convolution, or, in a model built
-    by :func:`ensemble`, the last convolution of each member.
+    """Names of the last convolution, or, in a model built by :func:`ensemble`, the last
+    convolution of each member. (The CAM methods weigh :func:`cam_layers` by default, the
+    rectified map after it.)
 
     An ensemble's class score is the mean of its members' logits, so each member's last
     convolution carries that member's share of it; a CAM of only one of them would explain
@@ -834,6 +836,75 @@ def last_conv_layers(model):
         return [convs[-1][0]]
     last = {id(chain[1]): name for name, chain in convs if len(chain) > 2}  # the last one of each member wins
     return [last[id(m)] for m in members if id(m) in last]
+
+
+def _rectified_map(layer, num_classes):
+    """Whether ``layer`` outputs a spatial feature map after a nonlinearity, wider than a classifier."""
+    L = keras.layers
+    if isinstance(layer, (L.ReLU, L.LeakyReLU, L.PReLU, L.ELU)):
+        pass
+    elif isinstance(layer, L.Activation) or isinstance(layer, _conv_types()):
+        activation = getattr(getattr(layer, "activation", None), "__name__", "linear")
+        if activation in ("linear", "softmax", "sigmoid"):
+            return False
+    else:
+        return False
+    try:
+        shape = tuple(layer.output.shape)
+    except (AttributeError, ValueError):
+        return False
+    return (len(shape) == 4 and (shape[1] or 2) * (shape[2] or 2) > 1
+            and shape[-1] is not None and shape[-1] > num_classes)
+
+
+def cam_layers(model):
+    """Names of the layers the CAM methods weigh by default: the last spatial feature map after
+    its nonlinearity, or, in a model built by :func:`ensemble`, each member's.
+
+    The rule, in graph order (nested models included), keeps the last layer that
+    - outputs a spatial map ``(n, h, w, channels)`` with ``h * w > 1``;
+    - applies a nonlinearity: an activation layer (``Activation`` other than linear,
+      softmax or sigmoid; ``ReLU``, ``LeakyReLU``, ``PReLU``, ``ELU``) or a convolution with
+      such an activation inside;
+    - has more channels than the model has classes.
+
+    So a convolution's pre-activation output and a batch norm's output are skipped for the
+    activation after them (``block4_conv2`` -> ``block4_act2``), as are a residual block's
+    ``Add`` and pooling layers; a classifier convolution with no more channels than classes
+    (the 1x1 7-channel convolution before global pooling of all-convolutional nets) is
+    skipped for the feature map it classifies. Where no layer fits (a network of linear
+    convolutions), the last convolution with more channels than classes, else the last
+    convolution. Grad-CAM of a pre-activation map is often empty: its channels are signed,
+    and the gradient-weighted sum of signed channels is often negative everywhere.
+
+    Example
+    -------
+    >>> cam_layers(build("vgg"))
+    ['block4_act2']
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"The 'model' parameter of fervis.models.cam_layers must be a keras.Model. Got {model!r} instead."
+        )
+    num_classes = model.output_shape[-1] if not isinstance(model.output_shape, list) else 0
+    named = _named_chains(model)
+    convs = [(name, chain) for name, chain in named if isinstance(chain[-1], _conv_types())]
+    if not convs:
+        raise ValueError(
+            f"Model {model.name!r} has no convolution layer. Available layers: {_layer_names(model)}."
+        )
+    wide = [(name, chain) for name, chain in convs if (getattr(chain[-1], "filters", None) or 0) > num_classes]
+    fallback = wide or convs
+    rectified = [(name, chain) for name, chain in named if _rectified_map(chain[-1], num_classes)]
+
+    def last(pairs, group=None):
+        pairs = [(name, chain) for name, chain in pairs if group is None or (len(chain) > 2 and chain[1] is group)]
+        return pairs[-1][0] if pairs else None
+
+    members = ensemble_members(model)
+    groups = members if members else [None]
+    out = [last(rectified, g) or last(fallback, g) for g in groups]
+    return [name for name in out if name is not None]
 
 
 def _node_in(graph_model, layer):
@@ -967,7 +1038,7 @@ def ensemble(members, name="ensemble"):
     logits work on it as on one model. The members sit in the ensemble as nested models named
     ``member_a``, ``member_b``, ...; a layer name that two members share goes by its path
     (``member_b/block2_conv``, see :func:`layer_paths`). Grad-CAM's default layers are the last
-    convolution of every member (:func:`last_conv_layers`), so its map explains the whole
+    rectified feature map of every member (:func:`cam_layers`), so its map explains the whole
     ensemble; :func:`fervis.labels.penultimate_features` puts the members' features side by side.
 
     Parameters

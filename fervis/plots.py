@@ -83,6 +83,13 @@ def _heat(ax, saliency_map, title=None, fontsize=8):
     return ax
 
 
+def _mark(ax, problem):
+    """Write what is wrong with a map (``"empty"``, ``"constant"``, ``"non-finite"``) across its axes."""
+    if problem:
+        ax.text(0.5, 0.5, f"{problem} map", transform=ax.transAxes, ha="center", va="center", fontsize=7,
+                color="white", bbox={"facecolor": "red", "alpha": 0.8, "pad": 1.5, "linewidth": 0})
+
+
 def _label_row(ax, text):
     """Write a row label left of an axes whose frame is hidden."""
     ax.text(-0.08, 0.5, text, transform=ax.transAxes, rotation=90, ha="right", va="center", fontsize=8)
@@ -107,7 +114,7 @@ def saliency_panel(image, saliency_map, title=None, fig=None, size=2.0, alpha=0.
 
 
 def saliency_gallery(images, maps, titles=None, labels=None, probs=None, class_names=CLASS_NAMES, show_map=True,
-                     fig=None, size=1.35, alpha=0.5):
+                     fig=None, size=1.35, alpha=0.5, problems=None):
     """Faces and their saliency: a column per face, the face on top, then (``show_map``) the
     first method's bare map, then one overlay row per method.
 
@@ -120,12 +127,16 @@ def saliency_gallery(images, maps, titles=None, labels=None, probs=None, class_n
         label, the predicted one and its probability.
     labels : int array ``(n,)``, optional
     probs : float array ``(n, k)``, optional
+    problems : dict method name -> str array ``(n,)``, optional
+        :func:`fervis.saliency.map_problems` of each method's maps: a degenerate map is
+        marked ("empty map") on its panel.
 
     Returns
     -------
     matplotlib.figure.Figure
     """
     images = np.asarray(images)
+    problems = problems or {}
     if titles is None and probs is not None:
         probs = np.asarray(probs)
         titles = [(f"true {class_names[int(labels[i])]}\n" if labels is not None else "")
@@ -141,9 +152,11 @@ def saliency_gallery(images, maps, titles=None, labels=None, probs=None, class_n
         r = 1
         if show_map and methods:
             _heat(axes[r, j], maps[methods[0]][j])
+            _mark(axes[r, j], problems[methods[0]][j] if methods[0] in problems else "")
             r += 1
         for method in methods:
             _overlay(axes[r, j], images[j], maps[method][j], alpha=alpha)
+            _mark(axes[r, j], problems[method][j] if method in problems else "")
             r += 1
     labels = ["face"] + ([f"{methods[0]} map"] if show_map and methods else []) + methods
     for r, text in enumerate(labels):
@@ -152,7 +165,7 @@ def saliency_gallery(images, maps, titles=None, labels=None, probs=None, class_n
 
 
 def class_mean_grid(means, counts, class_names=CLASS_NAMES, row_names=("correct", "wrong"), background=None,
-                    fig=None, size=1.35, alpha=0.55):
+                    fig=None, size=1.35, alpha=0.55, excluded=None, title=None):
     """Class-mean saliency maps (:func:`fervis.saliency.class_mean_maps`): a row per group
     (correct, wrong), a column per class, titled with the number of faces averaged.
 
@@ -162,6 +175,11 @@ def class_mean_grid(means, counts, class_names=CLASS_NAMES, row_names=("correct"
     counts : int array ``(rows, k)``
     background : array ``(rows, k, 48, 48)``, optional
         Mean faces drawn under the maps.
+    excluded : int array ``(rows, k)``, optional
+        Degenerate maps left out of each mean (:func:`fervis.saliency.class_mean_maps`),
+        written in the title where there are any.
+    title : str, optional
+        Above the grid (name the method and its layer: "Grad-CAM on block4_act2").
 
     Returns
     -------
@@ -176,16 +194,19 @@ def class_mean_grid(means, counts, class_names=CLASS_NAMES, row_names=("correct"
         for c in range(k):
             ax = axes[r, c]
             ax.set_axis_off()
-            title = f"{class_names[c]} (n={int(counts[r, c])})"
+            left = 0 if excluded is None else int(excluded[r, c])
+            caption = f"{class_names[c]} (n={int(counts[r, c])}" + (f", {left} left out)" if left else ")")
             if not np.isfinite(means[r, c]).all():
-                ax.set_title(f"{class_names[c]} (none)", fontsize=7)
+                ax.set_title(f"{class_names[c]} (none" + (f"; {left} left out)" if left else ")"), fontsize=7)
                 continue
             if background is not None and np.isfinite(background[r, c]).all():
-                _overlay(ax, background[r, c], means[r, c], alpha=alpha, title=title)
+                _overlay(ax, background[r, c], means[r, c], alpha=alpha, title=caption)
                 ax.title.set_fontsize(7)
             else:
-                _heat(ax, means[r, c], title=title, fontsize=7)
+                _heat(ax, means[r, c], title=caption, fontsize=7)
         _label_row(axes[r, 0], row_names[r])
+    if title is not None:
+        fig.suptitle(title, fontsize=9)
     return fig
 
 
@@ -274,7 +295,7 @@ def registration(result, ax=None, title=None):
 
 def faithfulness_curves(result, fig=None):
     """Mean deletion and insertion curves per method (:func:`fervis.saliency.faithfulness`),
-    the random baseline dashed, AUCs in the legend.
+    the random baseline dashed, AUCs and the paired test's p-values against random in the legend.
 
     Returns
     -------
@@ -286,8 +307,10 @@ def faithfulness_curves(result, fig=None):
     for ax, kind in zip(axes, ("deletion", "insertion")):
         for method, curves in result.curves.items():
             auc = result.table.loc[method, f"{kind}_auc"]
+            p = result.table.loc[method, f"{kind}_p"] if f"{kind}_p" in result.table else np.nan
             style = {"color": "black", "linestyle": "--"} if method == "random" else {}
-            ax.plot(result.fractions, curves[kind].mean(axis=0), label=f"{method} {auc:.3f}", **style)
+            label = f"{method} {auc:.3f}" + (f" (p {p:.2g})" if np.isfinite(p) else "")
+            ax.plot(result.fractions, curves[kind].mean(axis=0), label=label, **style)
         ax.set_xlabel(f"fraction of pixels {'removed' if kind == 'deletion' else 'inserted'}", fontsize=8)
         ax.set_ylabel("probability of the class", fontsize=8)
         ax.set_title(f"{kind} ({'lower' if kind == 'deletion' else 'higher'} AUC is better)", fontsize=9)
@@ -297,9 +320,16 @@ def faithfulness_curves(result, fig=None):
     return fig
 
 
-def randomization_strip(result, method, images=None, faces=3, fig=None, size=1.15):
+def randomization_strip(result, method, images=None, faces=3, fig=None, size=1.15, label=None):
     """The model-randomisation strip for one method: a row per face, a column per stage
-    (trained, then re-initialised down to each layer), titled with the mean rank correlation.
+    (trained, then re-initialised down to each layer), titled with the mean rank correlation
+    ("ρ undefined" where every map was empty or constant).
+
+    Parameters
+    ----------
+    label : str, optional
+        The method as the title names it (``saliency.method_label``: "Grad-CAM on
+        block4_act2"); default ``method``.
 
     Returns
     -------
@@ -318,9 +348,10 @@ def randomization_strip(result, method, images=None, faces=3, fig=None, size=1.1
         if lead:
             _overlay(axes[i, 0], images[i], title="face" if i == 0 else None)
         for s, stage in enumerate(stages):
-            _heat(axes[i, lead + s], maps[s, i], title=f"{stage}\nρ {rho.iloc[s]:.2f}" if i == 0 else None,
-                  fontsize=6.5)
-    fig.suptitle(f"{method}: layers re-initialised from the top (ρ: Spearman with the trained maps)", fontsize=8)
+            value = f"ρ {rho.iloc[s]:.2f}" if np.isfinite(rho.iloc[s]) else "ρ undefined"
+            _heat(axes[i, lead + s], maps[s, i], title=f"{stage}\n{value}" if i == 0 else None, fontsize=6.5)
+    fig.suptitle(f"{label or method}: layers re-initialised from the top (ρ: Spearman with the trained maps)",
+                 fontsize=8)
     return fig
 
 

@@ -52,7 +52,8 @@ import numpy as np
 from fervis.constants import CLASS_NAMES
 
 __all__ = [
-    "METHODS", "GRADIENT_METHODS", "CAM_METHODS", "explain", "predict", "pick_examples", "per_class",
+    "METHODS", "GRADIENT_METHODS", "CAM_METHODS", "METHOD_NAMES", "MIN_FACES", "method_label", "map_problems",
+    "degenerate_note", "explain", "predict", "pick_examples", "per_class",
     "class_mean_maps", "region_shares", "cue_check", "occlusion_check", "deletion_insertion",
     "Faithfulness", "faithfulness", "Randomization", "randomization_check", "describe",
 ]
@@ -381,7 +382,7 @@ def _upsample(cam, size):
 def _cam_graph(model, layers, variant):
     """Grad-CAM, Grad-CAM++ or LayerCAM of ``layers`` for a batch, resized to the input.
 
-    Several layers (an ensemble's members' last convolutions) give one map: the sum of each
+    Several layers (an ensemble's members' CAM layers) give one map: the sum of each
     layer's map before the ReLU, each at the input's size. The class score is the members'
     mean logit, so each layer's gradient is its member's share of it.
     """
@@ -476,7 +477,8 @@ def _scorecam_graph(model, layers):
 
 def _cam_layers(model, layer_name, method):
     """The layers a CAM weighs: ``layer_name`` (a name or a list of names), by default the last
-    convolution, or each member's in an ensemble (:func:`fervis.models.last_conv_layers`)."""
+    spatial feature map after its nonlinearity, or each member's in an ensemble
+    (:func:`fervis.models.cam_layers`)."""
     from fervis import models
 
     convs = models.conv_layers(model)
@@ -486,13 +488,13 @@ def _cam_layers(model, layer_name, method):
                 f"The 'method' parameter of {_FUNC} is {method!r}, which needs a convolution layer, but model "
                 f"{model.name!r} has none. Use one of {list(GRADIENT_METHODS)} for this model instead."
             )
-        layer_name = models.last_conv_layers(model)
+        layer_name = models.cam_layers(model)
     names = [layer_name] if isinstance(layer_name, str) else layer_name
     valid = isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names)
     canonical = [models.canonical_layer_name(model, n) for n in names] if valid else []
     if not valid or len(set(canonical)) != len(names):
         raise ValueError(
-            f"The 'layer_name' parameter of {_FUNC} must be None (the last conv layer), a layer name such as one "
+            f"The 'layer_name' parameter of {_FUNC} must be None (the default CAM layer), a layer name such as one "
             f"of {convs}, or a list of distinct ones. Got {layer_name!r} instead."
         )
     layers = dict(models.named_layers(model))
@@ -508,11 +510,139 @@ def _cam_layers(model, layer_name, method):
         if layer is None or rank != 4:
             why = "no such layer" if layer is None else "its output is not a (n, h, w, channels) map"
             raise ValueError(
-                f"The 'layer_name' parameter of {_FUNC} must be None (the last conv layer) or layers with spatial "
+                f"The 'layer_name' parameter of {_FUNC} must be None (the default CAM layer) or layers with spatial "
                 f"output, such as the conv layers {convs}. Got {name!r} instead ({why})."
             )
         found.append(layer)
     return found
+
+
+# --------------------------------------------------------------------------- degenerate maps and intervals
+
+#: Names for output: "Grad-CAM on block4_act2".
+METHOD_NAMES = {"gradient": "Gradient", "smoothgrad": "SmoothGrad", "integrated_gradients": "Integrated gradients",
+                "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM", "layercam": "LayerCAM"}
+#: Fewest faces (per class, or per class and region) a generated sentence states a finding on.
+MIN_FACES = 10
+
+
+def method_label(model, method, layer_name=None):
+    """A method's name for titles and sentences, with the layer a CAM weighs.
+
+    Parameters
+    ----------
+    model : keras.Model
+    method : str
+        One of :data:`METHODS`.
+    layer_name : str, list of str or None
+        As for :func:`explain`; ``None`` names the default layer (:func:`fervis.models.cam_layers`).
+
+    Returns
+    -------
+    str
+        ``"Grad-CAM on block4_act2"``, ``"SmoothGrad"``; an ensemble's layers joined by " + ".
+
+    Example
+    -------
+    >>> method_label(model, "gradcam")  # doctest: +SKIP
+    'Grad-CAM on block4_act2'
+    """
+    from fervis import models
+
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"The 'method' parameter of fervis.saliency.method_label must be one of {list(METHODS)}. "
+                         f"Got {method!r} instead.")
+    if method not in CAM_METHODS:
+        return METHOD_NAMES[method]
+    layers = _cam_layers(model, layer_name, method)
+    return f"{METHOD_NAMES[method]} on " + " + ".join(models.path_of(model, layer) for layer in layers)
+
+
+def map_problems(maps, rtol=1e-6):
+    """Which maps are unusable: empty (all zero), constant, or holding NaN or inf.
+
+    The one rule every aggregate of this module applies: such maps are left out and
+    counted, and plots mark them. An empty CAM usually means a layer before its
+    nonlinearity (signed channels whose weighted sum is negative everywhere) or a class the
+    model sees no evidence for.
+
+    Parameters
+    ----------
+    maps : array ``(n, h, w)``
+    rtol : float, default 1e-6
+        A map whose range is at most ``rtol`` times its largest magnitude is constant.
+
+    Returns
+    -------
+    ndarray of str ``(n,)``
+        ``""`` for a usable map, else ``"non-finite"``, ``"empty"`` or ``"constant"``.
+
+    Example
+    -------
+    >>> map_problems(np.stack([np.zeros((4, 4)), np.eye(4), np.full((4, 4), 2.0)])).tolist()
+    ['empty', '', 'constant']
+    """
+    array = np.asarray(maps)
+    if array.ndim < 2 or array.dtype.kind not in "uifb":
+        raise ValueError(f"The 'maps' parameter of fervis.saliency.map_problems must be a numeric array shaped "
+                         f"(n, h, w). Got dtype {array.dtype} and shape {array.shape} instead.")
+    flat = array.reshape(len(array), -1).astype(np.float64)
+    out = np.full(len(flat), "", dtype=object)
+    if not flat.size:
+        return out
+    finite = np.isfinite(flat).all(axis=1)
+    safe = np.where(np.isfinite(flat), flat, 0.0)
+    peak = np.abs(safe).max(axis=1)
+    spread = safe.max(axis=1) - safe.min(axis=1)
+    out[spread <= rtol * peak] = "constant"
+    out[peak == 0] = "empty"
+    out[~finite] = "non-finite"
+    return out
+
+
+def degenerate_note(maps, label="maps"):
+    """One warning line with the number of unusable maps (:func:`map_problems`) and the likely
+    cause, or ``""`` when there are none.
+
+    Example
+    -------
+    >>> degenerate_note(np.zeros((3, 4, 4)), "Grad-CAM on block4_conv2")  # doctest: +ELLIPSIS
+    'Warning: 3 of 3 Grad-CAM on block4_conv2 maps are degenerate (3 empty) and left out...'
+    """
+    problems = map_problems(maps)
+    bad = problems[problems != ""]
+    if not len(bad):
+        return ""
+    kinds = ", ".join(f"{int((bad == k).sum())} {k}" for k in ("empty", "constant", "non-finite") if (bad == k).any())
+    return (f"Warning: {len(bad)} of {len(problems)} {label} maps are degenerate ({kinds}) and left out of every "
+            "average; likely cause: a layer before its nonlinearity, or faces the model sees no evidence of the "
+            "class in.")
+
+
+def _boot_means(values, n_boot, rng):
+    """``(n_boot, r)`` means of resampled rows of ``values`` ``(m, r)``, NaN entries left out.
+
+    Resampling with multinomial weights turns every resample into one matrix product, and
+    NaN (a region a face does not have) is skipped per column; scipy.stats.bootstrap does
+    neither.
+    """
+    m = len(values)
+    weights = rng.multinomial(m, np.full(m, 1.0 / m), size=n_boot).astype(np.float64)
+    finite = np.isfinite(values)
+    total = weights @ np.where(finite, values, 0.0)
+    count = weights @ finite.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.where(count > 0, count, 1.0), np.nan)
+
+
+def _percentiles(stats, level=0.95):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column gives NaN bounds
+        low, high = np.nanpercentile(np.where(np.isfinite(stats), stats, np.nan),
+                                     [50 * (1 - level), 100 - 50 * (1 - level)], axis=0)
+    return low, high
 
 
 # --------------------------------------------------------------------------- explain
@@ -567,9 +697,12 @@ def explain(model, images, method="gradient", class_idx=None, batch_size=64, lay
     batch_size : int, default 64
         Images per graph call (Score-CAM runs one forward pass per kept channel per batch).
     layer_name : str, list of str or None
-        CAM methods: the layer whose activations are weighted; ``None`` is the last conv
-        layer, also inside nested models, or in an ensemble (:func:`fervis.models.ensemble`)
-        each member's (:func:`fervis.models.last_conv_layers`). Several layers give one map:
+        CAM methods: the layer whose activations are weighted; ``None`` is the last spatial
+        feature map after its nonlinearity (``block4_act2``, not the convolution
+        ``block4_conv2`` before its batch norm and ReLU, nor a classifier convolution with no
+        more channels than classes), also inside nested models, or in an ensemble
+        (:func:`fervis.models.ensemble`) each member's (:func:`fervis.models.cam_layers`
+        states the rule; :func:`method_label` names the layer). Several layers give one map:
         the sum of their maps, each resized to the input, before the ReLU (Score-CAM pools
         their channels).
     samples : int, default 20
@@ -705,7 +838,7 @@ def pick_examples(labels, probs, num_classes=None):
     return chosen
 
 
-def per_class(labels, k, seed=0, num_classes=len(CLASS_NAMES)):
+def per_class(labels, k, seed=0, num_classes=len(CLASS_NAMES), exclude=None):
     """Indices of up to ``k`` faces per class, drawn at random, sorted (for costly checks).
 
     Parameters
@@ -714,6 +847,9 @@ def per_class(labels, k, seed=0, num_classes=len(CLASS_NAMES)):
     k : int
     seed : int, default 0
     num_classes : int, default 7
+    exclude : bool array ``(n,)``, optional
+        Faces never drawn, such as those whose map is degenerate
+        (``map_problems(maps) != ""``).
 
     Returns
     -------
@@ -728,13 +864,20 @@ def per_class(labels, k, seed=0, num_classes=len(CLASS_NAMES)):
     func = "fervis.saliency.per_class"
     labels = _check_labels(labels, len(np.asarray(labels)), num_classes, func)
     k = _positive_int(k, "k", func)
+    keep = np.ones(len(labels), bool)
+    if exclude is not None:
+        exclude = np.asarray(exclude)
+        if exclude.shape != labels.shape or exclude.dtype != bool:
+            raise ValueError(f"The 'exclude' parameter of {func} must be a bool array shaped {labels.shape}. "
+                             f"Got dtype {exclude.dtype} and shape {exclude.shape} instead.")
+        keep = ~exclude
     rng = np.random.default_rng(seed)
-    picks = [rng.permutation(np.flatnonzero(labels == c))[:k] for c in range(num_classes)]
+    picks = [rng.permutation(np.flatnonzero((labels == c) & keep))[:k] for c in range(num_classes)]
     return np.sort(np.concatenate(picks)).astype(np.int64)
 
 
 def class_mean_maps(maps, labels, predicted, num_classes=len(CLASS_NAMES)):
-    """Mean map per true class, over correct and over wrong predictions.
+    """Mean map per true class, over correct and over wrong predictions, degenerate maps left out.
 
     Parameters
     ----------
@@ -745,12 +888,15 @@ def class_mean_maps(maps, labels, predicted, num_classes=len(CLASS_NAMES)):
     Returns
     -------
     means : ndarray ``(2, num_classes, h, w)``
-        ``means[0]`` correct, ``means[1]`` wrong; NaN where a class has no such face.
+        ``means[0]`` correct, ``means[1]`` wrong; NaN where a class has no usable face.
     counts : ndarray int ``(2, num_classes)``
+        Maps averaged.
+    excluded : ndarray int ``(2, num_classes)``
+        Maps left out as empty, constant or non-finite (:func:`map_problems`).
 
     Example
     -------
-    >>> means, counts = class_mean_maps(maps, labels, probs.argmax(1))  # doctest: +SKIP
+    >>> means, counts, excluded = class_mean_maps(maps, labels, probs.argmax(1))  # doctest: +SKIP
     """
     func = "fervis.saliency.class_mean_maps"
     maps = np.asarray(maps, dtype=np.float64)
@@ -758,15 +904,19 @@ def class_mean_maps(maps, labels, predicted, num_classes=len(CLASS_NAMES)):
         raise ValueError(f"The 'maps' parameter of {func} must be shaped (n, h, w). Got {maps.shape} instead.")
     labels = _check_labels(labels, len(maps), num_classes, func)
     predicted = _check_labels(predicted, len(maps), num_classes, func, "predicted")
+    usable = map_problems(maps) == ""
     means = np.full((2, num_classes) + maps.shape[1:], np.nan)
     counts = np.zeros((2, num_classes), dtype=np.int64)
+    excluded = np.zeros((2, num_classes), dtype=np.int64)
     for row, keep in enumerate((labels == predicted, labels != predicted)):
         for c in range(num_classes):
             sel = keep & (labels == c)
+            excluded[row, c] = (sel & ~usable).sum()
+            sel &= usable
             counts[row, c] = sel.sum()
             if counts[row, c]:
                 means[row, c] = maps[sel].mean(axis=0)
-    return means, counts
+    return means, counts, excluded
 
 
 # --------------------------------------------------------------------------- region numbers
@@ -781,8 +931,13 @@ def _per_image_shares(maps, regions, r):
     return mass, area
 
 
-def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, normalize=None):
-    """How each class's saliency mass splits over face regions.
+def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, normalize=None, n_boot=1000,
+                  seed=0):
+    """How each class's saliency mass splits over face regions, with bootstrap 95 % intervals.
+
+    Degenerate maps (:func:`map_problems`: empty, constant, non-finite) are left out and
+    counted; each class's figures are over its remaining faces, resampled with replacement
+    ``n_boot`` times for a percentile interval.
 
     Parameters
     ----------
@@ -799,11 +954,17 @@ def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, 
         ``None``: the mean share of each face's saliency mass per region (rows sum to 1).
         ``"area"``: that share divided by the region's mean share of the area, so 1 means
         "as much as its size", 3 means three times denser than uniform.
+    n_boot : int, default 1000
+        Bootstrap resamples of the faces for the intervals.
+    seed : int, default 0
 
     Returns
     -------
     pandas.DataFrame
         Classes (with faces) x regions (present in some face), plus a row ``"all"``.
+        ``table.attrs`` holds ``"low"`` and ``"high"`` (the 95 % interval, same shape),
+        ``"n"`` (faces used per row, a Series), ``"excluded"`` (degenerate maps left out
+        per row, a Series) and ``"level"`` (0.95).
 
     Example
     -------
@@ -820,29 +981,55 @@ def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, 
         raise ValueError(f"The 'maps' parameter of {func} must be shaped (n, h, w). Got {maps.shape} instead.")
     n = len(maps)
     maps = _check_maps(maps, n, maps.shape[1:], func)
-    if (maps < 0).any():
+    if (np.where(np.isfinite(maps), maps, 0.0) < 0).any():  # non-finite maps are left out, not refused
         raise ValueError(
             f"The 'maps' parameter of {func} must be non-negative (saliency mass). Got negative values instead.")
     regions = _check_regions(regions, n, maps.shape[1:], region_names, func)
     labels = _check_labels(labels, n, len(class_names), func)
+    n_boot = _positive_int(n_boot, "n_boot", func)
     r = len(region_names)
-    mass, area = _per_image_shares(maps, regions, r)
-    rows, index = [], []
+    usable = map_problems(maps) == ""
+    mass, area = _per_image_shares(np.where(usable[:, None, None], maps, 0.0), regions, r)
+    rng = np.random.default_rng(seed)
+    rows, lows, highs, index, used, left = [], [], [], [], [], []
     for c in list(range(len(class_names))) + ["all"]:
         sel = np.ones(n, bool) if c == "all" else labels == c
         if not sel.any():
             continue
-        share = np.nanmean(mass[sel], axis=0) if np.isfinite(mass[sel]).any() else np.full(r, np.nan)
-        if normalize == "area":
-            size = area[sel].mean(axis=0)
-            share = np.divide(share, size, out=np.full(r, np.nan), where=size > 0)
+        good = sel & usable
+        m = int(good.sum())
+        share, low, high = np.full(r, np.nan), np.full(r, np.nan), np.full(r, np.nan)
+        if m:
+            size = area[good].mean(axis=0)
+            share = mass[good].mean(axis=0)
+            boot = _boot_means(np.concatenate([mass[good], area[good]], axis=1), n_boot, rng) if m > 1 else None
+            if normalize == "area":
+                share = np.divide(share, size, out=np.full(r, np.nan), where=size > 0)
+                if boot is not None:
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        boot = boot[:, :r] / boot[:, r:]
+            elif boot is not None:
+                boot = boot[:, :r]
+            if boot is not None:
+                low, high = _percentiles(boot)
         rows.append(share)
+        lows.append(low)
+        highs.append(high)
+        used.append(m)
+        left.append(int((sel & ~usable).sum()))
         index.append(c if c == "all" else class_names[c])
-    present = area.sum(axis=0) > 0
-    table = pd.DataFrame(np.array(rows).reshape(len(rows), r), index=index, columns=list(region_names))
-    table = table.loc[:, present]
-    table.index.name = "class"
-    table.columns.name = "region"
+    present = area.sum(axis=0) > 0  # area depends on the regions alone
+
+    def frame(values):
+        out = pd.DataFrame(np.array(values).reshape(len(values), r), index=index, columns=list(region_names))
+        out = out.loc[:, present]
+        out.index.name = "class"
+        out.columns.name = "region"
+        return out
+
+    table = frame(rows)
+    table.attrs = {"low": frame(lows), "high": frame(highs), "n": pd.Series(used, index=index, name="n"),
+                   "excluded": pd.Series(left, index=index, name="excluded"), "level": 0.95}
     return table
 
 
@@ -861,7 +1048,8 @@ def cue_check(maps, regions, labels, region_names, cue_regions, class_names=CLAS
     pandas.DataFrame
         Per class: ``cue_share`` (mean share of the mass on its cue regions), ``area_share``
         (their mean share of the area), ``ratio`` (cue_share / area_share; > 1 means the
-        map concentrates on the cues), ``faces``.
+        map concentrates on the cues), ``faces`` (maps used), ``excluded`` (degenerate maps
+        left out, :func:`map_problems`).
 
     Example
     -------
@@ -881,27 +1069,31 @@ def cue_check(maps, regions, labels, region_names, cue_regions, class_names=CLAS
         raise ValueError(f"The 'cue_regions' parameter of {func} must be a dict class name -> region names. "
                          f"Got {type(cue_regions).__name__} instead.")
     names = list(region_names)
-    mass, area = _per_image_shares(maps, regions, len(names))
+    usable = map_problems(maps) == ""
+    mass, area = _per_image_shares(np.where(usable[:, None, None], maps, 0.0), regions, len(names))
     rows = {}
     for c, name in enumerate(class_names):
         sel = labels == c
         if not sel.any() or name not in cue_regions:
             continue
+        excluded = int((sel & ~usable).sum())
+        sel = sel & usable
         unknown = [r for r in cue_regions[name] if r not in names]
         if unknown:
             raise ValueError(f"The 'cue_regions' parameter of {func} names regions {unknown} for {name!r}; "
                              f"allowed are {names}.")
         ids = [names.index(r) for r in cue_regions[name]]
-        cue = np.nanmean(mass[sel][:, ids].sum(axis=1)) if np.isfinite(mass[sel]).any() else np.nan
-        size = area[sel][:, ids].sum(axis=1).mean()
+        cue = mass[sel][:, ids].sum(axis=1).mean() if sel.any() else np.nan
+        size = area[sel][:, ids].sum(axis=1).mean() if sel.any() else np.nan
         rows[name] = {"cue_share": cue, "area_share": size, "ratio": cue / size if size else np.nan,
-                      "faces": int(sel.sum())}
+                      "faces": int(sel.sum()), "excluded": excluded}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "class"
     return table
 
 
-def occlusion_check(model, images, regions, labels, region_names, class_names=CLASS_NAMES, batch_size=256):
+def occlusion_check(model, images, regions, labels, region_names, class_names=CLASS_NAMES, batch_size=256,
+                    n_boot=1000, seed=0):
     """Grey out each face region and measure the drop in the probability of the class.
 
     Each region of each face is filled with that face's mean grey value, one region at a
@@ -919,11 +1111,17 @@ def occlusion_check(model, images, regions, labels, region_names, class_names=CL
     region_names : sequence of str
     class_names : sequence of str
     batch_size : int, default 256
+    n_boot : int, default 1000
+        Bootstrap resamples of each class's faces for the 95 % intervals.
+    seed : int, default 0
 
     Returns
     -------
     pandas.DataFrame
         Classes x regions: mean probability drop; NaN where no face of the class has the region.
+        ``table.attrs`` holds ``"low"`` and ``"high"`` (percentile bootstrap 95 % interval,
+        same shape), ``"n"`` (faces of the class that have the region, same shape) and
+        ``"level"`` (0.95).
 
     Example
     -------
@@ -938,6 +1136,7 @@ def occlusion_check(model, images, regions, labels, region_names, class_names=CL
     regions = _check_regions(regions, n, input_shape[:2], region_names, func)
     labels = _check_labels(labels, n, min(k, len(class_names)), func)
     batch_size = _positive_int(batch_size, "batch_size", func)
+    n_boot = _positive_int(n_boot, "n_boot", func)
     forward = _forward_graph(model)
     fill = x.mean(axis=(1, 2), keepdims=True)
     r = len(region_names)
@@ -953,19 +1152,31 @@ def occlusion_check(model, images, regions, labels, region_names, class_names=CL
             occluded = np.where(inside, fill[a:b], x[a:b])[has]
             p = np.asarray(forward(occluded))[np.arange(has.sum()), labels[a:b][has]]
             drops[a:b][has, rid] = base[has] - p
-    out = []
-    index = []
+    rng = np.random.default_rng(seed)
+    out, lows, highs, ns, index = [], [], [], [], []
     for c, name in enumerate(class_names):
         sel = labels == c
         if sel.any():
             col = drops[sel]
             counts = np.isfinite(col).sum(axis=0)
             out.append(np.where(counts > 0, np.nansum(col, axis=0) / np.maximum(counts, 1), np.nan))
+            low, high = _percentiles(_boot_means(col, n_boot, rng)) if len(col) > 1 else (np.full(r, np.nan),) * 2
+            few = counts < 2  # one face gives no interval
+            lows.append(np.where(few, np.nan, low))
+            highs.append(np.where(few, np.nan, high))
+            ns.append(counts)
             index.append(name)
-    table = pd.DataFrame(np.array(out).reshape(len(out), r), index=index, columns=list(region_names))
-    table = table.loc[:, np.isfinite(drops).any(axis=0)]
-    table.index.name = "class"
-    table.columns.name = "region"
+    present = np.isfinite(drops).any(axis=0)
+
+    def frame(values):
+        table = pd.DataFrame(np.array(values).reshape(len(values), r), index=index, columns=list(region_names))
+        table = table.loc[:, present]
+        table.index.name = "class"
+        table.columns.name = "region"
+        return table
+
+    table = frame(out)
+    table.attrs = {"low": frame(lows), "high": frame(highs), "n": frame(ns).astype(np.int64), "level": 0.95}
     return table
 
 
@@ -1065,19 +1276,34 @@ class Faithfulness:
     ----------
     table : pandas.DataFrame
         Methods (and ``"random"``) x ``deletion_auc`` (lower is better), ``insertion_auc``
-        (higher is better), ``score`` (insertion - deletion), ``beats_random`` (both better
-        than the random baseline).
+        (higher is better), ``score`` (insertion - deletion), ``n`` (faces compared),
+        ``degenerate`` (faces whose map was degenerate, :func:`map_problems`, left out of the
+        test), ``deletion_p`` and ``insertion_p`` (one-sided paired Wilcoxon signed-rank test
+        of the method's per-face AUC against the random map's on the same face: lower
+        deletion, higher insertion), ``beats_random`` (both p-values below ``alpha``).
     fractions : ndarray ``(steps + 1,)``
     curves : dict method -> {"deletion": ``(n, steps + 1)``, "insertion": ``(n, steps + 1)``}
+    alpha : float
+        The significance level of ``beats_random``.
     """
 
     table: object
     fractions: np.ndarray
     curves: dict
+    alpha: float = 0.05
+
+
+def _paired_p(a, b, alternative):
+    """One-sided Wilcoxon signed-rank p-value of ``a`` against ``b`` (paired); NaN where undefined."""
+    from scipy.stats import wilcoxon
+
+    if len(a) < 2 or np.all(a == b):
+        return np.nan
+    return float(wilcoxon(a, b, alternative=alternative).pvalue)
 
 
 def faithfulness(model, images, methods=METHODS, class_idx=None, steps=16, seed=0, batch_size=256,
-                 explain_kwargs=None):
+                 explain_kwargs=None, alpha=0.05):
     """Deletion and insertion AUC of several methods against random maps.
 
     Parameters
@@ -1092,6 +1318,8 @@ def faithfulness(model, images, methods=METHODS, class_idx=None, steps=16, seed=
     batch_size : int, default 256
     explain_kwargs : dict, optional
         Method name -> extra :func:`explain` arguments (``{"scorecam": {"top_n": 16}}``).
+    alpha : float, default 0.05
+        A method beats random maps where both paired tests give p < ``alpha``.
 
     Returns
     -------
@@ -1109,38 +1337,57 @@ def faithfulness(model, images, methods=METHODS, class_idx=None, steps=16, seed=
                          f"Got {methods!r} instead.")
     input_shape, _ = _check_model(model, func)
     x = _check_images(images, input_shape, func)
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
+        raise ValueError(f"The 'alpha' parameter of {func} must be a number in (0, 1). Got {alpha!r} instead.")
     extra = dict(explain_kwargs or {})
-    rows, curves = {}, {}
+    rows, curves, aucs, usable = {}, {}, {}, {}
     random_maps = np.random.default_rng(seed).random((len(x),) + input_shape[:2])
-    for method in list(methods) + ["random"]:
+    for method in ["random"] + list(methods):
         maps = random_maps if method == "random" else explain(model, x, method, class_idx=class_idx,
                                                               seed=seed, **extra.get(method, {}))
+        usable[method] = map_problems(maps) == ""
         out = deletion_insertion(model, x, maps, class_idx=class_idx, steps=steps, batch_size=batch_size, seed=seed)
         curves[method] = {"deletion": out["deletion"], "insertion": out["insertion"]}
-        rows[method] = {"deletion_auc": out["deletion_auc"].mean(), "insertion_auc": out["insertion_auc"].mean()}
+        aucs[method] = out
         fractions = out["fractions"]
+    base = aucs["random"]
+    for method in list(methods) + ["random"]:
+        out, keep = aucs[method], usable[method]
+        row = {"deletion_auc": out["deletion_auc"][keep].mean() if keep.any() else np.nan,
+               "insertion_auc": out["insertion_auc"][keep].mean() if keep.any() else np.nan,
+               "n": int(keep.sum()), "degenerate": int((~keep).sum()), "deletion_p": np.nan, "insertion_p": np.nan}
+        if method != "random":
+            row["deletion_p"] = _paired_p(out["deletion_auc"][keep], base["deletion_auc"][keep], "less")
+            row["insertion_p"] = _paired_p(out["insertion_auc"][keep], base["insertion_auc"][keep], "greater")
+        rows[method] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table["score"] = table["insertion_auc"] - table["deletion_auc"]
-    rand = table.loc["random"]
-    table["beats_random"] = ((table["deletion_auc"] < rand["deletion_auc"])
-                             & (table["insertion_auc"] > rand["insertion_auc"]))
-    table.loc["random", "beats_random"] = False
+    table["beats_random"] = (table["deletion_p"] < alpha) & (table["insertion_p"] < alpha)
+    table = table[["deletion_auc", "insertion_auc", "score", "n", "degenerate", "deletion_p", "insertion_p",
+                   "beats_random"]]
     table.index.name = "method"
-    return Faithfulness(table=table, fractions=fractions, curves=curves)
+    return Faithfulness(table=table, fractions=fractions, curves={m: curves[m] for m in table.index}, alpha=alpha)
 
 
 # --------------------------------------------------------------------------- sanity check
 
 
 def _spearman(a, b):
-    """Spearman rank correlation per row of two ``(n, p)`` arrays (ties get mean ranks)."""
+    """Spearman rank correlation per row of two ``(n, p)`` arrays (ties get mean ranks).
+
+    NaN where either row is constant (an empty map included) or not finite: the correlation
+    is undefined there, as in :func:`fervis.monitoring.spearman` and scipy; scoring it 0 would
+    let an empty map pass the randomisation check.
+    """
     from scipy.stats import rankdata
 
-    ra, rb = rankdata(a, axis=1), rankdata(b, axis=1)
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    finite = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+    ra, rb = rankdata(np.nan_to_num(a), axis=1), rankdata(np.nan_to_num(b), axis=1)
     ra -= ra.mean(axis=1, keepdims=True)
     rb -= rb.mean(axis=1, keepdims=True)
     denom = np.sqrt((ra ** 2).sum(axis=1) * (rb ** 2).sum(axis=1))
-    return np.divide((ra * rb).sum(axis=1), denom, out=np.zeros(len(a)), where=denom > 0)
+    return np.divide((ra * rb).sum(axis=1), denom, out=np.full(len(a), np.nan), where=(denom > 0) & finite)
 
 
 def _randomize(layer, rng):
@@ -1172,12 +1419,21 @@ class Randomization:
         ``"trained"``, then the name of each weight layer re-initialised, from the top.
     maps : dict method -> ndarray ``(len(stages), n, h, w)``
     correlation : pandas.DataFrame
-        Stages x methods: mean Spearman rank correlation with the trained model's maps.
+        Stages x methods: mean Spearman rank correlation with the trained model's maps, over
+        the faces where it is defined.
+    undefined : pandas.DataFrame
+        Stages x methods: faces left out of that mean because the trained or the
+        re-initialised map is empty, constant or non-finite (:func:`map_problems`); their
+        correlation is undefined, not 0.
+    n : int
+        Faces compared.
     """
 
     stages: list
     maps: dict
     correlation: object
+    undefined: object = None
+    n: int = 0
 
 
 def randomization_check(model, images, methods=("gradient", "smoothgrad", "gradcam"), class_idx=None, seed=0,
@@ -1253,24 +1509,53 @@ def randomization_check(model, images, methods=("gradient", "smoothgrad", "gradc
                 var.assign(value)
     maps = {m: np.stack(v) for m, v in maps.items()}
     n = len(x)
-    corr = {m: [float(_spearman(v[0].reshape(n, -1), v[s].reshape(n, -1)).mean()) if n else np.nan
-                for s in range(len(stages))] for m, v in maps.items()}
+    corr, undefined = {}, {}
+    for m, v in maps.items():
+        rho = [_spearman(v[0].reshape(n, -1), v[s].reshape(n, -1)) for s in range(len(stages))]
+        corr[m] = [float(r[np.isfinite(r)].mean()) if np.isfinite(r).any() else np.nan for r in rho]
+        undefined[m] = [int((~np.isfinite(r)).sum()) for r in rho]
     table = pd.DataFrame(corr, index=stages)
     table.index.name = "randomized down to"
-    return Randomization(stages=stages, maps=maps, correlation=table)
+    undefined = pd.DataFrame(undefined, index=stages)
+    undefined.index.name = "randomized down to"
+    return Randomization(stages=stages, maps=maps, correlation=table, undefined=undefined, n=n)
 
 
 # --------------------------------------------------------------------------- the answer
 
 
+def _interval_of(table, name, column):
+    """``(low, high, n)`` of one cell of a table from :func:`region_shares` or :func:`occlusion_check`."""
+    attrs = getattr(table, "attrs", {}) or {}
+    if "low" not in attrs or "n" not in attrs:
+        return np.nan, np.nan, 0
+    n = attrs["n"]
+    count = n.loc[name, column] if hasattr(n, "columns") else n.loc[name]
+    return float(attrs["low"].loc[name, column]), float(attrs["high"].loc[name, column]), int(count)
+
+
+def _faces(table, name):
+    """Faces behind a row of a :func:`region_shares` table (0 when the table has no counts)."""
+    n = (getattr(table, "attrs", {}) or {}).get("n")
+    return 0 if n is None or hasattr(n, "columns") or name not in n.index else int(n.loc[name])
+
+
 def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=None, randomization=None,
-             method="gradcam", top=2, min_share=0.05):
-    """The notebook's answer, written as sentences from the numbers.
+             method="gradcam", top=2, min_share=0.05, min_faces=MIN_FACES):
+    """The notebook's answer, written as sentences from the numbers, only where they hold one.
+
+    A sentence states a finding only where its 95 % interval excludes "no effect" and at
+    least ``min_faces`` faces stand behind it; otherwise it says so. For the region tables,
+    "no effect" is a concentration of 1 (no more mass than the region's share of the area);
+    for occlusion, a drop of 0; for deletion/insertion, a p-value of ``faith.alpha`` or
+    more in the paired test against random maps; the randomisation check names the faces
+    whose correlation is undefined (empty or constant maps).
 
     Parameters
     ----------
     shares, concentration : pandas.DataFrame, optional
-        :func:`region_shares` without and with ``normalize="area"``, for ``method``.
+        :func:`region_shares` without and with ``normalize="area"``, for ``method`` (their
+        ``attrs`` carry the intervals and counts).
     cues : pandas.DataFrame, optional
         :func:`cue_check`.
     occlusion : pandas.DataFrame, optional
@@ -1278,11 +1563,14 @@ def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=N
     faith : Faithfulness, optional
     randomization : Randomization, optional
     method : str
-        The method the region tables were computed with (named in the text).
+        The method the region tables were computed with, as named in the text
+        (:func:`method_label`: "Grad-CAM on block4_act2").
     top : int, default 2
         Regions named per class: the densest among those holding at least ``min_share`` of
-        the mass.
+        the mass whose concentration interval lies above 1.
     min_share : float, default 0.05
+    min_faces : int, default :data:`MIN_FACES` (10)
+        The fewest faces a finding is stated on.
 
     Returns
     -------
@@ -1292,42 +1580,89 @@ def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=N
     -------
     >>> print("\\n".join(describe(shares, concentration)))  # doctest: +SKIP
     """
+    min_faces = _positive_int(min_faces, "min_faces", "fervis.saliency.describe")
     lines = []
     classes = []
     for table in (shares, occlusion):
         if table is not None:
             classes += [c for c in table.index if c != "all" and c not in classes]
+    if shares is not None:
+        excluded = (shares.attrs or {}).get("excluded")
+        if excluded is not None and "all" in excluded.index and excluded.loc["all"]:
+            total = int(excluded.loc["all"]) + _faces(shares, "all")
+            lines.append(f"{int(excluded.loc['all'])} of {total} {method} maps are empty, constant or non-finite "
+                         "and left out of the region figures.")
     for name in classes:
         parts = []
         if shares is not None and concentration is not None and name in shares.index:
-            row, dense = shares.loc[name], concentration.loc[name]
-            held = dense[row >= min_share].dropna().sort_values(ascending=False)
-            parts = [f"{100 * row[r]:.0f} % of the mass on the {r} ({dense[r]:.1f}x its area)"
-                     for r in held.index[:top]]
-        sentence = f"For {name}, {method} puts " + " and ".join(parts) if parts else f"For {name}"
+            n = _faces(concentration, name)
+            if n < min_faces:
+                parts = [f": too few faces (n = {n}) to tell where {method} puts the mass"]
+            else:
+                row, dense = shares.loc[name], concentration.loc[name]
+                above = [r for r in dense.index if row[r] >= min_share
+                         and _interval_of(concentration, name, r)[0] > 1]
+                held = dense[above].dropna().sort_values(ascending=False)
+                parts = [f"{100 * row[r]:.0f} % of the mass on the {r} ({dense[r]:.1f}x its area, 95 % interval "
+                         f"{_interval_of(concentration, name, r)[0]:.1f}-{_interval_of(concentration, name, r)[1]:.1f})"
+                         for r in held.index[:top]]
+                parts = ([f"{method} puts " + " and ".join(parts)] if parts else
+                         [f"no region holds more of {method}'s mass than its share of the area beyond chance"])
+                parts[0] = f" (n = {n}), " + parts[0]
+        sentence = f"For {name}" + (parts[0] if parts else "")
         if occlusion is not None and name in occlusion.index and occlusion.loc[name].notna().any():
             row = occlusion.loc[name].dropna()
-            r = row.idxmax()
-            sentence += (("; " if parts else ", ") + f"greying out the {r} lowers p({name}) most, by "
-                         f"{100 * row[r]:.1f} points")
+            cells = {r: _interval_of(occlusion, name, r) for r in row.index}
+            most = max(cells.values(), key=lambda c: c[2])[2] if cells else 0
+            found = [r for r in row.index if cells[r][2] >= min_faces and cells[r][0] > 0]
+            joiner = "; " if parts else ", "
+            if most < min_faces:
+                sentence += joiner + f"too few faces (n = {most}) to tell what greying out a region does"
+            elif not found:
+                sentence += joiner + f"greying out no single region lowers p({name}) beyond chance"
+            else:
+                r = max(found, key=lambda k: row[k])
+                low, high, n = cells[r]
+                sentence += (joiner + f"greying out the {r} lowers p({name}) most, by {100 * row[r]:.1f} points "
+                             f"(95 % interval {100 * low:.1f}-{100 * high:.1f}, n = {n})")
         if parts or occlusion is not None:
             lines.append(sentence + ".")
     if cues is not None and len(cues):
         above = cues.index[cues["ratio"] > 1].tolist()
-        lines.append(f"On synthetic faces, {method} puts more mass on the regions that carry the cue than their "
-                     f"area share for {len(above)} of {len(cues)} classes (median {cues['ratio'].median():.1f}x "
-                     f"the area share).")
+        faces = int(cues["faces"].sum()) if "faces" in cues else 0
+        lines.append(f"On synthetic faces ({faces} maps), {method} puts more mass on the regions that carry the cue "
+                     f"than their area share for {len(above)} of {len(cues)} classes (median "
+                     f"{cues['ratio'].median():.1f}x the area share).")
     if faith is not None:
         t = faith.table.drop(index="random")
         rand = faith.table.loc["random"]
-        best = t["score"].idxmax()
-        lines.append(f"Deletion/insertion: {int(t['beats_random'].sum())} of {len(t)} methods beat random maps on both "
-                     f"curves (random: deletion AUC {rand['deletion_auc']:.3f}, insertion AUC "
-                     f"{rand['insertion_auc']:.3f}); the most faithful is {best} (deletion "
-                     f"{t.loc[best, 'deletion_auc']:.3f}, insertion {t.loc[best, 'insertion_auc']:.3f}).")
+        n = int(rand["n"]) if "n" in faith.table else 0
+        if n < min_faces:
+            lines.append(f"Deletion/insertion: too few faces (n = {n}) to tell whether the maps beat random ones.")
+        else:
+            beat = t.index[t["beats_random"].astype(bool)].tolist()
+            line = (f"Deletion/insertion on {n} faces: {len(beat)} of {len(t)} methods beat random maps on both "
+                    f"curves (paired Wilcoxon test, p < {faith.alpha:g} on each; random: deletion AUC "
+                    f"{rand['deletion_auc']:.3f}, insertion AUC {rand['insertion_auc']:.3f})")
+            if beat:
+                best = t.loc[beat, "score"].idxmax()
+                line += (f"; the most faithful of those is {best} (deletion {t.loc[best, 'deletion_auc']:.3f}, "
+                         f"insertion {t.loc[best, 'insertion_auc']:.3f})")
+            lines.append(line + ".")
     if randomization is not None:
         last = randomization.correlation.iloc[-1]
-        parts = [f"{m} {last[m]:.2f}" for m in last.index]
-        lines.append("With every layer re-initialised, the rank correlation with the trained model's maps falls to "
-                     + ", ".join(parts) + " (near 0 passes the sanity check).")
+        undefined = randomization.undefined.iloc[-1] if randomization.undefined is not None else None
+        n = randomization.n
+        parts = []
+        for m in last.index:
+            bad = 0 if undefined is None else int(undefined[m])
+            if not np.isfinite(last[m]):
+                parts.append(f"{m} undefined (every map empty or constant)")
+            else:
+                parts.append(f"{m} {last[m]:.2f}" + (f" ({bad} of {n} faces undefined: empty or constant maps, "
+                                                        f"left out)" if bad else ""))
+        verdict = ("near 0 passes the sanity check" if n >= min_faces
+                   else f"too few faces (n = {n}) to call the check passed or failed")
+        lines.append(f"With every layer re-initialised, the rank correlation with the trained model's maps ({n} faces) "
+                     "falls to " + ", ".join(parts) + f" ({verdict}).")
     return lines

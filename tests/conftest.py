@@ -100,3 +100,73 @@ def run_notebook():
         return out
 
     return run
+
+
+def _zoo():
+    """Small architectures, one per way a network places its last rectified feature map, each with the
+    layer the CAM methods must default to (``fervis.models.cam_layers``)."""
+    import keras
+
+    L = keras.layers
+
+    def head(x, inputs, name):
+        x = L.GlobalAveragePooling2D(name="gap")(x)
+        return keras.Model(inputs, L.Dense(7, activation="softmax", name="predictions")(x), name=name)
+
+    def stem(name):
+        inputs = keras.Input((48, 48, 1), name="pixels")
+        return inputs, L.Rescaling(1 / 255.0, name="scale")(inputs)
+
+    zoo = {}
+    keras.utils.set_random_seed(0)
+    # Batch norm with separate activation layers, the fervis vgg pattern.
+    inputs, x = stem("bn_separate")
+    for i in (1, 2):
+        x = L.Conv2D(8 * i, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = L.BatchNormalization(name=f"bn{i}")(x)
+        x = L.Activation("relu", name=f"act{i}")(x)
+        x = L.MaxPooling2D(2, name=f"pool{i}")(x)
+    zoo["bn_separate"] = (head(x, inputs, "bn_separate"), "act2")
+    # The activation inside the convolution.
+    inputs, x = stem("act_inside")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
+    x = L.MaxPooling2D(2, name="pool1")(x)
+    x = L.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
+    zoo["act_inside"] = (head(x, inputs, "act_inside"), "conv2")
+    # A LeakyReLU layer after a linear convolution, then dropout (no layer of its own for CAMs).
+    inputs, x = stem("leaky")
+    x = L.Conv2D(8, 3, strides=2, padding="same", name="conv1")(x)
+    x = L.LeakyReLU(negative_slope=0.1, name="leaky1")(x)
+    x = L.Conv2D(16, 3, padding="same", name="conv2")(x)
+    x = L.LeakyReLU(negative_slope=0.1, name="leaky2")(x)
+    x = L.SpatialDropout2D(0.1, name="drop")(x)
+    zoo["leaky"] = (head(x, inputs, "leaky"), "leaky2")
+    # All-convolutional: a 1x1 convolution with one channel per class before global pooling.
+    inputs, x = stem("all_conv")
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
+    x = L.MaxPooling2D(2, name="pool1")(x)
+    x = L.Conv2D(16, 3, padding="same", activation="relu", name="features")(x)
+    x = L.Conv2D(7, 1, name="classifier")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    zoo["all_conv"] = (keras.Model(inputs, L.Activation("softmax", name="probs")(x), name="all_conv"), "features")
+    # A nested backbone: the feature extractor is a model inside the model.
+    inner = keras.Input((48, 48, 1), name="backbone_in")
+    y = L.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="bb_conv1")(inner)
+    y = L.BatchNormalization(name="bb_bn1")(y)
+    y = L.ReLU(name="bb_relu1")(y)
+    y = L.Conv2D(16, 3, padding="same", use_bias=False, name="bb_conv2")(y)
+    y = L.BatchNormalization(name="bb_bn2")(y)
+    y = L.ReLU(name="bb_relu2")(y)
+    backbone = keras.Model(inner, y, name="backbone")
+    inputs, x = stem("nested")
+    zoo["nested"] = (head(backbone(x), inputs, "nested"), "bb_relu2")
+    return zoo
+
+
+@pytest.fixture(scope="session")
+def zoo():
+    """``name -> (model, expected default CAM layer)`` for a zoo of small untrained architectures:
+    batch norm with separate activations, activation inside the convolution, LeakyReLU layers, an
+    all-convolutional net with a 1x1 classifier convolution, a nested backbone. The residual block is
+    the ``residual_model`` fixture (its CAM layer: ``res_out``)."""
+    return _zoo()

@@ -416,7 +416,7 @@ def _ensemble():
 
 def test_layers_that_share_a_name_go_by_their_path(faces):
     """In an ensemble of two copies of one model each name must still pick one layer: a plain name that
-    would pick either is refused, and layers go by their path instead (Grad-CAM's "last conv" included)."""
+    would pick either is refused, and layers go by their path instead (Grad-CAM's default layer included)."""
     from fervis import filters, labels, saliency
 
     ensemble, (a, b) = _ensemble()
@@ -435,8 +435,8 @@ def test_layers_that_share_a_name_go_by_their_path(faces):
     # Explanations read the member they name, not whichever comes first.
     cam_a = saliency.explain(ensemble, faces, method="gradcam", layer_name="member_a/block2_conv", normalize=False)
     cam_b = saliency.explain(ensemble, faces, method="gradcam", normalize=False)
-    np.testing.assert_allclose(cam_b, saliency.explain(ensemble, faces, method="gradcam",
-                                                       layer_name="member_b/block2_conv", normalize=False))
+    np.testing.assert_allclose(cam_b, saliency.explain(ensemble, faces, method="gradcam",  # the CAM layer rule
+                                                       layer_name="member_b/block2_act", normalize=False))
     assert not np.allclose(cam_a, cam_b)
     assert filters.block_layers(ensemble, "member_b/block1_conv")[0] == "member_b/block1_conv"
     assert all("/" in name for name in filters.block_layers(ensemble, "member_b/block1_conv"))
@@ -479,7 +479,7 @@ def test_ensemble_averages_logits_and_saves_under_safe_mode(tmp_path, tiny, resi
 
 def test_grad_cam_of_an_ensemble_explains_every_member(tiny, faces):
     """An ensemble's class score is its members' mean logit, so its Grad-CAM weighs each member's last
-    convolution by that member's share of the gradient; computed here by hand from the members alone."""
+    rectified feature map by that member's share of the gradient; computed here by hand from the members alone."""
     import tensorflow as tf
 
     from fervis import saliency
@@ -488,12 +488,13 @@ def test_grad_cam_of_an_ensemble_explains_every_member(tiny, faces):
     both = models.ensemble([tiny, other])
     assert models.last_conv_layers(both) == ["member_a/block2_conv", "member_b/block2_conv"]
     assert models.last_conv_layers(tiny) == [models.last_conv_layer(tiny)] == ["block2_conv"]
+    assert models.cam_layers(both) == ["member_a/block2_act", "member_b/block2_act"]  # after the ReLU
     x = tf.constant(faces[:4].astype("float32"))
     logits = [models.to_logits(m) for m in (tiny, other)]
     chosen = np.mean([np.asarray(m(x)) for m in logits], axis=0).argmax(axis=1)
     expected = 0.0
     for m in logits:
-        probe = keras.Model(m.input, [m.get_layer("block2_conv").output, m.output])
+        probe = keras.Model(m.input, [m.get_layer("block2_act").output, m.output])
         with tf.GradientTape() as tape:
             acts, z = probe(x)
             score = tf.gather(z, chosen, axis=1, batch_dims=1) / 2.0  # the member's share of the mean
@@ -504,9 +505,9 @@ def test_grad_cam_of_an_ensemble_explains_every_member(tiny, faces):
     np.testing.assert_allclose(maps, np.maximum(np.asarray(expected), 0.0), rtol=1e-3, atol=1e-5)
     assert maps.max() > 0
     np.testing.assert_allclose(maps, saliency.explain(both, faces[:4], method="gradcam", normalize=False,
-                                                      layer_name=models.last_conv_layers(both)))
+                                                      layer_name=models.cam_layers(both)))
     # Not one member's map: each alone differs from the whole.
-    for name in models.last_conv_layers(both):
+    for name in models.cam_layers(both):
         assert not np.allclose(maps, saliency.explain(both, faces[:4], method="gradcam", layer_name=name,
                                                       normalize=False), atol=1e-4)
     # Score-CAM pools both members' channels (16 each), so top_n may exceed one layer's count (16).
@@ -584,3 +585,23 @@ def test_ensemble_refuses_members_that_do_not_agree(tiny):
         models.ensemble([tiny, three])
     with pytest.raises(ValueError, match=r"Member 1 of fervis.models.ensemble: .*must come from a softmax layer.*'tp_out'"):
         models.ensemble([tiny, models.adapt(_third_party(activation=None))])
+
+
+@pytest.mark.parametrize("name", ["bn_separate", "act_inside", "leaky", "all_conv", "nested"])
+def test_cam_layers_is_the_last_rectified_feature_map(zoo, name):
+    model, expected = zoo[name]
+    assert models.cam_layers(model) == [expected]
+
+
+def test_cam_layers_of_fervis_residual_and_linear_models(residual_model):
+    assert models.cam_layers(models.build("vgg", seed=0)) == ["block4_act2"]  # not block4_conv2 before its BN
+    assert models.cam_layers(models.build("tiny", seed=0)) == ["block2_act"]
+    assert models.cam_layers(residual_model) == ["res_out"]  # after the residual add's ReLU
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Conv2D(8, 3, name="linear_conv")(inputs)  # no nonlinearity anywhere: the last convolution
+    x = keras.layers.Conv2D(7, 1, name="class_conv")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Activation("softmax")(x))
+    assert models.cam_layers(model) == ["linear_conv"]
+    with pytest.raises(ValueError, match=r"'model' parameter of fervis.models.cam_layers must be a keras.Model"):
+        models.cam_layers("vgg")

@@ -1,9 +1,12 @@
 """Tests for fervis.saliency: the seven methods against references, bad input, region
 numbers, deletion/insertion, the randomisation check, plots, the widget and the notebook."""
 
+import dataclasses
 import pathlib
+import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 keras = pytest.importorskip("keras")
@@ -138,7 +141,8 @@ def test_cams_match_tf_keras_vis(tiny, faces, method, visualizer):
     classes = [0, 1, 2, 3, 4, 5]
     x = faces[0][..., None].astype("float32")
     ref = cls(tiny, model_modifier=ReplaceToLinear(), clone=True)(
-        CategoricalScore(classes), x, penultimate_layer="block2_conv", expand_cam=False, normalize_cam=False)
+        CategoricalScore(classes), x, penultimate_layer="block2_act", expand_cam=False, normalize_cam=False,
+        seek_penultimate_conv_layer=False)  # else tf-keras-vis steps back from an activation to its conv
     ref = np.maximum(tf.image.resize(np.asarray(ref)[..., None], (48, 48))[..., 0].numpy(), 0)
     # Each map scaled to a maximum of 1: Grad-CAM++ there multiplies by exp(score), one factor per map.
     ref = ref / np.where(ref.max(axis=(1, 2)) > 0, ref.max(axis=(1, 2)), 1)[:, None, None]
@@ -154,8 +158,8 @@ def test_scorecam_matches_tf_keras_vis_and_top_n(tiny, faces):
     classes = [0, 1, 2, 3, 4, 5]
     x = faces[0][..., None].astype("float32")
     # tf-keras-vis applies a softmax to the outputs: on logits that gives the probabilities fervis uses.
-    ref = Scorecam(models.to_logits(tiny))(CategoricalScore(classes), x, penultimate_layer="block2_conv",
-                                          expand_cam=False, normalize_cam=False)
+    ref = Scorecam(models.to_logits(tiny))(CategoricalScore(classes), x, penultimate_layer="block2_act",
+                                          expand_cam=False, normalize_cam=False, seek_penultimate_conv_layer=False)
     ref = tf.image.resize(np.asarray(ref)[..., None], (48, 48))[..., 0].numpy()
     got = saliency.explain(tiny, x, "scorecam", class_idx=np.array(classes))
     for a, b in zip(got, ref):
@@ -277,12 +281,26 @@ def test_pick_examples(labels, probs, expected):
 
 
 def test_class_mean_maps():
-    maps = np.stack([np.full((4, 4), v) for v in (1.0, 3.0, 5.0, 7.0)])
-    means, counts = saliency.class_mean_maps(maps, np.array([0, 0, 1, 1]), np.array([0, 0, 1, 0]), num_classes=3)
+    ramp = np.arange(16.0).reshape(4, 4)
+    maps = np.stack([ramp * v for v in (1.0, 3.0, 5.0, 7.0)] + [np.zeros((4, 4)), np.full((4, 4), np.nan)])
+    means, counts, excluded = saliency.class_mean_maps(maps, np.array([0, 0, 1, 1, 0, 1]),
+                                                       np.array([0, 0, 1, 0, 0, 0]), num_classes=3)
     assert means.shape == (2, 3, 4, 4)
-    assert means[0, 0, 0, 0] == 2.0 and means[0, 1, 0, 0] == 5.0 and means[1, 1, 0, 0] == 7.0
+    assert means[0, 0, 0, 1] == 2.0 and means[0, 1, 0, 1] == 5.0 and means[1, 1, 0, 1] == 7.0
     assert np.isnan(means[1, 0]).all() and np.isnan(means[0, 2]).all()
     np.testing.assert_array_equal(counts, [[2, 1, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(excluded, [[1, 0, 0], [0, 1, 0]])  # the empty and the NaN map, counted
+
+
+def test_map_problems_and_note():
+    maps = np.stack([np.zeros((4, 4)), np.eye(4), np.full((4, 4), 0.3), np.full((4, 4), np.inf), np.eye(4) * 1e-30])
+    assert saliency.map_problems(maps).tolist() == ["empty", "", "constant", "non-finite", ""]
+    note = saliency.degenerate_note(maps, "Grad-CAM on block2_act")
+    assert note.startswith("Warning: 3 of 5 Grad-CAM on block2_act maps are degenerate (1 empty, 1 constant, "
+                           "1 non-finite)")
+    assert saliency.degenerate_note(maps[1:2]) == ""
+    with pytest.raises(ValueError, match=r"'maps' parameter .* \(n, h, w\)"):
+        saliency.map_problems(np.array(["a"]))
 
 
 def test_region_shares_and_concentration():
@@ -296,13 +314,37 @@ def test_region_shares_and_concentration():
     np.testing.assert_allclose(shares.sum(axis=1), 1.0)
     area = on_mouth.mean()
     assert shares.loc["angry", "mouth"] == pytest.approx(1.0)
-    assert shares.loc["happy", "mouth"] == pytest.approx((1.0 + area) / 2)
+    assert shares.loc["happy", "mouth"] == pytest.approx(1.0)  # the constant map is left out, and counted
+    assert shares.attrs["n"].to_dict() == {"angry": 1, "happy": 1, "all": 2}
+    assert shares.attrs["excluded"].to_dict() == {"angry": 0, "happy": 1, "all": 1}
     dense = saliency.region_shares(maps, template, labels, regions.REGION_NAMES, normalize="area")
     assert dense.loc["angry", "mouth"] == pytest.approx(1.0 / area)
     assert dense.loc["angry", "eyes"] == 0.0
-    uniform = saliency.region_shares(np.ones((2, 48, 48)), template, np.array([1, 1]), regions.REGION_NAMES,
-                                     normalize="area")
+    # Two complementary checkerboards: together exactly as much mass per region as its area.
+    board = (np.indices((48, 48)).sum(axis=0) % 2).astype(float)
+    uniform = saliency.region_shares(np.stack([board, 1 - board] * 10), template, np.full(20, 1),
+                                     regions.REGION_NAMES, normalize="area")
     np.testing.assert_allclose(uniform.to_numpy(), 1.0)
+    low, high = uniform.attrs["low"].to_numpy(), uniform.attrs["high"].to_numpy()
+    assert np.isfinite(low).all() and (low <= 1.0 + 1e-9).all() and (high >= 1.0 - 1e-9).all()
+
+
+def test_region_share_intervals_cover_and_narrow():
+    template = regions.template()
+    rng = np.random.default_rng(0)
+    maps = rng.random((200, 48, 48)) * (1 + 3 * (template == MOUTH))  # 4x denser on the mouth, noisy
+    labels = np.repeat([3, 4], 100)
+    dense = saliency.region_shares(maps, template, labels, regions.REGION_NAMES, normalize="area")
+    low, high = dense.attrs["low"], dense.attrs["high"]
+    assert (low.loc[["happy", "sad"], "mouth"] > 1).all()  # denser than its area, beyond chance
+    assert (low.to_numpy() <= dense.to_numpy() + 1e-12).all() and (dense.to_numpy() <= high.to_numpy() + 1e-12).all()
+    assert ((high - low).loc["all"] < (high - low).loc["happy"]).all()  # more faces, narrower
+    one = saliency.region_shares(maps[:1], template, labels[:1], regions.REGION_NAMES)
+    assert one.attrs["low"].isna().all().all()  # one face: no interval
+    broken = np.stack([maps[0], np.full((48, 48), -np.inf), np.full((48, 48), np.nan)])
+    table = saliency.region_shares(broken, template, np.array([3, 3, 3]), regions.REGION_NAMES)
+    assert table.attrs["n"]["happy"] == 1 and table.attrs["excluded"]["happy"] == 2  # left out, not refused
+    assert np.isfinite(table.to_numpy()).all()
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -311,6 +353,7 @@ def test_region_shares_and_concentration():
     ({"regions": np.full((48, 48), 12)}, r"'regions' parameter .* ids 0-8"),
     ({"regions": np.zeros((3, 48, 48), int)}, r"'regions' parameter"),
     ({"labels": np.array([0, 7])}, r"'labels' parameter"),
+    ({"n_boot": 0}, r"'n_boot' parameter .* int >= 1"),
 ])
 def test_region_shares_bad_input(kwargs, match):
     args = {"maps": np.ones((2, 48, 48)), "regions": regions.template(), "labels": np.array([0, 1]),
@@ -322,12 +365,15 @@ def test_region_shares_bad_input(kwargs, match):
 def test_cue_check_counts_cue_regions():
     template = regions.template()
     mouth = (template == MOUTH).astype(float)
-    cues = saliency.cue_check(np.stack([mouth, np.ones((48, 48))]), template, np.array([3, 4]),
-                              regions.REGION_NAMES, {"happy": ("mouth", "cheeks"), "sad": ("brows", "mouth")})
+    board = (np.indices((48, 48)).sum(axis=0) % 2).astype(float)
+    cues = saliency.cue_check(np.stack([mouth, board, 1 - board, np.zeros((48, 48))]), template,
+                              np.array([3, 4, 4, 4]), regions.REGION_NAMES,
+                              {"happy": ("mouth", "cheeks"), "sad": ("brows", "mouth")})
     cheeks = (template == regions.REGION_NAMES.index("cheeks")).mean()
     assert cues.loc["happy", "cue_share"] == pytest.approx(1.0)
     assert cues.loc["happy", "area_share"] == pytest.approx(mouth.mean() + cheeks)
-    assert cues.loc["sad", "ratio"] == pytest.approx(1.0)  # a uniform map: as much as the area
+    assert cues.loc["sad", "ratio"] == pytest.approx(1.0)  # uniform on average: as much as the area
+    assert cues.loc["sad", "faces"] == 2 and cues.loc["sad", "excluded"] == 1  # the empty map
     with pytest.raises(ValueError, match=r"'cue_regions' parameter .* \['teeth'\]"):
         saliency.cue_check(np.ones((1, 48, 48)), template, np.array([3]), regions.REGION_NAMES, {"happy": ("teeth",)})
 
@@ -366,6 +412,11 @@ def test_deletion_insertion_oracle_beats_random():
     np.testing.assert_allclose(good["deletion"][:, -1], saliency.predict(model, flat)[:, 0], rtol=1e-5)
     assert good["deletion_auc"].mean() < bad["deletion_auc"].mean()
     assert good["insertion_auc"].mean() > bad["insertion_auc"].mean()
+    # faithfulness' paired test: face by face against the random map on the same face.
+    assert saliency._paired_p(good["deletion_auc"], bad["deletion_auc"], "less") < 0.05
+    assert saliency._paired_p(good["insertion_auc"], bad["insertion_auc"], "greater") < 0.05
+    assert saliency._paired_p(good["deletion_auc"], bad["deletion_auc"], "greater") > 0.5
+    assert np.isnan(saliency._paired_p(good["deletion_auc"], good["deletion_auc"], "less"))  # no difference at all
 
 
 def test_deletion_insertion_bad_maps(tiny, faces):
@@ -450,17 +501,92 @@ def test_quick_model_looks_at_the_cues():
 # --------------------------------------------------------------------------- describe, plots, widget
 
 
-def test_describe_writes_the_numbers():
+def _occlusion_table(drops, n):
+    """An occlusion table as occlusion_check gives it, with its intervals: drop +- 0.05."""
+    table = pd.DataFrame(drops).T
+    table.attrs = {"low": table - 0.05, "high": table + 0.05, "n": table * 0 + n, "level": 0.95}
+    return table
+
+
+def test_describe_states_only_what_the_intervals_hold():
     template = regions.template()
     mouth = (template == MOUTH).astype(float)
-    shares = saliency.region_shares(np.stack([mouth]), template, np.array([3]), regions.REGION_NAMES)
-    dense = saliency.region_shares(np.stack([mouth]), template, np.array([3]), regions.REGION_NAMES, normalize="area")
-    lines = saliency.describe(shares, dense, method="gradcam")
-    assert lines == [f"For happy, gradcam puts 100 % of the mass on the mouth ({1 / mouth.mean():.1f}x its area)."]
-    occlusion = shares * 0 + 0.01
-    occlusion.loc["happy", "mouth"] = 0.2
+    rng = np.random.default_rng(0)
+    maps = np.concatenate([mouth * (1 + rng.random((12, 48, 48))), rng.random((9, 48, 48)) + mouth,
+                           np.zeros((2, 48, 48))])
+    labels = np.array([3] * 12 + [1] * 9 + [3] * 2)
+    shares = saliency.region_shares(maps, template, labels, regions.REGION_NAMES)
+    dense = saliency.region_shares(maps, template, labels, regions.REGION_NAMES, normalize="area")
+    lines = saliency.describe(shares, dense, method="Grad-CAM on block2_act")
+    assert lines[0] == "2 of 23 Grad-CAM on block2_act maps are empty, constant or non-finite and left out of the " \
+                       "region figures."
+    assert lines[1] == "For disgust: too few faces (n = 9) to tell where Grad-CAM on block2_act puts the mass."
+    low, high = dense.attrs["low"].loc["happy", "mouth"], dense.attrs["high"].loc["happy", "mouth"]
+    assert low > 1
+    assert lines[2] == (f"For happy (n = 12), Grad-CAM on block2_act puts 100 % of the mass on the mouth "
+                        f"({dense.loc['happy', 'mouth']:.1f}x its area, 95 % interval {low:.1f}-{high:.1f}).")
+    occlusion = _occlusion_table({"happy": {"mouth": 0.2, "eyes": 0.3, "nose": 0.01}}, 12)
+    occlusion.attrs["n"].loc["happy", "eyes"] = 9  # the larger drop rests on too few faces
     lines = saliency.describe(shares, dense, occlusion=occlusion, method="gradcam")
-    assert lines[0].endswith("; greying out the mouth lowers p(happy) most, by 20.0 points.")
+    assert lines[-1].endswith("; greying out the mouth lowers p(happy) most, by 20.0 points "
+                              "(95 % interval 15.0-25.0, n = 12).")
+    occlusion = _occlusion_table({"happy": {"mouth": 0.02, "eyes": 0.01}}, 12)  # intervals include 0
+    lines = saliency.describe(occlusion=occlusion)
+    assert lines == ["For happy, greying out no single region lowers p(happy) beyond chance."]
+    lines = saliency.describe(occlusion=_occlusion_table({"disgust": {"occluder": 0.2}}, 9))
+    assert lines == ["For disgust, too few faces (n = 9) to tell what greying out a region does."]
+
+
+def test_describe_faithfulness_and_randomization_sentences():
+    faith = saliency.Faithfulness(
+        table=pd.DataFrame({"deletion_auc": [0.2, 0.3, 0.35], "insertion_auc": [0.7, 0.6, 0.5],
+                            "score": [0.5, 0.3, 0.15],
+                            "n": [40, 40, 40], "degenerate": [0, 0, 0], "deletion_p": [0.001, 0.2, np.nan],
+                            "insertion_p": [0.001, 0.01, np.nan], "beats_random": [True, False, False]},
+                           index=["gradcam", "gradient", "random"]),
+        fractions=np.linspace(0, 1, 3), curves={})
+    line, = saliency.describe(faith=faith)
+    assert line.startswith("Deletion/insertion on 40 faces: 1 of 2 methods beat random maps on both curves "
+                           "(paired Wilcoxon test, p < 0.05 on each;")
+    assert line.endswith("the most faithful of those is gradcam (deletion 0.200, insertion 0.700).")
+    few = dataclasses.replace(faith, table=faith.table.assign(n=8))
+    assert saliency.describe(faith=few) == [
+        "Deletion/insertion: too few faces (n = 8) to tell whether the maps beat random ones."]
+    check = saliency.Randomization(stages=["trained", "dense"], maps={},
+                                   correlation=pd.DataFrame({"gradcam": [1.0, 0.1], "layercam": [np.nan, np.nan]}),
+                                   undefined=pd.DataFrame({"gradcam": [2, 3], "layercam": [12, 12]}), n=12)
+    line, = saliency.describe(randomization=check)
+    assert "gradcam 0.10 (3 of 12 faces undefined: empty or constant maps, left out)" in line
+    assert "layercam undefined (every map empty or constant)" in line and "nan" not in line
+
+
+def test_plots_mark_degenerate_maps(faces):
+    images = faces[0][:2]
+    maps = {"gradcam": np.stack([np.zeros((48, 48)), np.eye(48)])}
+    fig = plots.saliency_gallery(images, maps, problems={"gradcam": saliency.map_problems(maps["gradcam"])})
+    marks = [t.get_text() for ax in fig.axes for t in ax.texts if t.get_bbox_patch() is not None]
+    assert marks == ["empty map", "empty map"]  # the bare map and the overlay of face 0; face 1 is fine
+    means, counts, excluded = saliency.class_mean_maps(maps["gradcam"], np.array([0, 0]), np.array([0, 0]))
+    fig = plots.class_mean_grid(means, counts, excluded=excluded, title="Grad-CAM on block2_act")
+    assert fig.axes[0].get_title() == "angry (n=1, 1 left out)" and fig._suptitle.get_text() == "Grad-CAM on block2_act"
+    check = saliency.Randomization(stages=["trained"], maps={"gradcam": np.zeros((1, 2, 48, 48))},
+                                   correlation=pd.DataFrame({"gradcam": [np.nan]}), undefined=None, n=2)
+    fig = plots.randomization_strip(check, "gradcam", faces=1, label="Grad-CAM on block2_act")
+    assert fig.axes[0].get_title() == "trained\nρ undefined"
+    assert fig._suptitle.get_text().startswith("Grad-CAM on block2_act: layers re-initialised")
+
+
+def test_method_label_and_per_class_exclusion(tiny):
+    assert saliency.method_label(tiny, "smoothgrad") == "SmoothGrad"
+    assert saliency.method_label(tiny, "scorecam") == "Score-CAM on block2_act"
+    assert saliency.method_label(tiny, "gradcam", layer_name="block1_conv") == "Grad-CAM on block1_conv"
+    with pytest.raises(ValueError, match=r"'method' parameter of fervis.saliency.method_label .* Got 'cam'"):
+        saliency.method_label(tiny, "cam")
+    labels = np.array([0, 0, 0, 1, 1])
+    picked = saliency.per_class(labels, 5, num_classes=2, exclude=np.array([True, False, False, False, True]))
+    assert picked.tolist() == [1, 2, 3]
+    with pytest.raises(ValueError, match=r"'exclude' parameter .* bool array shaped \(5,\)"):
+        saliency.per_class(labels, 2, num_classes=2, exclude=np.zeros(4, bool))
 
 
 def test_plots(faces):
@@ -513,6 +639,28 @@ def test_saliency_explorer_redraws(tiny, faces):
 # --------------------------------------------------------------------------- the notebook on FER2013
 
 
+@pytest.mark.fer2013
+def test_default_cams_on_real_faces(fer2013_path):
+    """The shipped model on 240 PublicTest faces: at most 1 % degenerate maps for every CAM method at its
+    default layer (at block4_conv2, before its batch norm and ReLU, Grad-CAM++ and Score-CAM were empty on
+    most faces), and every table built from them is finite."""
+    from fervis import data
+
+    faces = data.load(fer2013_path).subset("PublicTest").sample(240, stratify=True, seed=0)
+    model = models.load_pretrained("fer2013")
+    assert saliency.method_label(model, "gradcam") == "Grad-CAM on block4_act2"
+    for method in saliency.CAM_METHODS:
+        maps = saliency.explain(model, faces.images, method, top_n=16)
+        bad = (saliency.map_problems(maps) != "").mean()
+        assert bad <= 0.01, f"{method}: {bad:.1%} degenerate maps"
+        table = saliency.region_shares(maps, regions.template(), faces.labels, regions.REGION_NAMES,
+                                       normalize="area")
+        assert np.isfinite(table.to_numpy()).all() and np.isfinite(table.attrs["low"].to_numpy()).all()
+    lines = saliency.describe(table, table, method=saliency.method_label(model, "layercam"))
+    assert lines and not any(re.search(r"\b(nan|inf)\b", line) for line in lines)
+
+
+@pytest.mark.fer2013
 def test_notebook_runs_on_fer2013(fer2013_path, tmp_path, run_notebook):
     """papermill quick run on FERVIS_FER2013 (CI): the notebook completes and its numbers are sane."""
     import json
@@ -525,3 +673,79 @@ def test_notebook_runs_on_fer2013(fer2013_path, tmp_path, run_notebook):
     value = float(accuracy[0].split(":")[1].split()[0])
     assert 0.2 < value <= 1.0  # better than chance (1/7) on FER2013
     assert any("of the mass on the" in t for t in texts)  # the closing answer, written from the numbers
+
+
+# --------------------------------------------------------------------------- invariants on a zoo of architectures
+
+
+@pytest.fixture(scope="module")
+def trained_zoo(zoo, residual_model, synthetic_small):
+    """The zoo models and the residual model, each fitted a few epochs on synthetic faces."""
+    train = synthetic_small.subset("Training")
+    out = dict(zoo)
+    out["residual"] = (residual_model, "res_out")
+    for name, (model, _) in out.items():
+        keras.utils.set_random_seed(0)
+        if name == "residual":  # its shortcut's weight gradient aborts oneDNN (docs/architecture.md)
+            model.get_layer("shortcut_conv").trainable = False
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(train.x(), train.labels, epochs=4, batch_size=32, verbose=0)
+    return out
+
+
+@pytest.mark.parametrize("name", ["bn_separate", "act_inside", "leaky", "all_conv", "nested", "residual"])
+def test_default_cams_are_sound_on_every_architecture(trained_zoo, synthetic_small, name):
+    model, layer = trained_zoo[name]
+    test = synthetic_small.subset("PublicTest").sample(42, stratify=True, seed=0)
+    assert saliency.method_label(model, "gradcam") == f"Grad-CAM on {layer}"
+    maps = {m: saliency.explain(model, test.images, m, top_n=8) for m in saliency.CAM_METHODS}
+    for method, m in maps.items():
+        assert (saliency.map_problems(m) == "").all(), f"{method} on {name}: {saliency.map_problems(m)}"
+    assert not np.array_equal(maps["gradcam"], maps["layercam"])  # bit-identical on a 7-channel classifier conv
+    for normalize in (None, "area"):
+        table = saliency.region_shares(maps["gradcam"], regions.template(), test.labels, regions.REGION_NAMES,
+                                       normalize=normalize)
+        for frame in (table, table.attrs["low"], table.attrs["high"]):
+            assert np.isfinite(frame.to_numpy()).all()
+        assert table.attrs["n"]["all"] == len(test) and table.attrs["excluded"]["all"] == 0
+    occlusion = saliency.occlusion_check(model, test.images, regions.template(), test.labels, regions.REGION_NAMES,
+                                         n_boot=200)
+    for frame in (occlusion, occlusion.attrs["low"], occlusion.attrs["high"]):
+        assert np.isfinite(frame.to_numpy()).all()
+    per_class = np.bincount(test.labels, minlength=7)
+    assert (occlusion.attrs["n"].to_numpy() == per_class[per_class > 0, None]).all()  # every face has every region
+
+
+def test_faithfulness_and_randomization_tables_are_finite(trained_zoo, synthetic_small):
+    model, _ = trained_zoo["bn_separate"]
+    test = synthetic_small.subset("PublicTest").sample(14, stratify=True, seed=0)
+    faith = saliency.faithfulness(model, test.images, ["gradient", "gradcam"], steps=4)
+    methods = faith.table.drop(index="random")
+    assert np.isfinite(faith.table[["deletion_auc", "insertion_auc", "score"]].to_numpy()).all()
+    assert ((methods[["deletion_p", "insertion_p"]] > 0) & (methods[["deletion_p", "insertion_p"]] <= 1)).all().all()
+    assert (faith.table["n"] == 14).all() and (faith.table["degenerate"] == 0).all()
+    assert faith.table["beats_random"].tolist() == [bool(p < 0.05 and q < 0.05) for p, q in
+                                                    zip(faith.table["deletion_p"], faith.table["insertion_p"])]
+    check = saliency.randomization_check(model, test.images[:6], ["gradcam", "layercam"])
+    assert np.isfinite(check.correlation.to_numpy()).all() and check.n == 6
+    assert check.undefined.shape == check.correlation.shape and (check.undefined.to_numpy() >= 0).all()
+
+
+def test_spearman_is_undefined_for_constant_maps():
+    from fervis import monitoring
+
+    rng = np.random.default_rng(0)
+    a = rng.random((3, 20))
+    b = np.stack([a[0], np.zeros(20), np.full(20, 2.0)])
+    rho = saliency._spearman(a, b)
+    assert rho[0] == pytest.approx(1.0) and np.isnan(rho[1:]).all()  # as monitoring.spearman: NaN, not 0
+    assert np.isnan(monitoring.spearman(a[1:2].reshape(1, 4, 5), b[1:2].reshape(1, 4, 5))).all()
+
+
+def test_randomization_counts_empty_maps_as_undefined(tiny, faces):
+    images = faces[0]
+    # Black faces: every feature map is flat, so is every Grad-CAM map, at every stage.
+    check = saliency.randomization_check(tiny, np.zeros_like(images), ["gradcam"])
+    assert check.correlation.isna().all().all()
+    assert (check.undefined["gradcam"] == len(images)).all()
+    assert "gradcam undefined (every map empty or constant)" in saliency.describe(randomization=check)[0]
