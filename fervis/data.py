@@ -19,9 +19,14 @@ folder or zip with images in emotion folders is read as a tree (CSVs beside it a
 ignored); otherwise it must hold exactly one CSV.
 
 Every layout gives one :class:`Dataset`. Parsed files are cached as ``.npz`` under
-``$FERVIS_HOME/data`` (default: the user cache directory), so a second load of the
-35,887-row CSV reads one file instead of 270 MB of text. The synthetic faces are cached the
-same way, keyed by the code that draws them (0.1 s instead of 6-9 s per notebook).
+``$FERVIS_HOME/data`` (default: the user cache directory), keyed by a SHA-256 of the bytes
+read (not size and mtime, which ``cp -p`` keeps), so a second load of the 35,887-row CSV
+hashes 85 MB and reads one file instead of parsing 270 MB of text. The synthetic faces are
+cached the same way, keyed by the code that draws them (0.1 s instead of 6-9 s per notebook).
+
+Reading is bounded whatever the input: compressed layers are streamed, one source may give
+at most ``_MAX_TEXT_BYTES`` of text and an image file ``_MAX_IMAGE_BYTES``, and only regular
+files are read (a FIFO or device is refused, never opened for reading).
 
 The pixel column is parsed for all rows at once: the bytes of many rows are classified
 with numpy (digit or separator), token ends located with one comparison, and each value

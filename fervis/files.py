@@ -34,20 +34,19 @@ def temporary_path(path, suffix=".tmp"):
     """
     path = pathlib.Path(os.fspath(path))
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    return pathlib.Path(name)
-
-
-def _readable_mode(tmp, path):
-    """mkstemp makes the file private (0600); give it the mode the file it replaces had, or the
-    usual one for a new file (0666 less the umask)."""
     try:
-        mode = os.stat(path).st_mode & 0o777
-    except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        mode = 0o666 & ~mask
-    os.chmod(tmp, mode)
+        # mkstemp makes the file private (0600); give it the mode of the file it will replace,
+        # or the usual one for a new file (0666 less the umask).
+        try:
+            mode = os.stat(path).st_mode & 0o777
+        except OSError:
+            mask = os.umask(0)
+            os.umask(mask)
+            mode = 0o666 & ~mask
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return pathlib.Path(name)
 
 
 def write_atomic(path, data, encoding="utf-8"):
@@ -84,7 +83,6 @@ def write_atomic(path, data, encoding="utf-8"):
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-        _readable_mode(tmp, path)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from fervis.files import write_atomic
+from fervis.files import fervis_home, write_atomic
 
 __all__ = [
     "GALLERY", "NotebookError", "NotebookResult", "Report", "data_name", "find_notebooks", "gallery", "run",
@@ -477,7 +477,7 @@ def _check(data, budget, model, out):
             f"The 'budget' parameter of {func} must be one of {sorted(BUDGETS)}. Got {budget!r} instead."
         )
     training.check_model_spec(model, func, allow_model=False)  # the notebooks take MODEL as text
-    if not isinstance(out, (str, os.PathLike)):
+    if not isinstance(out, (str, os.PathLike)) or os.fspath(out) == "":
         raise ValueError(f"The 'out' parameter of {func} must be a folder path. Got {out!r} instead.")
 
 
@@ -533,6 +533,9 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
     PosixPath('reports/synthetic/index.html')
     """
     _check(data, budget, model, out)
+    # The kernels run in the notebooks' folder: a relative FERVIS_HOME must reach them absolute,
+    # or they would cache into another folder than this process.
+    fervis_home()
     notebooks = find_notebooks(notebooks_dir)
     import papermill
 
