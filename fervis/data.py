@@ -523,11 +523,8 @@ def load(source, strict=False, cache=True):
         )
     if not path.is_dir() and not path.is_file():
         raise ValueError(f"{path}: is neither a regular file nor a folder (a device, FIFO or socket?).")
-    if path.is_file() and path.stat().st_size > _MAX_TEXT_BYTES:
-        raise ValueError(
-            f"{path}: is {path.stat().st_size / 2**30:.1f} GiB, more than the {_MAX_TEXT_BYTES / 2**30:g} GiB "
-            "fervis reads from one file; FER2013's CSV is 0.3 GiB."
-        )
+    if path.is_file():
+        _check_size(path)  # before its bytes are hashed for the cache key
     key = _cache_key(path) if cache else None
     cached = _read_cache(key) if key else None
     if cached is not None and not (strict and cached["resized"]):
@@ -556,6 +553,7 @@ def _read(path, strict):
         return _read_folder(path, strict)
     if not path.is_file():
         raise ValueError(f"{path}: is neither a regular file nor a folder (a device, FIFO or socket?).")
+    _check_size(path)
     with open(path, "rb") as f:
         head = f.read(8)
     if not head:
@@ -570,6 +568,15 @@ def _read(path, strict):
             "(<split>/<emotion>/<image>) or a FER2013 CSV instead."
         )
     return _csv_result(_parse_csv(_file_chunks(path), str(path)))
+
+
+def _check_size(path):
+    size = path.stat().st_size
+    if size > _MAX_TEXT_BYTES:
+        raise ValueError(
+            f"{path}: is {size / 2**30:.1f} GiB, more than the {_MAX_TEXT_BYTES / 2**30:g} GiB "
+            "fervis reads from one file; FER2013's CSV is 0.3 GiB."
+        )
 
 
 def _csv_result(arrays):
@@ -1293,7 +1300,8 @@ def _cache_key(path):
             for name in sorted(filenames):
                 file = os.path.join(dirpath, name)
                 h.update(os.fsencode(os.path.relpath(file, path)) + b"\0")
-                if os.path.isfile(file):  # a FIFO or device is refused by the reader, unread here
+                # A FIFO or device, or a file too large to read, is refused by the reader: unread here.
+                if os.path.isfile(file) and os.path.getsize(file) <= _MAX_TEXT_BYTES:
                     _hash_file(h, file)
     else:
         _hash_file(h, path)

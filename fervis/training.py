@@ -239,37 +239,48 @@ def _write_history(path, rows):
     write_atomic(path, buffer.getvalue())
 
 
-_LOCK = ".fervis-run.lock"
+def _lock_holder(folder):
+    """Who holds the flock on ``folder``: "process PID (its command line)" from /proc/locks, where
+    Linux lists every lock with its process and the inode it is on; else "another process"."""
+    try:
+        inode = os.stat(folder).st_ino
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 1234 00:2f:5678 0 EOF"
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+                    pid = fields[4]
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                            command = cmd.read(300).replace(b"\0", b" ").decode(errors="replace").strip()
+                    except OSError:
+                        command = ""
+                    return f"process {pid}" + (f", {command[:120]}" if command else "")
+    except OSError:
+        pass
+    return "another process"
 
 
 @contextlib.contextmanager
 def _run_lock(out, func):
     """Hold ``out`` for this process: a second run into the same folder is refused, naming this one.
 
-    An ``flock`` on a file in the folder, released by the system when the process ends, however
-    it ends, so a killed run never leaves the folder locked.
+    An ``flock`` on the folder itself (no lock file to leave behind), released by the system when
+    the process ends, however it ends, so a killed run never leaves the folder locked.
     """
     try:
         import fcntl
     except ImportError:  # not on Windows; the rest of fervis works there without the lock
         yield
         return
-    fd = os.open(out / _LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            other = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
             raise ValueError(
                 f"The 'out_dir' parameter of {func} names {str(out)!r}, where another training run is "
-                f"writing ({other}); wait for it to end, or choose another out_dir."
+                f"writing ({_lock_holder(out)}); wait for it to end, or choose another out_dir."
             ) from None
-        import datetime
-        import socket
-
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}, started "
-                      f"{datetime.datetime.now().isoformat(timespec='seconds')}\n".encode(), 0)
         # Temporary files a killed or failed run left behind (none is being written: we hold the lock).
         for pattern in (f".{CHECKPOINT}.*", f".{FINAL}.*", f".{HISTORY}.*", ".model.*.tmp.keras"):
             for stale in out.glob(pattern):

@@ -630,7 +630,7 @@ def test_second_run_into_one_out_dir_is_refused_naming_the_other(tmp_path):
     images, labels = _arrays(64)
     with training._run_lock(tmp_path, "test"):  # as a run in another process holds it
         with pytest.raises(ValueError, match=rf"names '{tmp_path}', where another training run is writing "
-                                             rf"\(process {os.getpid()} on .*, started "):
+                                             rf"\(process {os.getpid()}, .*python"):
             training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=1),
                          out_dir=tmp_path, verbose=False)
     assert not (tmp_path / "checkpoint.keras").exists()
@@ -661,7 +661,7 @@ def test_temporaries_left_by_a_killed_run_are_removed_and_no_empty_val_columns(t
     _, history = training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=1),
                               out_dir=tmp_path, verbose=False)
     assert not any(path.exists() for path in debris)
-    assert sorted(os.listdir(tmp_path)) == [".fervis-run.lock", "checkpoint.keras", "history.csv", "model.keras"] + (
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.keras", "history.csv", "model.keras"] + (
         ["tb"] if (tmp_path / "tb").exists() else [])
     # Without validation there are no val_* columns of NaN (Keras' CSVLogger wrote them as NA).
     assert not [c for c in history.columns if c.startswith("val_")]
