@@ -104,6 +104,12 @@ def _load_data(source):
     return data.load(source)
 
 
+def _shown(path):
+    """A path as text any terminal can print: bytes of a non-UTF-8 file name (which Python keeps
+    as lone surrogates) become U+FFFD instead of failing the print."""
+    return os.fspath(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _jsonable(value):
     """Plain JSON types; NaN (a class without images) becomes null."""
     if isinstance(value, dict):
@@ -142,7 +148,7 @@ def _inspect(args):
     splits = list(info["counts"])
     rows = [[info["counts"][s].get(c, 0) for c in class_names] + [sum(info["counts"][s].values())] for s in splits]
     pixels = info["pixels"]
-    print(f"source: {info['source']}")
+    print(f"source: {_shown(info['source'])}")
     print(f"images: {info['n_images']}  labelled: {'yes' if info['labeled'] else 'no'}  "
           f"fingerprint: {info['fingerprint'][:16]}")
     print("\nimages per split and class:")
@@ -195,9 +201,9 @@ def _train(args):
     last = history.iloc[-1].to_dict() if len(history) else {}
     metrics = "  ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "epoch" and math.isfinite(v))
     epochs = f"{len(history)} epoch{'' if len(history) == 1 else 's'}"
-    print(f"trained {recipe.arch} with recipe {recipe.name!r} for {epochs} on {args.data}; {metrics}")
-    print(f"model: {os.path.join(out, training.FINAL)}")
-    print(f"history: {os.path.join(out, training.HISTORY)}")
+    print(f"trained {recipe.arch} with recipe {recipe.name!r} for {epochs} on {_shown(args.data)}; {metrics}")
+    print(f"model: {_shown(os.path.join(out, training.FINAL))}")
+    print(f"history: {_shown(os.path.join(out, training.HISTORY))}")
     return 0
 
 
@@ -221,7 +227,7 @@ def _evaluate(args):
     if args.json:
         _print_json({"model": spec, "data": dataset.source, **result})
     else:
-        _print_evaluation(result, f"model {spec} on {dataset.source}")
+        _print_evaluation(result, f"model {_shown(spec)} on {_shown(dataset.source)}")
     return 0
 
 

@@ -274,3 +274,11 @@ def test_train_without_validation_prints_no_nan(capsys, fer_csv, tmp_path):
     out = capsys.readouterr().out
     assert "for 1 epoch on" in out and "loss " in out and "nan" not in out.lower() and "val_" not in out
 
+
+
+def test_inspect_prints_a_non_utf8_file_name(capsys, fer_csv, tmp_path):
+    path = os.path.join(os.fsencode(tmp_path), b"faces\xff.csv")
+    with open(path, "wb") as f:
+        f.write(fer_csv.read_bytes())
+    assert cli.main(["data", "inspect", os.fsdecode(path)]) == 0  # capsys' stdout is strict UTF-8
+    assert "faces\ufffd.csv" in capsys.readouterr().out
