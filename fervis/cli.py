@@ -56,6 +56,13 @@ def _positive_int(text):
     return value
 
 
+def _path(text):
+    """A path argument: an empty one would mean the current folder, which nobody means by it."""
+    if not text:
+        raise argparse.ArgumentTypeError("must be a path, got '' (write '.' for the current folder)")
+    return text
+
+
 @contextlib.contextmanager
 def _quiet_stderr():
     """Hide what TensorFlow's C++ start-up writes straight to file descriptor 2.
@@ -102,6 +109,12 @@ def _load_data(source):
     return data.load(source)
 
 
+def _shown(path):
+    """A path as text any terminal can print: bytes of a non-UTF-8 file name (which Python keeps
+    as lone surrogates) become U+FFFD instead of failing the print."""
+    return os.fspath(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _jsonable(value):
     """Plain JSON types; NaN (a class without images) becomes null."""
     if isinstance(value, dict):
@@ -140,7 +153,7 @@ def _inspect(args):
     splits = list(info["counts"])
     rows = [[info["counts"][s].get(c, 0) for c in class_names] + [sum(info["counts"][s].values())] for s in splits]
     pixels = info["pixels"]
-    print(f"source: {info['source']}")
+    print(f"source: {_shown(info['source'])}")
     print(f"images: {info['n_images']}  labelled: {'yes' if info['labeled'] else 'no'}  "
           f"fingerprint: {info['fingerprint'][:16]}")
     print("\nimages per split and class:")
@@ -191,10 +204,11 @@ def _train(args):
     model = models.build(recipe.arch, num_classes=len(dataset.class_names), seed=recipe.seed)
     model, history = training.fit(model, dataset, recipe, out_dir=out, resume=args.resume, validation=validation)
     last = history.iloc[-1].to_dict() if len(history) else {}
-    metrics = "  ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "epoch")
-    print(f"trained {recipe.arch} with recipe {recipe.name!r} for {len(history)} epochs on {args.data}; {metrics}")
-    print(f"model: {os.path.join(out, training.FINAL)}")
-    print(f"history: {os.path.join(out, training.HISTORY)}")
+    metrics = "  ".join(f"{k} {v:.4f}" for k, v in last.items() if k != "epoch" and math.isfinite(v))
+    epochs = f"{len(history)} epoch{'' if len(history) == 1 else 's'}"
+    print(f"trained {recipe.arch} with recipe {recipe.name!r} for {epochs} on {_shown(args.data)}; {metrics}")
+    print(f"model: {_shown(os.path.join(out, training.FINAL))}")
+    print(f"history: {_shown(os.path.join(out, training.HISTORY))}")
     return 0
 
 
@@ -210,9 +224,9 @@ def _evaluate(args):
     model = models.resolve(spec, num_classes=len(dataset.class_names))
     split = None if args.split == "all" else args.split
     present = sorted(set(dataset.splits.tolist()))
-    if split is not None and split not in present:
-        raise _UsageError(f"argument --split: {split!r} is not a split of {args.data} (it has {', '.join(present)}, "
-                          "or all)")
+    if split is not None and split not in present:  # training.evaluate would say "or None"
+        raise _UsageError(f"argument --split: {split!r} is not a split of {dataset.source} "
+                          f"(choose from {', '.join(present)}, all)")
     # How the model wants its faces, checked on (at most 1,000 of) the faces it is evaluated on.
     found = contract.inspect(model, dataset if split is None else dataset.subset(split),
                              model_input=args.model_input, class_order=order)
@@ -226,7 +240,7 @@ def _evaluate(args):
     if args.json:
         _print_json({"model": spec, "data": dataset.source, "contract": found.to_dict(), **result})
     else:
-        _print_evaluation(result, f"model {spec} on {dataset.source}\nmodel contract: {found.verdict}")
+        _print_evaluation(result, f"model {_shown(spec)} on {_shown(dataset.source)}\nmodel contract: {found.verdict}")
     return 0
 
 
@@ -278,7 +292,22 @@ def _run_report(data, budget, model, out, notebooks_dir, model_input="auto", cla
         return None
 
 
+def _check_report_args(args):
+    """The report's cheap checks, before TensorFlow is imported (its start-up text would come first)."""
+    if args.data != "synthetic" and not os.path.exists(args.data):
+        raise _UsageError(f"argument --data: {args.data!r} does not exist (a FER2013 file or folder, or synthetic)")
+    spec = args.model
+    if spec not in ("auto", "train") and not spec.startswith(("train:", "pretrained:")) and not os.path.exists(
+            os.path.expanduser(spec)):
+        raise _UsageError(f"argument --model: {spec!r} is not auto, train, train:RECIPE, pretrained:NAME or an "
+                          "existing .keras/.h5 file")
+    if args.notebooks is not None and not os.path.isdir(args.notebooks):
+        raise _UsageError(f"argument --notebooks: {args.notebooks!r} is not a folder")
+    _keras_modules()  # TensorFlow's start-up text hidden here, not printed by report.run
+
+
 def _report(args):
+    _check_report_args(args)
     report = _run_report(args.data, args.budget, args.model, args.out, args.notebooks,
                          model_input=args.model_input, class_order=args.class_order)
     if report is None:
@@ -308,13 +337,13 @@ def _parser():
     data = commands.add_parser("data", help="look at a dataset")
     data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     inspect = data_commands.add_parser("inspect", help="counts per split and class, pixel statistics, problems")
-    inspect.add_argument("source", metavar="SOURCE", help="'synthetic' or a FER2013 file or folder")
+    inspect.add_argument("source", type=_path, metavar="SOURCE", help="'synthetic' or a FER2013 file or folder")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
     inspect.set_defaults(func=_inspect)
 
     train = commands.add_parser("train", help="train a model with checkpoints and resume")
-    train.add_argument("--data", required=True, metavar="SOURCE", help="'synthetic' or a FER2013 file or folder")
-    train.add_argument("--out", required=True, metavar="DIR", help="run directory (checkpoint, history, model)")
+    train.add_argument("--data", required=True, type=_path, metavar="SOURCE", help="'synthetic' or a FER2013 file or folder")
+    train.add_argument("--out", required=True, type=_path, metavar="DIR", help="run directory (checkpoint, history, model)")
     train.add_argument("--arch", metavar="NAME", help="tiny, compact or vgg (default: the recipe's)")
     train.add_argument("--epochs", type=_positive_int, metavar="N", help="default: the recipe's")
     train.add_argument("--recipe", default="quick", metavar="NAME", help="tiny, quick or fer2013 (default quick)")
@@ -322,8 +351,8 @@ def _parser():
     train.set_defaults(func=_train)
 
     evaluate = commands.add_parser("evaluate", help="accuracy, per-class recall and confusion matrix")
-    evaluate.add_argument("--model", required=True, metavar="PATH", help="a .keras/.h5 file or pretrained:fer2013")
-    evaluate.add_argument("--data", required=True, metavar="SOURCE", help="'synthetic' or a FER2013 file or folder")
+    evaluate.add_argument("--model", required=True, type=_path, metavar="PATH", help="a .keras/.h5 file or pretrained:fer2013")
+    evaluate.add_argument("--data", required=True, type=_path, metavar="SOURCE", help="'synthetic' or a FER2013 file or folder")
     evaluate.add_argument("--split", default="PublicTest", metavar="NAME",
                           help="Training, PublicTest, PrivateTest or all (default PublicTest)")
     evaluate.add_argument("--tta", default="auto", choices=("auto",) + _TTA,
@@ -340,15 +369,15 @@ def _parser():
     demo.set_defaults(func=_demo)
 
     report = commands.add_parser("report", help="run every notebook into reports/<data-name>/ (HTML + index)")
-    report.add_argument("--data", default="synthetic", metavar="SOURCE",
+    report.add_argument("--data", default="synthetic", type=_path, metavar="SOURCE",
                         help="'synthetic' (default) or a FER2013 file or folder")
     report.add_argument("--budget", default="quick", choices=("quick", "full"), help="default quick")
-    report.add_argument("--model", default="auto", metavar="SPEC",
+    report.add_argument("--model", default="auto", type=_path, metavar="SPEC",
                         help="auto (default), train, train:RECIPE, a .keras/.h5 file or pretrained:fer2013")
     _contract_arguments(report)
-    report.add_argument("--out", default="reports", metavar="DIR",
+    report.add_argument("--out", default="reports", type=_path, metavar="DIR",
                         help="reports folder (default reports); the report goes to DIR/<data-name>/")
-    report.add_argument("--notebooks", metavar="DIR", help="notebooks folder (default: the repository's)")
+    report.add_argument("--notebooks", type=_path, metavar="DIR", help="notebooks folder (default: the repository's)")
     report.set_defaults(func=_report)
     return parser
 

@@ -1,17 +1,60 @@
-"""Whole-file writes: a reader (or a run killed mid-write) sees the old file or the new one."""
+"""Files fervis writes: whole-file writes that a kill cannot leave half done, and the cache folder."""
 
 import os
 import pathlib
+import tempfile
 
-__all__ = ["write_atomic"]
+__all__ = ["write_atomic", "temporary_path", "fervis_home"]
+
+
+def temporary_path(path, suffix=".tmp"):
+    """A new, empty, private temporary file beside ``path`` (same folder, so ``os.replace`` works).
+
+    Made with :func:`tempfile.mkstemp` (``O_CREAT | O_EXCL``, an unpredictable name), so it never
+    follows a symlink planted under a guessed name. The caller writes it, then replaces ``path``
+    with it or removes it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file the temporary one will replace.
+    suffix : str, default ".tmp"
+        Keras, for one, wants ``".keras"``.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Example
+    -------
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+    >>> tmp = temporary_path(p)
+    >>> tmp.name.startswith(".a.txt.") and tmp.stat().st_size == 0
+    True
+    """
+    path = pathlib.Path(os.fspath(path))
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        # mkstemp makes the file private (0600); give it the mode of the file it will replace,
+        # or the usual one for a new file (0666 less the umask).
+        try:
+            mode = os.stat(path).st_mode & 0o777
+        except OSError:
+            mask = os.umask(0)
+            os.umask(mask)
+            mode = 0o666 & ~mask
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return pathlib.Path(name)
 
 
 def write_atomic(path, data, encoding="utf-8"):
     """Write ``data`` (``str`` or ``bytes``) to ``path`` whole.
 
-    The data goes to a temporary file beside ``path`` (same folder, so the same file system),
-    which then replaces ``path`` with ``os.replace``; if writing fails, the temporary file is
-    removed and ``path`` is left as it was.
+    The data goes to a new temporary file beside ``path`` (:func:`temporary_path`), which then
+    replaces ``path`` with ``os.replace`` (a symlink at ``path`` is replaced, not followed); if
+    writing fails, the temporary file is removed and ``path`` is left as it was.
 
     Parameters
     ----------
@@ -27,7 +70,6 @@ def write_atomic(path, data, encoding="utf-8"):
 
     Example
     -------
-    >>> import tempfile
     >>> p = write_atomic(pathlib.Path(tempfile.mkdtemp()) / "a.txt", "hello")
     >>> p.read_text()
     'hello'
@@ -35,14 +77,41 @@ def write_atomic(path, data, encoding="utf-8"):
     path = pathlib.Path(os.fspath(path))
     if not isinstance(data, (str, bytes)):
         raise TypeError(f"write_atomic writes str or bytes to {str(path)!r}. Got {type(data).__name__} instead.")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if isinstance(data, str):
+        data = data.encode(encoding)
+    tmp = temporary_path(path)
     try:
-        if isinstance(data, bytes):
-            tmp.write_bytes(data)
-        else:
-            tmp.write_text(data, encoding=encoding)
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def fervis_home():
+    """The fervis cache folder, absolute: ``$FERVIS_HOME``, else the user's cache folder for fervis.
+
+    A relative ``$FERVIS_HOME`` is resolved against the working folder the first time it is read
+    and written back to the environment as an absolute path, so processes started later (the
+    report's notebook kernels, which run in ``notebooks/``) use the same folder.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Example
+    -------
+    >>> fervis_home().is_absolute()
+    True
+    """
+    home = os.environ.get("FERVIS_HOME")
+    if home:
+        absolute = os.path.abspath(os.path.expanduser(home))
+        if absolute != home:
+            os.environ["FERVIS_HOME"] = absolute
+        return pathlib.Path(absolute)
+    import platformdirs
+
+    return pathlib.Path(platformdirs.user_cache_dir("fervis")).absolute()

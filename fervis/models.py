@@ -24,6 +24,7 @@ import collections
 import json
 import os
 import pathlib
+import re
 import string
 import zipfile
 
@@ -159,6 +160,15 @@ def _describe_content(head):
     return "neither a Keras .keras archive nor an HDF5 file"
 
 
+# A model's config.json is tens of kB (the shipped VGG's: 32 kB); more than this is not a model
+# fervis explains, and reading it whole could take gigabytes (it can be compressed 1000:1).
+_MAX_CONFIG_BYTES = 8 << 20
+# A layer size (units, filters, a kernel or shape dimension) above this is not a face model's.
+_MAX_LAYER_SIZE = 1 << 16
+_SIZE_FIELDS = ("units", "filters", "output_dim", "input_dim", "kernel_size", "pool_size", "size",
+                "depth_multiplier", "batch_shape", "batch_input_shape", "target_shape", "dims")
+
+
 def _read_config(path, kind):
     """The model's architecture config as a dict, read without building anything."""
     if kind == "zip":
@@ -168,7 +178,15 @@ def _read_config(path, kind):
                     f"Cannot load model file {str(path)!r}: it is a zip archive but not a Keras model "
                     f"(no config.json inside; found {archive.namelist()[:5]})."
                 )
-            return json.loads(archive.read("config.json"))
+            # Read at most the cap (the declared size can lie), so a bomb costs nothing.
+            with archive.open("config.json") as member:
+                text = member.read(_MAX_CONFIG_BYTES + 1)
+            if len(text) > _MAX_CONFIG_BYTES:
+                raise ValueError(
+                    f"Cannot load model file {str(path)!r}: its config.json is larger than "
+                    f"{_MAX_CONFIG_BYTES >> 20} MiB (a face model's is tens of kB); refusing to read it."
+                )
+            return json.loads(text)
     import h5py  # ships with TensorFlow/Keras; only needed for legacy files
 
     with h5py.File(path, "r") as f:
@@ -183,12 +201,66 @@ def _read_config(path, kind):
     return json.loads(config)
 
 
-def _lambda_layers(config):
-    """Names of the Lambda layers anywhere in a (nested) model config."""
+def _deserialized_class(config):
+    """The class Keras would build from ``config`` (a dict with ``class_name``), or None.
+
+    Resolved as Keras resolves it (``module`` + ``class_name``, e.g. ``{"module": "keras",
+    "class_name": "layers.Lambda"}``, or a registered name), so another spelling of a class
+    cannot pass for a different one. ``_retrieve_class_or_fn`` is Keras' own resolver; when it
+    cannot place the name, the layers namespace is what a module-less config is looked up in.
+    """
+    name = config.get("class_name")
+    if not isinstance(name, str):
+        return None
+    try:
+        from keras.src.saving import serialization_lib
+
+        return serialization_lib._retrieve_class_or_fn(
+            name, config.get("registered_name", name), config.get("module"), obj_type="class",
+            full_config=config, custom_objects={})
+    except Exception:
+        return getattr(keras.layers, name, None)
+
+
+def _is_lambda(config):
+    cls = _deserialized_class(config)
+    if isinstance(cls, type) and issubclass(cls, keras.layers.Lambda):
+        return True
+    name = config.get("class_name")  # and whatever a later Keras might resolve to the same name
+    return isinstance(name, str) and re.split(r"[.>/]", name)[-1].strip() == "Lambda"
+
+
+def _layer_name(config):
+    inner = config.get("config")
+    return str(inner.get("name", "?")) if isinstance(inner, dict) else "?"
+
+
+def _absurd_sizes(config):
+    """(layer name, field, value) for every layer size above ``_MAX_LAYER_SIZE`` in a config."""
     found = []
     if isinstance(config, dict):
-        if config.get("class_name") == "Lambda":
-            found.append((config.get("config") or {}).get("name", "?"))
+        inner = config.get("config")
+        if "class_name" in config and isinstance(inner, dict):
+            for field in _SIZE_FIELDS:
+                values = inner.get(field)
+                values = values if isinstance(values, (list, tuple)) else [values]
+                if any(isinstance(v, int) and not isinstance(v, bool) and v > _MAX_LAYER_SIZE for v in values):
+                    found.append((_layer_name(config), field, inner[field]))
+        for value in config.values():
+            found.extend(_absurd_sizes(value))
+    elif isinstance(config, list):
+        for value in config:
+            found.extend(_absurd_sizes(value))
+    return found
+
+
+def _lambda_layers(config):
+    """Names of the Lambda layers anywhere in a (nested) model config, found by the class Keras
+    would deserialize, not by the spelling of its name."""
+    found = []
+    if isinstance(config, dict):
+        if "class_name" in config and _is_lambda(config):
+            found.append(_layer_name(config))
         for value in config.values():
             found.extend(_lambda_layers(value))
     elif isinstance(config, list):
@@ -205,7 +277,8 @@ def _check_classes(model, num_classes, what):
         raise ValueError(f"{what} must have one output of shape (n, classes). Got output shape {shape} instead.")
     if shape[-1] != num_classes:
         raise ValueError(
-            f"{what} outputs {shape[-1]} classes, but the data has {num_classes} classes; "
+            f"{what} outputs {shape[-1]} {'class' if shape[-1] == 1 else 'classes'}, but the data has "
+            f"{num_classes} classes; "
             "use a model trained for these classes."
         )
     return model
@@ -247,12 +320,19 @@ def load(path, num_classes=None):
         raise ValueError(
             f"The 'path' parameter of fervis.models.load must be a str or os.PathLike. Got {path!r} instead."
         )
+    if os.fspath(path) == "":  # pathlib would read it as ".", the current folder
+        raise ValueError("The 'path' parameter of fervis.models.load must be a model file. Got '' instead.")
     path = pathlib.Path(path)
     if not path.exists():
         raise ModelFileError(f"Model file {str(path)!r} does not exist.")
     if path.is_dir():
         raise ValueError(
             f"Cannot load model {str(path)!r}: it is a directory (a TensorFlow SavedModel?). "
+            "fervis loads .keras or .h5 files only."
+        )
+    if not path.is_file():  # opening a FIFO would wait for a writer forever
+        raise ValueError(
+            f"Cannot load model {str(path)!r}: it is not a regular file (a device, FIFO or socket?). "
             "fervis loads .keras or .h5 files only."
         )
     with open(path, "rb") as f:
@@ -283,6 +363,13 @@ def load(path, num_classes=None):
             "Python code would have to be executed to load them (unsafe deserialization). fervis loads "
             "models with Keras safe_mode=True only; rebuild the model with built-in layers "
             "(fervis.models.adapt does this for input resizing and scaling)."
+        )
+    absurd = _absurd_sizes(config)
+    if absurd:
+        layer, field, value = absurd[0]
+        raise ValueError(
+            f"Cannot load model file {str(path)!r}: layer {layer!r} declares {field}={value}, larger than "
+            f"{_MAX_LAYER_SIZE} (a 48x48 face model's layers are far smaller); refusing to build it."
         )
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=True)

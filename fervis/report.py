@@ -26,7 +26,7 @@ import tempfile
 import time
 
 from fervis.constants import CLASS_NAMES, INPUT_CONVENTIONS
-from fervis.files import write_atomic
+from fervis.files import fervis_home, write_atomic
 
 __all__ = [
     "GALLERY", "NotebookError", "NotebookResult", "Report", "data_name", "find_notebooks", "gallery", "run",
@@ -487,7 +487,7 @@ def _check(data, budget, model, out):
             f"The 'budget' parameter of {func} must be one of {sorted(BUDGETS)}. Got {budget!r} instead."
         )
     training.check_model_spec(model, func, allow_model=False)  # the notebooks take MODEL as text
-    if not isinstance(out, (str, os.PathLike)):
+    if not isinstance(out, (str, os.PathLike)) or os.fspath(out) == "":
         raise ValueError(f"The 'out' parameter of {func} must be a folder path. Got {out!r} instead.")
 
 
@@ -581,6 +581,9 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
     """
     _check(data, budget, model, out)
     _check_contract(model_input, class_order)
+    # The kernels run in the notebooks' folder: a relative FERVIS_HOME must reach them absolute,
+    # or they would cache into another folder than this process.
+    fervis_home()
     notebooks = find_notebooks(notebooks_dir)
     import papermill
 

@@ -3,9 +3,11 @@
 :func:`fit` trains a model with a :class:`fervis.recipes.Recipe` (augmentation, label
 smoothing, learning-rate schedule and optimizer all come from the recipe). With ``out_dir``
 it writes, after every epoch, one checkpoint file holding the training model's full state
-(weights, optimizer state and so the position in the learning-rate schedule, and the epoch
-number) atomically (a temporary file, then ``os.replace``), so a run killed at any moment
-loses at most one epoch and ``resume=True`` continues it with one continuous history.
+(weights, optimizer state and so the position in the learning-rate schedule, the epoch
+number and the history so far) atomically (a new temporary file, then ``os.replace``), then
+``history.csv`` from it, so a run killed at any moment loses at most one epoch and
+``resume=True`` continues it with one continuous history. A run holds a lock on ``out_dir``:
+a second run into it is refused while the first is alive.
 
 :func:`load_or_train` is what the notebooks call: it returns the model cached for a
 dataset's fingerprint and a recipe, or trains and caches it. :func:`model_for` picks the
@@ -31,9 +33,9 @@ import keras
 import numpy as np
 import pandas as pd
 
-from fervis import models, recipes
+from fervis import files, models, recipes
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE
-from fervis.files import write_atomic
+from fervis.files import temporary_path, write_atomic
 
 __all__ = ["fit", "recalibrate_batchnorm", "run_recipe", "load_or_train", "model_for", "check_model_spec", "evaluate", "cache_path", "fervis_home"]
 
@@ -130,13 +132,32 @@ def _seed_variables(model):
     return [v for v in model.variables if "seed_generator_state" in v.path]
 
 
+def _save_via_temporary(path, write, what):
+    """Write ``path`` whole: ``write(tmp)`` fills a new temporary file beside it, which then
+    replaces it. On any failure the temporary file is removed; a failed write (a full disk)
+    is an ``OSError`` that names the file."""
+    path = pathlib.Path(path)
+    tmp = temporary_path(path, suffix=".keras")  # Keras wants the .keras suffix
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"Cannot write {what} {str(path)!r} (via {tmp.name}): "
+                                 f"{err.strerror or err}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _write_checkpoint(train_model, out_dir, state):
-    """Save the training model and ``state`` as one file, atomically."""
-    tmp = out_dir / f".{CHECKPOINT}.{os.getpid()}.tmp.keras"  # Keras wants the .keras suffix
-    train_model.save(tmp)
-    with zipfile.ZipFile(tmp, "a") as archive:
-        archive.writestr(_STATE, json.dumps(state))
-    os.replace(tmp, out_dir / CHECKPOINT)
+    """Save the training model and ``state`` (which holds the history) as one file, atomically."""
+    def write(tmp):
+        train_model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr(_STATE, json.dumps(state))
+
+    _save_via_temporary(out_dir / CHECKPOINT, write, "checkpoint")
 
 
 def _read_state(path):
@@ -177,35 +198,96 @@ def run_recipe(out_dir):
 def _save_atomic(model, path):
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    _save_via_temporary(path, model.save, "model")
 
 
-def _truncate_history(path, epochs):
-    """Keep the rows of epochs ``< epochs`` (a row written after the last checkpoint would repeat)."""
+def _legacy_history(path, epochs):
+    """The rows of epochs ``< epochs`` of a history.csv written by fervis before the history went
+    into the checkpoint (a row written after the last checkpoint would repeat)."""
     if not path.exists():
-        return
+        return []
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if not rows:
-        path.unlink()
-        return
+        return []
     header, kept = rows[0], []
     for row in rows[1:]:
         try:
             if len(row) == len(header) and int(row[0]) < epochs:
-                kept.append(row)
+                kept.append({k: (int(v) if k == "epoch" else float(v) if v not in ("", "NA") else None)
+                             for k, v in zip(header, row)})
         except ValueError:
             continue  # a line cut short by the kill
-    if not kept:
-        path.unlink()
+    return kept
+
+
+def _write_history(path, rows):
+    """history.csv from the history rows (dicts with ``epoch``), or no file when there are none.
+
+    Columns: ``epoch``, then the metrics in sorted order (as Keras' CSVLogger wrote them), only
+    those some epoch has (no empty ``val_*`` columns without validation).
+    """
+    if not rows:
+        path.unlink(missing_ok=True)
         return
+    keys = sorted({k for row in rows for k in row} - {"epoch"})
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(kept)
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["epoch", *keys])
+    for row in rows:
+        writer.writerow([row["epoch"], *("" if row.get(k) is None else row[k] for k in keys)])
     write_atomic(path, buffer.getvalue())
+
+
+def _lock_holder(folder):
+    """Who holds the flock on ``folder``: "process PID (its command line)" from /proc/locks, where
+    Linux lists every lock with its process and the inode it is on; else "another process"."""
+    try:
+        inode = os.stat(folder).st_ino
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 1234 00:2f:5678 0 EOF"
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+                    pid = fields[4]
+                    try:
+                        with open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                            command = cmd.read(300).replace(b"\0", b" ").decode(errors="replace").strip()
+                    except OSError:
+                        command = ""
+                    return f"process {pid}" + (f", {command[:120]}" if command else "")
+    except OSError:
+        pass
+    return "another process"
+
+
+@contextlib.contextmanager
+def _run_lock(out, func):
+    """Hold ``out`` for this process: a second run into the same folder is refused, naming this one.
+
+    An ``flock`` on the folder itself (no lock file to leave behind), released by the system when
+    the process ends, however it ends, so a killed run never leaves the folder locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not on Windows; the rest of fervis works there without the lock
+        yield
+        return
+    fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"The 'out_dir' parameter of {func} names {str(out)!r}, where another training run is "
+                f"writing ({_lock_holder(out)}); wait for it to end, or choose another out_dir."
+            ) from None
+        # Temporary files a killed or failed run left behind (none is being written: we hold the lock).
+        for pattern in (f".{CHECKPOINT}.*", f".{FINAL}.*", f".{HISTORY}.*", ".model.*.tmp.keras"):
+            for stale in out.glob(pattern):
+                stale.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _tensorboard_available():
@@ -216,13 +298,26 @@ def _tensorboard_available():
     return keras.backend.backend() == "tensorflow" and importlib.util.find_spec("tensorboard") is not None
 
 
+def _log_value(value):
+    value = float(np.asarray(value))
+    return value if math.isfinite(value) else None
+
+
 class _Checkpoint(keras.callbacks.Callback):
-    def __init__(self, train_model, core, out_dir, recipe, steps):
+    """After every epoch: the checkpoint, holding the history so far, then history.csv from it.
+
+    The history travels inside the checkpoint, so a kill between the two writes leaves a
+    checkpoint whose history is whole; resuming rewrites history.csv from it.
+    """
+
+    def __init__(self, train_model, core, out_dir, recipe, steps, rows):
         super().__init__()
         self.train_model, self.out_dir, self.recipe, self.steps = train_model, out_dir, recipe, steps
         self.weight_shapes = _weight_shapes(core)
+        self.rows = list(rows)
 
     def on_epoch_end(self, epoch, logs=None):
+        rows = self.rows + [{"epoch": int(epoch), **{k: _log_value(v) for k, v in (logs or {}).items()}}]
         state = {
             "epoch": epoch + 1,
             "epochs": self.recipe.epochs,
@@ -230,8 +325,11 @@ class _Checkpoint(keras.callbacks.Callback):
             "recipe": self.recipe.to_dict(),
             "weight_shapes": self.weight_shapes,
             "seed_states": [np.asarray(v).tolist() for v in _seed_variables(self.train_model)],
+            "history": rows,
         }
         _write_checkpoint(self.train_model, self.out_dir, state)
+        self.rows = rows
+        _write_history(self.out_dir / HISTORY, rows)
 
 
 def _weight_shapes(model):
@@ -467,13 +565,28 @@ def fit(model, dataset_or_arrays, recipe, out_dir=None, resume=False, validation
             )
         validation = dataset_or_arrays.subset(validation)
     val = None if validation is None else _arrays(validation, func, "validation", model)
-    num_classes = model.output_shape[-1]
     steps = max(1, math.ceil(len(x) / recipe.batch_size))
 
-    state, out = None, None
+    out = None
     if out_dir is not None:
+        if not isinstance(out_dir, (str, os.PathLike)) or os.fspath(out_dir) == "":
+            raise ValueError(
+                f"The 'out_dir' parameter of {func} must be a folder path (str or os.PathLike). Got "
+                f"{out_dir!r} instead" + (" (an empty path; write '.' for the current folder)." if out_dir == "" else ".")
+            )
         out = pathlib.Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+    elif resume:
+        raise ValueError(f"The 'resume' parameter of {func} needs an out_dir to resume from. Got out_dir=None.")
+    with _run_lock(out, func) if out is not None else contextlib.nullcontext():
+        return _fit_run(model, x, y, val, recipe, out, resume, strategy, callbacks, verbose, steps, func)
+
+
+def _fit_run(model, x, y, val, recipe, out, resume, strategy, callbacks, verbose, steps, func):
+    """The body of :func:`fit` once its arguments are checked (and ``out`` is locked)."""
+    num_classes = model.output_shape[-1]
+    state = None
+    if out is not None:
         if (out / CHECKPOINT).exists():
             if not resume:
                 done = _read_state(out / CHECKPOINT).get("epoch", "?")
@@ -496,8 +609,6 @@ def fit(model, dataset_or_arrays, recipe, out_dir=None, resume=False, validation
                     f"{state.get('steps_per_epoch')} steps per epoch, this data gives {steps} "
                     "(the training data differ)."
                 )
-    elif resume:
-        raise ValueError(f"The 'resume' parameter of {func} needs an out_dir to resume from. Got out_dir=None.")
     initial_epoch = int(state["epoch"]) if state else 0
     # Re-seeding with the epoch makes a resumed run repeatable as well.
     keras.utils.set_random_seed(recipe.seed + initial_epoch)
@@ -520,10 +631,12 @@ def fit(model, dataset_or_arrays, recipe, out_dir=None, resume=False, validation
 
     cbs = [_LearningRate()]
     if out is not None:
-        cbs.append(_Checkpoint(train_model, core, out, recipe, steps))
-        history_path = out / HISTORY
-        _truncate_history(history_path, initial_epoch)
-        cbs.append(keras.callbacks.CSVLogger(str(history_path), append=True))
+        rows = state.get("history") if state else []
+        if rows is None:  # a checkpoint of a fervis that kept the history in history.csv only
+            rows = _legacy_history(out / HISTORY, initial_epoch)
+        rows = [row for row in rows if row["epoch"] < initial_epoch]
+        _write_history(out / HISTORY, rows)  # history.csv as the checkpoint has it
+        cbs.append(_Checkpoint(train_model, core, out, recipe, steps, rows))
         if _tensorboard_available():
             cbs.append(keras.callbacks.TensorBoard(log_dir=str(out / "tb"), write_graph=False))
     if verbose:
@@ -556,13 +669,9 @@ def fit(model, dataset_or_arrays, recipe, out_dir=None, resume=False, validation
 
 
 def fervis_home():
-    """The fervis cache directory: ``$FERVIS_HOME``, else the user's cache dir for fervis."""
-    home = os.environ.get("FERVIS_HOME")
-    if not home:
-        import platformdirs
-
-        home = platformdirs.user_cache_dir("fervis")
-    return pathlib.Path(home)
+    """The fervis cache directory, absolute: ``$FERVIS_HOME``, else the user's cache dir for fervis
+    (see :func:`fervis.files.fervis_home`)."""
+    return files.fervis_home()
 
 
 def cache_path(dataset, recipe="quick"):

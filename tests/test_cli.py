@@ -151,10 +151,9 @@ def test_evaluate_bad_files(capsys, fer_csv, tmp_path, monkeypatch):
 
 def test_evaluate_bad_split_and_unlabelled(capsys, fer_csv, trained_run, tmp_path, synthetic_small):
     model = str(trained_run / "model.keras")
-    assert "argument --split: 'PrivateTest' is not a split of" in _error_line(
-        capsys, ["evaluate", "--model", model, "--data", str(fer_csv), "--split", "PrivateTest"])
-    assert "(it has PublicTest, Training, or all)" in _error_line(
-        capsys, ["evaluate", "--model", model, "--data", str(fer_csv), "--split", "PrivateTest"])
+    line = _error_line(capsys, ["evaluate", "--model", model, "--data", str(fer_csv), "--split", "PrivateTest"])
+    # The command line's spelling of every split is `all`, not the library's None.
+    assert "argument --split: 'PrivateTest' is not a split" in line and "(choose from PublicTest, Training, all)" in line
     unlabeled = tmp_path / "test.csv"
     with open(unlabeled, "w") as f:  # Kaggle's test.csv layout: pixels only
         f.write("pixels\n")
@@ -198,12 +197,12 @@ def test_version(capsys):
     assert info.value.code == 0 and capsys.readouterr().out.startswith("fervis ")
 
 
-def _fervis(*args):
+def _fervis(*args, cwd=None):
     script = pathlib.Path(sys.executable).parent / "fervis"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "fervis.cli"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the command must stay quiet on its own
-    return subprocess.run(command + list(args), capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(command + list(args), capture_output=True, text=True, env=env, timeout=120, cwd=cwd)
 
 
 def test_console_script_error_is_one_line_without_traceback(tmp_path, fer_csv):
@@ -224,3 +223,62 @@ def test_import_is_fast_and_tensorflow_free():
     seconds, tf_loaded, keras_loaded = proc.stdout.split()
     assert tf_loaded == "False" and keras_loaded == "False"
     assert float(seconds) < 1.0
+
+
+# --------------------------------------------------------------------------- hardening
+
+
+@pytest.mark.parametrize("argv", [
+    ["report", "--data", "nowhere.csv"],
+    ["report", "--model", "nowhere.keras"],
+    ["report", "--model", "train:slow"],
+    ["report", "--out", ""],
+])
+def test_report_errors_are_one_line_without_tensorflow_text(argv, tmp_path):
+    proc = _fervis(*argv, cwd=tmp_path)  # '' was the current folder: a report went there
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fervis: error: "), proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["data", "inspect", ""], "argument SOURCE: must be a path, got ''"),
+    (["train", "--data", "synthetic", "--out", ""], "argument --out: must be a path, got ''"),
+    (["train", "--data", "", "--out", "x"], "argument --data: must be a path, got ''"),
+    (["evaluate", "--model", "", "--data", "synthetic"], "argument --model: must be a path, got ''"),
+])
+def test_empty_paths_are_refused(capsys, tmp_path, monkeypatch, argv, match):
+    monkeypatch.chdir(tmp_path)
+    assert match in _error_line(capsys, argv)
+    assert os.listdir(tmp_path) == []
+
+
+def test_second_train_into_one_out_is_refused_naming_the_other_run(capsys, fer_csv, tmp_path):
+    from fervis import training
+
+    argv = ["train", "--data", str(fer_csv), "--arch", "tiny", "--epochs", "1", "--recipe", "tiny",
+            "--out", str(tmp_path)]
+    with training._run_lock(tmp_path, "fervis train"):  # as a run in another process holds it
+        line = _error_line(capsys, argv)
+    assert f"names '{tmp_path}', where another training run is writing (process {os.getpid()}" in line
+
+
+def test_train_without_validation_prints_no_nan(capsys, fer_csv, tmp_path):
+    lines = fer_csv.read_text().splitlines()
+    only_train = tmp_path / "train.csv"
+    only_train.write_text("\n".join(line for line in lines if not line.endswith("PublicTest")) + "\n")
+    argv = ["train", "--data", str(only_train), "--arch", "tiny", "--epochs", "1", "--recipe", "tiny",
+            "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "for 1 epoch on" in out and "loss " in out and "nan" not in out.lower() and "val_" not in out
+
+
+
+def test_inspect_prints_a_non_utf8_file_name(capsys, fer_csv, tmp_path):
+    path = os.path.join(os.fsencode(tmp_path), b"faces\xff.csv")
+    with open(path, "wb") as f:
+        f.write(fer_csv.read_bytes())
+    assert cli.main(["data", "inspect", os.fsdecode(path)]) == 0  # capsys' stdout is strict UTF-8
+    assert "faces\ufffd.csv" in capsys.readouterr().out

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 
 import numpy as np
@@ -715,3 +716,190 @@ def test_real_fer2013_counts(fer2013_path):
     assert counts.loc["Training"].tolist() == [3995, 436, 4097, 7215, 4830, 3171, 4965]
     assert counts.loc["PublicTest"].tolist() == [467, 56, 496, 895, 653, 415, 607]
     assert ds.images.shape == (32298, 48, 48) and ds.labeled
+
+
+# --- hardening: bounded memory and time, special files, the cache keyed by content ----------------
+
+_MEMORY_CAPPED = r"""
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (400 << 20, 400 << 20))
+from fervis import data
+data._MAX_TEXT_BYTES = 128 << 20
+try:
+    data.load(sys.argv[1], cache=False)
+except ValueError as err:
+    print(err)
+"""
+
+
+def test_gzip_in_a_zip_is_streamed_under_a_memory_cap(tmp_path):
+    # 1/3 MB on disk: a zip whose member is a 300 MB stored (level 0) .csv.gz of blank lines.
+    # Reading the member whole needs 300 MB and more; streamed, it stays in tens of MB and
+    # stops at the text cap (lowered to 128 MiB here) with an error naming the file.
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("fer2013.csv.gz", "w", force_zip64=True) as member:
+            with gzip.GzipFile(fileobj=member, mode="wb", compresslevel=0) as text:
+                text.write(b"emotion,pixels,Usage\n")
+                for _ in range(300):
+                    text.write(b"\n" * (1 << 20))
+    assert bomb.stat().st_size < 1 << 20
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    done = subprocess.run([sys.executable, "-c", _MEMORY_CAPPED, str(bomb)], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "bomb.zip (member fer2013.csv.gz): holds more than 0.125 GiB of text" in done.stdout
+
+
+def test_plain_gzip_is_streamed_not_read_whole(tmp_path, monkeypatch):
+    path, labels, _ = _kaggle_gz(tmp_path)
+
+    def whole(self):
+        raise AssertionError(f"{self} was read whole")
+
+    monkeypatch.setattr(type(path), "read_bytes", whole)
+    monkeypatch.setattr(data, "_GZIP_IN_BYTES", 1000)  # many compressed pieces
+    np.testing.assert_array_equal(load(path, cache=False).labels, labels)
+
+
+def test_text_cap_names_the_file_and_the_cap(tmp_path, monkeypatch):
+    path = write(tmp_path / "big.csv", kaggle_csv(IMAGES, LABELS, SPLITS_OF))
+    monkeypatch.setattr(data, "_MAX_TEXT_BYTES", 50_000)
+    with pytest.raises(ValueError, match=r"big\.csv: is 0\.0 GiB, more than the 4\.65661e-05 GiB"):
+        load(path, cache=False)
+    packed = write(tmp_path / "big.csv.gz", gzip.compress(kaggle_csv(IMAGES, LABELS, SPLITS_OF)))
+    with pytest.raises(ValueError, match=r"big\.csv\.gz: holds more than .* GiB of text \(after decompression\)"):
+        load(packed, cache=False)
+
+
+def test_blank_lines_are_skipped_in_bulk_and_counted(tmp_path):
+    # 32 MB of blank lines (LF and CRLF) between two rows: skipped line by line in Python this took
+    # half a minute; the bad row after them is still reported with its line number in the file.
+    rows = kaggle_csv(IMAGES[:2], LABELS[:2], SPLITS_OF[:2]).split(b"\n")
+    blank = b"\n" * (16 << 20) + b" \r\n" * ((16 << 20) // 3)
+    n_blank = blank.count(b"\n")
+    bad = b"0,1 2 3,Training\n"
+    path = write(tmp_path / "blanks.csv", rows[0] + b"\n" + rows[1] + b"\n" + blank + rows[2] + b"\n" + bad)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"data row 3 \(line {n_blank + 4}\): has 3 pixel values"):
+        load(path, cache=False)
+    assert time.perf_counter() - start < 10
+    good = write(tmp_path / "good.csv", rows[0] + b"\n" + blank + b"\n".join(rows[1:]))
+    np.testing.assert_array_equal(load(good, cache=False).images, IMAGES[:2])
+
+
+def _fifo(folder):
+    os.mkfifo(folder / "b.png")
+
+
+def _dev_zero(folder):
+    os.symlink("/dev/zero", folder / "b.png")
+
+
+def _sparse(folder):
+    with open(folder / "b.png", "wb") as f:
+        f.truncate(data._MAX_IMAGE_BYTES + 1)  # a sparse file: no disk used
+
+
+@pytest.mark.parametrize("plant, match", [
+    (_fifo, r"image 'train/happy/b\.png' is not a regular file"),
+    (_dev_zero, r"image 'train/happy/b\.png' is not a regular file"),
+    (_sparse, r"image 'train/happy/b\.png' is 67108865 bytes, more than the 64 MiB"),
+], ids=["fifo", "symlink-to-dev-zero", "sparse-2GB-image"])
+def test_image_tree_reads_only_regular_files_of_bounded_size(tmp_path, home, plant, match):
+    import signal
+
+    root = _tree(tmp_path / "faces", ["train/angry/a.png"])
+    (root / "train/happy").mkdir(parents=True)
+    plant(root / "train/happy")
+
+    def hung(*_):
+        raise AssertionError("load hung on a special file")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        with pytest.raises(ValueError, match=match):
+            load(root)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert cache_files(home) == []
+
+
+def test_special_file_as_source_is_refused(tmp_path):
+    os.mkfifo(tmp_path / "fer2013.csv")
+    with pytest.raises(ValueError, match=r"fer2013\.csv: is neither a regular file nor a folder"):
+        load(tmp_path / "fer2013.csv")
+
+
+def test_unreadable_class_folder_is_an_error_naming_it(tmp_path, monkeypatch):
+    root = _tree(tmp_path / "faces", ["train/angry/a.png", "train/happy/b.png"])
+    scandir = os.scandir
+
+    def denied(path="."):
+        if os.fspath(path).endswith("happy"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)  # chmod 000 does not stop root, who may run this
+    with pytest.raises(ValueError, match=r"faces/train/happy: cannot be read \(Permission denied\)"):
+        load(root)
+
+
+def test_16_bit_png_is_scaled_not_clipped(tmp_path):
+    wide = (IMAGES[0].astype(np.uint16) * 257).astype(np.uint16)  # 0-255 spread over 0-65535
+    out = io.BytesIO()
+    Image.fromarray(wide).save(out, format="PNG")
+    assert Image.open(io.BytesIO(out.getvalue())).mode.startswith("I")
+    root = tmp_path / "faces"
+    write(root / "train/angry/a.png", out.getvalue())
+    np.testing.assert_array_equal(load(root, cache=False).images[0], IMAGES[0])
+
+
+def test_image_error_does_not_show_a_buffer_repr(tmp_path):
+    root = tmp_path / "faces"
+    write(root / "train/angry/a.png", b"\x89PNG but not really")
+    with pytest.raises(ValueError) as err:
+        load(root, cache=False)
+    assert "BytesIO" not in str(err.value) and "train/angry/a.png" in str(err.value)
+
+
+def test_cache_is_keyed_by_content_not_size_and_mtime(tmp_path, home):
+    path, _, _ = _kaggle(tmp_path)
+    first = load(path)
+    stat = path.stat()
+    relabelled = LABELS[::-1].copy()
+    write(path, kaggle_csv(IMAGES, relabelled, SPLITS_OF))  # same size: one digit per label
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as `cp -p` or `rsync -t` leave it
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    second = load(path)
+    np.testing.assert_array_equal(second.labels, relabelled)
+    assert second.fingerprint != first.fingerprint
+
+
+def test_inconsistent_cache_file_is_a_miss(tmp_path, home):
+    path, labels, _ = _kaggle(tmp_path)
+    load(path)
+    (cached,) = (home / "data").iterdir()
+    with np.load(cached, allow_pickle=False) as stored:
+        arrays = dict(stored)
+    arrays["labels"] = arrays["labels"][:5]  # well formed, but 5 labels for 12 images
+    with open(cached, "wb") as f:
+        np.savez(f, **arrays)
+    np.testing.assert_array_equal(load(path).labels, labels)
+
+
+def test_empty_path_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"Got '' instead \(an empty path"):
+        load("")
+
+
+def test_non_utf8_file_name(tmp_path):
+    path = os.path.join(os.fsencode(tmp_path), b"fer\xff2013.csv")
+    with open(path, "wb") as f:
+        f.write(kaggle_csv(IMAGES, LABELS, SPLITS_OF))
+    name = os.fsdecode(path)
+    np.testing.assert_array_equal(load(name).labels, LABELS)
+    np.testing.assert_array_equal(load(name).labels, LABELS)  # from the cache

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from fervis.files import write_atomic
+from fervis.files import fervis_home, temporary_path, write_atomic
 
 
 def test_writes_text_and_bytes_whole(tmp_path):
@@ -27,3 +27,37 @@ def test_other_data_is_refused_naming_the_file(tmp_path):
     with pytest.raises(TypeError, match=r"a\.txt.*Got list"):
         write_atomic(tmp_path / "a.txt", ["x"])
     assert os.listdir(tmp_path) == []
+
+
+def test_a_planted_symlink_is_never_written_through(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    path = tmp_path / "a.txt"
+    # The temporary name the old code used, and the target itself, planted as symlinks to the victim.
+    os.symlink(victim, tmp_path / f".a.txt.{os.getpid()}.tmp")
+    os.symlink(victim, path)
+    write_atomic(path, "new")
+    assert victim.read_text() == "keep me"
+    assert not path.is_symlink() and path.read_text() == "new"
+
+
+def test_temporary_files_are_new_and_files_keep_a_readable_mode(tmp_path):
+    path = tmp_path / "a.txt"
+    first, second = temporary_path(path), temporary_path(path)
+    assert first != second and first.parent == tmp_path and first.name.startswith(".a.txt.")
+    write_atomic(path, "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
+    path.chmod(0o640)
+    write_atomic(path, "y")
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_relative_fervis_home_is_made_absolute_once(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FERVIS_HOME", "cache")
+    assert fervis_home() == tmp_path / "cache"
+    assert os.environ["FERVIS_HOME"] == str(tmp_path / "cache")  # what child processes inherit
+    monkeypatch.chdir("/")
+    assert fervis_home() == tmp_path / "cache"

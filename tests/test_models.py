@@ -605,3 +605,94 @@ def test_cam_layers_of_fervis_residual_and_linear_models(residual_model):
     assert models.cam_layers(model) == ["linear_conv"]
     with pytest.raises(ValueError, match=r"'model' parameter of fervis.models.cam_layers must be a keras.Model"):
         models.cam_layers("vgg")
+
+
+# --------------------------------------------------------------------------- hardening
+
+
+def _rewrite_config(path, out, edit):
+    """Copy the .keras archive ``path`` to ``out`` with ``edit(config_text) -> text`` applied."""
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            content = src.read(info)
+            if info.filename == "config.json":
+                content = edit(content.decode()).encode()
+            dst.writestr(info.filename, content)
+    return out
+
+
+def test_lambda_refused_by_what_keras_resolves_not_by_spelling(tmp_path):
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Lambda(lambda t: t / 255.0, name="my_lambda")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x)).save(tmp_path / "lambda.keras")
+    spelled = '"module": "keras", "class_name": "layers.Lambda"'
+
+    def respell(text):
+        import json
+
+        config = json.loads(text)
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] == "Lambda":
+                layer["module"], layer["class_name"] = "keras", "layers.Lambda"
+        return json.dumps(config).replace('"module": "keras", "class_name": "layers.Lambda"', spelled)
+
+    path = _rewrite_config(tmp_path / "lambda.keras", tmp_path / "respelled.keras", respell)
+    with zipfile.ZipFile(path) as archive:
+        assert '"class_name": "Lambda"' not in archive.read("config.json").decode()
+    with pytest.raises(ValueError, match=r"Refusing to load .*Lambda layer\(s\) \['my_lambda'\]"):
+        models.load(path)
+
+
+def test_config_json_is_capped_before_it_is_read(tmp_path, tiny, monkeypatch):
+    tiny.save(tmp_path / "tiny.keras")
+    path = _rewrite_config(tmp_path / "tiny.keras", tmp_path / "padded.keras", lambda text: text + " " * 5000)
+    monkeypatch.setattr(models, "_MAX_CONFIG_BYTES", 4096)  # stands for 8 MiB of a config bomb
+    with pytest.raises(ValueError, match=r"padded\.keras'?: its config\.json is larger than"):
+        models.load(path)
+
+
+def test_absurd_layer_size_names_the_layer(tmp_path, tiny):
+    tiny.save(tmp_path / "tiny.keras")
+    dense = next(layer.name for layer in tiny.layers if isinstance(layer, keras.layers.Dense))
+
+    def huge(text):
+        import json
+
+        config = json.loads(text)
+        for layer in config["config"]["layers"]:
+            if layer["config"]["name"] == dense:
+                layer["config"]["units"] = 10**12
+        return json.dumps(config)
+
+    path = _rewrite_config(tmp_path / "tiny.keras", tmp_path / "huge.keras", huge)
+    with pytest.raises(ValueError, match=rf"layer '{dense}' declares units=1000000000000, larger than 65536"):
+        models.load(path)
+
+
+def test_fifo_and_empty_path_are_refused(tmp_path):
+    import signal
+
+    os.mkfifo(tmp_path / "model.keras")
+
+    def hung(*_):
+        raise AssertionError("models.load hung on a FIFO")
+
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        with pytest.raises(ValueError, match=r"model\.keras'?: it is not a regular file"):
+            models.load(tmp_path / "model.keras")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    with pytest.raises(ValueError, match=r"'path' parameter .* Got '' instead"):
+        models.load("")
+
+
+def test_one_class_is_said_in_the_singular(tmp_path):
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x)).save(tmp_path / "one.keras")
+    with pytest.raises(ValueError, match=r"outputs 1 class, but the data has 7 classes"):
+        models.load(tmp_path / "one.keras", num_classes=7)

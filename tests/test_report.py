@@ -199,7 +199,10 @@ def test_a_kernel_that_dies_is_a_failed_cell(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, match", [
     (["report", "--budget", "huge"], "argument --budget: invalid choice: 'huge'"),
-    (["report", "--data", "nowhere.csv"], "'data' parameter of fervis.report.run must be 'synthetic' or"),
+    (["report", "--data", "nowhere.csv"], "argument --data: 'nowhere.csv' does not exist"),
+    (["report", "--model", "nowhere.keras"], "argument --model: 'nowhere.keras' is not auto, train"),
+    (["report", "--model", "train:slow"], "names recipe 'slow' in 'train:slow'"),
+    (["report", "--data", ""], "argument --data: must be a path, got ''"),
 ])
 def test_cli_report_bad_arguments(capsys, tmp_path, argv, match):
     assert cli.main(argv + ["--out", str(tmp_path)]) == 2
@@ -403,3 +406,20 @@ def test_the_stored_notebooks_pages_show_their_explorers():
         notes = [o["data"]["text/plain"] for c in static.cells for o in c.get("outputs", [])
                  if o.get("data", {}).get("text/plain", "").startswith("Interactive in JupyterLab; shown here: ")]
         assert len(notes) == 1, path.name
+
+
+def test_run_refuses_an_empty_out(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # '' was the current folder: the report went there
+    with pytest.raises(ValueError, match=r"'out' parameter of fervis.report.run must be a folder path. Got ''"):
+        report.run("synthetic", out="")
+    assert os.listdir(tmp_path) == []
+
+
+def test_run_hands_the_kernels_an_absolute_fervis_home(tmp_path, monkeypatch):
+    # The kernels run in notebooks/: a relative FERVIS_HOME must reach them resolved from here.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FERVIS_HOME", "home")
+    monkeypatch.setattr(report, "find_notebooks", lambda _: (_ for _ in ()).throw(RuntimeError("stop here")))
+    with pytest.raises(RuntimeError, match="stop here"):
+        report.run("synthetic", out=str(tmp_path / "out"))
+    assert os.environ["FERVIS_HOME"] == str(tmp_path / "home")  # what the kernels inherit

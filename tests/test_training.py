@@ -222,20 +222,33 @@ KILLED_RUN = """
             if where == "epoch_end" and epoch == 1:
                 os._exit(17)
 
+    if where == "after_checkpoint":
+        # Killed right after the checkpoint of epoch 2 is in place, before anything else is written.
+        write_checkpoint = training._write_checkpoint
+
+        def write_then_die(train_model, out, state):
+            write_checkpoint(train_model, out, state)
+            if state["epoch"] == 2:
+                os._exit(17)
+
+        training._write_checkpoint = write_then_die
+
     recipe = recipes.get("tiny").replace(epochs=4)
     training.fit(models.build("tiny", seed=0), (images, labels), recipe, out_dir=out_dir, callbacks=[Kill()],
                  verbose=False)
 """
 
 
-@pytest.mark.parametrize("where", ["mid_epoch", "epoch_end", "torn_history"])
+@pytest.mark.parametrize("where", ["mid_epoch", "epoch_end", "torn_history", "after_checkpoint"])
 def test_kill_and_resume(tmp_path, where):
     out_dir = tmp_path / "run"
-    proc = _run(KILLED_RUN, out_dir, "epoch_end" if where == "epoch_end" else "mid_epoch")
+    proc = _run(KILLED_RUN, out_dir, "mid_epoch" if where == "torn_history" else where)
     assert proc.returncode == 17, proc.stderr[-2000:]
     with zipfile.ZipFile(out_dir / "checkpoint.keras") as archive:
         saved = json.loads(archive.read("fervis_state.json"))["epoch"]
     assert saved == 2  # killed in epoch 3 (or right after epoch 2): at most one epoch lost
+    if where == "after_checkpoint":  # the checkpoint of epoch 2 is there, its history row is not
+        assert list(pd.read_csv(out_dir / "history.csv")["epoch"]) == [0]
     if where == "torn_history":
         # As if the kill came after the history row of epoch 2 but before its checkpoint,
         # and in the middle of writing the next line.
@@ -607,3 +620,57 @@ def test_fit_recalibrates_after_the_last_epoch_and_a_finished_run_takes_it_on_re
         mean, var = _norm_input_stats(saved, norm, images[..., None].astype(np.float32))
         np.testing.assert_allclose(norm.moving_mean.numpy(), mean, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(norm.moving_variance.numpy(), var, rtol=1e-3, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- hardening: one run per folder, no debris
+
+
+def test_second_run_into_one_out_dir_is_refused_naming_the_other(tmp_path):
+    images, labels = _arrays(64)
+    with training._run_lock(tmp_path, "test"):  # as a run in another process holds it
+        with pytest.raises(ValueError, match=rf"names '{tmp_path}', where another training run is writing "
+                                             rf"\(process {os.getpid()}, .*python"):
+            training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=1),
+                         out_dir=tmp_path, verbose=False)
+    assert not (tmp_path / "checkpoint.keras").exists()
+    # Released when the holder ends: the run goes ahead.
+    training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=1), out_dir=tmp_path,
+                 verbose=False)
+    assert (tmp_path / "checkpoint.keras").exists()
+
+
+def test_full_disk_names_the_checkpoint_and_leaves_no_temporary(tmp_path):
+    class HalfSaved:
+        def save(self, path):
+            pathlib.Path(path).write_bytes(b"PK\x03\x04 half")
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match=rf"Cannot write checkpoint '{tmp_path / 'checkpoint.keras'}' "
+                                      r"\(via \.checkpoint\.keras\..*\): No space left on device"):
+        training._write_checkpoint(HalfSaved(), tmp_path, {"epoch": 1})
+    assert os.listdir(tmp_path) == []
+
+
+def test_temporaries_left_by_a_killed_run_are_removed_and_no_empty_val_columns(tmp_path):
+    debris = [tmp_path / ".checkpoint.keras.k2j4_x.keras", tmp_path / f".checkpoint.keras.{os.getpid()}.tmp.keras",
+              tmp_path / ".history.csv.abcd.tmp"]
+    for path in debris:
+        path.write_bytes(b"PK\x03\x04 half")
+    images, labels = _arrays(64)
+    _, history = training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=1),
+                              out_dir=tmp_path, verbose=False)
+    assert not any(path.exists() for path in debris)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.keras", "history.csv", "model.keras"] + (
+        ["tb"] if (tmp_path / "tb").exists() else [])
+    # Without validation there are no val_* columns of NaN (Keras' CSVLogger wrote them as NA).
+    assert not [c for c in history.columns if c.startswith("val_")]
+    assert history.notna().all().all()
+
+
+def test_empty_out_dir_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    images, labels = _arrays(64)
+    with pytest.raises(ValueError, match=r"'out_dir' parameter .* Got '' instead \(an empty path"):
+        training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=1), out_dir="",
+                     verbose=False)
+    assert os.listdir(tmp_path) == []
