@@ -96,9 +96,10 @@ class Maximization:
     fraction_note : tuple of str or None
         Per row, why ``fraction`` is undefined (NaN) there; ``""`` where it is defined.
     start : tuple of str or None
-        Per row, where the ascent started: ``"noise"``, or ``"face <i>"`` (of the dataset, or of
-        fervis's synthetic faces without one) plus the noise, where the filter was silent on the
-        noise (a post-ReLU filter at 0 everywhere has no gradient to climb).
+        Per row, where the ascent started: ``"noise"``; where the filter was silent on it (a
+        post-ReLU filter at 0 everywhere has no gradient to climb), plain ascent starts from
+        ``"full-range noise"`` that excites it or, failing that, ``"face <i>"`` (of the dataset,
+        or of fervis's synthetic faces without one) plus the noise.
     """
 
     images: np.ndarray
@@ -810,7 +811,7 @@ def maximize(model, layer_name, filter_idx, steps=None, preset="readable", seeds
         pool, stats = faces, _layer_stats(part, faces)
     origin = ["noise"] * m
     if settings["parameterization"] == "pixel":
-        start, origin, pool, stats = _alive_start(part, start, targets, seed_of, pool, stats)
+        start, origin, pool, stats = _alive_start(part, start, targets, seed_of, pool, stats, seed)
     params = tf.Variable(start)
     moments = (tf.Variable(tf.zeros_like(params)), tf.Variable(tf.zeros_like(params)))
     masks = _octave_masks(size, octaves)
@@ -862,12 +863,14 @@ def maximize(model, layer_name, filter_idx, steps=None, preset="readable", seeds
     )
 
 
-def _alive_start(part, start, targets, seed_of, pool, stats):
-    """Plain ascent starts where each filter is alive: rows whose filter is 0 everywhere on
-    their noise start (no gradient) start from a face that excites it, plus the same noise.
+def _alive_start(part, start, targets, seed_of, pool, stats, seed=0, draws=16):
+    """Plain ascent starts where each filter is alive. A row whose filter is 0 everywhere on its
+    grey-noise start (no gradient to climb) starts instead from full-range noise that excites it
+    (the best of ``draws`` draws, so the ascent still shows the seed's "QR codes"), or, where
+    no draw does, from a face that excites it plus the row's own noise.
 
     The faces are ``pool`` (the dataset) or, without one, fervis's synthetic faces; the k-th
-    seed of a filter takes its k-th most exciting face. Returns the start, per row its origin,
+    seed of a filter takes its k-th best draw or face. Returns the start, per row its origin,
     and the pool with its layer statistics."""
     means, peaks, _ = _reduce(part, tf.constant(start))
     rows = np.arange(len(targets))
@@ -875,14 +878,23 @@ def _alive_start(part, start, targets, seed_of, pool, stats):
     origin = ["noise"] * len(targets)
     if not dead.any():
         return start, origin, pool, stats
-    if pool is None:
-        from fervis import synthetic
-
-        pool = synthetic.generate(64, seed=0)[0]
-        stats = _layer_stats(part, pool)
+    rng = np.random.default_rng([seed, 1])
+    noise = rng.uniform(0.0, 255.0, (draws,) + start.shape[1:]).astype(np.float32)
+    noise_means, noise_peaks, _ = _reduce(part, tf.constant(noise))
     start = start.copy()
     for r in np.flatnonzero(dead):
         f = targets[r]
+        alive = np.flatnonzero(noise_peaks[:, f] > 0)
+        if len(alive):
+            ranked = alive[np.argsort(-noise_means[alive, f], kind="stable")]
+            start[r] = noise[ranked[seed_of[r] % len(ranked)]]
+            origin[r] = "full-range noise"
+            continue
+        if pool is None:
+            from fervis import synthetic
+
+            pool = synthetic.generate(64, seed=0)[0]
+            stats = _layer_stats(part, pool)
         alive = np.flatnonzero(stats[0][:, f] > 0)
         if not len(alive):
             continue  # silent on every face too: nothing to start from
@@ -893,7 +905,7 @@ def _alive_start(part, start, targets, seed_of, pool, stats):
         origin[r] = f"face {i}"
     again, peaks, _ = _reduce(part, tf.constant(start))
     for r in np.flatnonzero(dead & (again[rows, targets] == 0) & (peaks[rows, targets] <= 0)):
-        if origin[r] != "noise":  # the noise silenced it again: the face alone
+        if origin[r].startswith("face "):  # the noise silenced it again: the face alone
             start[r] = np.asarray(pool[int(origin[r].split()[1])], np.float32)[..., None]
     return start, origin, pool, stats
 
@@ -943,9 +955,12 @@ def describe_presets(naive, readable):
     ratio, why = _ratio(a_readable, a_naive, "naive ascent's mean activation")
     reached = (f"at {ratio:.0%} of naive's activation ({a_readable:.2f} against {a_naive:.2f})" if ratio is not None
                else f"with mean activation {a_readable:.2f}; its ratio to naive's is undefined: {why}")
-    restarted = sum(origin != "noise" for origin in (naive.start or ()))
-    note = (f" Plain ascent started from a real face for {restarted} of its {len(naive)} images, where the filter "
-            "was silent on noise." if restarted else "")
+    origins = list(naive.start or ())
+    counts = ((origins.count("full-range noise"), "full-range noise"),
+              (sum(o.startswith("face ") for o in origins), "a real face"))
+    parts = [f"{text} for {count}" for count, text in counts if count]
+    note = (f" Where a filter was silent on grey noise, plain ascent started from {' and from '.join(parts)} "
+            f"of its {len(naive)} images." if parts else "")
     return (f"On {naive.layer_name} ({n} filter{'s' if n != 1 else ''}): readable noise {readable.noise.mean():.2f}, "
             f"naive noise {naive.noise.mean():.2f} (white noise is about 0.8); the readable preset ends {reached}.{note}")
 

@@ -81,16 +81,17 @@ def test_maximize_returns_images_and_numbers(ascents, tiny_model, faces, live):
     assert list(result.to_frame().columns) == ["filter_idx", "seed", "activation", "fraction", "noise"]
 
 
-def _gated_model(threshold=180.0):
-    """One 3x3 mean filter behind a ReLU that fires only where the face is brighter than
-    ``threshold``: silent everywhere on grey noise (127.5 +- 20), alive on bright faces."""
+def _gated_model(threshold=170.0, size=9):
+    """One ``size`` x ``size`` mean filter behind a ReLU that fires only where the face is
+    brighter than ``threshold``: silent everywhere on grey noise (127.5 +- 20); a 9x9 mean of
+    full-range noise does not reach 170 either (6 spreads above its mean), a bright face does."""
     inputs = keras.Input((48, 48, 1))
-    conv = keras.layers.Conv2D(1, 3, padding="same", name="gate_conv")
+    conv = keras.layers.Conv2D(1, size, padding="same", name="gate_conv")
     x = keras.layers.ReLU(name="gate_act")(conv(inputs))
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     dense = keras.layers.Dense(7, activation="softmax", name="predictions")
     model = keras.Model(inputs, dense(x), name="gated")
-    conv.set_weights([np.full((3, 3, 1, 1), 1 / 9, np.float32), np.array([-threshold], np.float32)])
+    conv.set_weights([np.full((size, size, 1, 1), 1 / size ** 2, np.float32), np.array([-threshold], np.float32)])
     dense.set_weights([np.ones((1, 7), np.float32), np.zeros(7, np.float32)])
     return model
 
@@ -116,6 +117,12 @@ def test_naive_ascent_starts_where_a_silent_filter_is_alive(faces):
     text = filters.describe_presets(dead, dead)
     assert "undefined: naive ascent's mean activation is 0.00 (its filters are silent" in text
     assert "inf" not in text and "nan" not in text.lower()
+    # where full-range noise wakes the filter (a 3x3 mean reaches 180 here and there), it starts
+    # there, so the naive preset keeps its noisy look
+    loud = filters.maximize(_gated_model(threshold=180.0, size=3), "gate_act", 0, steps=4, preset="naive",
+                            dataset=faces)
+    assert loud.start == ("full-range noise",) and loud.activation[0] > 0 and loud.noise[0] > 0.5
+    assert "plain ascent started from full-range noise for 1 of its 1 images" in filters.describe_presets(loud, loud)
 
 
 def test_share_of_best_face_is_undefined_near_zero(faces):
@@ -480,3 +487,31 @@ def test_notebook_runs_on_fer2013_quick(fer2013_path, tmp_path, run_notebook):
     assert found, "the notebook printed no noise comparison"
     readable, naive = float(found.group(1)), float(found.group(2))
     assert 0 <= readable < naive <= 1
+
+
+@pytest.mark.fer2013
+def test_preset_numbers_are_finite_on_fer2013(fer2013_path):
+    """The shipped model's last block on real faces (issue 20: 'inf%' on block4_act2, where plain
+    ascent was stuck at 0, and 'share of best face 143.55' on its batch norm)."""
+    import re
+
+    from fervis import data
+
+    faces = data.load(fer2013_path).subset("PublicTest").sample(300, seed=0)
+    model = models.load_pretrained("fer2013")
+    trio = filters.block_layers(model, None)
+    ascents = {(name, preset): filters.maximize(model, name, list(range(6)), steps=16, preset=preset, dataset=faces)
+               for name in trio for preset in ("naive", "readable")}
+    table = filters.preset_table(ascents)
+    numbers = table[["activation", "noise"]].to_numpy(float)
+    shares = table["share of best face"]
+    assert np.isfinite(numbers).all() and all(s == "undefined" or np.isfinite(s) for s in shares)
+    assert all(s == "undefined" or 0 < s < 50 for s in shares)
+    assert (table.loc[shares == "undefined", "note"] != "").all()
+    naive, readable = ascents[(trio[-1], "naive")], ascents[(trio[-1], "readable")]
+    assert naive.activation.mean() > 0  # alive: it starts where each filter fires
+    text = filters.describe_presets(naive, readable)
+    assert "inf" not in text and "nan" not in text.lower()
+    found = re.search(r"ends at (\d+)% of naive's activation", text)
+    assert found and int(found.group(1)) == round(100 * readable.activation.mean() / naive.activation.mean())
+    assert readable.noise.mean() < naive.noise.mean()

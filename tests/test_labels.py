@@ -662,3 +662,48 @@ def test_notebook_runs_on_fer2013_quick(fer2013_path, tmp_path, run_notebook):
     accuracy = float(text.split("accuracy ")[1].split(",")[0])
     assert 0.2 < accuracy <= 1.0, accuracy  # above chance (about 0.25 for the majority class)
     assert "disgust" in text and "supported" in text
+
+
+@pytest.mark.fer2013
+def test_per_label_numbers_are_finite_and_sentences_agree_on_fer2013(fer2013_path):
+    """The shipped model on the 3,589 real PublicTest faces: no inf or NaN in the per-label
+    table, and the generated headline and verdict say what the table says."""
+    import re
+
+    from fervis import data, models, saliency
+
+    dataset = data.load(fer2013_path)
+    test = dataset.subset("PublicTest")
+    probs = saliency.predict(models.load_pretrained("fer2013"), test.images)
+    report = labels.class_report(test, probs, train_counts=dataset.counts().loc["Training"])
+    assert np.isfinite(report.to_numpy(float)).all(), report
+    assert ((report["f1_low"] <= report["f1"]) & (report["f1"] <= report["f1_high"])).all()
+
+    judged = report[report["support"] >= labels.MIN_SUPPORT]
+    best, worst = judged["f1"].idxmax(), judged["f1"].idxmin()
+    text = labels.headline(report)
+    found = re.match(r"Easiest: (\w+) ([\d.]+) \[([\d.]+), ([\d.]+)\] \(n = (\d+)\); hardest: (\w+) ([\d.]+)", text)
+    assert found, text
+    assert found.group(1) == best and found.group(6) == worst
+    assert float(found.group(2)) == pytest.approx(report.loc[best, "f1"], abs=0.005)
+    assert int(found.group(5)) == report.loc[best, "support"]
+    assert float(found.group(7)) == pytest.approx(report.loc[worst, "f1"], abs=0.005)
+
+    pairs = labels.confused_pairs(test, probs, top=len(report) ** 2)
+    verdict = labels.assess_guesses(report, pairs)
+    sentence = verdict.loc["labels", "evidence"]
+    above, below = sentence.split("; below it: ")
+    mean = report["f1"].mean()
+    assert f"the mean {mean:.2f}" in above
+    for c in report.index:
+        if report.loc[c, "f1_low"] > mean:
+            assert f"{c} {report.loc[c, 'f1']:.2f}" in above
+        elif report.loc[c, "f1_high"] < mean:
+            assert f"{c} {report.loc[c, 'f1']:.2f}" in below.split("; not distinguishable")[0]
+        else:
+            assert f"{c} {report.loc[c, 'f1']:.2f}" in below.split("; not distinguishable")[1]
+    top = pairs[pairs["true"] == worst].iloc[0]
+    assert (f"{100 * top['rate']:.1f} % of {worst} faces are predicted {top['predicted']}"
+            in verdict.loc["confused with a neighbour", "evidence"])
+    printed = labels.format_verdict(verdict)
+    assert "inf" not in printed.replace("interval", "") and "nan" not in printed.lower()

@@ -705,3 +705,16 @@ def test_notebook_quick_run_on_fer2013(fer2013_path, tmp_path, run_notebook):
     assert "best epoch" in text
     best = float(text.split("validation accuracy at the best epoch: ")[1].split("%")[0])
     assert 100 / 7 * 0.5 < best <= 100  # at least half of chance on seven classes, a real percentage
+
+
+@pytest.mark.fer2013
+def test_region_focus_leaves_out_the_synthetic_occluder_on_fer2013(fer2013_path):
+    from fervis import data
+
+    probes = monitoring.probe_set(data.load(fer2013_path).subset("PublicTest"))
+    assert "occluder" in probes.region_names and not (probes.regions == probes.region_names.index("occluder")).any()
+    maps = np.random.default_rng(0).random((2, len(probes), 48, 48)).astype(np.float32)
+    history = monitoring.ProbeHistory(np.arange(2), maps, np.zeros((2, len(probes), len(probes.region_names))),
+                                      np.zeros((2, 7, 7), np.int64), probes)
+    focus = monitoring.region_focus(history)
+    assert "occluder" not in focus.columns and np.isfinite(focus.to_numpy()).all()
