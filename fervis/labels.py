@@ -22,7 +22,11 @@ like angry) against numbers:
 * **Embedding**: :func:`penultimate_features`, :func:`embed` (PCA, then t-SNE: van der Maaten &
   Hinton, JMLR 2008) and :func:`separability` (leave-one-out kNN recall and silhouette per
   class).
-* :func:`assess_guesses` turns those numbers into the closing verdict.
+* :func:`headline` and :func:`assess_guesses` turn those numbers into sentences: the easiest
+  and hardest class and the closing verdict. Recall and F1 carry percentile-bootstrap 95 %
+  intervals (:func:`class_report`); a sentence states a finding only where its interval
+  excludes "no effect", and a class with fewer than :data:`MIN_SUPPORT` faces is named as too
+  few to tell, never ranked.
 
 Metrics need labels: an unlabelled dataset (the course's ``test.csv``) gets a clear
 ``ValueError`` there, while predictions and LIME work on it as on any faces.
