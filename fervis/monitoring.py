@@ -65,6 +65,14 @@ _PLANS = {
     "quick": {"n_train": 2400, "n_val": 350, "epochs": 6, "batch_size": 32},
     "full": {"n_train": None, "n_val": None, "epochs": None, "batch_size": None},
 }
+#: The quick budget on real faces (a dataset without synthetic regions, e.g. FER2013): a fresh
+#: copy of the shipped vgg on 2,400 faces for 6 epochs stays at 25 % validation accuracy
+#: (always "happy") and teaches nothing to watch. The ``small`` architecture on 8,000 faces for
+#: 8 epochs of 64 leaves that plateau: measured on FER2013 (PublicTest sample of 350, seed 0,
+#: 2 shared CPU cores) 45 % at epoch 7 and 49 % at epoch 8 in 5.4 minutes of plain training, and
+#: through this plan with notebook 4's callbacks 47 % and 51 % in 4.3 minutes (no overfitting
+#: flag). compact, tried instead on the same 8,000 faces, reached 29 % after 6 epochs.
+_QUICK_REAL = {"n_train": 8000, "n_val": 350, "epochs": 8, "batch_size": 64, "architecture": "small"}
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -1570,12 +1578,17 @@ def training_plan(session, epochs=None, n_train=None, n_val=None, batch_size=Non
     """The run a notebook watches: the session's architecture, freshly initialised, trained on
     (a sample of) its data within the session's budget.
 
+    On real faces (a dataset without synthetic regions, such as FER2013) the quick budget trains
+    the ``small`` architecture instead, on 8,000 faces for 8 epochs of 64: a fresh copy of the
+    shipped model stays at "always happy" for the quick budget's minutes (see ``_QUICK_REAL``).
+
     Parameters
     ----------
     session : fervis.session.Session
     epochs, n_train, n_val, batch_size : int, optional
         Override the budget's defaults (quick: 6 epochs, 2400 training and 350 validation
-        faces, batches of 32; full: the recipe's epochs and batch size, every face).
+        faces, batches of 32; quick on real faces: 8 epochs, 8000 and 350 faces, batches of 64;
+        full: the recipe's epochs and batch size, every face).
     recipe : Recipe or str, default "quick"
     seed : int, default 0
 
@@ -1600,6 +1613,9 @@ def training_plan(session, epochs=None, n_train=None, n_val=None, batch_size=Non
     if session.budget not in _PLANS:
         raise ValueError(f"The session's budget must be one of {sorted(_PLANS)}. Got {session.budget!r} instead.")
     defaults = _PLANS[session.budget]
+    real = getattr(session.dataset, "regions", None) is None
+    if session.budget == "quick" and real:
+        defaults = _QUICK_REAL
     recipe = recipes.get(recipe)
     settings = {}
     for param, value in (("epochs", epochs), ("n_train", n_train), ("n_val", n_val), ("batch_size", batch_size)):
@@ -1625,6 +1641,11 @@ def training_plan(session, epochs=None, n_train=None, n_val=None, batch_size=Non
     if settings["n_val"] and len(validation) > settings["n_val"]:
         validation = validation.sample(int(settings["n_val"]), stratify=True, seed=seed)
     keras.utils.set_random_seed(seed)
+    if defaults.get("architecture"):
+        from fervis import models
+
+        return TrainingPlan(models.build(defaults["architecture"], seed=seed), train, validation, recipe,
+                            probe_set(validation, seed=seed))
     try:
         model = keras.models.clone_model(session.model)  # same layers, new (seeded) weights
     except Exception as err:  # a subclassed model cannot be cloned from its config

@@ -624,6 +624,12 @@ def test_training_plan_is_a_fresh_copy_on_a_sample(synthetic_small):
     assert plan.probes.labels.tolist() == sorted(set(plan.validation.labels.tolist()))
     full = monitoring.training_plan(types.SimpleNamespace(**{**vars(session), "budget": "full"}))
     assert len(full.train) == 700 and full.recipe.epochs == recipes.get("quick").epochs
+    # Real faces (no synthetic regions): the quick budget trains the small architecture, which
+    # leaves FER2013's "always happy" plateau within its minutes, on more faces.
+    real = dataclasses.replace(synthetic_small, regions=None, region_names=None)
+    plan = monitoring.training_plan(types.SimpleNamespace(**{**vars(session), "dataset": real}), n_train=100)
+    assert plan.model.name == "small" and plan.recipe.epochs == 8 and plan.recipe.batch_size == 64
+    assert len(plan.train) == 100 and len(plan.validation) == 280  # the evaluation split, under 350 faces
     with pytest.raises(ValueError, match="'epochs' parameter .* positive int"):
         monitoring.training_plan(session, epochs=0)
     with pytest.raises(ValueError, match="'session' parameter .*Session"):
