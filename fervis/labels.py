@@ -22,7 +22,11 @@ like angry) against numbers:
 * **Embedding**: :func:`penultimate_features`, :func:`embed` (PCA, then t-SNE: van der Maaten &
   Hinton, JMLR 2008) and :func:`separability` (leave-one-out kNN recall and silhouette per
   class).
-* :func:`assess_guesses` turns those numbers into the closing verdict.
+* :func:`headline` and :func:`assess_guesses` turn those numbers into sentences: the easiest
+  and hardest class and the closing verdict. Recall and F1 carry percentile-bootstrap 95 %
+  intervals (:func:`class_report`); a sentence states a finding only where its interval
+  excludes "no effect", and a class with fewer than :data:`MIN_SUPPORT` faces is named as too
+  few to tell, never ranked.
 
 Metrics need labels: an unlabelled dataset (the course's ``test.csv``) gets a clear
 ``ValueError`` there, while predictions and LIME work on it as on any faces.
@@ -40,7 +44,8 @@ __all__ = [
     "class_index", "class_distribution", "confusion", "class_report", "confused_pairs", "reliability",
     "expected_calibration_error", "support_recall", "example_faces", "lime_segments", "lime_explain", "top_superpixels",
     "lime_stability", "lime_region_shares", "confusion_cell", "cell_saliency", "ambiguous_faces",
-    "penultimate_features", "embed", "separability", "assess_guesses", "format_verdict",
+    "penultimate_features", "embed", "separability", "headline", "assess_guesses", "format_verdict",
+    "MIN_SUPPORT", "MIN_LIME_FACES",
 ]
 
 
@@ -384,8 +389,39 @@ def _train_counts(train_counts, names, func):
     return values.astype(np.int64)
 
 
-def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_NAMES):
-    """Precision, recall, F1, support and calibration error per class.
+def _bootstrap_recall_f1(y_true, y_pred, k, n_boot, confidence, seed):
+    """Percentile bootstrap intervals of each class's recall and F1, faces resampled with
+    replacement (Efron & Tibshirani, "An Introduction to the Bootstrap", 1993).
+
+    Returns ``(recall_low, recall_high, f1_low, f1_high)``, each ``(k,)``; NaN for a class with
+    no face."""
+    n = len(y_true)
+    out = np.full((4, k), np.nan)
+    if n == 0:
+        return out
+    rng = np.random.default_rng(seed)
+    cell = y_true * k + y_pred
+    recall, f1 = [], []
+    for start in range(0, n_boot, 200):  # resamples in chunks: memory stays ~200 * n ints
+        b = min(200, n_boot - start)
+        idx = rng.integers(0, n, (b, n))
+        counts = np.stack([np.bincount(row, minlength=k * k) for row in cell[idx]]).reshape(b, k, k)
+        tp = counts[:, np.arange(k), np.arange(k)].astype(float)
+        support, predicted = counts.sum(axis=2), counts.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recall.append(np.where(support > 0, tp / support, np.nan))
+            f1.append(np.where(support > 0, 2 * tp / (support + predicted), np.nan))
+    alpha = 100 * (1 - confidence) / 2
+    present = np.bincount(y_true, minlength=k) > 0
+    for row, values in enumerate((np.concatenate(recall), np.concatenate(f1))):
+        low, high = np.nanpercentile(values[:, present], [alpha, 100 - alpha], axis=0)
+        out[2 * row, present], out[2 * row + 1, present] = low, high
+    return out
+
+
+def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_NAMES, n_boot=1000,
+                 confidence=0.95, seed=0):
+    """Precision, recall, F1 (with bootstrap intervals), support and calibration error per class.
 
     Parameters
     ----------
@@ -397,12 +433,21 @@ def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_
     n_bins : int, default 10
         Bins of the class-wise expected calibration error.
     class_names : sequence of str
+    n_boot : int, default 1000
+        Bootstrap resamples of the faces for the intervals of recall and F1.
+    confidence : float, default 0.95
+        Coverage of the percentile intervals.
+    seed : int, default 0
+        Seeds the resampling: the same faces give the same intervals.
 
     Returns
     -------
     pandas.DataFrame
-        One row per class: ``precision``, ``recall``, ``f1``, ``support`` (evaluation faces),
-        ``ece`` and, when given, ``train_support``.
+        One row per class: ``precision``, ``recall``, ``recall_low``, ``recall_high``, ``f1``,
+        ``f1_low``, ``f1_high``, ``support`` (evaluation faces, the n of every number in the
+        row), ``ece`` and, when given, ``train_support``. A class with no face has NaN
+        intervals; with few faces the intervals are wide, and with very few (see
+        :data:`MIN_SUPPORT`) they are not to be trusted at all.
 
     Example
     -------
@@ -418,9 +463,15 @@ def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_
     names = _names(class_names, k, func)
     y_true = _labels(y_true, len(probs), k, func)
     n_bins = _int(n_bins, "n_bins", func, 1, 1000)
+    n_boot = _int(n_boot, "n_boot", func, 10)
+    confidence = _real(confidence, "confidence", func, 0.0, 1.0, low_open=True)
+    seed = _int(seed, "seed", func, 0, 2 ** 32 - 1)
+    y_pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
     precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, probs.argmax(axis=1), labels=np.arange(k), zero_division=0)
-    table = pd.DataFrame({"precision": precision, "recall": recall, "f1": f1, "support": support},
+        y_true, y_pred, labels=np.arange(k), zero_division=0)
+    r_low, r_high, f_low, f_high = _bootstrap_recall_f1(y_true, y_pred, k, n_boot, confidence, seed)
+    table = pd.DataFrame({"precision": precision, "recall": recall, "recall_low": r_low, "recall_high": r_high,
+                          "f1": f1, "f1_low": f_low, "f1_high": f_high, "support": support},
                          index=pd.Index(names, name="class"))
     table["ece"] = [expected_calibration_error(y_true, probs, n_bins, class_idx=c) for c in range(k)]
     counts = _train_counts(train_counts, names, func)
@@ -860,7 +911,8 @@ def lime_region_shares(maps, dataset, class_idx, normalize=None, class_names=CLA
     Returns
     -------
     pandas.DataFrame
-        Classes x regions, plus a row ``"all"``.
+        Classes x regions, plus a row ``"all"``; ``attrs["n"]`` maps each row to its number of
+        faces.
 
     Example
     -------
@@ -882,8 +934,11 @@ def lime_region_shares(maps, dataset, class_idx, normalize=None, class_names=CLA
         raise ValueError(f"The 'class_idx' parameter of {_name(func)} must name the class each map explains. "
                          "Got None instead.")
     regions, region_names = _face_regions(dataset, n, func)
-    return saliency.region_shares(np.clip(maps, 0.0, None), regions, classes, region_names,
-                                  class_names=class_names, normalize=normalize)
+    table = saliency.region_shares(np.clip(maps, 0.0, None), regions, classes, region_names,
+                                   class_names=class_names, normalize=normalize)
+    # The faces behind each row, for the verdict's minimum (not a column: the table is shares).
+    table.attrs["n"] = {**{class_names[c]: int((classes == c).sum()) for c in np.unique(classes)}, "all": n}
+    return table
 
 
 # --------------------------------------------------------------------------- drill-down
@@ -1200,29 +1255,113 @@ def separability(features, labels, k=10, pca_components=50, class_names=CLASS_NA
 
 # --------------------------------------------------------------------------- verdict
 
+#: Fewest evaluation faces of a class for a generated sentence to say anything about it: below
+#: this, recall and F1 move by more than 3 points with one face, and a percentile bootstrap of
+#: 0 of 9 (or 9 of 9) collapses to a zero-width interval that looks certain and is not.
+MIN_SUPPORT = 30
+
+#: Fewest LIME-explained faces of a class for the verdict to read its region shares.
+MIN_LIME_FACES = 5
+
+_INTERVALS = ("f1_low", "f1_high")
+
+
+def _wilson(count, n, confidence=0.95):
+    """Wilson score interval of a proportion ``count / n`` (NaN for n = 0)."""
+    from scipy.stats import binomtest
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    ci = binomtest(int(round(count)), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _f1_text(report, c):
+    row = report.loc[c]
+    return f"{c} {row['f1']:.2f} [{row['f1_low']:.2f}, {row['f1_high']:.2f}] (n = {int(row['support'])})"
+
+
+def _check_report(report, func):
+    import pandas as pd
+
+    needed = ("recall", "f1", "f1_low", "f1_high", "support")
+    if not isinstance(report, pd.DataFrame) or any(c not in report for c in needed):
+        got = list(report.columns) if isinstance(report, pd.DataFrame) else type(report).__name__
+        raise ValueError(f"The 'report' parameter of {_name(func)} must be the DataFrame of fervis.labels.class_report, "
+                         f"with columns {list(needed)}. Got {got} instead.")
+
+
+def _too_few(report, min_support):
+    few = report.index[report["support"] < min_support]
+    return ", ".join(f"{c} (n = {int(report.loc[c, 'support'])})" for c in few)
+
+
+def headline(report, min_support=MIN_SUPPORT):
+    """Which class is easiest and which hardest, by F1, from the numbers of ``report``.
+
+    Only classes with at least ``min_support`` faces are ranked; the others are named as too
+    few to tell. The two are called easiest and hardest only when their 95 % F1 intervals do
+    not overlap; otherwise the sentence says the data cannot order them.
+
+    Parameters
+    ----------
+    report : pandas.DataFrame
+        From :func:`class_report`.
+    min_support : int, default :data:`MIN_SUPPORT`
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> print(headline(class_report(faces, probs)))  # doctest: +SKIP
+    Easiest: happy 0.97 [0.95, 0.99] (n = 151); hardest: neutral 0.84 [0.79, 0.88] (n = 103).
+    """
+    func = "headline"
+    _check_report(report, func)
+    min_support = _int(min_support, "min_support", func)
+    ranked = report[report["support"] >= min_support]
+    few = _too_few(report, min_support)
+    tail = f" Too few faces (n < {min_support}) to tell: {few}." if few else ""
+    if len(ranked) < 2:
+        return f"Fewer than two classes have {min_support} faces or more: no easiest or hardest class.{tail}"
+    best, worst = ranked["f1"].idxmax(), ranked["f1"].idxmin()
+    if ranked.loc[worst, "f1_high"] >= ranked.loc[best, "f1_low"]:
+        return (f"No class is clearly easiest or hardest: the 95 % F1 intervals of the highest, "
+                f"{_f1_text(report, best)}, and the lowest, {_f1_text(report, worst)}, overlap.{tail}")
+    return f"Easiest: {_f1_text(report, best)}; hardest: {_f1_text(report, worst)} (F1, 95 % interval).{tail}"
+
 
 def _verdict(strong, weak):
     return "yes" if strong else ("partly" if weak else "no")
 
 
 def assess_guesses(report, pairs, separation=None, shares=None, min_correlation=0.5, min_confusion=0.25,
-                   min_lift=2.0, min_share=0.35, min_gap=0.2):
+                   min_lift=2.0, min_share=0.35, min_gap=0.2, min_support=MIN_SUPPORT, min_lime_faces=MIN_LIME_FACES,
+                   alpha=0.05):
     """Which labels are good and bad, and which of the seed's explanations the numbers support.
 
-    The best and the worst class are the highest and lowest F1 in ``report``. Each guess is
-    judged on them:
+    Only classes with at least ``min_support`` evaluation faces are judged; the others are
+    named as too few to tell. The best and the worst class are the highest and lowest F1 among
+    them, and the guesses are judged on them only when their 95 % F1 intervals (from
+    :func:`class_report`) do not overlap; otherwise every guess is ``n/a``, there being no hard
+    class to explain. A finding is stated only when its interval excludes "no effect":
 
-    * *few training samples*: recall rises with support (Spearman rho >= ``min_correlation``)
-      and the worst class is among the two rarest ("partly": one of the two);
+    * *few training samples*: recall rises with support (Spearman rho >= ``min_correlation``
+      with p < ``alpha``) and the worst class is among the two rarest ("partly": one of the two);
     * *confused with a neighbour*: at least ``min_confusion`` of the worst class's faces go to
       one other class, at least ``min_lift`` times as often as the faces of the other classes
-      do (so a model that calls nearly everything *happy* does not make *happy* a neighbour);
-      "partly": at least half that share and more often than the others;
+      do (so a model that calls nearly everything *happy* does not make *happy* a neighbour),
+      and the rate's 95 % Wilson interval lies above the other faces' rate; "partly": at least
+      half that share, with the interval above the other faces' rate;
     * *evidence in one region*: the best class puts at least ``min_share`` of its positive
       LIME weight in one region, more than the worst class does in its top region
-      ("partly": only the second holds);
+      ("partly": only the second holds); ``n/a`` when either class has fewer than
+      ``min_lime_faces`` LIME-explained faces;
     * *separability*: in feature space the best class's kNN recall exceeds the worst's by
-      ``min_gap`` ("partly": by less) and the worst class's nearest class is noted.
+      ``min_gap`` and their 95 % Wilson intervals do not overlap ("partly": they do not overlap
+      but the gap is smaller) and the worst class's nearest class is noted.
 
     Parameters
     ----------
@@ -1234,47 +1373,80 @@ def assess_guesses(report, pairs, separation=None, shares=None, min_correlation=
     separation : pandas.DataFrame, optional
         :func:`separability`.
     shares : pandas.DataFrame, optional
-        :func:`lime_region_shares`.
+        :func:`lime_region_shares` (its ``attrs["n"]`` gives the faces behind each class's row).
     min_correlation, min_confusion, min_lift, min_share, min_gap : float
+    min_support : int, default :data:`MIN_SUPPORT`
+    min_lime_faces : int, default :data:`MIN_LIME_FACES`
+    alpha : float, default 0.05
+        Significance level of the rank correlation.
 
     Returns
     -------
     pandas.DataFrame
         Rows ``labels``, ``few training samples``, ``confused with a neighbour``,
         ``evidence in one region``, ``separability``; columns ``evidence`` (a sentence with
-        the numbers) and ``supported`` (``yes``/``partly``/``no``/``n/a``).
+        the numbers, their n and intervals) and ``supported`` (``yes``/``partly``/``no``/``n/a``).
 
     Example
     -------
     >>> print(assess_guesses(report, pairs, separation, shares).to_string())  # doctest: +SKIP
     """
     import pandas as pd
+    from scipy.stats import spearmanr
 
     func = "assess_guesses"
-    for name, table, needed in (("report", report, ("recall", "f1", "support")),
-                                ("pairs", pairs, ("true", "predicted", "rate"))):
-        if not isinstance(table, pd.DataFrame) or any(c not in table for c in needed):
-            raise ValueError(f"The {name!r} parameter of {_name(func)} must be a DataFrame with columns {list(needed)}. "
-                             f"Got {type(table).__name__} instead.")
+    _check_report(report, func)
+    if not isinstance(pairs, pd.DataFrame) or any(c not in pairs for c in ("true", "predicted", "count", "rate")):
+        raise ValueError(f"The 'pairs' parameter of {_name(func)} must be a DataFrame with columns "
+                         f"['true', 'predicted', 'count', 'rate']. Got {type(pairs).__name__} instead.")
+    min_support = _int(min_support, "min_support", func)
+    min_lime_faces = _int(min_lime_faces, "min_lime_faces", func)
+    alpha = _real(alpha, "alpha", func, 0.0, 1.0, low_open=True)
     f1 = report["f1"]
-    best, worst = f1.idxmax(), f1.idxmin()
-    mean = f1.mean()
-    good = ", ".join(f"{c} ({f1[c]:.2f})" for c in f1[f1 >= mean].sort_values(ascending=False).index)
-    bad = ", ".join(f"{c} ({f1[c]:.2f})" for c in f1[f1 < mean].sort_values().index)
-    rows = {"labels": (f"F1 above the mean {mean:.2f}: {good}; below: {bad or 'none'}.", "")}
+    mean = float(f1.mean())
+    judged = report[report["support"] >= min_support]
+    few = _too_few(report, min_support)
+    above = [c for c in judged.sort_values("f1", ascending=False).index if judged.loc[c, "f1_low"] > mean]
+    below = [c for c in judged.sort_values("f1").index if judged.loc[c, "f1_high"] < mean]
+    level = [c for c in judged.sort_values("f1", ascending=False).index if c not in above and c not in below]
+    parts = [f"F1 above the mean {mean:.2f} (95 % interval above it): "
+             f"{', '.join(_f1_text(report, c) for c in above) or 'none'}",
+             f"below it: {', '.join(_f1_text(report, c) for c in below) or 'none'}"]
+    if level:
+        parts.append(f"not distinguishable from the mean: {', '.join(_f1_text(report, c) for c in level)}")
+    if few:
+        parts.append(f"too few faces (n < {min_support}) to tell: {few}")
+    rows = {"labels": ("; ".join(parts) + ".", "")}
+    guesses = ("few training samples", "confused with a neighbour", "evidence in one region", "separability")
+
+    if len(judged) < 2:
+        reason = f"Fewer than two classes have {min_support} faces or more: no easy and hard class to explain."
+        rows.update({g: (reason, "n/a") for g in guesses})
+        return _verdict_table(rows)
+    best, worst = judged["f1"].idxmax(), judged["f1"].idxmin()
+    if judged.loc[worst, "f1_high"] >= judged.loc[best, "f1_low"]:
+        reason = (f"The 95 % F1 intervals of the best class, {_f1_text(report, best)}, and the worst, "
+                  f"{_f1_text(report, worst)}, overlap: no hard class to explain.")
+        rows.update({g: (reason, "n/a") for g in guesses})
+        return _verdict_table(rows)
 
     column = "train_support" if "train_support" in report else "support"
-    rho = support_recall(report, column)
     counts = report[column]
+    x, y = counts.to_numpy(float), report["recall"].to_numpy(float)
+    rho, p = (float("nan"), float("nan")) if np.ptp(x) == 0 or np.ptp(y) == 0 else spearmanr(x, y)
     rank = int((counts < counts[worst]).sum()) + 1  # 1 = the rarest
     share = counts[worst] / counts.sum() if counts.sum() else float("nan")
+    correlated = bool(np.isfinite(rho) and rho >= min_correlation and p < alpha)
+    rho_text = "undefined (count or recall constant)" if not np.isfinite(rho) else (
+        f"{rho:.2f} (p = {p:.2f} over {len(counts)} classes{'' if p < alpha else ', not significant'})")
     rows["few training samples"] = (
         f"{worst} has {int(counts[worst])} {'training ' if column == 'train_support' else ''}faces "
         f"({100 * share:.1f} %, rank {rank} of {len(counts)} from the rarest); Spearman rho(count, recall) = "
-        f"{rho:.2f}.",
-        _verdict(rho >= min_correlation and rank <= 2, rho >= min_correlation or rank <= 2))
+        f"{rho_text}.",
+        _verdict(correlated and rank <= 2, correlated or rank <= 2))
 
     mine = pairs[pairs["true"] == worst]
+    neighbour = None
     if len(mine):
         top = mine.iloc[0]
         neighbour = top["predicted"]
@@ -1284,36 +1456,61 @@ def assess_guesses(report, pairs, separation=None, shares=None, min_correlation=
         drawn += report.loc[neighbour, "recall"] * report.loc[neighbour, "support"]
         others = report["support"].sum() - report.loc[worst, "support"]
         base = drawn / others if others else float("nan")
-        lift = top["rate"] / base if base > 0 else float("inf")
+        n_worst = int(report.loc[worst, "support"])
+        low, high = _wilson(top["rate"] * n_worst, n_worst)
+        lift = top["rate"] / base if base > 0 else float("nan")
+        lift_text = f"{lift:.1f}x" if np.isfinite(lift) else "against none of"
+        clear = bool(np.isfinite(base) and low > base)
         rows["confused with a neighbour"] = (
-            f"{100 * top['rate']:.1f} % of {worst} faces are predicted {neighbour} (pair #{position} by rate), "
-            f"{lift:.1f}x the {100 * base:.1f} % of other faces predicted {neighbour}.",
-            _verdict(top["rate"] >= min_confusion and lift >= min_lift, top["rate"] >= min_confusion / 2 and lift > 1))
+            f"{100 * top['rate']:.1f} % of {worst} faces are predicted {neighbour} (pair #{position} by rate; "
+            f"95 % interval {100 * low:.1f}-{100 * high:.1f} %, n = {n_worst}), {lift_text} the {100 * base:.1f} % "
+            f"of other faces predicted {neighbour}"
+            f"{'' if clear else '; the interval does not lie above it'}.",
+            _verdict(clear and top["rate"] >= min_confusion and lift >= min_lift,
+                     clear and top["rate"] >= min_confusion / 2))
     else:
         rows["confused with a neighbour"] = (f"No {worst} face is misclassified among the pairs given.", "no")
-        neighbour = None
 
     if shares is not None and best in shares.index and worst in shares.index:
-        top_best, top_worst = shares.loc[best].idxmax(), shares.loc[worst].idxmax()
-        s_best, s_worst = shares.loc[best, top_best], shares.loc[worst, top_worst]
-        rows["evidence in one region"] = (
-            f"{best}: {100 * s_best:.0f} % of the positive LIME weight on the {top_best}; {worst}: "
-            f"{100 * s_worst:.0f} % on the {top_worst}.",
-            _verdict(s_best >= min_share and s_best > s_worst, s_best > s_worst))
+        n_lime = dict(getattr(shares, "attrs", {}).get("n", {}))
+        n_best, n_worst = n_lime.get(best), n_lime.get(worst)
+        regions = [c for c in shares.columns if c != "n"]
+        if n_best is None or n_worst is None or min(n_best, n_worst) < min_lime_faces:
+            given = "not given" if n_best is None or n_worst is None else f"{best} n = {n_best}, {worst} n = {n_worst}"
+            rows["evidence in one region"] = (
+                f"Too few LIME-explained faces to tell ({given}; at least {min_lime_faces} per class needed).", "n/a")
+        else:
+            top_best, top_worst = shares.loc[best, regions].idxmax(), shares.loc[worst, regions].idxmax()
+            s_best, s_worst = shares.loc[best, top_best], shares.loc[worst, top_worst]
+            rows["evidence in one region"] = (
+                f"{best}: {100 * s_best:.0f} % of the positive LIME weight on the {top_best} (n = {n_best}); {worst}: "
+                f"{100 * s_worst:.0f} % on the {top_worst} (n = {n_worst}).",
+                _verdict(s_best >= min_share and s_best > s_worst, s_best > s_worst))
     else:
         rows["evidence in one region"] = ("No LIME region shares for both classes.", "n/a")
 
     if separation is not None and best in separation.index and worst in separation.index:
         kb, kw = separation.loc[best, "knn_recall"], separation.loc[worst, "knn_recall"]
+        nb = int(separation.loc[best, "n"]) if "n" in separation else int(report.loc[best, "support"])
+        nw = int(separation.loc[worst, "n"]) if "n" in separation else int(report.loc[worst, "support"])
+        (bl, bh), (wl, wh) = _wilson(kb * nb, nb), _wilson(kw * nw, nw)
         nearest = separation.loc[worst, "nearest_class"] or "none"
         same = " (the class it is confused with)" if nearest == neighbour else ""
+        apart = bool(wh < bl)
         rows["separability"] = (
-            f"kNN recall in feature space: {best} {kb:.2f}, {worst} {kw:.2f}; silhouette {best} "
+            f"kNN recall in feature space: {best} {kb:.2f} [{bl:.2f}, {bh:.2f}] (n = {nb}), {worst} {kw:.2f} "
+            f"[{wl:.2f}, {wh:.2f}] (n = {nw}){'' if apart else ', intervals overlap'}; silhouette {best} "
             f"{separation.loc[best, 'silhouette']:.2f}, {worst} {separation.loc[worst, 'silhouette']:.2f}; "
             f"{worst}'s nearest class: {nearest}{same}.",
-            _verdict(kb - kw >= min_gap, kb > kw))
+            _verdict(apart and kb - kw >= min_gap, apart))
     else:
         rows["separability"] = ("No separability table for both classes.", "n/a")
+    return _verdict_table(rows)
+
+
+def _verdict_table(rows):
+    import pandas as pd
+
     table = pd.DataFrame.from_dict(rows, orient="index", columns=["evidence", "supported"])
     table.index.name = "guess"
     return table

@@ -619,8 +619,10 @@ def class_distribution_bars(counts, ax=None, normalize=True):
     return ax
 
 
-def confusion_heatmap(cm, ax=None, title=None):
+def confusion_heatmap(cm, ax=None, title=None, support=None):
     """A confusion matrix with the true class on the rows and the predicted class on the columns.
+
+    Each row is labelled with its class's number of faces (``n``).
 
     Parameters
     ----------
@@ -628,6 +630,9 @@ def confusion_heatmap(cm, ax=None, title=None):
         From :func:`fervis.labels.confusion` (counts, or normalised by row).
     ax : matplotlib.axes.Axes, optional
     title : str, optional
+    support : sequence of int or pandas.Series, optional
+        Faces per true class; default the row sums of a matrix of counts. A normalised matrix
+        without ``support`` has rows labelled by name only.
 
     Returns
     -------
@@ -647,6 +652,11 @@ def confusion_heatmap(cm, ax=None, title=None):
                  text_kw={"fontsize": 7}, xticks_rotation=30)
     ax.set_xlabel("Predicted label")
     ax.set_ylabel("True label")
+    if support is None and integer:
+        support = values.sum(axis=1)
+    if support is not None:
+        support = np.asarray(support.reindex(cm.index) if hasattr(support, "reindex") else support)
+        ax.set_yticks(range(len(cm.index)), [f"{name} (n = {int(n)})" for name, n in zip(cm.index, support)])
     ax.set_title(title or ("Confusion matrix (counts)" if integer else "Confusion matrix (share of each true class)"))
     return ax
 
@@ -693,6 +703,9 @@ def reliability_diagram(table, ax=None, ece=None, title=None):
 def class_metric_bars(report, column="ece", ax=None, title=None):
     """One bar per class for a column of a per-class table (calibration error by default).
 
+    Each class is labelled with its ``support`` (n) when the table has one, and a column with
+    ``<column>_low`` and ``<column>_high`` beside it (recall, F1) gets its interval as an error bar.
+
     Parameters
     ----------
     report : pandas.DataFrame
@@ -711,10 +724,19 @@ def class_metric_bars(report, column="ece", ax=None, title=None):
     """
     ax = _axes(ax)
     values = report[column].to_numpy(float)
-    ax.bar(range(len(values)), values, color="tab:blue")
+    error = None
+    if f"{column}_low" in report and f"{column}_high" in report:  # the bootstrap interval, as an error bar
+        error = np.abs(np.stack([values - report[f"{column}_low"].to_numpy(float),
+                                 report[f"{column}_high"].to_numpy(float) - values]))
+        error = np.where(np.isfinite(error), error, 0.0)
+    ax.bar(range(len(values)), values, color="tab:blue", yerr=error, capsize=3 if error is not None else 0)
     for i, v in enumerate(values):
-        ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(values)), list(report.index), rotation=30, ha="right")
+        top = v if error is None else v + error[1, i]
+        ax.text(i, top, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
+    names = list(report.index)
+    if "support" in report:
+        names = [f"{name} (n = {int(n)})" for name, n in zip(names, report["support"])]
+    ax.set_xticks(range(len(values)), names, rotation=30, ha="right")
     ax.set_ylabel(column)
     ax.set_title(title or {"ece": "Calibration error per class (one-vs-rest)"}.get(column, f"{column} per class"))
     return ax
@@ -722,6 +744,9 @@ def class_metric_bars(report, column="ece", ax=None, title=None):
 
 def support_recall_scatter(report, ax=None, column=None):
     """Recall against (training) support per class, on a log axis, with Spearman's rho.
+
+    Each point is labelled with its class's evaluation faces (n, the ``support`` column) and,
+    when the report has them, carries the bootstrap interval of its recall.
 
     Parameters
     ----------
@@ -746,8 +771,14 @@ def support_recall_scatter(report, ax=None, column=None):
     rho = labels.support_recall(report, column)
     x = np.maximum(report[column].to_numpy(float), 1)
     ax.scatter(x, report["recall"], color="tab:blue")
-    for name, xi, yi in zip(report.index, x, report["recall"]):
-        ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    if "recall_low" in report and "recall_high" in report:
+        y = report["recall"].to_numpy(float)
+        error = np.abs(np.stack([y - report["recall_low"].to_numpy(float), report["recall_high"].to_numpy(float) - y]))
+        ax.errorbar(x, y, yerr=np.where(np.isfinite(error), error, 0.0), fmt="none", ecolor="tab:blue", alpha=0.5)
+    support = report["support"] if "support" in report else None
+    for i, (name, xi, yi) in enumerate(zip(report.index, x, report["recall"])):
+        label = name if support is None else f"{name} (n = {int(support.iloc[i])})"
+        ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=8)
     ax.set_xscale("log")
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel(f"{'training ' if column == 'train_support' else ''}faces per class (log)")
@@ -1096,11 +1127,12 @@ def training_curves(history, fig=None, patience=3):
         ax.xaxis.get_major_locator().set_params(integer=True)
     if flags.any():
         first = x[np.flatnonzero(flags)[0]]
-        fig.suptitle(f"overfitting from epoch {first}: validation loss rose {patience} epochs in a row "
-                     "while training loss fell", color="tab:red", fontsize=10)
+        fig.suptitle(f"overfitting from epoch {first}: validation loss rose {patience} epochs in a row, to more "
+                     f"than {monitoring.OVERFIT_MIN_RISE:.0%} above its best, while training loss fell",
+                     color="tab:red", fontsize=10)
     else:
-        fig.suptitle(f"no overfitting flag (validation loss never rose {patience} epochs in a row "
-                     "while training loss fell)", fontsize=10)
+        fig.suptitle(f"no overfitting flag (validation loss never rose {patience} epochs in a row to more than "
+                     f"{monitoring.OVERFIT_MIN_RISE:.0%} above its best while training loss fell)", fontsize=10)
     return fig
 
 

@@ -1,5 +1,7 @@
 """Tests for fervis.filters (notebook 2): activation maximisation, feature maps, exemplars."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -77,6 +79,85 @@ def test_maximize_returns_images_and_numbers(ascents, tiny_model, faces, live):
     grey = filters.feature_maps(tiny_model, np.full((1, 48, 48), 128.0), "block2_act").mean(axis=(1, 2))[0]
     assert (result.activation > grey[live] + 0.05).all()
     assert list(result.to_frame().columns) == ["filter_idx", "seed", "activation", "fraction", "noise"]
+
+
+def _gated_model(threshold=170.0, size=9):
+    """One ``size`` x ``size`` mean filter behind a ReLU that fires only where the face is
+    brighter than ``threshold``: silent everywhere on grey noise (127.5 +- 20); a 9x9 mean of
+    full-range noise does not reach 170 either (6 spreads above its mean), a bright face does."""
+    inputs = keras.Input((48, 48, 1))
+    conv = keras.layers.Conv2D(1, size, padding="same", name="gate_conv")
+    x = keras.layers.ReLU(name="gate_act")(conv(inputs))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    dense = keras.layers.Dense(7, activation="softmax", name="predictions")
+    model = keras.Model(inputs, dense(x), name="gated")
+    conv.set_weights([np.full((size, size, 1, 1), 1 / size ** 2, np.float32), np.array([-threshold], np.float32)])
+    dense.set_weights([np.ones((1, 7), np.float32), np.zeros(7, np.float32)])
+    return model
+
+
+def test_naive_ascent_starts_where_a_silent_filter_is_alive(faces):
+    model = _gated_model()
+    grey = filters.feature_maps(model, np.full((1, 48, 48), 147.5), "gate_act")
+    assert grey.max() == 0  # the brightest noise start: the filter is 0 everywhere, no gradient
+    result = filters.maximize(model, "gate_act", 0, steps=8, preset="naive", seeds=2, dataset=faces)
+    assert all(origin.startswith("face ") for origin in result.start)
+    assert (result.activation > 0).all() and np.isfinite(result.fraction).all()
+    # the seeds start from the filter's first and second most exciting faces
+    means = filters.feature_maps(model, faces, "gate_act").mean(axis=(1, 2, 3))
+    assert [int(o.split()[1]) for o in result.start] == np.argsort(-means)[:2].tolist()
+    # without a dataset, fervis's own synthetic faces serve
+    alone = filters.maximize(model, "gate_act", 0, steps=8, preset="naive")
+    assert alone.start[0].startswith("face ") and alone.activation[0] > 0
+    assert alone.fraction_note == ("no real faces given",) and np.isnan(alone.fraction).all()
+    # a filter that no face excites keeps its noise start and says why it has no share
+    dead = filters.maximize(_gated_model(threshold=1e4), "gate_act", 0, steps=4, preset="naive", dataset=faces)
+    assert dead.start == ("noise",) and dead.activation[0] == 0
+    assert dead.fraction_note[0].startswith("no face excites filter 0")
+    text = filters.describe_presets(dead, dead)
+    assert "undefined: naive ascent's mean activation is 0.00 (its filters are silent" in text
+    assert "inf" not in text and "nan" not in text.lower()
+    # where full-range noise wakes the filter (a 3x3 mean reaches 180 here and there), it starts
+    # there, so the naive preset keeps its noisy look
+    loud = filters.maximize(_gated_model(threshold=180.0, size=3), "gate_act", 0, steps=4, preset="naive",
+                            dataset=faces)
+    assert loud.start == ("full-range noise",) and loud.activation[0] > 0 and loud.noise[0] > 0.5
+    assert "plain ascent started from full-range noise for 1 of its 1 images" in filters.describe_presets(loud, loud)
+
+
+def test_share_of_best_face_is_undefined_near_zero(faces):
+    """A signed filter whose faces sit around zero: the best face is within one spread of it,
+    so the ascent's activation over it is a division by almost nothing (issue 20's 143.55)."""
+    inputs = keras.Input((48, 48, 1))
+    conv = keras.layers.Conv2D(1, 3, padding="same", name="signed_conv")
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(conv(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax", name="predictions")(x))
+    conv.set_weights([np.full((3, 3, 1, 1), 1 / 9, np.float32), np.zeros(1, np.float32)])
+    dark = faces.images.astype(np.float32) * 0.5  # darker than the grey noise the ascent starts from
+    means = filters.feature_maps(model, dark, "signed_conv").mean(axis=(1, 2, 3))
+    # a face's mean brightness minus (nearly) the brightest face's: every face below zero but one
+    conv.set_weights([np.full((3, 3, 1, 1), 1 / 9, np.float32), np.array([-(means.max() - 0.01)], np.float32)])
+    result = filters.maximize(model, "signed_conv", 0, steps=4, preset="naive", dataset=dark)
+    assert 0 < result.dataset_max[0] < 0.1 and result.activation[0] > 1  # the old share: over 10x
+    assert np.isnan(result.fraction[0]) and "within one spread" in result.fraction_note[0]
+    table = filters.preset_table({("signed_conv", "naive"): result})
+    assert table.loc[0, "share of best face"] == "undefined" and "within one spread" in table.loc[0, "note"]
+    assert table.loc[0, "filters"] == 1
+
+
+def test_describe_presets_and_table(ascents, live):
+    naive, readable = ascents["naive"], ascents["readable"]
+    text = filters.describe_presets(naive, readable)
+    ratio = readable.activation.mean() / naive.activation.mean()
+    assert text.startswith(f"On block2_act ({len(live)} filters): readable noise {readable.noise.mean():.2f}, "
+                           f"naive noise {naive.noise.mean():.2f}")
+    assert f"at {ratio:.0%} of naive's activation" in text
+    table = filters.preset_table({("block2_act", p): r for p, r in ascents.items()})
+    assert table["preset"].tolist() == ["naive", "readable"] and (table["note"] == "").all()
+    assert np.allclose(table["share of best face"].astype(float), [naive.fraction.mean(), readable.fraction.mean()],
+                       atol=0.006)
+    with pytest.raises(ValueError, match="'readable' parameter .* layer of 'naive'"):
+        filters.describe_presets(naive, dataclasses.replace(readable, layer_name="other"))
 
 
 def test_readable_is_smoother_than_naive_at_comparable_activation(ascents):
@@ -406,3 +487,31 @@ def test_notebook_runs_on_fer2013_quick(fer2013_path, tmp_path, run_notebook):
     assert found, "the notebook printed no noise comparison"
     readable, naive = float(found.group(1)), float(found.group(2))
     assert 0 <= readable < naive <= 1
+
+
+@pytest.mark.fer2013
+def test_preset_numbers_are_finite_on_fer2013(fer2013_path):
+    """The shipped model's last block on real faces (issue 20: 'inf%' on block4_act2, where plain
+    ascent was stuck at 0, and 'share of best face 143.55' on its batch norm)."""
+    import re
+
+    from fervis import data
+
+    faces = data.load(fer2013_path).subset("PublicTest").sample(300, seed=0)
+    model = models.load_pretrained("fer2013")
+    trio = filters.block_layers(model, None)
+    ascents = {(name, preset): filters.maximize(model, name, list(range(6)), steps=16, preset=preset, dataset=faces)
+               for name in trio for preset in ("naive", "readable")}
+    table = filters.preset_table(ascents)
+    numbers = table[["activation", "noise"]].to_numpy(float)
+    shares = table["share of best face"]
+    assert np.isfinite(numbers).all() and all(s == "undefined" or np.isfinite(s) for s in shares)
+    assert all(s == "undefined" or 0 < s < 50 for s in shares)
+    assert (table.loc[shares == "undefined", "note"] != "").all()
+    naive, readable = ascents[(trio[-1], "naive")], ascents[(trio[-1], "readable")]
+    assert naive.activation.mean() > 0  # alive: it starts where each filter fires
+    text = filters.describe_presets(naive, readable)
+    assert "inf" not in text and "nan" not in text.lower()
+    found = re.search(r"ends at (\d+)% of naive's activation", text)
+    assert found and int(found.group(1)) == round(100 * readable.activation.mean() / naive.activation.mean())
+    assert readable.noise.mean() < naive.noise.mean()

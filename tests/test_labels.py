@@ -155,6 +155,29 @@ def test_class_report_matches_hand_counts():
     assert ((report["ece"] >= 0) & (report["ece"] <= 1)).all()
 
 
+def test_class_report_intervals_cover_recall_and_shrink_with_more_faces():
+    rng = np.random.default_rng(1)
+
+    def report(n):
+        y_true = rng.integers(0, 7, n)
+        right = rng.random(n) < 0.7
+        y_pred = np.where(right, y_true, (y_true + 1) % 7)
+        return labels.class_report(y_true, np.eye(7)[y_pred] * 0.9 + 0.1 / 7, n_boot=300)
+
+    small, large = report(140), report(7000)
+    for table in (small, large):
+        assert (table["recall_low"] <= table["recall"]).all() and (table["recall"] <= table["recall_high"]).all()
+        assert (table["f1_low"] <= table["f1"]).all() and (table["f1"] <= table["f1_high"]).all()
+    width = lambda t: (t["recall_high"] - t["recall_low"]).mean()  # noqa: E731
+    assert width(large) < width(small) / 3  # 50x the faces: about 1/7 of the width
+    assert large["recall_low"].min() > 0.6 and large["recall_high"].max() < 0.8  # around the true 0.7
+    same = labels.class_report(np.array([0, 1, 1]), np.eye(7)[[0, 1, 0]], n_boot=50, seed=3)
+    assert same.equals(labels.class_report(np.array([0, 1, 1]), np.eye(7)[[0, 1, 0]], n_boot=50, seed=3))
+    assert same.loc[["fear", "happy"], ["recall_low", "f1_high"]].isna().all().all()  # no face: no interval
+    with pytest.raises(ValueError, match="'confidence' parameter"):
+        labels.class_report(np.array([0]), np.eye(7)[[0]], confidence=0)
+
+
 def test_class_report_rejects_incomplete_train_counts(probs, faces):
     with pytest.raises(ValueError, match="'train_counts' parameter .* each of"):
         labels.class_report(faces, probs, train_counts=[1, 2, 3])
@@ -454,14 +477,17 @@ def _evidence(disgust_recall=0.2, disgust_train=50, rate=0.6, happy_share=0.6, d
         "support": 100, "train_support": [400, disgust_train, 410, 720, 480, 320, 500]},
         index=pd.Index(CLASS_NAMES, name="class"))
     report["f1"] = report["recall"]
+    report["f1_low"], report["f1_high"] = report["f1"] - 0.05, report["f1"] + 0.05
     pairs = pd.DataFrame({"true": ["disgust", "fear"], "predicted": ["angry", "sad"], "count": [6, 10],
                           "rate": [rate, 0.1]})
     separation = pd.DataFrame({"knn_recall": [0.6, disgust_knn, 0.5, 0.95, 0.5, 0.8, 0.6], "silhouette": 0.1,
                                "nearest_class": ["sad", "angry", "sad", "neutral", "fear", "fear", "sad"]},
                               index=list(CLASS_NAMES))
+    separation["n"] = 100
     shares = pd.DataFrame(0.2, index=list(CLASS_NAMES), columns=["brows", "eyes", "nose", "mouth"])
     shares["brows"] = 0.4
     shares.loc["happy"] = [(1 - happy_share) / 3] * 3 + [happy_share]
+    shares.attrs["n"] = {c: 10 for c in CLASS_NAMES}
     return report, pairs, separation, shares
 
 
@@ -472,8 +498,11 @@ def test_assess_guesses_supports_the_seed_when_the_numbers_do():
     assert table.loc["evidence in one region", "supported"] == "yes"
     assert table.loc["separability", "supported"] == "yes"
     # Other faces go to angry at (0.6 * 100 recalled angry + 0) / 600 = 10 %: a lift of 6.
-    assert ("60.0 % of disgust faces are predicted angry (pair #1 by rate), 6.0x the 10.0 % of other faces"
-            in table.loc["confused with a neighbour", "evidence"])
+    assert ("60.0 % of disgust faces are predicted angry (pair #1 by rate; 95 % interval 50.2-69.1 %, n = 100), "
+            "6.0x the 10.0 % of other faces" in table.loc["confused with a neighbour", "evidence"])
+    assert "p = 0.02 over 7 classes" in table.loc["few training samples", "evidence"]
+    assert "happy 0.95 [0.89, 0.98] (n = 100), disgust 0.10 [0.06, 0.17] (n = 100)" in \
+        table.loc["separability", "evidence"]
     assert "(the class it is confused with)" in table.loc["separability", "evidence"]
     assert table.loc["labels", "evidence"].startswith("F1 above the mean")
     text = labels.format_verdict(table)
@@ -488,13 +517,57 @@ def test_assess_guesses_sees_no_neighbour_in_a_class_everything_goes_to():
     everything = pd.DataFrame({"true": [c for c in CLASS_NAMES if c not in ("disgust", "happy")],
                                "predicted": "happy", "count": 80, "rate": 0.8})  # ... as are 80 % of the others
     table = labels.assess_guesses(report, pd.concat([pairs, everything], ignore_index=True), separation, shares)
+    # Others go to happy at (80 * 5 + 95) / 600 = 82.5 %: a lift of 1.1, and the disgust rate's interval
+    # (82.6-94.5 %) lies just above it, so the confusion is real but not a neighbour's.
     assert table.loc["confused with a neighbour", "supported"] == "partly"
     assert "1.1x the" in table.loc["confused with a neighbour", "evidence"]
+    pairs.loc[0, "rate"] = 0.85  # 85 of 100: interval 76.7-90.7 %, no longer above the others' 82.5 %
+    table = labels.assess_guesses(report, pd.concat([pairs, everything], ignore_index=True), separation, shares)
+    assert table.loc["confused with a neighbour", "supported"] == "no"
+    assert "the interval does not lie above it" in table.loc["confused with a neighbour", "evidence"]
+
+
+def test_assess_guesses_says_too_few_faces_instead_of_a_finding():
+    report, pairs, separation, shares = _evidence()
+    report.loc["disgust", "support"] = 9  # the synthetic sample's disgust
+    table = labels.assess_guesses(report, pairs, separation, shares)
+    assert "too few faces (n < 30) to tell: disgust (n = 9)" in table.loc["labels", "evidence"]
+    # The worst class judged is now the worst with 30 faces or more, not disgust.
+    assert table.loc["few training samples", "evidence"].startswith("surprise has")
+    assert "disgust" not in table.loc["separability", "evidence"]
+    # Two LIME faces per class (the notebook's examples) are too few to read region shares.
+    shares.attrs["n"] = {c: 2 for c in CLASS_NAMES}
+    row = labels.assess_guesses(report, pairs, separation, shares).loc["evidence in one region"]
+    assert row["supported"] == "n/a" and "happy n = 2" in row["evidence"]
+    # Without the faces' count the shares are not read either.
+    shares.attrs.clear()
+    assert labels.assess_guesses(report, pairs, separation, shares).loc["evidence in one region", "supported"] == "n/a"
+    # Best and worst whose F1 intervals overlap: no hard class to explain.
+    report["f1_low"], report["f1_high"] = 0.0, 1.0
+    table = labels.assess_guesses(report, pairs, separation, shares)
+    assert (table["supported"].iloc[1:] == "n/a").all()
+    assert "overlap: no hard class to explain" in table.loc["separability", "evidence"]
+    assert "not distinguishable from the mean" in table.loc["labels", "evidence"]
+    with pytest.raises(ValueError, match="'report' parameter .*'f1_low'"):
+        labels.assess_guesses(report.drop(columns="f1_low"), pairs)
+
+
+def test_headline_is_computed_from_the_report():
+    report, *_ = _evidence()
+    assert labels.headline(report).startswith("Easiest: happy 0.95 [0.90, 1.00] (n = 100); hardest: disgust 0.20")
+    report.loc["fear", ["f1", "f1_low", "f1_high"]] = [0.1, 0.05, 0.15]  # fear is now hardest
+    assert "hardest: fear 0.10" in labels.headline(report)
+    report.loc["fear", "support"] = 9
+    text = labels.headline(report)
+    assert "hardest: disgust" in text and text.endswith("Too few faces (n < 30) to tell: fear (n = 9).")
+    report["f1_low"], report["f1_high"] = 0.0, 1.0
+    assert labels.headline(report).startswith("No class is clearly easiest or hardest")
 
 
 def test_assess_guesses_rejects_the_seed_when_the_numbers_do_not():
     report, pairs, separation, shares = _evidence(disgust_train=5000, rate=0.05, happy_share=0.25, disgust_knn=0.99)
     report.loc["disgust", "recall"] = report.loc["disgust", "f1"] = 0.2
+    report.loc["disgust", ["f1_low", "f1_high"]] = [0.15, 0.25]
     table = labels.assess_guesses(report, pairs, separation, shares)
     assert table.loc["confused with a neighbour", "supported"] == "no"
     assert table.loc["evidence in one region", "supported"] == "no"
@@ -514,12 +587,21 @@ def test_metric_plots_draw_labelled_axes(probs, faces, synthetic_small):
     assert ax.get_title() == "Class distribution per split" and len(ax.patches) == 2 * 7
     ax = plots.confusion_heatmap(labels.confusion(faces, probs))
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("Predicted label", "True label")
-    assert [t.get_text() for t in ax.get_yticklabels()] == list(CLASS_NAMES)
+    support = np.bincount(faces.labels, minlength=7)
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"{c} (n = {k})" for c, k in zip(CLASS_NAMES, support)]
     ece = labels.expected_calibration_error(faces, probs)
     ax = plots.reliability_diagram(labels.reliability(faces, probs), ece=ece)
     assert f"ECE {ece:.3f}" in ax.get_title()
-    ax = plots.class_metric_bars(labels.class_report(faces, probs), "ece")
+    report = labels.class_report(faces, probs)
+    ax = plots.class_metric_bars(report, "ece")
     assert len(ax.patches) == 7 and ax.get_title().startswith("Calibration error per class")
+    n = int(report.loc["disgust", "support"])
+    assert f"disgust (n = {n})" in [t.get_text() for t in ax.get_xticklabels()]
+    ax = plots.class_metric_bars(report, "f1")
+    bars = [c for c in ax.containers if hasattr(c, "errorbar")][0]
+    assert len(bars.errorbar.lines[2][0].get_segments()) == 7  # one interval per class
+    ax = plots.confusion_heatmap(labels.confusion(faces, probs, normalize="true"), support=report["support"])
+    assert f"disgust (n = {n})" in [t.get_text() for t in ax.get_yticklabels()]
     ax = plots.support_recall_scatter(labels.class_report(faces, probs, synthetic_small.counts().loc["Training"]))
     assert ax.get_title().startswith("Support vs recall (Spearman rho") and ax.get_xscale() == "log"
 
@@ -580,3 +662,48 @@ def test_notebook_runs_on_fer2013_quick(fer2013_path, tmp_path, run_notebook):
     accuracy = float(text.split("accuracy ")[1].split(",")[0])
     assert 0.2 < accuracy <= 1.0, accuracy  # above chance (about 0.25 for the majority class)
     assert "disgust" in text and "supported" in text
+
+
+@pytest.mark.fer2013
+def test_per_label_numbers_are_finite_and_sentences_agree_on_fer2013(fer2013_path):
+    """The shipped model on the 3,589 real PublicTest faces: no inf or NaN in the per-label
+    table, and the generated headline and verdict say what the table says."""
+    import re
+
+    from fervis import data, models, saliency
+
+    dataset = data.load(fer2013_path)
+    test = dataset.subset("PublicTest")
+    probs = saliency.predict(models.load_pretrained("fer2013"), test.images)
+    report = labels.class_report(test, probs, train_counts=dataset.counts().loc["Training"])
+    assert np.isfinite(report.to_numpy(float)).all(), report
+    assert ((report["f1_low"] <= report["f1"]) & (report["f1"] <= report["f1_high"])).all()
+
+    judged = report[report["support"] >= labels.MIN_SUPPORT]
+    best, worst = judged["f1"].idxmax(), judged["f1"].idxmin()
+    text = labels.headline(report)
+    found = re.match(r"Easiest: (\w+) ([\d.]+) \[([\d.]+), ([\d.]+)\] \(n = (\d+)\); hardest: (\w+) ([\d.]+)", text)
+    assert found, text
+    assert found.group(1) == best and found.group(6) == worst
+    assert float(found.group(2)) == pytest.approx(report.loc[best, "f1"], abs=0.005)
+    assert int(found.group(5)) == report.loc[best, "support"]
+    assert float(found.group(7)) == pytest.approx(report.loc[worst, "f1"], abs=0.005)
+
+    pairs = labels.confused_pairs(test, probs, top=len(report) ** 2)
+    verdict = labels.assess_guesses(report, pairs)
+    sentence = verdict.loc["labels", "evidence"]
+    above, below = sentence.split("; below it: ")
+    mean = report["f1"].mean()
+    assert f"the mean {mean:.2f}" in above
+    for c in report.index:
+        if report.loc[c, "f1_low"] > mean:
+            assert f"{c} {report.loc[c, 'f1']:.2f}" in above
+        elif report.loc[c, "f1_high"] < mean:
+            assert f"{c} {report.loc[c, 'f1']:.2f}" in below.split("; not distinguishable")[0]
+        else:
+            assert f"{c} {report.loc[c, 'f1']:.2f}" in below.split("; not distinguishable")[1]
+    top = pairs[pairs["true"] == worst].iloc[0]
+    assert (f"{100 * top['rate']:.1f} % of {worst} faces are predicted {top['predicted']}"
+            in verdict.loc["confused with a neighbour", "evidence"])
+    printed = labels.format_verdict(verdict)
+    assert "inf" not in printed.replace("interval", "") and "nan" not in printed.lower()

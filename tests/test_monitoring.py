@@ -1,5 +1,6 @@
 """Tests for fervis.monitoring (notebook 4): callbacks, their files, TensorBoard events, plots."""
 
+import dataclasses
 import json
 import os
 import types
@@ -150,12 +151,44 @@ def test_overfitting_flags(val_loss, loss, patience, expected):
     assert monitoring.overfitting(history, patience).astype(int).tolist() == expected
 
 
+def test_overfitting_is_silent_on_the_shipped_history():
+    from fervis import models
+
+    history = pd.read_csv(models.pretrained_path("fer2013").with_name("fer2013_history.csv"))
+    val = history["val_loss"]
+    assert len(history) == 100 and val.iloc[-1] <= 1.004 * val.min()  # ends within 0.4 % of its minimum
+    for patience in (1, 2, 3):
+        assert not monitoring.overfitting(history, patience).any()
+    # Its local rises are there: counting any rise, three epochs of it are flagged.
+    assert monitoring.overfitting(history, 3, min_rise=0.0).any()
+
+
+def test_overfitting_fires_on_a_model_that_memorises_its_faces(synthetic_small):
+    """A small unregularised network on 60 faces: training loss falls towards 0 while
+    validation loss climbs well above its early best."""
+    keras.utils.set_random_seed(0)
+    train, val = synthetic_small.subset("Training").sample(60, seed=0), synthetic_small.subset("PublicTest")
+    model = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Rescaling(1 / 255.0), keras.layers.Flatten(),
+                              keras.layers.Dense(512, activation="relu"), keras.layers.Dense(7, activation="softmax")])
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    fit = model.fit(train.x(), train.labels, validation_data=(val.x(), val.labels), epochs=50, batch_size=10,
+                    verbose=0)
+    history = pd.DataFrame(fit.history)
+    assert history["loss"].iloc[-1] < 0.3  # memorised: its 60 faces are nearly all fitted
+    assert history["val_loss"].iloc[-1] > 1.1 * history["val_loss"].min()
+    flags = monitoring.overfitting(history, patience=2)
+    assert flags.any() and flags[-15:].any()
+    assert monitoring.summarize(history, patience=2)["overfitting_from"] is not None
+
+
 def test_overfitting_without_validation_and_bad_patience():
     assert not monitoring.overfitting(pd.DataFrame({"loss": [3, 2, 1]}), 1).any()
     with pytest.raises(ValueError, match="'patience' parameter .* int >= 1"):
         monitoring.overfitting(pd.DataFrame({"loss": [1.0]}), 0)
     with pytest.raises(ValueError, match="'history' parameter .* DataFrame"):
         monitoring.overfitting([1, 2, 3])
+    with pytest.raises(ValueError, match="'min_rise' parameter .* >= 0"):
+        monitoring.overfitting(pd.DataFrame({"loss": [1.0]}), 1, min_rise=-0.1)
 
 
 @pytest.mark.parametrize("column, values, expected", [
@@ -519,9 +552,16 @@ def test_region_focus_is_mass_share_over_area_share(run):
 
     ph = monitoring.probe_maps(run.dir)
     focus = monitoring.region_focus(ph)
-    assert focus.index.tolist() == list(range(1, EPOCHS + 1)) and list(focus.columns) == list(ph.probes.region_names)
+    names = list(ph.probes.region_names)
+    had = [name for i, name in enumerate(names) if (ph.probes.regions == i).any()]
+    assert focus.index.tolist() == list(range(1, EPOCHS + 1)) and list(focus.columns) == had
     expected = np.nanmean(regions.shares(ph.maps[-1], ph.probes.regions, normalize="area"), axis=0)
-    assert np.allclose(focus.iloc[-1].to_numpy(), expected, equal_nan=True)
+    assert np.allclose(focus.iloc[-1].to_numpy(), expected[[names.index(n) for n in had]])
+    # A region no probe face has (the occluder on FER2013's template) is not shown, not a NaN column.
+    gone = names.index(had[-1])
+    probes = dataclasses.replace(ph.probes, regions=np.where(ph.probes.regions == gone, 0, ph.probes.regions))
+    without = monitoring.region_focus(dataclasses.replace(ph, probes=probes))
+    assert list(without.columns) == had[:-1] and not without.isna().all().any()
     flat = monitoring.ProbeHistory(ph.epochs[:1], np.ones_like(ph.maps[:1]), ph.shares[:1], ph.confusion[:1],
                                    ph.probes)
     present = monitoring.region_focus(flat).iloc[0].dropna()
@@ -584,6 +624,12 @@ def test_training_plan_is_a_fresh_copy_on_a_sample(synthetic_small):
     assert plan.probes.labels.tolist() == sorted(set(plan.validation.labels.tolist()))
     full = monitoring.training_plan(types.SimpleNamespace(**{**vars(session), "budget": "full"}))
     assert len(full.train) == 700 and full.recipe.epochs == recipes.get("quick").epochs
+    # Real faces (no synthetic regions): the quick budget trains the small architecture, which
+    # leaves FER2013's "always happy" plateau within its minutes, on more faces.
+    real = dataclasses.replace(synthetic_small, regions=None, region_names=None)
+    plan = monitoring.training_plan(types.SimpleNamespace(**{**vars(session), "dataset": real}), n_train=100)
+    assert plan.model.name == "small" and plan.recipe.epochs == 8 and plan.recipe.batch_size == 64
+    assert len(plan.train) == 100 and len(plan.validation) == 280  # the evaluation split, under 350 faces
     with pytest.raises(ValueError, match="'epochs' parameter .* positive int"):
         monitoring.training_plan(session, epochs=0)
     with pytest.raises(ValueError, match="'session' parameter .*Session"):
@@ -665,3 +711,16 @@ def test_notebook_quick_run_on_fer2013(fer2013_path, tmp_path, run_notebook):
     assert "best epoch" in text
     best = float(text.split("validation accuracy at the best epoch: ")[1].split("%")[0])
     assert 100 / 7 * 0.5 < best <= 100  # at least half of chance on seven classes, a real percentage
+
+
+@pytest.mark.fer2013
+def test_region_focus_leaves_out_the_synthetic_occluder_on_fer2013(fer2013_path):
+    from fervis import data
+
+    probes = monitoring.probe_set(data.load(fer2013_path).subset("PublicTest"))
+    assert "occluder" in probes.region_names and not (probes.regions == probes.region_names.index("occluder")).any()
+    maps = np.random.default_rng(0).random((2, len(probes), 48, 48)).astype(np.float32)
+    history = monitoring.ProbeHistory(np.arange(2), maps, np.zeros((2, len(probes), len(probes.region_names))),
+                                      np.zeros((2, 7, 7), np.int64), probes)
+    focus = monitoring.region_focus(history)
+    assert "occluder" not in focus.columns and np.isfinite(focus.to_numpy()).all()
