@@ -669,16 +669,20 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
 #: ``.md`` its last table (a DataFrame's HTML output) as a Markdown table.
 GALLERY = (
     ("01_saliency_maps.ipynb", "gallery-saliency", "saliency_per_emotion.png",
-     "Where does the model look? One face per emotion, seven saliency methods"),
+     "Where does the model look? One face per emotion, seven saliency methods", None),
     ("01_saliency_maps.ipynb", "gallery-region-shares", "region_shares.md",
-     "Grad-CAM mass per face region and true class (rows sum to 1)"),
+     "Grad-CAM mass per face region and true class (rows sum to 1; n faces per class)", "gallery-registration"),
     ("02_filter_visualization.ipynb", "gallery-filters", "filters_top_faces.png",
-     "What do the last block's filters want? Gradient ascent beside the faces that drive each filter hardest"),
+     "What do the last block's filters want? Gradient ascent beside the faces that drive each filter hardest", None),
     ("03_per_label_analysis.ipynb", "gallery-confusion", "confusion.png",
-     "Why is happy easy and disgust hard? The confusion matrix, counts and row-normalised"),
+     "Which labels are easy, which hard? The confusion matrix, counts and row-normalised", "gallery-headline"),
     ("04_training_monitoring.ipynb", "gallery-training", "training_curves.png",
-     "Watching the CNN train: loss, accuracy and per-class recall per epoch"),
+     "Watching the CNN train: loss, accuracy and per-class recall per epoch", None),
 )
+"""README's gallery: (notebook, tag of the cell whose output is shown, file name, heading, tag of the cell
+whose printed text is quoted under the heading or None). Headings name the question; the quoted text
+(the headline computed from the per-class table, the registration measured before the region template
+is used) states the answer, so no caption claims what the numbers do not show."""
 #: README images stay small.
 MAX_PNG_BYTES = 300 * 1024
 GALLERY_BEGIN = "<!-- gallery:begin -->"
@@ -690,7 +694,7 @@ def _read_report_notebooks(folder):
     import nbformat
 
     notebooks = {}
-    for name in dict.fromkeys(nb for nb, _, _, _ in GALLERY):
+    for name in dict.fromkeys(nb for nb, *_ in GALLERY):
         nb_path = folder / name
         if not nb_path.exists():
             raise ValueError(f"The report has no executed notebook {str(nb_path)!r}; run `fervis report` first.")
@@ -792,9 +796,12 @@ def gallery(report_folder, out_dir="docs/gallery", link="docs/gallery", max_byte
     out = pathlib.Path(os.fspath(out_dir))
     notebooks = _read_report_notebooks(folder)
     files = {}
-    for notebook, tag, name, _ in GALLERY:
+    quotes = {}
+    for notebook, tag, name, _, quote in GALLERY:
         nb_path = folder / notebook
         cell = _tagged_cell(notebooks[notebook], nb_path, tag)
+        if quote is not None:
+            quotes[name] = _printed(_tagged_cell(notebooks[notebook], nb_path, quote), nb_path, quote)
         if name.endswith(".png"):
             png = base64.b64decode(_last_output(cell, "image/png", nb_path, tag))
             files[name] = shrink_png(png, max_bytes)
@@ -810,13 +817,25 @@ def gallery(report_folder, out_dir="docs/gallery", link="docs/gallery", max_byte
     lines = [GALLERY_BEGIN,
              f"*Generated from `fervis report --data {settings.get('data', '?')} --budget {settings.get('budget', '?')}` "
              f"(model `{settings.get('model', '?')}`) by `make gallery`; do not edit by hand.*", ""]
-    for _, _, name, heading in GALLERY:
+    for _, _, name, heading, _ in GALLERY:
         lines.append(f"**{heading}**")
         lines.append("")
+        if name in quotes:
+            lines.extend([*(f"> {line}" for line in quotes[name]), ""])
         lines.append(f"![{heading}]({link}/{name})" if name.endswith(".png") else files[name].decode().rstrip())
         lines.append("")
     lines.append(GALLERY_END)
     return "\n".join(lines)
+
+
+def _printed(cell, nb_path, tag):
+    """The lines a cell printed (its stdout), stripped; a ValueError naming the cell when it printed none."""
+    lines = [line.strip() for output in cell.get("outputs", [])
+             if output.get("output_type") == "stream" and output.get("name") == "stdout"
+             for line in "".join(output.get("text", "")).splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"The cell tagged {tag!r} in {str(nb_path)!r} printed nothing to quote.")
+    return lines
 
 
 def _report_settings(notebooks):

@@ -36,7 +36,7 @@ def main(argv=None):
         print(f"report: {result.index}")
     block = report.gallery(folder, ROOT / "docs" / "gallery")
     report.update_readme(ROOT / "README.md", block)
-    for _, _, name, _ in report.GALLERY:
+    for _, _, name, *_ in report.GALLERY:
         path = ROOT / "docs" / "gallery" / name
         print(f"{path.relative_to(ROOT)}: {path.stat().st_size / 1024:.0f} KB")
     print("README.md gallery updated")

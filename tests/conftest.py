@@ -170,3 +170,29 @@ def zoo():
     all-convolutional net with a 1x1 classifier convolution, a nested backbone. The residual block is
     the ``residual_model`` fixture (its CAM layer: ``res_out``)."""
     return _zoo()
+
+
+
+@pytest.fixture
+def notebook_text():
+    """``notebook_text(path)``: every text an executed notebook shows (streams and plain-text results),
+    joined, after asserting that no line shows inf or NaN as a result (a reader must never see one)."""
+    import re
+
+    import nbformat
+
+    undefined = re.compile(r"(?<![\w.])(-?inf|nan|NaN|-?Infinity)(?![\w])")
+
+    def read(path):
+        nb = nbformat.read(str(path), as_version=4)
+        parts = []
+        for cell in nb.cells:
+            for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+                text, plain = output.get("text", ""), output.get("data", {}).get("text/plain", "")
+                parts += [text if output.get("name") != "stderr" else "", plain]
+        text = "\n".join(parts)
+        shown = [line for line in text.splitlines() if undefined.search(line)]
+        assert not shown, f"{path} shows inf or NaN: {shown[:5]}"
+        return text
+
+    return read

@@ -701,16 +701,14 @@ def test_probe_browser_moves_through_epochs(run):
 
 @pytest.mark.fer2013
 @pytest.mark.slow
-def test_notebook_quick_run_on_fer2013(fer2013_path, tmp_path, run_notebook):
+def test_notebook_quick_run_on_fer2013(fer2013_path, tmp_path, run_notebook, notebook_text):
     out = run_notebook("04_training_monitoring.ipynb", tmp_path / "04.ipynb",
                        {"DATA": fer2013_path, "BUDGET": "quick", "OVERWRITE": True, "RUN": "04_fer2013_quick"})
-    import nbformat
-
-    nb = nbformat.read(str(out), as_version=4)
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    text = notebook_text(out)  # no inf or NaN anywhere
     assert "best epoch" in text
     best = float(text.split("validation accuracy at the best epoch: ")[1].split("%")[0])
-    assert 100 / 7 * 0.5 < best <= 100  # at least half of chance on seven classes, a real percentage
+    assert 45 <= best <= 100  # the quick budget leaves the "always happy" plateau (25 %) on real faces
+    assert "occluder" not in text  # a region FER2013 does not have
 
 
 @pytest.mark.fer2013

@@ -260,7 +260,7 @@ def test_gallery_from_the_stored_notebooks(tmp_path):
     from fervis import regions
 
     block = report.gallery(NOTEBOOKS, tmp_path / "gallery", link="docs/gallery")
-    names = [name for _, _, name, _ in report.GALLERY]
+    names = [name for _, _, name, *_ in report.GALLERY]
     assert sorted(p.name for p in (tmp_path / "gallery").iterdir()) == sorted(names)
     for name in names:
         path = tmp_path / "gallery" / name
@@ -271,15 +271,19 @@ def test_gallery_from_the_stored_notebooks(tmp_path):
             assert f"](docs/gallery/{name})" in block
     table = (tmp_path / "gallery" / "region_shares.md").read_text().splitlines()
     header = [c.strip() for c in table[0].strip("|").split("|")]
-    assert header[1:] == [r for r in regions.REGION_NAMES if r in header]  # region columns, in order
-    assert len(header) >= 8
+    assert header[-1] == "n"  # faces per class behind each row
+    assert header[1:-1] == [r for r in regions.REGION_NAMES if r in header]  # region columns, in order
+    assert len(header) >= 9
     rows = table[2:]
     classes = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
     assert [r.split("|")[1].strip() for r in rows][:7] == [f"**{n}**" for n in classes]  # then "all"
     assert header[0] == "class \\ region"
     for row in rows:  # shares of each class's mass: a row sums to 1 (rounded to 2 places)
-        values = [float(v) for v in row.strip("|").split("|")[1:]]
+        values = [float(v) for v in row.strip("|").split("|")[1:-1]]
         assert abs(sum(values) - 1) <= 0.06
+    assert "> registration of" in block  # the template's fit, measured, quoted under the region table
+    headline = [line for line in block.splitlines() if line.startswith("> ") and "hardest" in line]
+    assert len(headline) == 1  # the computed headline, quoted under the confusion matrix
     assert block.startswith(report.GALLERY_BEGIN) and block.endswith(report.GALLERY_END)
     assert "\n".join(table) in block
     assert "--data synthetic --budget quick" in block or "fervis report --data" in block
@@ -288,7 +292,7 @@ def test_gallery_from_the_stored_notebooks(tmp_path):
 def test_gallery_missing_cell_is_named_and_nothing_is_written(tmp_path):
     folder = tmp_path / "report"
     folder.mkdir()
-    for notebook in sorted({nb for nb, _, _, _ in report.GALLERY}):
+    for notebook in sorted({nb for nb, *_ in report.GALLERY}):
         nb = nbformat.read(NOTEBOOKS / notebook, as_version=4)
         if notebook.startswith("03"):
             for cell in nb.cells:
@@ -352,7 +356,7 @@ def test_readme_gallery_is_complete_and_small():
     text = (root / "README.md").read_text()
     block = text[text.index(report.GALLERY_BEGIN):text.index(report.GALLERY_END)]
     assert "--budget full" in block and "pretrained:fer2013" in block
-    for _, _, name, heading in report.GALLERY:
+    for _, _, name, heading, quote in report.GALLERY:
         if name.endswith(".png"):
             assert f"![{heading}](docs/gallery/{name})" in block
             path = root / "docs" / "gallery" / name
@@ -360,6 +364,8 @@ def test_readme_gallery_is_complete_and_small():
             assert path.stat().st_size <= report.MAX_PNG_BYTES
         else:
             assert (root / "docs" / "gallery" / name).read_text().strip() in block
+        if quote:  # the answer under the heading is quoted from the notebook, not written by hand
+            assert block.split(f"**{heading}**", 1)[1].lstrip().startswith("> ")
 
 
 # --------------------------------------------------------------------------- widgets in the pages

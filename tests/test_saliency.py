@@ -749,3 +749,17 @@ def test_randomization_counts_empty_maps_as_undefined(tiny, faces):
     assert check.correlation.isna().all().all()
     assert (check.undefined["gradcam"] == len(images)).all()
     assert "gradcam undefined (every map empty or constant)" in saliency.describe(randomization=check)[0]
+
+
+@pytest.mark.fer2013
+@pytest.mark.slow
+def test_notebook_runs_on_fer2013_quick(fer2013_path, tmp_path, run_notebook, notebook_text):
+    import re
+
+    out = run_notebook("01_saliency_maps.ipynb", tmp_path / "01.ipynb", {"DATA": fer2013_path, "BUDGET": "quick"})
+    text = notebook_text(out)  # no inf or NaN anywhere
+    assert "model contract: vgg: 48×48×1 input, pixels in 0–255 (detected)" in text
+    warnings = re.findall(r"Warning: (\d+) of (\d+) (.+?) maps are degenerate", text)
+    assert all(int(bad) <= 0.01 * int(total) for bad, total, _ in warnings), warnings  # at most 1 % per method
+    assert "registration of 600 faces against their mean face" in text
+    assert "occluder" not in text.split("registration of")[1]  # no synthetic-only region in FER2013's tables
