@@ -942,6 +942,8 @@ def epoch_table(history, columns=("loss", "val_loss", "accuracy", "val_accuracy"
     Returns
     -------
     pandas.DataFrame
+        Numbers rounded; a value that does not exist (the drift of the first epoch, which has no
+        epoch before it) is shown as "—", never as NaN.
 
     Example
     -------
@@ -953,7 +955,8 @@ def epoch_table(history, columns=("loss", "val_loss", "accuracy", "val_accuracy"
     kept = [c for c in columns if c in history]
     table = history[kept].copy()
     table.index = pd.Index(_epochs_from_one(history), name="epoch")
-    return table.round({c: decimals + 3 if c == "learning_rate" else decimals for c in kept})
+    table = table.round({c: decimals + 3 if c == "learning_rate" else decimals for c in kept})
+    return table.astype(object).where(table.notna(), "—") if table.isna().any().any() else table
 
 
 def _epochs_from_one(history):

@@ -545,6 +545,8 @@ def test_epoch_table_counts_epochs_from_one_and_rounds():
     assert table["loss"].iloc[1] == round(_history()["loss"].iloc[1], 2)
     lr = monitoring.epoch_table(pd.DataFrame({"epoch": [0], "learning_rate": [0.0012345]}), decimals=2)
     assert lr["learning_rate"].iloc[0] == 0.00123  # small numbers keep their digits
+    first = monitoring.epoch_table(pd.DataFrame({"epoch": [0, 1], "loss": [2.0, 1.5], "drift_mean": [np.nan, 0.3]}))
+    assert first["drift_mean"].tolist() == ["—", 0.3] and "NaN" not in first.to_string()  # no drift before epoch 1
 
 
 def test_region_focus_is_mass_share_over_area_share(run):
