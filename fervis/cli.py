@@ -43,6 +43,8 @@ class _UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse would print the usage too; one line is clearer
+        if message == "argument --model-input: expected one argument":  # "-1-1" reads as an option to argparse
+            message += " (for pixels in -1..1 write --model-input=-1-1)"
         raise _UsageError(message)
 
 

@@ -249,6 +249,8 @@ def test_cli_evaluate_reads_a_third_party_file_right(zoo, synthetic_small, tmp_p
     assert "pixels in 0–255 (declared)" in captured.out
     assert cli.main(["evaluate", "--model", str(path), "--data", "synthetic", "--class-order", "happy"]) == 2
     assert "class_order" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--model", str(path), "--data", "synthetic", "--model-input", "-1-1"]) == 2
+    assert "write --model-input=-1-1" in capsys.readouterr().err
 
 
 def test_session_reads_a_users_model_file(zoo, tmp_path):
