@@ -274,7 +274,10 @@ def _faces(dataset, max_faces, seed):
         labelled = labelled.sample(max_faces, stratify=True, seed=seed)
     splits = sorted(set(np.asarray(labelled.splits).tolist()))
     where = f"{splits[0]} faces" if len(splits) == 1 else "faces"
-    return labelled.x(), np.asarray(labelled.labels), where
+    # Shuffled: a dataset read from the per-image folders is grouped by class, and the screen runs
+    # on the first faces, which must be a fair sample of every class.
+    order = np.random.default_rng(seed).permutation(len(labelled))
+    return labelled.x()[order], np.asarray(labelled.labels)[order], where
 
 
 def inspect(model, dataset=None, model_input="auto", class_order="auto", output="auto", max_faces=MAX_FACES,
@@ -394,7 +397,7 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
         # INPUT_CONVENTIONS, plain ranges before per-image standardisation (on evenly lit faces
         # the two are close to the same map).
         chosen = own if own in tied else next(c for c in INPUT_CONVENTIONS if c in tied)
-        decided["model_input"] = "model" if chosen == own else "default" if chosen == "0-255" else "detected"
+        decided["model_input"] = "model" if chosen == own else "default"
         listed = ", ".join(f"{_LABELS[c]} {100 * scores[c][0]:.1f} %" for c in tied)
         warnings.append(f"the faces do not tell the input convention apart ({listed} on {len(y):,} {where}); using "
                         f"{_LABELS[chosen]}: declare {_HOW_SETTING} if the model was trained otherwise.")
@@ -446,14 +449,15 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
                             f"{100 * right.mean():.1f} %: declare it with {_ORDER_SETTING} if that is how the model "
                             "was trained.")
 
-    hits_n = int(right.sum())
-    test = binomtest(hits_n, len(y))
-    interval = tuple(float(v) for v in test.proportion_ci(confidence_level=0.95, method="wilson"))
+    interval = tuple(float(v) for v in binomtest(int(right.sum()), len(y)).proportion_ci(
+        confidence_level=0.95, method="wilson"))
+    best = suggested if suggestion is not None else right  # does it classify at all: in the order that fits best
+    hits_n = int(best.sum())
     counts = np.bincount(y, minlength=k)
     majority = float(counts.max() / len(y))
     classifies = bool(binomtest(hits_n, len(y), majority, alternative="greater").pvalue < _ALPHA)
     if not classifies:
-        warnings.append(f"model {model.name!r} does not seem to classify these faces: {100 * right.mean():.1f} % at "
+        warnings.append(f"model {model.name!r} does not seem to classify these faces: {100 * best.mean():.1f} % at "
                         f"best on {len(y):,} {where}, where always answering {CLASS_NAMES[int(counts.argmax())]!r} "
                         f"scores {100 * majority:.1f} %. Its explanations would describe noise: check that this is "
                         "the model you meant and how it was trained.")

@@ -22,7 +22,7 @@ import numpy as np
 
 from fervis.constants import IMAGE_SIZE
 
-__all__ = ["REGION_NAMES", "Registration", "template", "registration", "area_shares", "shares"]
+__all__ = ["REGION_NAMES", "MIN_FIT", "Registration", "template", "registration", "area_shares", "shares"]
 
 #: Region ids are indices into this tuple, in synthetic maps and in :func:`template` alike.
 REGION_NAMES = ("background", "hair", "forehead", "brows", "eyes", "nose", "cheeks", "mouth", "occluder")
@@ -90,6 +90,10 @@ def template():
     return _template().copy()
 
 
+#: Below this correlation of its row profile with the mean face's, a face counts as not registered.
+MIN_FIT = 0.5
+
+
 @dataclasses.dataclass(frozen=True)
 class Registration:
     """How well faces fit the one template: :func:`registration`'s answer.
@@ -102,8 +106,9 @@ class Registration:
     dx : int ndarray ``(n,)``
         Per face, how far right of the mean face's its left-right mirror axis lies.
     fit : float ndarray ``(n,)``
-        The correlation of the aligned row profiles, in [-1, 1]: below about 0.5 the face's rows
-        do not look like the mean face's at all (a profile, a hand, a blank image).
+        The correlation of the aligned row profiles, in [-1, 1]: below :data:`MIN_FIT` the face's
+        rows do not look like the mean face's at all (a profile, a hand, a blank image), and it
+        counts as not registered.
     eye_row, mouth_row : float
         The darkest rows of the mean face near the template's eye and mouth lines.
     template_eye_row, template_mouth_row : float
@@ -134,7 +139,8 @@ class Registration:
         shifts = {"rows": self.dy, "columns": self.dx}[which]
         if not self.n:
             return float("nan"), float("nan"), float("nan")
-        hits = int(np.sum(np.abs(shifts) <= self.tolerance))
+        # A face whose rows do not look like the mean face's at all has a shift that means nothing.
+        hits = int(np.sum((np.abs(shifts) <= self.tolerance) & (self.fit >= MIN_FIT)))
         ci = binomtest(hits, self.n).proportion_ci(confidence_level=0.95, method="wilson")
         return hits / self.n, float(ci.low), float(ci.high)
 
@@ -147,8 +153,10 @@ class Registration:
             share, low, high = self.within(which)
             parts.append(f"{what} within ±{self.tolerance} px on {100 * share:.0f} % (95 % CI {100 * low:.0f}–"
                          f"{100 * high:.0f})")
+        unlike = int(np.sum(self.fit < MIN_FIT))
         return (f"registration of {self.n:,} faces against their mean face: " + "; ".join(parts)
-                + f". The mean face's eye row is {self.eye_row:.1f} (template {self.template_eye_row:.1f}), its "
+                + f" ({unlike:,} faces, {100 * unlike / self.n:.0f} %, whose rows do not look like the mean face's, "
+                f"correlation below {MIN_FIT}, count as not registered). The mean face's eye row is {self.eye_row:.1f} (template {self.template_eye_row:.1f}), its "
                 f"mouth row {self.mouth_row:.1f} (template {self.template_mouth_row:.1f}).")
 
 

@@ -158,4 +158,4 @@ def test_registration_on_real_faces(fer2013_path):
     result = regions.registration(faces.images)
     assert abs(result.eye_row - result.template_eye_row) < 1.5  # the template was read off this mean face
     assert abs(result.mouth_row - result.template_mouth_row) < 1.5
-    assert 0.5 < result.within("rows")[0] < 0.95  # most, far from all: the figure the notebook shows
+    assert 0.4 < result.within("rows")[0] < 0.95  # about half, far from all: the figure the notebook shows
