@@ -7,6 +7,12 @@ import tempfile
 __all__ = ["write_atomic", "temporary_path", "fervis_home"]
 
 
+# Read once, at import: os.umask can only be read by setting it, which changes it for every thread
+# of the process for that moment (a file another thread creates then would get mode 0666).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def temporary_path(path, suffix=".tmp"):
     """A new, empty, private temporary file beside ``path`` (same folder, so ``os.replace`` works).
 
@@ -40,9 +46,7 @@ def temporary_path(path, suffix=".tmp"):
         try:
             mode = os.stat(path).st_mode & 0o777
         except OSError:
-            mask = os.umask(0)
-            os.umask(mask)
-            mode = 0o666 & ~mask
+            mode = 0o666 & ~_UMASK
         os.fchmod(fd, mode)
     finally:
         os.close(fd)

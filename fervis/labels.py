@@ -911,8 +911,9 @@ def lime_region_shares(maps, dataset, class_idx, normalize=None, class_names=CLA
     Returns
     -------
     pandas.DataFrame
-        Classes x regions, plus a row ``"all"``; ``attrs["n"]`` maps each row to its number of
-        faces.
+        Classes x regions, plus a row ``"all"``; ``attrs["n"]`` (a Series) gives each row's number
+        of usable maps: a LIME map with no positive weight is empty and left out, as in
+        :func:`fervis.saliency.region_shares`.
 
     Example
     -------
@@ -936,9 +937,7 @@ def lime_region_shares(maps, dataset, class_idx, normalize=None, class_names=CLA
     regions, region_names = _face_regions(dataset, n, func)
     table = saliency.region_shares(np.clip(maps, 0.0, None), regions, classes, region_names,
                                    class_names=class_names, normalize=normalize)
-    # The faces behind each row, for the verdict's minimum (not a column: the table is shares).
-    table.attrs["n"] = {**{class_names[c]: int((classes == c).sum()) for c in np.unique(classes)}, "all": n}
-    return table
+    return table  # attrs["n"]: the usable maps behind each row (region_shares leaves degenerate ones out)
 
 
 # --------------------------------------------------------------------------- drill-down
@@ -1472,10 +1471,11 @@ def assess_guesses(report, pairs, separation=None, shares=None, min_correlation=
         rows["confused with a neighbour"] = (f"No {worst} face is misclassified among the pairs given.", "no")
 
     if shares is not None and best in shares.index and worst in shares.index:
-        n_lime = dict(getattr(shares, "attrs", {}).get("n", {}))
+        n_lime = {k: int(v) for k, v in dict(getattr(shares, "attrs", {}).get("n", {})).items()}
         n_best, n_worst = n_lime.get(best), n_lime.get(worst)
         regions = [c for c in shares.columns if c != "n"]
-        if n_best is None or n_worst is None or min(n_best, n_worst) < min_lime_faces:
+        empty = any(shares.loc[c, regions].isna().all() for c in (best, worst))  # every map of the class degenerate
+        if n_best is None or n_worst is None or min(n_best, n_worst) < min_lime_faces or empty:
             given = "not given" if n_best is None or n_worst is None else f"{best} n = {n_best}, {worst} n = {n_worst}"
             rows["evidence in one region"] = (
                 f"Too few LIME-explained faces to tell ({given}; at least {min_lime_faces} per class needed).", "n/a")
