@@ -1623,8 +1623,9 @@ def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=N
             else:
                 r = max(found, key=lambda k: row[k])
                 low, high, n = cells[r]
-                sentence += (joiner + f"greying out the {r} lowers p({name}) most, by {100 * row[r]:.1f} points "
-                             f"(95 % interval {100 * low:.1f}-{100 * high:.1f}, n = {n})")
+                # The largest point estimate among the drops that are real; regions are not tested against each other.
+                sentence += (joiner + f"the largest drop in p({name}) comes from greying out the {r}: "
+                             f"{100 * row[r]:.1f} points (95 % interval {100 * low:.1f}-{100 * high:.1f}, n = {n})")
         if parts or occlusion is not None:
             lines.append(sentence + ".")
     if cues is not None and len(cues):
@@ -1646,7 +1647,8 @@ def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=N
                     f"{rand['deletion_auc']:.3f}, insertion AUC {rand['insertion_auc']:.3f})")
             if beat:
                 best = t.loc[beat, "score"].idxmax()
-                line += (f"; the most faithful of those is {best} (deletion {t.loc[best, 'deletion_auc']:.3f}, "
+                line += (f"; the highest score of those is {best}'s, not tested against the others "
+                         f"(deletion {t.loc[best, 'deletion_auc']:.3f}, "
                          f"insertion {t.loc[best, 'insertion_auc']:.3f})")
             lines.append(line + ".")
     if randomization is not None:

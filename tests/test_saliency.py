@@ -528,7 +528,7 @@ def test_describe_states_only_what_the_intervals_hold():
     occlusion = _occlusion_table({"happy": {"mouth": 0.2, "eyes": 0.3, "nose": 0.01}}, 12)
     occlusion.attrs["n"].loc["happy", "eyes"] = 9  # the larger drop rests on too few faces
     lines = saliency.describe(shares, dense, occlusion=occlusion, method="gradcam")
-    assert lines[-1].endswith("; greying out the mouth lowers p(happy) most, by 20.0 points "
+    assert lines[-1].endswith("; the largest drop in p(happy) comes from greying out the mouth: 20.0 points "
                               "(95 % interval 15.0-25.0, n = 12).")
     occlusion = _occlusion_table({"happy": {"mouth": 0.02, "eyes": 0.01}}, 12)  # intervals include 0
     lines = saliency.describe(occlusion=occlusion)
@@ -548,7 +548,8 @@ def test_describe_faithfulness_and_randomization_sentences():
     line, = saliency.describe(faith=faith)
     assert line.startswith("Deletion/insertion on 40 faces: 1 of 2 methods beat random maps on both curves "
                            "(paired Wilcoxon test, p < 0.05 on each;")
-    assert line.endswith("the most faithful of those is gradcam (deletion 0.200, insertion 0.700).")
+    assert line.endswith("the highest score of those is gradcam's, not tested against the others (deletion 0.200, "
+                         "insertion 0.700).")
     few = dataclasses.replace(faith, table=faith.table.assign(n=8))
     assert saliency.describe(faith=few) == [
         "Deletion/insertion: too few faces (n = 8) to tell whether the maps beat random ones."]
