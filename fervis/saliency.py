@@ -49,6 +49,9 @@ import weakref
 
 import numpy as np
 
+from fervis._checks import image_model as _check_model
+from fervis._checks import images_for as _check_images
+from fervis._checks import positive_int
 from fervis.constants import CLASS_NAMES
 
 __all__ = [
@@ -83,57 +86,7 @@ def _max_steps(value):
 
 
 def _positive_int(value, name, func=_FUNC):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"The {name!r} parameter of {func} must be an int >= 1. Got {value!r} instead.")
-    return int(value)
-
-
-def _check_model(model, func):
-    import keras
-
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
-    shape = model.input_shape
-    if isinstance(shape, list) or len(shape) != 4 or None in shape[1:]:
-        raise ValueError(
-            f"The 'model' parameter of {func} must take one image input shaped (n, height, width, channels). "
-            f"Got model {model.name!r} with input shape {shape} instead."
-        )
-    out = model.output_shape
-    if isinstance(out, list) or len(out) != 2:
-        raise ValueError(
-            f"The 'model' parameter of {func} must have one output shaped (n, classes). "
-            f"Got model {model.name!r} with output shape {out} instead."
-        )
-    return tuple(shape[1:]), int(out[-1])
-
-
-def _check_images(images, input_shape, func, name="images"):
-    """``images`` as float32 ``(n, h, w, c)``; raises a ValueError for anything else."""
-    h, w, c = input_shape
-    allowed = f"(n, {h}, {w}, {c})" + (f" or (n, {h}, {w})" if c == 1 else "")
-    try:
-        array = np.asarray(images)
-    except Exception:
-        array = None
-    if array is None or array.dtype.kind not in "uif":
-        kind = type(images).__name__ if array is None else f"dtype {array.dtype}"
-        raise ValueError(
-            f"The {name!r} parameter of {func} must be a numeric array (uint8, int or float pixels) "
-            f"shaped {allowed}. Got {kind} instead."
-        )
-    given = array.shape
-    if c == 1 and array.ndim == 3:
-        array = array[..., None]
-    if array.ndim != 4 or array.shape[1:] != (h, w, c):
-        raise ValueError(
-            f"The {name!r} parameter of {func} must be shaped {allowed} for this model. "
-            f"Got shape {given} instead."
-        )
-    array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        raise ValueError(f"The {name!r} parameter of {func} must hold finite pixel values. Got NaN or inf instead.")
-    return array
+    return positive_int(value, name, func)
 
 
 def _check_class_idx(class_idx, n, num_classes, func=_FUNC):
