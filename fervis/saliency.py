@@ -227,6 +227,10 @@ def _graph(model, key, build):
 def _forward_graph(model, logits=False):
     import tensorflow as tf
 
+    if not logits:
+        from fervis import models
+
+        return models.forward_graph(model)  # the package's one forward path and its cache
     h, w, c = model.input_shape[1:]
 
     def build(ref):
@@ -606,7 +610,7 @@ def _batches(n, batch_size):
 
 
 def predict(model, images, batch_size=256):
-    """Class probabilities from one traced graph per model (faster than eager calls).
+    """Class probabilities: :func:`fervis.models.predict`, with this module's messages.
 
     Parameters
     ----------
@@ -622,13 +626,13 @@ def predict(model, images, batch_size=256):
     -------
     >>> probs = predict(model, dataset.images)  # doctest: +SKIP
     """
+    from fervis import models
+
     func = "fervis.saliency.predict"
-    input_shape, k = _check_model(model, func)
+    input_shape, _ = _check_model(model, func)
     x = _check_images(images, input_shape, func)
     batch_size = _positive_int(batch_size, "batch_size", func)
-    forward = _forward_graph(model)
-    out = [np.asarray(forward(x[a:b])) for a, b in _batches(len(x), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, k), np.float32)
+    return models.predict(model, x, batch_size=batch_size)
 
 
 def explain(model, images, method="gradient", class_idx=None, batch_size=64, layer_name=None,
