@@ -388,6 +388,8 @@ def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_
     counts = _train_counts(train_counts, names, func)
     if counts is not None:
         table["train_support"] = counts
+    # computed here, so plots.support_recall_scatter only draws
+    table.attrs["support_recall"] = {c: support_recall(table, c) for c in ("support", "train_support") if c in table}
     return table
 
 

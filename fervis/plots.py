@@ -742,7 +742,7 @@ def class_metric_bars(report, column="ece", ax=None, title=None):
     return ax
 
 
-def support_recall_scatter(report, ax=None, column=None):
+def support_recall_scatter(report, ax=None, column=None, rho=None):
     """Recall against (training) support per class, on a log axis, with Spearman's rho.
 
     Each point is labelled with its class's evaluation faces (n, the ``support`` column) and,
@@ -755,6 +755,9 @@ def support_recall_scatter(report, ax=None, column=None):
     ax : matplotlib.axes.Axes, optional
     column : str, optional
         Default ``train_support`` when present, else ``support``.
+    rho : float, optional
+        Spearman's rho to show (:func:`fervis.labels.support_recall`); default the one
+        :func:`fervis.labels.class_report` stored in ``report.attrs["support_recall"]``, else none shown.
 
     Returns
     -------
@@ -764,11 +767,10 @@ def support_recall_scatter(report, ax=None, column=None):
     -------
     >>> support_recall_scatter(fervis.labels.class_report(y, probs, train_counts=counts))  # doctest: +SKIP
     """
-    from fervis import labels
-
     ax = _axes(ax)
     column = column or ("train_support" if "train_support" in report else "support")
-    rho = labels.support_recall(report, column)
+    if rho is None:
+        rho = report.attrs.get("support_recall", {}).get(column)
     x = np.maximum(report[column].to_numpy(float), 1)
     ax.scatter(x, report["recall"], color="tab:blue")
     if "recall_low" in report and "recall_high" in report:
@@ -783,7 +785,7 @@ def support_recall_scatter(report, ax=None, column=None):
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel(f"{'training ' if column == 'train_support' else ''}faces per class (log)")
     ax.set_ylabel("recall")
-    ax.set_title(f"Support vs recall (Spearman rho {rho:.2f})")
+    ax.set_title("Support vs recall" + ("" if rho is None else f" (Spearman rho {rho:.2f})"))
     return ax
 
 
