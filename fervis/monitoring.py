@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from fervis import regions
-from fervis.constants import CLASS_NAMES, IMAGE_SIZE
+from fervis.constants import CLASS_NAMES, IMAGE_SIZE, OVERFIT_MIN_RISE
 from fervis.files import write_atomic
 
 __all__ = [
@@ -402,13 +402,6 @@ def _check_history(history, func):
             f"The 'history' parameter of {func} must be a pandas DataFrame with one row per epoch. "
             f"Got {type(history).__name__} instead."
         )
-
-
-#: How far above its best so far validation loss must be for :func:`overfitting` to flag it, as
-#: a fraction of that best. The shipped FER2013 model's 100 epochs wander up to 7 % above their
-#: running best (a high learning rate, augmented batches) and end within 0.4 % of their
-#: minimum: a wiggle, not overfitting. A model that memorises its training faces ends far above.
-OVERFIT_MIN_RISE = 0.1
 
 
 def overfitting(history, patience=3, min_rise=OVERFIT_MIN_RISE):
@@ -914,16 +907,31 @@ def history(log_dir):
     Returns
     -------
     pandas.DataFrame
-        One row per epoch, sorted; ``epoch`` counts from 0.
+        One row per epoch, sorted; ``epoch`` counts from 0. ``attrs["best_epoch"]`` (the row of the
+        lowest ``val_loss``, or None) and ``attrs["overfitting"]`` (patience 1-10 -> :func:`overfitting`'s
+        flags) are what :func:`fervis.plots.training_curves` draws when not given them.
 
     Example
     -------
     >>> history("runs/a")[["epoch", "val_accuracy"]]  # doctest: +SKIP
     """
     if isinstance(log_dir, Monitor):
-        return log_dir.history
+        return _with_verdicts(log_dir.history)
     path = _log_dir_arg(log_dir, "fervis.monitoring.history")
-    return pd.read_csv(path / HISTORY).sort_values("epoch").reset_index(drop=True)
+    return _with_verdicts(pd.read_csv(path / HISTORY).sort_values("epoch").reset_index(drop=True))
+
+
+#: The patience values for which :func:`history` stores overfitting flags in ``attrs``.
+_STORED_PATIENCE = range(1, 11)
+
+
+def _with_verdicts(frame):
+    """``frame`` with what :func:`fervis.plots.training_curves` draws, computed here: ``attrs["best_epoch"]``
+    (row of the lowest ``val_loss``, or None) and ``attrs["overfitting"]`` (patience -> flags per epoch)."""
+    has_val = "val_loss" in frame and frame["val_loss"].notna().any()
+    frame.attrs["best_epoch"] = best_epoch(frame, "val_loss") if has_val else None
+    frame.attrs["overfitting"] = {p: overfitting(frame, p).tolist() for p in _STORED_PATIENCE}
+    return frame
 
 
 def epoch_table(history, columns=("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate", "drift_mean"),
@@ -1174,7 +1182,11 @@ class LiveCurves(keras.callbacks.Callback):
         if self.figure is None:
             self.on_train_begin()
         self.figure.clear()
-        plots.training_dashboard(self.history, fig=self.figure, patience=self.patience)
+        history = self.history
+        has_val = "val_loss" in history and history["val_loss"].notna().any()
+        plots.training_dashboard(history, fig=self.figure, patience=self.patience,
+                                 best=best_epoch(history, "val_loss") if has_val else None,
+                                 flags=overfitting(history, self.patience))
         self.redraws += 1
         if self.display:
             self._show()

@@ -654,7 +654,8 @@ def _history(n=6, flag=False):
 
 @pytest.mark.parametrize("flag, title", [(False, "no overfitting flag"), (True, "overfitting from epoch 5")])
 def test_training_curves_mark_best_epoch_and_overfitting(flag, title):
-    fig = plots.training_curves(_history(flag=flag), patience=2)
+    h = _history(flag=flag)
+    fig = plots.training_curves(h, best=monitoring.best_epoch(h), flags=monitoring.overfitting(h, 2), patience=2)
     axes = fig.get_axes()
     assert [ax.get_title().split(" (")[0] for ax in axes] == ["loss", "accuracy", "validation recall per class"]
     best = 3 if flag else 6
@@ -663,13 +664,36 @@ def test_training_curves_mark_best_epoch_and_overfitting(flag, title):
     assert len(axes[2].get_lines()) >= 2
 
 
+def test_training_curves_only_draw_what_monitoring_computed(tmp_path):
+    h = _history(flag=True)
+    # the compatible path: monitoring.history stores the best epoch and the flags per patience
+    (tmp_path / monitoring.HISTORY).write_text(h.to_csv(index=False))
+    stored = monitoring.history(tmp_path)
+    assert stored.attrs["best_epoch"] == monitoring.best_epoch(h) == 2
+    assert stored.attrs["overfitting"][2] == monitoring.overfitting(h, 2).tolist()
+    fig = plots.training_curves(stored, patience=2)
+    assert fig.get_axes()[0].get_title() == "loss (best epoch 3)"
+    assert fig._suptitle.get_text().startswith("overfitting from epoch 5")
+    # what is given is drawn, whatever the history would say
+    fig = plots.training_curves(stored, best=0, flags=np.zeros(len(h), bool), patience=2)
+    assert fig.get_axes()[0].get_title() == "loss (best epoch 1)"
+    assert fig._suptitle.get_text().startswith("no overfitting flag")
+    with pytest.raises(ValueError, match="'flags' parameter of fervis.plots.training_curves must be the"):
+        plots.training_curves(h, patience=2)  # a plain frame: nothing computed to draw
+    with pytest.raises(ValueError, match="must be 6 booleans"):
+        plots.training_curves(h, best=2, flags=[True], patience=2)
+    with pytest.raises(ValueError, match="'flags' parameter .* is needed for patience 11"):
+        plots.training_curves(stored, patience=11)
+
+
 def test_explanation_drift_and_dashboard():
     fig = plots.explanation_drift(_history())
     drift_ax, share_ax = fig.get_axes()
     assert "Spearman" in drift_ax.get_title()
     assert len(drift_ax.get_lines()) == 3  # two probes and the mean
     assert len(share_ax.collections) == 2  # one band per region
-    dash = plots.training_dashboard(_history(), patience=2)
+    h = _history()
+    dash = plots.training_dashboard(h, patience=2, best=monitoring.best_epoch(h), flags=monitoring.overfitting(h, 2))
     assert len(dash.get_axes()) == 5
 
 
