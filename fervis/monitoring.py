@@ -271,6 +271,8 @@ def _explainer(model, method):
 def spearman(a, b):
     """Spearman rank correlation between each map of ``a`` and the map of ``b`` at its index.
 
+    :func:`fervis.saliency.spearman`, the package's one rank correlation of maps.
+
     Parameters
     ----------
     a, b : array ``(n, h, w)``
@@ -278,14 +280,14 @@ def spearman(a, b):
     Returns
     -------
     ndarray float64 ``(n,)``
-        In [-1, 1]; NaN where a map is constant.
+        In [-1, 1]; NaN where a map is constant or not finite.
 
     Example
     -------
     >>> spearman(np.arange(8.0).reshape(1, 2, 4), np.arange(8.0).reshape(1, 2, 4) ** 2)
     array([1.])
     """
-    from scipy.stats import rankdata
+    from fervis import saliency
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim < 2:
@@ -293,13 +295,7 @@ def spearman(a, b):
             "The 'a' and 'b' parameters of fervis.monitoring.spearman must be stacks of maps of one shape "
             f"(n, h, w). Got {a.shape} and {b.shape} instead."
         )
-    ra = rankdata(a.reshape(len(a), -1), axis=1)
-    rb = rankdata(b.reshape(len(b), -1), axis=1)
-    ra -= ra.mean(axis=1, keepdims=True)
-    rb -= rb.mean(axis=1, keepdims=True)
-    denom = np.sqrt((ra ** 2).sum(axis=1) * (rb ** 2).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (ra * rb).sum(axis=1) / np.where(denom > 0, denom, 1), np.nan)
+    return saliency.spearman(a, b)
 
 
 def _check_history(history, func):

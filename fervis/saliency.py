@@ -56,6 +56,7 @@ from fervis.constants import CLASS_NAMES
 
 __all__ = [
     "METHODS", "GRADIENT_METHODS", "CAM_METHODS", "METHOD_NAMES", "MIN_FACES", "method_label", "map_problems",
+    "spearman",
     "degenerate_note", "explain", "predict", "pick_examples", "per_class",
     "class_mean_maps", "region_shares", "cue_check", "occlusion_check", "deletion_insertion",
     "Faithfulness", "faithfulness", "Randomization", "randomization_check", "describe",
@@ -1329,16 +1330,37 @@ def faithfulness(model, images, methods=METHODS, class_idx=None, steps=16, seed=
 # --------------------------------------------------------------------------- sanity check
 
 
-def _spearman(a, b):
-    """Spearman rank correlation per row of two ``(n, p)`` arrays (ties get mean ranks).
+def spearman(a, b):
+    """Spearman rank correlation between each map of ``a`` and the map of ``b`` at its index.
 
-    NaN where either row is constant (an empty map included) or not finite: the correlation
-    is undefined there, as in :func:`fervis.monitoring.spearman` and scipy; scoring it 0 would
-    let an empty map pass the randomisation check.
+    The package's one rank correlation of maps (:func:`fervis.monitoring.spearman` and
+    :func:`randomization_check` use it). Ties get mean ranks.
+
+    Parameters
+    ----------
+    a, b : array ``(n, h, w)`` (or any ``(n, ...)``, each item flattened)
+
+    Returns
+    -------
+    ndarray float64 ``(n,)``
+        In [-1, 1]; NaN where either map is constant (an empty map included) or not finite: the
+        correlation is undefined there, as in scipy; scoring it 0 would let an empty map pass the
+        randomisation check.
+
+    Example
+    -------
+    >>> spearman(np.arange(8.0).reshape(1, 2, 4), np.arange(8.0).reshape(1, 2, 4) ** 2)
+    array([1.])
     """
     from scipy.stats import rankdata
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim < 2:
+        raise ValueError(
+            "The 'a' and 'b' parameters of fervis.saliency.spearman must be stacks of maps of one shape "
+            f"(n, h, w). Got {a.shape} and {b.shape} instead."
+        )
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
     finite = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
     ra, rb = rankdata(np.nan_to_num(a), axis=1), rankdata(np.nan_to_num(b), axis=1)
     ra -= ra.mean(axis=1, keepdims=True)
@@ -1468,7 +1490,7 @@ def randomization_check(model, images, methods=("gradient", "smoothgrad", "gradc
     n = len(x)
     corr, undefined = {}, {}
     for m, v in maps.items():
-        rho = [_spearman(v[0].reshape(n, -1), v[s].reshape(n, -1)) for s in range(len(stages))]
+        rho = [spearman(v[0].reshape(n, -1), v[s].reshape(n, -1)) for s in range(len(stages))]
         corr[m] = [float(r[np.isfinite(r)].mean()) if np.isfinite(r).any() else np.nan for r in rho]
         undefined[m] = [int((~np.isfinite(r)).sum()) for r in rho]
     table = pd.DataFrame(corr, index=stages)

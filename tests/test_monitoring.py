@@ -139,6 +139,19 @@ def test_spearman_matches_scipy_and_gives_nan_for_flat_maps():
         monitoring.spearman(a, b[:, :3])
 
 
+def test_one_spearman_for_drift_and_randomization():
+    """monitoring.spearman is saliency.spearman: the drift curve and the randomisation check agree,
+    also on a map that is not finite (undefined: NaN in both; monitoring used to rank an inf)."""
+    from fervis import saliency
+
+    rng = np.random.default_rng(2)
+    a, b = rng.random((4, 6, 6)), rng.random((4, 6, 6))
+    b[1], b[2, 0, 0], b[3, 0, 0] = 0.0, np.inf, np.nan
+    got = monitoring.spearman(a, b)
+    np.testing.assert_array_equal(got, saliency.spearman(a, b))
+    assert np.isfinite(got[0]) and np.isnan(got[1:]).all()
+
+
 @pytest.mark.parametrize("val_loss, loss, patience, expected", [
     ([2, 1, 1.5, 2], [3, 2, 1, 0.5], 2, [0, 0, 0, 1]),
     ([2, 1, 1.5, 2], [3, 2, 1, 0.5], 3, [0, 0, 0, 0]),            # rose only twice
