@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from fervis import models
+from fervis._checks import faces_2d as _images
 from fervis.constants import IMAGE_SIZE
 
 __all__ = [
@@ -414,23 +415,6 @@ def _settings(preset, func):
         f"The 'preset' parameter of {func} must be one of {sorted(PRESETS)} or a dict of settings. "
         f"Got {preset!r} instead."
     )
-
-
-def _images(images, func, name="images"):
-    """Faces as float32 ``(n, 48, 48, 1)`` from a Dataset or an array."""
-    if hasattr(images, "images") and hasattr(images, "x"):
-        images = images.images
-    array = np.asarray(images)
-    if array.ndim == 4 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3 or array.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(array) == 0:
-        raise ValueError(
-            f"The {name!r} parameter of {func} must be a fervis Dataset or faces shaped (n, 48, 48) or "
-            f"(n, 48, 48, 1) with n >= 1. Got shape {array.shape} instead."
-        )
-    return array
 
 
 # --------------------------------------------------------------------------- the layer as a model

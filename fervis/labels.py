@@ -38,6 +38,7 @@ import numbers
 
 import numpy as np
 
+from fervis._checks import class_index, class_indices, class_labels, default_names, face_pixels, probabilities
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE
 
 __all__ = [
@@ -74,79 +75,20 @@ def _real(value, name, func, low, high=None, low_open=False):
     return float(value)
 
 
-def class_index(class_idx, class_names=CLASS_NAMES):
-    """The index of a class given by name (case-insensitive) or index.
-
-    Parameters
-    ----------
-    class_idx : int or str
-    class_names : sequence of str, default the 7 FER2013 classes
-
-    Returns
-    -------
-    int
-
-    Example
-    -------
-    >>> class_index("Disgust"), class_index(3)
-    (1, 3)
-    """
-    names = [str(c).lower() for c in class_names]
-    allowed = f"a class index in [0, {len(names)}) or a name in {tuple(class_names)}"
-    if isinstance(class_idx, str) and class_idx.lower() in names:
-        return names.index(class_idx.lower())
-    if isinstance(class_idx, (int, np.integer)) and not isinstance(class_idx, (bool, np.bool_)) and (
-            0 <= class_idx < len(names)):
-        return int(class_idx)
-    raise ValueError(f"The 'class_idx' parameter of fervis.labels.class_index must be {allowed}. "
-                     f"Got {class_idx!r} instead.")
-
-
 def _classes(class_idx, n, func, class_names=CLASS_NAMES, name="class_idx"):
-    """Per-image class indices ``(n,)`` from None (-1: the predicted class), one class or one per image."""
-    k = len(class_names)
-    allowed = (f"None (the predicted class), a class index in [0, {k}), a name in {tuple(class_names)}, "
-               f"or a sequence of {n} of those (one per image)")
-    if class_idx is None:
-        return np.full(n, -1, np.int64)
-    if isinstance(class_idx, (str, int, np.integer)) and not isinstance(class_idx, (bool, np.bool_)):
-        try:
-            return np.full(n, class_index(class_idx, class_names), np.int64)
-        except ValueError:
-            raise ValueError(f"The {name!r} parameter of {_name(func)} must be {allowed}. "
-                             f"Got {class_idx!r} instead.") from None
-    values = list(np.asarray(class_idx, dtype=object).ravel()) if np.ndim(class_idx) == 1 else None
-    if values is None or len(values) != n:
-        shape = np.shape(class_idx) if not isinstance(class_idx, (bool, np.bool_)) else class_idx
-        raise ValueError(f"The {name!r} parameter of {_name(func)} must be {allowed}. Got {shape!r} instead.")
-    out = np.empty(n, np.int64)
-    for i, value in enumerate(values):
-        try:
-            out[i] = class_index(value.item() if isinstance(value, np.generic) else value, class_names)
-        except ValueError:
-            raise ValueError(f"The {name!r} parameter of {_name(func)} must be {allowed}. "
-                             f"Got {value!r} at position {i} instead.") from None
-    return out
+    return class_indices(class_idx, n, _name(func), class_names, name)
 
 
 def _faces(images, func, name="images"):
-    """``images`` as float32 ``(n, 48, 48, 1)`` raw pixels; ValueError for anything else."""
-    allowed = f"(n, {IMAGE_SIZE}, {IMAGE_SIZE}) or (n, {IMAGE_SIZE}, {IMAGE_SIZE}, 1)"
-    array = np.asarray(getattr(images, "images", images))
-    if array.dtype.kind not in "uif":
-        raise ValueError(f"The {name!r} parameter of {_name(func)} must be numeric pixels shaped {allowed}. "
-                         f"Got dtype {array.dtype} instead.")
-    given = array.shape
-    if array.ndim == 3:
-        array = array[..., None]
-    if array.ndim != 4 or array.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1):
-        raise ValueError(f"The {name!r} parameter of {_name(func)} must be shaped {allowed}. "
-                         f"Got shape {given} instead.")
-    array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        raise ValueError(f"The {name!r} parameter of {_name(func)} must hold finite pixel values. "
-                         "Got NaN or inf instead.")
-    return array
+    return face_pixels(images, _name(func), name)
+
+
+def _probs(probs, func, n=None):
+    return probabilities(probs, _name(func), n)
+
+
+def _labels(y_true, n, num_classes, func, name="y_true"):
+    return class_labels(y_true, n, num_classes, _name(func), name)
 
 
 def _model(model, func, num_classes=None):
@@ -165,36 +107,6 @@ def _model(model, func, num_classes=None):
     return int(out[-1])
 
 
-def _probs(probs, func, n=None):
-    array = np.asarray(probs)
-    if array.dtype.kind not in "uif" or array.ndim != 2 or array.shape[1] < 2 or (n is not None and len(array) != n):
-        rows = "n" if n is None else n
-        raise ValueError(f"The 'probs' parameter of {_name(func)} must be class probabilities shaped "
-                         f"({rows}, classes). Got dtype {array.dtype} and shape {array.shape} instead.")
-    return array.astype(np.float64)
-
-
-def _labels(y_true, n, num_classes, func, name="y_true"):
-    """Class labels ``(n,)``; an unlabelled dataset (label -1) gets a message, not a traceback."""
-    source = getattr(y_true, "source", None)
-    array = np.asarray(getattr(y_true, "labels", y_true))
-    if array.shape != (n,) or not (array.size == 0 or array.dtype.kind in "iu"):
-        raise ValueError(f"The {name!r} parameter of {_name(func)} must be {n} integer class labels (one per "
-                         f"row of probs) or a Dataset. Got dtype {array.dtype} and shape {array.shape} instead.")
-    unlabelled = int((array < 0).sum()) if array.size else 0
-    if unlabelled:
-        where = f" of dataset {source!r}" if source else ""
-        raise ValueError(
-            f"{_name(func)} needs labelled faces, but {unlabelled} of {n} faces{where} are unlabelled "
-            "(label -1, as in the course's test.csv). Predictions (fervis.saliency.predict) and "
-            "fervis.labels.lime_explain work without labels; metrics do not."
-        )
-    if array.size and array.max() >= num_classes:
-        raise ValueError(f"The {name!r} parameter of {_name(func)} must hold class indices in [0, {num_classes}). "
-                         f"Got {int(array.max())} instead.")
-    return array.astype(np.int64)
-
-
 def _names(class_names, k, func):
     if class_names is None:
         class_names = CLASS_NAMES
@@ -205,8 +117,7 @@ def _names(class_names, k, func):
     return names
 
 
-def _default_names(k):
-    return list(CLASS_NAMES) if k == len(CLASS_NAMES) else [str(c) for c in range(k)]
+_default_names = default_names
 
 
 def _predicted(y_pred, n, k, func):
@@ -477,6 +388,8 @@ def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_
     counts = _train_counts(train_counts, names, func)
     if counts is not None:
         table["train_support"] = counts
+    # computed here, so plots.support_recall_scatter only draws
+    table.attrs["support_recall"] = {c: support_recall(table, c) for c in ("support", "train_support") if c in table}
     return table
 
 

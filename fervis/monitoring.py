@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from fervis import regions
-from fervis.constants import CLASS_NAMES, IMAGE_SIZE
+from fervis.constants import CLASS_NAMES, IMAGE_SIZE, OVERFIT_MIN_RISE
 from fervis.files import write_atomic
 
 __all__ = [
@@ -56,7 +56,6 @@ META = "monitoring.json"
 PROBES = "probes.npz"
 MAPS_DIR = "probe_maps"
 TB_DIR = os.path.join("tb", "monitor")
-_OWN_METHODS = ("gradient", "smoothgrad")
 
 # The quick budget trains on a sample so that the notebook stays within about a minute on
 # two CPU cores; batches of 32 give the batch-norm statistics enough steps to settle in six
@@ -76,15 +75,6 @@ _QUICK_REAL = {"n_train": 8000, "n_val": 350, "epochs": 8, "batch_size": 64, "ar
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def _max_steps(default):
-    """``default`` capped by the ``FERVIS_MAX_STEPS`` environment variable (tests set 16)."""
-    cap = os.environ.get("FERVIS_MAX_STEPS")
-    try:
-        return max(1, min(default, int(cap))) if cap else default
-    except ValueError:
-        return default
 
 
 def _is_dataset(obj):
@@ -249,76 +239,6 @@ def probe_set(dataset, seed=0):
 # --------------------------------------------------------------------------- compute
 
 
-def _logits_model(model):
-    """``model`` with its final softmax made linear (a copy), or ``model`` when it has none."""
-    from fervis import models
-
-    try:
-        return models.to_logits(model), True
-    except ValueError:
-        return model, False
-
-
-class _Saliency:
-    """Saliency maps of one model, with a single traced, batched ``tf.function``.
-
-    The copy made by ``to_logits`` is refreshed from the training model's weights before
-    each use (:meth:`sync`), so the traced function is reused for every epoch.
-    """
-
-    def __init__(self, model, method="gradient", samples=16, noise=0.15, batch_size=64, seed=0):
-        import tensorflow as tf
-
-        self.model = model
-        self.scorer, self.copied = _logits_model(model)
-        self.method, self.batch_size = method, batch_size
-        self.samples = _max_steps(samples) if method == "smoothgrad" else 1
-        span = 255.0 if _scaled_0_255(model) else 1.0
-        self.sigma = noise * span if method == "smoothgrad" else 0.0
-        scorer, n, sigma = self.scorer, self.samples, self.sigma
-        shape = (None,) + tuple(model.input_shape[1:])
-
-        @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32), tf.TensorSpec((None,), tf.int32)])
-        def maps(images, class_idx):
-            total = tf.zeros_like(images)
-            for i in tf.range(n):  # a graph loop: one traced gradient, however many samples
-                noisy = images
-                if sigma:
-                    noisy += sigma * tf.random.stateless_normal(tf.shape(images), seed=tf.stack([seed, i]))
-                with tf.GradientTape() as tape:
-                    tape.watch(noisy)
-                    scores = scorer(noisy, training=False)
-                    score = tf.gather(scores, class_idx, axis=1, batch_dims=1)
-                total += tape.gradient(score, noisy)
-            return tf.reduce_max(tf.abs(total / n), axis=-1)
-
-        self._maps = maps
-
-    def __call__(self, images, class_idx):
-        if self.copied:  # the copy follows the weights the model has now
-            self.scorer.set_weights(self.model.get_weights())
-        images = np.asarray(images, dtype=np.float32)
-        if images.ndim == 3:
-            images = images[..., None]
-        class_idx = np.asarray(class_idx, dtype=np.int32)
-        out = [np.asarray(self._maps(images[i:i + self.batch_size], class_idx[i:i + self.batch_size]))
-               for i in range(0, len(images), self.batch_size)]
-        maps = np.concatenate(out).astype(np.float32)
-        peak = maps.reshape(len(maps), -1).max(axis=1)
-        return maps / np.where(peak > 0, peak, 1)[:, None, None]
-
-
-def _scaled_0_255(model):
-    """Whether ``model`` rescales its input itself (fervis models take raw 0-255 pixels), so
-    SmoothGrad's noise is a share of 255 rather than of 1."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Rescaling):
-            return True
-        if isinstance(layer, keras.Model) and _scaled_0_255(layer):
-            return True
-    return False
-
-
 def _check_model(model, func):
     if not isinstance(model, keras.Model):
         raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
@@ -329,41 +249,29 @@ def _check_model(model, func):
         )
 
 
-def _saliency_module():
-    """``fervis.saliency`` when it is importable (it is written beside this module), else None."""
-    try:
-        from fervis import saliency
-    except Exception:  # noqa: BLE001 - any failure means: use the private fallback
-        return None
-    return saliency if hasattr(saliency, "explain") and hasattr(saliency, "METHODS") else None
-
-
-def _methods():
-    module = _saliency_module()
-    return tuple(module.METHODS) if module is not None else _OWN_METHODS
-
-
 def _check_method(method, func):
-    allowed = _methods()
-    if method not in allowed:
-        raise ValueError(f"The 'method' parameter of {func} must be one of {list(allowed)}. Got {method!r} instead.")
+    from fervis import saliency
+
+    if method not in saliency.METHODS:
+        raise ValueError(f"The 'method' parameter of {func} must be one of {list(saliency.METHODS)}. "
+                         f"Got {method!r} instead.")
 
 
 def _explainer(model, method):
     """A callable ``(images, class_idx) -> (n, h, w)`` maps scaled to a maximum of 1:
-    :func:`fervis.saliency.explain` (one cached graph per model, live weights), or the private
-    :class:`_Saliency` fallback when that module is missing."""
-    module = _saliency_module()
-    if module is not None:
-        def explain(images, class_idx):
-            return module.explain(model, images, method=method, class_idx=class_idx, normalize=True)
+    :func:`fervis.saliency.explain` (one cached graph per model, live weights)."""
+    from fervis import saliency
 
-        return explain
-    return _Saliency(model, method)
+    def explain(images, class_idx):
+        return saliency.explain(model, images, method=method, class_idx=class_idx, normalize=True)
+
+    return explain
 
 
 def spearman(a, b):
     """Spearman rank correlation between each map of ``a`` and the map of ``b`` at its index.
+
+    :func:`fervis.saliency.spearman`, the package's one rank correlation of maps.
 
     Parameters
     ----------
@@ -372,14 +280,14 @@ def spearman(a, b):
     Returns
     -------
     ndarray float64 ``(n,)``
-        In [-1, 1]; NaN where a map is constant.
+        In [-1, 1]; NaN where a map is constant or not finite.
 
     Example
     -------
     >>> spearman(np.arange(8.0).reshape(1, 2, 4), np.arange(8.0).reshape(1, 2, 4) ** 2)
     array([1.])
     """
-    from scipy.stats import rankdata
+    from fervis import saliency
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim < 2:
@@ -387,13 +295,7 @@ def spearman(a, b):
             "The 'a' and 'b' parameters of fervis.monitoring.spearman must be stacks of maps of one shape "
             f"(n, h, w). Got {a.shape} and {b.shape} instead."
         )
-    ra = rankdata(a.reshape(len(a), -1), axis=1)
-    rb = rankdata(b.reshape(len(b), -1), axis=1)
-    ra -= ra.mean(axis=1, keepdims=True)
-    rb -= rb.mean(axis=1, keepdims=True)
-    denom = np.sqrt((ra ** 2).sum(axis=1) * (rb ** 2).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (ra * rb).sum(axis=1) / np.where(denom > 0, denom, 1), np.nan)
+    return saliency.spearman(a, b)
 
 
 def _check_history(history, func):
@@ -402,13 +304,6 @@ def _check_history(history, func):
             f"The 'history' parameter of {func} must be a pandas DataFrame with one row per epoch. "
             f"Got {type(history).__name__} instead."
         )
-
-
-#: How far above its best so far validation loss must be for :func:`overfitting` to flag it, as
-#: a fraction of that best. The shipped FER2013 model's 100 epochs wander up to 7 % above their
-#: running best (a high learning rate, augmented batches) and end within 0.4 % of their
-#: minimum: a wiggle, not overfitting. A model that memorises its training faces ends far above.
-OVERFIT_MIN_RISE = 0.1
 
 
 def overfitting(history, patience=3, min_rise=OVERFIT_MIN_RISE):
@@ -914,16 +809,31 @@ def history(log_dir):
     Returns
     -------
     pandas.DataFrame
-        One row per epoch, sorted; ``epoch`` counts from 0.
+        One row per epoch, sorted; ``epoch`` counts from 0. ``attrs["best_epoch"]`` (the row of the
+        lowest ``val_loss``, or None) and ``attrs["overfitting"]`` (patience 1-10 -> :func:`overfitting`'s
+        flags) are what :func:`fervis.plots.training_curves` draws when not given them.
 
     Example
     -------
     >>> history("runs/a")[["epoch", "val_accuracy"]]  # doctest: +SKIP
     """
     if isinstance(log_dir, Monitor):
-        return log_dir.history
+        return _with_verdicts(log_dir.history)
     path = _log_dir_arg(log_dir, "fervis.monitoring.history")
-    return pd.read_csv(path / HISTORY).sort_values("epoch").reset_index(drop=True)
+    return _with_verdicts(pd.read_csv(path / HISTORY).sort_values("epoch").reset_index(drop=True))
+
+
+#: The patience values for which :func:`history` stores overfitting flags in ``attrs``.
+_STORED_PATIENCE = range(1, 11)
+
+
+def _with_verdicts(frame):
+    """``frame`` with what :func:`fervis.plots.training_curves` draws, computed here: ``attrs["best_epoch"]``
+    (row of the lowest ``val_loss``, or None) and ``attrs["overfitting"]`` (patience -> flags per epoch)."""
+    has_val = "val_loss" in frame and frame["val_loss"].notna().any()
+    frame.attrs["best_epoch"] = best_epoch(frame, "val_loss") if has_val else None
+    frame.attrs["overfitting"] = {p: overfitting(frame, p).tolist() for p in _STORED_PATIENCE}
+    return frame
 
 
 def epoch_table(history, columns=("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate", "drift_mean"),
@@ -1177,7 +1087,11 @@ class LiveCurves(keras.callbacks.Callback):
         if self.figure is None:
             self.on_train_begin()
         self.figure.clear()
-        plots.training_dashboard(self.history, fig=self.figure, patience=self.patience)
+        history = self.history
+        has_val = "val_loss" in history and history["val_loss"].notna().any()
+        plots.training_dashboard(history, fig=self.figure, patience=self.patience,
+                                 best=best_epoch(history, "val_loss") if has_val else None,
+                                 flags=overfitting(history, self.patience))
         self.redraws += 1
         if self.display:
             self._show()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from fervis.constants import CLASS_NAMES
+from fervis.constants import CLASS_NAMES, OVERFIT_MIN_RISE
 
 __all__ = ["show_face", "face_grid"]
 
@@ -742,7 +742,7 @@ def class_metric_bars(report, column="ece", ax=None, title=None):
     return ax
 
 
-def support_recall_scatter(report, ax=None, column=None):
+def support_recall_scatter(report, ax=None, column=None, rho=None):
     """Recall against (training) support per class, on a log axis, with Spearman's rho.
 
     Each point is labelled with its class's evaluation faces (n, the ``support`` column) and,
@@ -755,6 +755,9 @@ def support_recall_scatter(report, ax=None, column=None):
     ax : matplotlib.axes.Axes, optional
     column : str, optional
         Default ``train_support`` when present, else ``support``.
+    rho : float, optional
+        Spearman's rho to show (:func:`fervis.labels.support_recall`); default the one
+        :func:`fervis.labels.class_report` stored in ``report.attrs["support_recall"]``, else none shown.
 
     Returns
     -------
@@ -764,11 +767,10 @@ def support_recall_scatter(report, ax=None, column=None):
     -------
     >>> support_recall_scatter(fervis.labels.class_report(y, probs, train_counts=counts))  # doctest: +SKIP
     """
-    from fervis import labels
-
     ax = _axes(ax)
     column = column or ("train_support" if "train_support" in report else "support")
-    rho = labels.support_recall(report, column)
+    if rho is None:
+        rho = report.attrs.get("support_recall", {}).get(column)
     x = np.maximum(report[column].to_numpy(float), 1)
     ax.scatter(x, report["recall"], color="tab:blue")
     if "recall_low" in report and "recall_high" in report:
@@ -783,7 +785,7 @@ def support_recall_scatter(report, ax=None, column=None):
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel(f"{'training ' if column == 'train_support' else ''}faces per class (log)")
     ax.set_ylabel("recall")
-    ax.set_title(f"Support vs recall (Spearman rho {rho:.2f})")
+    ax.set_title("Support vs recall" + ("" if rho is None else f" (Spearman rho {rho:.2f})"))
     return ax
 
 
@@ -1058,24 +1060,54 @@ def _mark_best(ax, x, best):
         ax.axvline(x[best], color="0.45", linestyle="--", linewidth=1, zorder=0)
 
 
+def _curve_verdicts(history, best, flags, patience):
+    """``best`` and ``flags`` as given, else as :func:`fervis.monitoring.history` stored them."""
+    func = "fervis.plots.training_curves"
+    if best is None and flags is None and "overfitting" in history.attrs:
+        best = history.attrs.get("best_epoch")
+        flags = history.attrs["overfitting"].get(patience)
+        if flags is None or len(flags) != len(history):
+            raise ValueError(f"The 'flags' parameter of {func} is needed for patience {patience!r}: pass "
+                             "flags=fervis.monitoring.overfitting(history, patience).")
+    elif flags is None:
+        raise ValueError(f"The 'flags' parameter of {func} must be the overfitting flags per epoch, from "
+                         "fervis.monitoring.overfitting(history, patience). Got None instead.")
+    flags = np.asarray(flags)
+    if flags.shape != (len(history),) or flags.dtype != bool:
+        raise ValueError(f"The 'flags' parameter of {func} must be {len(history)} booleans, one per epoch. "
+                         f"Got dtype {flags.dtype} and shape {flags.shape} instead.")
+    if best is not None and (isinstance(best, bool) or not isinstance(best, (int, np.integer))
+                             or not 0 <= best < len(history)):
+        raise ValueError(f"The 'best' parameter of {func} must be a row of the history in [0, {len(history)}) "
+                         f"or None. Got {best!r} instead.")
+    return best, flags
+
+
 def _shade(ax, x, flags):
     for xi in x[np.asarray(flags, bool)]:
         ax.axvspan(xi - 0.5, xi + 0.5, color="tab:red", alpha=0.12, linewidth=0)
 
 
-def training_curves(history, fig=None, patience=3):
+def training_curves(history, best=None, flags=None, fig=None, patience=3):
     """Loss, accuracy and per-class validation recall per epoch, train against validation.
 
-    The best epoch (lowest ``val_loss``) is a dashed line on every panel; epochs flagged by
-    :func:`fervis.monitoring.overfitting` are shaded red and named in the title.
+    Draws only: the best epoch (a dashed line on every panel) and the overfitting flags (epochs
+    shaded red, named in the title) come computed from :mod:`fervis.monitoring`.
 
     Parameters
     ----------
     history : pandas.DataFrame
         One row per epoch: ``loss``, ``accuracy``, optionally ``val_loss``, ``val_accuracy``
         and ``val_recall_<class>`` (as :class:`fervis.monitoring.Monitor` writes them).
+    best : int, optional
+        Row of the best epoch, :func:`fervis.monitoring.best_epoch` ``(history, "val_loss")``; None
+        for none. Default: ``history.attrs["best_epoch"]`` (set by :func:`fervis.monitoring.history`).
+    flags : array of bool ``(len(history),)``, optional
+        :func:`fervis.monitoring.overfitting` ``(history, patience)``. Default: the flags for
+        ``patience`` that :func:`fervis.monitoring.history` stored in ``history.attrs["overfitting"]``.
     fig : matplotlib Figure or SubFigure, optional
     patience : int, default 3
+        The patience ``flags`` were computed with (named in the title).
 
     Returns
     -------
@@ -1083,19 +1115,16 @@ def training_curves(history, fig=None, patience=3):
 
     Example
     -------
-    >>> fig = training_curves(monitoring.history(run))  # doctest: +SKIP
+    >>> h = monitoring.history(run)  # doctest: +SKIP
+    >>> fig = training_curves(h, best=monitoring.best_epoch(h), flags=monitoring.overfitting(h, 2), patience=2)  # doctest: +SKIP
     """
-    from fervis import monitoring
-
+    best, flags = _curve_verdicts(history, best, flags, patience)
     if fig is None:
         fig = plt.figure(figsize=(11, 3.3), dpi=80, layout="constrained")
     recall = [c for c in history.columns if c.startswith("val_recall_")]
     panels = ["loss", "accuracy"] + (["recall"] if recall else [])
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     x = _epoch_axis(history)
-    has_val = "val_loss" in history and history["val_loss"].notna().any()
-    best = monitoring.best_epoch(history, "val_loss") if has_val else None
-    flags = monitoring.overfitting(history, patience)
     for ax, metric in zip(axes, panels[:2]):
         for key, label, style in ((metric, "train", "-o"), (f"val_{metric}", "validation", "-s")):
             if key in history and history[key].notna().any():
@@ -1128,11 +1157,11 @@ def training_curves(history, fig=None, patience=3):
     if flags.any():
         first = x[np.flatnonzero(flags)[0]]
         fig.suptitle(f"overfitting from epoch {first}: validation loss rose {patience} epochs in a row, to more "
-                     f"than {monitoring.OVERFIT_MIN_RISE:.0%} above its best, while training loss fell",
+                     f"than {OVERFIT_MIN_RISE:.0%} above its best, while training loss fell",
                      color="tab:red", fontsize=10)
     else:
         fig.suptitle(f"no overfitting flag (validation loss never rose {patience} epochs in a row to more than "
-                     f"{monitoring.OVERFIT_MIN_RISE:.0%} above its best while training loss fell)", fontsize=10)
+                     f"{OVERFIT_MIN_RISE:.0%} above its best while training loss fell)", fontsize=10)
     return fig
 
 
@@ -1187,9 +1216,11 @@ def explanation_drift(history, fig=None):
     return fig
 
 
-def training_dashboard(history, fig=None, patience=3):
+def training_dashboard(history, fig=None, patience=3, best=None, flags=None):
     """:func:`training_curves` above :func:`explanation_drift` (when the history has drift), in
     one figure: what :class:`fervis.monitoring.LiveCurves` redraws after every epoch.
+
+    ``best`` and ``flags`` are passed to :func:`training_curves`.
 
     Returns
     -------
@@ -1203,10 +1234,10 @@ def training_dashboard(history, fig=None, patience=3):
         fig = plt.figure(figsize=(11, 6.2), dpi=72, layout="constrained")
     if any(c.startswith("drift_") or c.startswith("share_") for c in history.columns):
         top, bottom = fig.subfigures(2, 1, height_ratios=[1.1, 1.0])
-        training_curves(history, fig=top, patience=patience)
+        training_curves(history, best, flags, fig=top, patience=patience)
         explanation_drift(history, fig=bottom)
     else:
-        training_curves(history, fig=fig, patience=patience)
+        training_curves(history, best, flags, fig=fig, patience=patience)
     return fig
 
 

@@ -281,11 +281,11 @@ def predict(model, images, tta="none", batch_size=256):
     -------
     ndarray ``(n, num_classes)``, float32
     """
-    from fervis import saliency  # one forward path for the package: a traced graph per model
+    from fervis import models  # one forward path for the package: a traced graph per model
 
     images = np.asarray(images, dtype=np.float32)
     if images.ndim == 3:
         images = images[..., None]
     views = _tta_views(images, tta)
-    probs = sum(saliency.predict(model, view, batch_size=batch_size) for view in views)
+    probs = sum(models.predict(model, view, batch_size=batch_size) for view in views)
     return (probs / len(views)).astype(np.float32)

@@ -49,10 +49,14 @@ import weakref
 
 import numpy as np
 
+from fervis._checks import image_model as _check_model
+from fervis._checks import images_for as _check_images
+from fervis._checks import positive_int
 from fervis.constants import CLASS_NAMES
 
 __all__ = [
     "METHODS", "GRADIENT_METHODS", "CAM_METHODS", "METHOD_NAMES", "MIN_FACES", "method_label", "map_problems",
+    "spearman",
     "degenerate_note", "explain", "predict", "pick_examples", "per_class",
     "class_mean_maps", "region_shares", "cue_check", "occlusion_check", "deletion_insertion",
     "Faithfulness", "faithfulness", "Randomization", "randomization_check", "describe",
@@ -83,57 +87,7 @@ def _max_steps(value):
 
 
 def _positive_int(value, name, func=_FUNC):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"The {name!r} parameter of {func} must be an int >= 1. Got {value!r} instead.")
-    return int(value)
-
-
-def _check_model(model, func):
-    import keras
-
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
-    shape = model.input_shape
-    if isinstance(shape, list) or len(shape) != 4 or None in shape[1:]:
-        raise ValueError(
-            f"The 'model' parameter of {func} must take one image input shaped (n, height, width, channels). "
-            f"Got model {model.name!r} with input shape {shape} instead."
-        )
-    out = model.output_shape
-    if isinstance(out, list) or len(out) != 2:
-        raise ValueError(
-            f"The 'model' parameter of {func} must have one output shaped (n, classes). "
-            f"Got model {model.name!r} with output shape {out} instead."
-        )
-    return tuple(shape[1:]), int(out[-1])
-
-
-def _check_images(images, input_shape, func, name="images"):
-    """``images`` as float32 ``(n, h, w, c)``; raises a ValueError for anything else."""
-    h, w, c = input_shape
-    allowed = f"(n, {h}, {w}, {c})" + (f" or (n, {h}, {w})" if c == 1 else "")
-    try:
-        array = np.asarray(images)
-    except Exception:
-        array = None
-    if array is None or array.dtype.kind not in "uif":
-        kind = type(images).__name__ if array is None else f"dtype {array.dtype}"
-        raise ValueError(
-            f"The {name!r} parameter of {func} must be a numeric array (uint8, int or float pixels) "
-            f"shaped {allowed}. Got {kind} instead."
-        )
-    given = array.shape
-    if c == 1 and array.ndim == 3:
-        array = array[..., None]
-    if array.ndim != 4 or array.shape[1:] != (h, w, c):
-        raise ValueError(
-            f"The {name!r} parameter of {func} must be shaped {allowed} for this model. "
-            f"Got shape {given} instead."
-        )
-    array = array.astype(np.float32)
-    if not np.isfinite(array).all():
-        raise ValueError(f"The {name!r} parameter of {func} must hold finite pixel values. Got NaN or inf instead.")
-    return array
+    return positive_int(value, name, func)
 
 
 def _check_class_idx(class_idx, n, num_classes, func=_FUNC):
@@ -274,6 +228,10 @@ def _graph(model, key, build):
 def _forward_graph(model, logits=False):
     import tensorflow as tf
 
+    if not logits:
+        from fervis import models
+
+        return models.forward_graph(model)  # the package's one forward path and its cache
     h, w, c = model.input_shape[1:]
 
     def build(ref):
@@ -653,7 +611,7 @@ def _batches(n, batch_size):
 
 
 def predict(model, images, batch_size=256):
-    """Class probabilities from one traced graph per model (faster than eager calls).
+    """Class probabilities: :func:`fervis.models.predict`, with this module's messages.
 
     Parameters
     ----------
@@ -669,13 +627,13 @@ def predict(model, images, batch_size=256):
     -------
     >>> probs = predict(model, dataset.images)  # doctest: +SKIP
     """
+    from fervis import models
+
     func = "fervis.saliency.predict"
-    input_shape, k = _check_model(model, func)
+    input_shape, _ = _check_model(model, func)
     x = _check_images(images, input_shape, func)
     batch_size = _positive_int(batch_size, "batch_size", func)
-    forward = _forward_graph(model)
-    out = [np.asarray(forward(x[a:b])) for a, b in _batches(len(x), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, k), np.float32)
+    return models.predict(model, x, batch_size=batch_size)
 
 
 def explain(model, images, method="gradient", class_idx=None, batch_size=64, layer_name=None,
@@ -1372,16 +1330,37 @@ def faithfulness(model, images, methods=METHODS, class_idx=None, steps=16, seed=
 # --------------------------------------------------------------------------- sanity check
 
 
-def _spearman(a, b):
-    """Spearman rank correlation per row of two ``(n, p)`` arrays (ties get mean ranks).
+def spearman(a, b):
+    """Spearman rank correlation between each map of ``a`` and the map of ``b`` at its index.
 
-    NaN where either row is constant (an empty map included) or not finite: the correlation
-    is undefined there, as in :func:`fervis.monitoring.spearman` and scipy; scoring it 0 would
-    let an empty map pass the randomisation check.
+    The package's one rank correlation of maps (:func:`fervis.monitoring.spearman` and
+    :func:`randomization_check` use it). Ties get mean ranks.
+
+    Parameters
+    ----------
+    a, b : array ``(n, h, w)`` (or any ``(n, ...)``, each item flattened)
+
+    Returns
+    -------
+    ndarray float64 ``(n,)``
+        In [-1, 1]; NaN where either map is constant (an empty map included) or not finite: the
+        correlation is undefined there, as in scipy; scoring it 0 would let an empty map pass the
+        randomisation check.
+
+    Example
+    -------
+    >>> spearman(np.arange(8.0).reshape(1, 2, 4), np.arange(8.0).reshape(1, 2, 4) ** 2)
+    array([1.])
     """
     from scipy.stats import rankdata
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim < 2:
+        raise ValueError(
+            "The 'a' and 'b' parameters of fervis.saliency.spearman must be stacks of maps of one shape "
+            f"(n, h, w). Got {a.shape} and {b.shape} instead."
+        )
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
     finite = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
     ra, rb = rankdata(np.nan_to_num(a), axis=1), rankdata(np.nan_to_num(b), axis=1)
     ra -= ra.mean(axis=1, keepdims=True)
@@ -1511,7 +1490,7 @@ def randomization_check(model, images, methods=("gradient", "smoothgrad", "gradc
     n = len(x)
     corr, undefined = {}, {}
     for m, v in maps.items():
-        rho = [_spearman(v[0].reshape(n, -1), v[s].reshape(n, -1)) for s in range(len(stages))]
+        rho = [spearman(v[0].reshape(n, -1), v[s].reshape(n, -1)) for s in range(len(stages))]
         corr[m] = [float(r[np.isfinite(r)].mean()) if np.isfinite(r).any() else np.nan for r in rho]
         undefined[m] = [int((~np.isfinite(r)).sum()) for r in rho]
     table = pd.DataFrame(corr, index=stages)

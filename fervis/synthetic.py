@@ -431,7 +431,7 @@ def make_dataset(n_train=6000, n_test=1500, seed=0):
     >>> dataset.counts().sum(axis=1).to_dict()
     {'Training': 100, 'PublicTest': 50}
     """
-    from fervis.data import Dataset, fingerprint_arrays
+    from fervis.dataset import Dataset, fingerprint_arrays
 
     train = _generate(n_train, seed, None, stream=0)
     test = _generate(n_test, seed, None, stream=1)

@@ -69,6 +69,7 @@ def saliency_explorer(model, images, labels=None, methods=None, class_names=None
     import numpy as np
 
     from fervis import plots, saliency
+    from fervis._checks import image_model, images_for
     from fervis.constants import CLASS_NAMES
 
     func = "fervis.widgets.saliency_explorer"
@@ -76,8 +77,8 @@ def saliency_explorer(model, images, labels=None, methods=None, class_names=None
         labels = images.labels
     if hasattr(images, "images"):
         images = images.images
-    input_shape, k = saliency._check_model(model, func)
-    faces = saliency._check_images(images, input_shape, func)
+    input_shape, k = image_model(model, func)
+    faces = images_for(images, input_shape, func)
     if not len(faces):
         raise ValueError(f"The 'images' parameter of {func} must hold at least one face. Got 0 instead.")
     names = list(class_names or (CLASS_NAMES if k == len(CLASS_NAMES) else [str(i) for i in range(k)]))
@@ -159,11 +160,12 @@ def filter_explorer(model, dataset, layers=None, layer_name=None, steps=None, k=
     import ipywidgets as W
 
     from fervis import filters, models, plots
+    from fervis._checks import faces_2d
 
     names = filters.layer_names(model) if layers is None else [models.canonical_layer_name(model, n) for n in layers]
     for name in names:
         filters.layer_width(model, name)  # a clear error for an unknown layer, before any widget
-    faces = filters._images(dataset, "fervis.widgets.filter_explorer", "dataset")
+    faces = faces_2d(dataset, "fervis.widgets.filter_explorer", "dataset")
     if not isinstance(face_idx, int) or not (0 <= face_idx < len(faces)):
         raise ValueError(
             f"The 'face_idx' parameter of fervis.widgets.filter_explorer must be in [0, {len(faces) - 1}]. "
@@ -252,16 +254,18 @@ def confusion_browser(model, images, y_true, probs, true=None, predicted=None, m
     import numpy as np
 
     from fervis import labels, plots
+    from fervis._checks import class_indices, class_labels, default_names, face_pixels, probabilities
 
-    names = list(class_names or labels._default_names(np.asarray(probs).shape[-1]))
-    faces = labels._faces(images, "confusion_browser")[..., 0]
-    probs = labels._probs(probs, "confusion_browser", len(faces))
-    y_true = labels._labels(y_true, len(faces), len(names), "confusion_browser")
+    func = "fervis.widgets.confusion_browser"
+    names = list(class_names or default_names(np.asarray(probs).shape[-1]))
+    faces = face_pixels(images, func)[..., 0]
+    probs = probabilities(probs, func, len(faces))
+    y_true = class_labels(y_true, len(faces), len(names), func)
     if true is None or predicted is None:
         pairs = labels.confused_pairs(y_true, probs, top=1, class_names=names)
         true, predicted = (pairs.at[0, "true"], pairs.at[0, "predicted"]) if len(pairs) else (names[0], names[0])
-    t = labels._classes(true, 1, "confusion_browser", names, "true")[0]
-    p = labels._classes(predicted, 1, "confusion_browser", names, "predicted")[0]
+    t = class_indices(true, 1, func, names, "true")[0]
+    p = class_indices(predicted, 1, func, names, "predicted")[0]
     true_dd = W.Dropdown(options=names, value=names[t], description="true")
     pred_dd = W.Dropdown(options=names, value=names[p], description="predicted")
     face = W.IntSlider(value=0, min=0, max=0, description="face", continuous_update=False)

@@ -903,3 +903,18 @@ def test_non_utf8_file_name(tmp_path):
     name = os.fsdecode(path)
     np.testing.assert_array_equal(load(name).labels, LABELS)
     np.testing.assert_array_equal(load(name).labels, LABELS)  # from the cache
+
+
+def test_dataset_lives_below_data_and_synthetic():
+    """One Dataset class: data re-exports it, synthetic builds it without importing data."""
+    import ast
+    import pathlib
+
+    from fervis import dataset, synthetic
+
+    assert data.Dataset is dataset.Dataset and data.fingerprint_arrays is dataset.fingerprint_arrays
+    assert isinstance(synthetic.make_dataset(n_train=7, n_test=7), data.Dataset)
+    tree = ast.parse(pathlib.Path(synthetic.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "fervis.data" not in imported and "fervis.dataset" in imported
+    assert data.load("synthetic").subset("train").splits[0] == "Training"  # split aliases still resolve

@@ -602,8 +602,16 @@ def test_metric_plots_draw_labelled_axes(probs, faces, synthetic_small):
     assert len(bars.errorbar.lines[2][0].get_segments()) == 7  # one interval per class
     ax = plots.confusion_heatmap(labels.confusion(faces, probs, normalize="true"), support=report["support"])
     assert f"disgust (n = {n})" in [t.get_text() for t in ax.get_yticklabels()]
-    ax = plots.support_recall_scatter(labels.class_report(faces, probs, synthetic_small.counts().loc["Training"]))
-    assert ax.get_title().startswith("Support vs recall (Spearman rho") and ax.get_xscale() == "log"
+    report = labels.class_report(faces, probs, synthetic_small.counts().loc["Training"])
+    ax = plots.support_recall_scatter(report)
+    rho = labels.support_recall(report)
+    assert ax.get_title() == f"Support vs recall (Spearman rho {rho:.2f})" and ax.get_xscale() == "log"
+    # drawing only draws: rho comes from class_report (report.attrs) or the caller, never computed in plots
+    np.testing.assert_equal(report.attrs["support_recall"]["support"], labels.support_recall(report, "support"))
+    assert plots.support_recall_scatter(report, rho=0.5).get_title() == "Support vs recall (Spearman rho 0.50)"
+    plain = report.copy()
+    plain.attrs = {}
+    assert plots.support_recall_scatter(plain).get_title() == "Support vs recall"
 
 
 def test_face_plots_draw_one_panel_per_face(faces, noise_faces):

@@ -696,3 +696,30 @@ def test_one_class_is_said_in_the_singular(tmp_path):
     keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x)).save(tmp_path / "one.keras")
     with pytest.raises(ValueError, match=r"outputs 1 class, but the data has 7 classes"):
         models.load(tmp_path / "one.keras", num_classes=7)
+
+
+# --------------------------------------------------------------------------- predict: the one forward path
+
+
+def test_predict_is_the_one_forward_path(tiny_model, residual_model, synthetic_small):
+    from fervis import recipes, saliency
+
+    x = synthetic_small.images[:10]
+    probs = models.predict(tiny_model, x, batch_size=4)
+    np.testing.assert_allclose(probs, tiny_model(x[..., None].astype(np.float32)).numpy(), rtol=1e-5, atol=1e-7)
+    # saliency.predict and recipes.predict (no TTA) are this function: the same numbers, one cached graph
+    np.testing.assert_array_equal(saliency.predict(tiny_model, x, batch_size=4), probs)
+    np.testing.assert_array_equal(recipes.predict(tiny_model, x, batch_size=4), probs)
+    assert models.forward_graph(tiny_model) is models.forward_graph(tiny_model)
+    assert models.predict(residual_model, np.zeros((0, 48, 48))).shape == (0, residual_model.output_shape[-1])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"images": np.zeros((2, 32, 32))}, "'images' parameter of fervis.models.predict must be shaped"),
+    ({"batch_size": 0}, "'batch_size' parameter of fervis.models.predict must be an int >= 1"),
+    ({"model": "a file"}, "'model' parameter of fervis.models.predict must be a keras.Model"),
+])
+def test_predict_rejects_bad_input(tiny_model, kwargs, match):
+    args = {"model": tiny_model, "images": np.zeros((2, 48, 48)), "batch_size": 8} | kwargs
+    with pytest.raises(ValueError, match=match):
+        models.predict(**args)

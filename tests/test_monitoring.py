@@ -139,6 +139,19 @@ def test_spearman_matches_scipy_and_gives_nan_for_flat_maps():
         monitoring.spearman(a, b[:, :3])
 
 
+def test_one_spearman_for_drift_and_randomization():
+    """monitoring.spearman is saliency.spearman: the drift curve and the randomisation check agree,
+    also on a map that is not finite (undefined: NaN in both; monitoring used to rank an inf)."""
+    from fervis import saliency
+
+    rng = np.random.default_rng(2)
+    a, b = rng.random((4, 6, 6)), rng.random((4, 6, 6))
+    b[1], b[2, 0, 0], b[3, 0, 0] = 0.0, np.inf, np.nan
+    got = monitoring.spearman(a, b)
+    np.testing.assert_array_equal(got, saliency.spearman(a, b))
+    assert np.isfinite(got[0]) and np.isnan(got[1:]).all()
+
+
 @pytest.mark.parametrize("val_loss, loss, patience, expected", [
     ([2, 1, 1.5, 2], [3, 2, 1, 0.5], 2, [0, 0, 0, 1]),
     ([2, 1, 1.5, 2], [3, 2, 1, 0.5], 3, [0, 0, 0, 0]),            # rose only twice
@@ -390,18 +403,14 @@ def test_callbacks_on_the_residual_model_run_gradients_in_graphs(residual_model,
     assert not any("shortcut_conv" in t for t in grads["tag"])  # frozen: no gradient to show
 
 
-def test_private_saliency_fallback_on_the_residual_model(residual_model, small, monkeypatch):
-    """Without fervis.saliency, the monitor's own batched tf.function gradient is used."""
+def test_monitor_method_is_a_saliency_method(small):
+    from fervis import saliency
+
     _, val = small
-    monkeypatch.setattr(monitoring, "_saliency_module", lambda: None)
-    explain = monitoring._explainer(residual_model, "smoothgrad")
-    assert isinstance(explain, monitoring._Saliency)
-    maps = explain(val.images[:5], val.labels[:5])
-    assert maps.shape == (5, 48, 48) and np.allclose(maps.reshape(5, -1).max(axis=1), 1)
-    again = monitoring._explainer(residual_model, "gradient")(val.images[:5], val.labels[:5])
-    assert not np.allclose(maps, again)  # SmoothGrad differs from the plain gradient
-    with pytest.raises(ValueError, match=r"'method' parameter .*\['gradient', 'smoothgrad'\]"):
-        monitoring.Monitor(val, method="gradcam")
+    with pytest.raises(ValueError, match=r"'method' parameter of fervis.monitoring.Monitor must be one of"):
+        monitoring.Monitor(val, method="lime")
+    assert all(m in saliency.METHODS for m in ("gradient", "smoothgrad", "gradcam"))
+    monitoring.Monitor(val, method="gradcam")  # every saliency method, not a private pair of two
 
 
 def test_monitor_in_memory_in_any_callback_order(small, monkeypatch):
@@ -656,7 +665,8 @@ def _history(n=6, flag=False):
 
 @pytest.mark.parametrize("flag, title", [(False, "no overfitting flag"), (True, "overfitting from epoch 5")])
 def test_training_curves_mark_best_epoch_and_overfitting(flag, title):
-    fig = plots.training_curves(_history(flag=flag), patience=2)
+    h = _history(flag=flag)
+    fig = plots.training_curves(h, best=monitoring.best_epoch(h), flags=monitoring.overfitting(h, 2), patience=2)
     axes = fig.get_axes()
     assert [ax.get_title().split(" (")[0] for ax in axes] == ["loss", "accuracy", "validation recall per class"]
     best = 3 if flag else 6
@@ -665,13 +675,36 @@ def test_training_curves_mark_best_epoch_and_overfitting(flag, title):
     assert len(axes[2].get_lines()) >= 2
 
 
+def test_training_curves_only_draw_what_monitoring_computed(tmp_path):
+    h = _history(flag=True)
+    # the compatible path: monitoring.history stores the best epoch and the flags per patience
+    (tmp_path / monitoring.HISTORY).write_text(h.to_csv(index=False))
+    stored = monitoring.history(tmp_path)
+    assert stored.attrs["best_epoch"] == monitoring.best_epoch(h) == 2
+    assert stored.attrs["overfitting"][2] == monitoring.overfitting(h, 2).tolist()
+    fig = plots.training_curves(stored, patience=2)
+    assert fig.get_axes()[0].get_title() == "loss (best epoch 3)"
+    assert fig._suptitle.get_text().startswith("overfitting from epoch 5")
+    # what is given is drawn, whatever the history would say
+    fig = plots.training_curves(stored, best=0, flags=np.zeros(len(h), bool), patience=2)
+    assert fig.get_axes()[0].get_title() == "loss (best epoch 1)"
+    assert fig._suptitle.get_text().startswith("no overfitting flag")
+    with pytest.raises(ValueError, match="'flags' parameter of fervis.plots.training_curves must be the"):
+        plots.training_curves(h, patience=2)  # a plain frame: nothing computed to draw
+    with pytest.raises(ValueError, match="must be 6 booleans"):
+        plots.training_curves(h, best=2, flags=[True], patience=2)
+    with pytest.raises(ValueError, match="'flags' parameter .* is needed for patience 11"):
+        plots.training_curves(stored, patience=11)
+
+
 def test_explanation_drift_and_dashboard():
     fig = plots.explanation_drift(_history())
     drift_ax, share_ax = fig.get_axes()
     assert "Spearman" in drift_ax.get_title()
     assert len(drift_ax.get_lines()) == 3  # two probes and the mean
     assert len(share_ax.collections) == 2  # one band per region
-    dash = plots.training_dashboard(_history(), patience=2)
+    h = _history()
+    dash = plots.training_dashboard(h, patience=2, best=monitoring.best_epoch(h), flags=monitoring.overfitting(h, 2))
     assert len(dash.get_axes()) == 5
 
 

@@ -738,7 +738,7 @@ def test_spearman_is_undefined_for_constant_maps():
     rng = np.random.default_rng(0)
     a = rng.random((3, 20))
     b = np.stack([a[0], np.zeros(20), np.full(20, 2.0)])
-    rho = saliency._spearman(a, b)
+    rho = saliency.spearman(a, b)
     assert rho[0] == pytest.approx(1.0) and np.isnan(rho[1:]).all()  # as monitoring.spearman: NaN, not 0
     assert np.isnan(monitoring.spearman(a[1:2].reshape(1, 4, 5), b[1:2].reshape(1, 4, 5))).all()
 
