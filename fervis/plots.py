@@ -1165,7 +1165,7 @@ def training_curves(history, best=None, flags=None, fig=None, patience=3):
     return fig
 
 
-def explanation_drift(history, fig=None):
+def explanation_drift(history, fig=None, method=None):
     """How the probe faces' saliency maps change: rank correlation with the previous epoch's map
     (per probe and mean) and the share of map mass on each face region.
 
@@ -1174,6 +1174,9 @@ def explanation_drift(history, fig=None):
     history : pandas.DataFrame
         With ``drift_<class>``, ``drift_mean`` and ``share_<region>`` columns.
     fig : matplotlib Figure or SubFigure, optional
+    method : str, optional
+        The method the maps come from, as titles name it (``saliency.method_label``: "Grad-CAM on
+        block4_act2"); shown in both titles.
 
     Returns
     -------
@@ -1197,7 +1200,8 @@ def explanation_drift(history, fig=None):
     values = history[drift + (["drift_mean"] if "drift_mean" in history else [])].to_numpy(dtype=float)
     low = np.nanmin(values) if np.isfinite(values).any() else 0.0
     ax_drift.set_ylim(min(0.0, low) - 0.05, 1.03)
-    ax_drift.set_title("explanation drift: Spearman ρ with the previous epoch's map", fontsize=10)
+    of = f" of {method}" if method else ""
+    ax_drift.set_title(f"explanation drift{of}: Spearman ρ with the previous epoch's map", fontsize=10)
     ax_drift.set_xlabel("epoch")
     ax_drift.legend(fontsize=6.5, ncol=2, loc="lower right")
     shares = [c for c in history.columns if c.startswith("share_")]
@@ -1207,7 +1211,8 @@ def explanation_drift(history, fig=None):
                            colors=[plt.get_cmap("tab20")(i % 20) for i in range(len(shares))])
         ax_share.set_ylim(0, 1)
         ax_share.legend(fontsize=6.5, ncol=1, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    ax_share.set_title("share of the probe maps' mass per face region", fontsize=10)
+    ax_share.set_title(f"share of the probe maps' mass per face region{' (' + method + ')' if method else ''}",
+                       fontsize=10)
     ax_share.set_xlabel("epoch")
     for ax in (ax_drift, ax_share):
         if len(x):  # both panels over every epoch, although drift starts at the second

@@ -109,7 +109,7 @@ def saliency_explorer(model, images, labels=None, methods=None, class_names=None
                                 noise=float(noise_.value))
         true = "" if labels is None else f"true {names[int(labels[i])]}, "
         title = f"#{i}: {true}predicted {names[int(probs[i].argmax())]} ({probs[i].max():.2f}); map for {names[c]}"
-        fig = plots.saliency_panel(faces[i], maps[0], title=f"{method.value}: {title}")
+        fig = plots.saliency_panel(faces[i], maps[0], title=f"{saliency.method_label(model, method.value)}: {title}")
         _show(out, fig)
         box.figure = fig
 
