@@ -703,6 +703,8 @@ def test_explanation_drift_and_dashboard():
     assert "Spearman" in drift_ax.get_title()
     assert len(drift_ax.get_lines()) == 3  # two probes and the mean
     assert len(share_ax.collections) == 2  # one band per region
+    named = plots.explanation_drift(_history(), method="Grad-CAM on block3_act2").get_axes()
+    assert "drift of Grad-CAM on block3_act2" in named[0].get_title() and "block3_act2" in named[1].get_title()
     h = _history()
     dash = plots.training_dashboard(h, patience=2, best=monitoring.best_epoch(h), flags=monitoring.overfitting(h, 2))
     assert len(dash.get_axes()) == 5
