@@ -632,7 +632,7 @@ def test_saliency_explorer_redraws(tiny, faces):
     box.target.value = 5
     assert box.figure._suptitle.get_text().endswith("map for surprise")
     box.method.value = "smoothgrad"
-    assert not box.noise.disabled and box.figure._suptitle.get_text().startswith("smoothgrad")
+    assert not box.noise.disabled and box.figure._suptitle.get_text().startswith("SmoothGrad")  # method_label
     with pytest.raises(ValueError, match=r"'methods' parameter"):
         widgets.saliency_explorer(tiny, faces[0], methods=["lime"])
 
