@@ -585,10 +585,17 @@ def _boot_means(values, n_boot, rng):
     neither.
     """
     m = len(values)
-    weights = rng.multinomial(m, np.full(m, 1.0 / m), size=n_boot).astype(np.float64)
     finite = np.isfinite(values)
-    total = weights @ np.where(finite, values, 0.0)
-    count = weights @ finite.astype(np.float64)
+    filled, present = np.where(finite, values, 0.0), finite.astype(np.float64)
+    # Resamples in chunks of at most ~2**22 weights (32 MB), so memory stays bounded however many
+    # faces; the generator draws the rows in the same order either way.
+    step = max(1, 2 ** 22 // max(m, 1))
+    total, count = [], []
+    for start in range(0, n_boot, step):
+        weights = rng.multinomial(m, np.full(m, 1.0 / m), size=min(step, n_boot - start)).astype(np.float64)
+        total.append(weights @ filled)
+        count.append(weights @ present)
+    total, count = np.concatenate(total), np.concatenate(count)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / np.where(count > 0, count, 1.0), np.nan)
 

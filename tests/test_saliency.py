@@ -764,3 +764,15 @@ def test_notebook_runs_on_fer2013_quick(fer2013_path, tmp_path, run_notebook, no
     assert all(int(bad) <= 0.01 * int(total) for bad, total, _ in warnings), warnings  # at most 1 % per method
     assert "registration of 600 faces against their mean face" in text
     assert "occluder" not in text.split("registration of")[1]  # no synthetic-only region in FER2013's tables
+
+
+def test_bootstrap_means_in_bounded_chunks_equal_one_matrix_product():
+    """Many faces are resampled in chunks (bounded memory); the draws and the means are the same."""
+    values = np.random.default_rng(1).random((5000, 9))
+    values[::7, 3] = np.nan  # a region some faces do not have
+    chunked = saliency._boot_means(values, 1000, np.random.default_rng(0))  # 5000 faces: 838 resamples a chunk
+    rng = np.random.default_rng(0)
+    weights = rng.multinomial(5000, np.full(5000, 1 / 5000), size=1000).astype(np.float64)
+    finite = np.isfinite(values)
+    expected = (weights @ np.where(finite, values, 0.0)) / (weights @ finite)
+    np.testing.assert_allclose(chunked, expected)
