@@ -577,6 +577,18 @@ def degenerate_note(maps, label="maps"):
             "class in.")
 
 
+def _class_region_frame(values, index, region_names, present):
+    """Rows of per-region values as a classes x regions table, keeping the regions ``present``."""
+    import pandas as pd
+
+    table = pd.DataFrame(np.array(values).reshape(len(values), len(region_names)), index=index,
+                         columns=list(region_names))
+    table = table.loc[:, present]
+    table.index.name = "class"
+    table.columns.name = "region"
+    return table
+
+
 def _boot_means(values, n_boot, rng):
     """``(n_boot, r)`` means of resampled rows of ``values`` ``(m, r)``, NaN entries left out.
 
@@ -986,11 +998,7 @@ def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, 
     present = area.sum(axis=0) > 0  # area depends on the regions alone
 
     def frame(values):
-        out = pd.DataFrame(np.array(values).reshape(len(values), r), index=index, columns=list(region_names))
-        out = out.loc[:, present]
-        out.index.name = "class"
-        out.columns.name = "region"
-        return out
+        return _class_region_frame(values, index, region_names, present)
 
     table = frame(rows)
     table.attrs = {"low": frame(lows), "high": frame(highs), "n": pd.Series(used, index=index, name="n"),
@@ -1134,11 +1142,7 @@ def occlusion_check(model, images, regions, labels, region_names, class_names=CL
     present = np.isfinite(drops).any(axis=0)
 
     def frame(values):
-        table = pd.DataFrame(np.array(values).reshape(len(values), r), index=index, columns=list(region_names))
-        table = table.loc[:, present]
-        table.index.name = "class"
-        table.columns.name = "region"
-        return table
+        return _class_region_frame(values, index, region_names, present)
 
     table = frame(out)
     table.attrs = {"low": frame(lows), "high": frame(highs), "n": frame(ns).astype(np.int64), "level": 0.95}
