@@ -62,15 +62,20 @@ def residual_model():
     gradient crashes even in a graph: freeze ``shortcut_conv`` before training it."""
     import keras
 
+    # Seeded initialisers: a session fixture built after other tests would otherwise get weights
+    # from whatever the global RNG holds by then (a map that ReLU zeroes made one test flaky).
+    def init(i):
+        return {"kernel_initializer": keras.initializers.GlorotUniform(seed=i)}
+
     inputs = keras.Input((48, 48, 1), name="pixels")
     x = keras.layers.Rescaling(1 / 255.0, name="scale")(inputs)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem_conv")(x)
-    shortcut = keras.layers.Conv2D(8, 1, strides=2, name="shortcut_conv")(x)
-    y = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="res_conv1")(x)
-    y = keras.layers.Conv2D(8, 3, padding="same", name="res_conv2")(y)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem_conv", **init(1))(x)
+    shortcut = keras.layers.Conv2D(8, 1, strides=2, name="shortcut_conv", **init(2))(x)
+    y = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="res_conv1", **init(3))(x)
+    y = keras.layers.Conv2D(8, 3, padding="same", name="res_conv2", **init(4))(y)
     x = keras.layers.Activation("relu", name="res_out")(keras.layers.Add(name="res_add")([y, shortcut]))
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = keras.layers.Dense(7, activation="softmax", name="predictions")(x)
+    outputs = keras.layers.Dense(7, activation="softmax", name="predictions", **init(5))(x)
     return keras.Model(inputs, outputs, name="residual")
 
 

@@ -684,7 +684,10 @@ def trained_zoo(zoo, residual_model, synthetic_small):
     """The zoo models and the residual model, each fitted a few epochs on synthetic faces."""
     train = synthetic_small.subset("Training")
     out = dict(zoo)
-    out["residual"] = (residual_model, "res_out")
+    # A copy: the session's residual_model must stay uncompiled and untrained for other modules' tests.
+    residual = keras.models.clone_model(residual_model)
+    residual.set_weights(residual_model.get_weights())
+    out["residual"] = (residual, "res_out")
     for name, (model, _) in out.items():
         keras.utils.set_random_seed(0)
         if name == "residual":  # its shortcut's weight gradient aborts oneDNN (docs/architecture.md)
