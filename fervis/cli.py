@@ -28,7 +28,7 @@ import os
 import sys
 import tempfile
 
-from fervis.constants import INPUT_CONVENTIONS
+from fervis.constants import BUDGETS, INPUT_CONVENTIONS
 
 __all__ = ["main"]
 
@@ -373,7 +373,7 @@ def _parser():
     report = commands.add_parser("report", help="run every notebook into reports/<data-name>/ (HTML + index)")
     report.add_argument("--data", default="synthetic", type=_path, metavar="SOURCE",
                         help="'synthetic' (default) or a FER2013 file or folder")
-    report.add_argument("--budget", default="quick", choices=("quick", "full"), help="default quick")
+    report.add_argument("--budget", default="quick", choices=tuple(BUDGETS), help="default quick")
     report.add_argument("--model", default="auto", type=_path, metavar="SPEC",
                         help="auto (default), train, train:RECIPE, a .keras/.h5 file or pretrained:fer2013")
     _contract_arguments(report)

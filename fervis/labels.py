@@ -790,17 +790,6 @@ def lime_stability(model, images, class_idx=None, runs=3, top_k=5, num_samples=1
     return np.mean(ious, axis=0) if ious else np.zeros(0)
 
 
-def _face_regions(dataset, n, func):
-    """Region ids ``(n, 48, 48)`` and names: the synthetic ground truth, else the FER2013 template."""
-    regions = getattr(dataset, "regions", None)
-    if regions is not None:
-        return np.asarray(regions), tuple(dataset.region_names)
-    from fervis import regions as region_maps
-
-    template = np.asarray(region_maps.template())
-    return np.broadcast_to(template, (n,) + template.shape), tuple(region_maps.REGION_NAMES)
-
-
 def lime_region_shares(maps, dataset, class_idx, normalize=None, class_names=CLASS_NAMES):
     """How each class's positive LIME weight splits over the face regions of notebook 1.
 
@@ -832,7 +821,9 @@ def lime_region_shares(maps, dataset, class_idx, normalize=None, class_names=CLA
     -------
     >>> lime_region_shares(maps, faces, classes)  # doctest: +SKIP
     """
+    from fervis import regions as region_maps
     from fervis import saliency
+    from fervis.dataset import Dataset
 
     func = "lime_region_shares"
     maps = np.asarray(maps, dtype=np.float64)
@@ -840,15 +831,15 @@ def lime_region_shares(maps, dataset, class_idx, normalize=None, class_names=CLA
         raise ValueError(f"The 'maps' parameter of {_name(func)} must be shaped (n, 48, 48). "
                          f"Got {maps.shape} instead.")
     n = len(maps)
-    if len(getattr(dataset, "images", ())) != n:
+    if not isinstance(dataset, Dataset) or len(dataset) != n:
         raise ValueError(f"The 'dataset' parameter of {_name(func)} must be the Dataset of the {n} faces explained. "
                          f"Got {type(dataset).__name__} with {len(getattr(dataset, 'images', ()))} faces instead.")
     classes = _classes(class_idx, n, func, class_names)
     if (classes < 0).any():
         raise ValueError(f"The 'class_idx' parameter of {_name(func)} must name the class each map explains. "
                          "Got None instead.")
-    regions, region_names = _face_regions(dataset, n, func)
-    table = saliency.region_shares(np.clip(maps, 0.0, None), regions, classes, region_names,
+    region_names = region_maps.REGION_NAMES if dataset.regions is None else dataset.region_names
+    table = saliency.region_shares(np.clip(maps, 0.0, None), dataset, classes, region_names,
                                    class_names=class_names, normalize=normalize)
     return table  # attrs["n"]: the usable maps behind each row (region_shares leaves degenerate ones out)
 

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from fervis import regions
-from fervis.constants import CLASS_NAMES, IMAGE_SIZE, OVERFIT_MIN_RISE
+from fervis.constants import BUDGETS, CLASS_NAMES, IMAGE_SIZE, OVERFIT_MIN_RISE
 from fervis.files import write_atomic
 
 __all__ = [
@@ -56,22 +56,6 @@ META = "monitoring.json"
 PROBES = "probes.npz"
 MAPS_DIR = "probe_maps"
 TB_DIR = os.path.join("tb", "monitor")
-
-# The quick budget trains on a sample so that the notebook stays within about a minute on
-# two CPU cores; batches of 32 give the batch-norm statistics enough steps to settle in six
-# epochs. full trains on every face with the recipe's own epochs and batch size.
-_PLANS = {
-    "quick": {"n_train": 2400, "n_val": 350, "epochs": 6, "batch_size": 32},
-    "full": {"n_train": None, "n_val": None, "epochs": None, "batch_size": None},
-}
-#: The quick budget on real faces (a dataset without synthetic regions, e.g. FER2013): a fresh
-#: copy of the shipped vgg on 2,400 faces for 6 epochs stays at 25 % validation accuracy
-#: (always "happy") and teaches nothing to watch. The ``small`` architecture on 8,000 faces for
-#: 8 epochs of 64 leaves that plateau: measured on FER2013 (PublicTest sample of 350, seed 0,
-#: 2 shared CPU cores) 45 % at epoch 7 and 49 % at epoch 8 in 5.4 minutes of plain training, and
-#: through this plan with notebook 4's callbacks 47 % and 51 % in 4.3 minutes (no overfitting
-#: flag). compact, tried instead on the same 8,000 faces, reached 29 % after 6 epochs.
-_QUICK_REAL = {"n_train": 8000, "n_val": 350, "epochs": 8, "batch_size": 64, "architecture": "small"}
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -226,12 +210,8 @@ def probe_set(dataset, seed=0):
         )
     rng = np.random.default_rng(seed)
     idx = np.array([rng.choice(np.flatnonzero(labels == c)) for c in present])
-    if getattr(dataset, "regions", None) is not None:
-        maps = np.asarray(dataset.regions)[idx].astype(np.int64)
-        region_names = tuple(dataset.region_names)
-    else:
-        region_names = tuple(regions.REGION_NAMES)
-        maps = np.repeat(regions.template()[None].astype(np.int64), len(idx), axis=0)
+    maps = regions.for_dataset(dataset)[idx].astype(np.int64)
+    region_names = tuple(regions.REGION_NAMES if dataset.regions is None else dataset.region_names)
     return Probes(np.asarray(dataset.images)[idx].copy(), labels[idx].astype(np.int64), maps,
                   region_names, tuple(dataset.class_names))
 
@@ -1497,7 +1477,8 @@ def training_plan(session, epochs=None, n_train=None, n_val=None, batch_size=Non
 
     On real faces (a dataset without synthetic regions, such as FER2013) the quick budget trains
     the ``small`` architecture instead, on 8,000 faces for 8 epochs of 64: a fresh copy of the
-    shipped model stays at "always happy" for the quick budget's minutes (see ``_QUICK_REAL``).
+    shipped model stays at "always happy" for the quick budget's minutes (see
+    :data:`fervis.constants.BUDGETS`, whose ``plan`` and ``plan_real`` give the defaults).
 
     Parameters
     ----------
@@ -1527,12 +1508,10 @@ def training_plan(session, epochs=None, n_train=None, n_val=None, batch_size=Non
                 f"The 'session' parameter of {func} must be a fervis.session.Session. "
                 f"Got {type(session).__name__} instead."
             )
-    if session.budget not in _PLANS:
-        raise ValueError(f"The session's budget must be one of {sorted(_PLANS)}. Got {session.budget!r} instead.")
-    defaults = _PLANS[session.budget]
+    if session.budget not in BUDGETS:
+        raise ValueError(f"The session's budget must be one of {sorted(BUDGETS)}. Got {session.budget!r} instead.")
     real = getattr(session.dataset, "regions", None) is None
-    if session.budget == "quick" and real:
-        defaults = _QUICK_REAL
+    defaults = BUDGETS[session.budget]["plan_real" if real else "plan"]
     recipe = recipes.get(recipe)
     settings = {}
     for param, value in (("epochs", epochs), ("n_train", n_train), ("n_val", n_val), ("batch_size", batch_size)):

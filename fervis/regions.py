@@ -22,7 +22,8 @@ import numpy as np
 
 from fervis.constants import IMAGE_SIZE
 
-__all__ = ["REGION_NAMES", "MIN_FIT", "Registration", "template", "registration", "area_shares", "shares"]
+__all__ = ["REGION_NAMES", "MIN_FIT", "Registration", "template", "for_dataset", "registration", "area_shares",
+           "shares"]
 
 #: Region ids are indices into this tuple, in synthetic maps and in :func:`template` alike.
 REGION_NAMES = ("background", "hair", "forehead", "brows", "eyes", "nose", "cheeks", "mouth", "occluder")
@@ -88,6 +89,39 @@ def template():
     ('eyes', 'mouth')
     """
     return _template().copy()
+
+
+def for_dataset(dataset):
+    """The region ids of every face of a dataset: its own (synthetic faces carry their ground
+    truth), else :func:`template` for each face (registered FER2013 crops).
+
+    Parameters
+    ----------
+    dataset : fervis.dataset.Dataset
+
+    Returns
+    -------
+    ndarray uint8 ``(n, 48, 48)``, read-only
+        Ids into the dataset's ``region_names`` (for synthetic faces, :data:`REGION_NAMES`), or
+        into :data:`REGION_NAMES` for the template, which is broadcast (no copy per face).
+
+    Example
+    -------
+    >>> from fervis import data
+    >>> faces = data.load("synthetic")  # doctest: +SKIP
+    >>> for_dataset(faces).shape == faces.images.shape  # doctest: +SKIP
+    True
+    """
+    from fervis.dataset import Dataset
+
+    if not isinstance(dataset, Dataset):
+        raise ValueError(
+            "The 'dataset' parameter of fervis.regions.for_dataset must be a fervis Dataset. "
+            f"Got {type(dataset).__name__} instead."
+        )
+    if dataset.regions is not None:
+        return dataset.regions
+    return np.broadcast_to(_template(), (len(dataset), IMAGE_SIZE, IMAGE_SIZE))
 
 
 #: Below this correlation of its row profile with the mean face's, a face counts as not registered.
@@ -264,7 +298,9 @@ def registration(images, tolerance=2, max_shift=6):
 
 
 def _check_regions(regions, n_regions, func):
-    regions = np.asarray(regions)
+    from fervis.dataset import Dataset
+
+    regions = np.asarray(for_dataset(regions) if isinstance(regions, Dataset) else regions)
     if regions.ndim not in (2, 3) or regions.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise ValueError(
             f"The 'regions' parameter of fervis.regions.{func} must be one (48, 48) map or (n, 48, 48) "
@@ -298,8 +334,9 @@ def area_shares(regions, n_regions=len(REGION_NAMES)):
 
     Parameters
     ----------
-    regions : int array ``(48, 48)`` or ``(n, 48, 48)``
-        Region ids, e.g. :func:`template` or a synthetic dataset's ``regions``.
+    regions : int array ``(48, 48)`` or ``(n, 48, 48)``, or Dataset
+        Region ids, e.g. :func:`template` or a synthetic dataset's ``regions``; a Dataset stands
+        for :func:`for_dataset` of it.
     n_regions : int, default 9
         Number of region ids (columns of the result).
 
@@ -328,8 +365,9 @@ def shares(maps, regions, normalize="area", n_regions=len(REGION_NAMES)):
         Non-negative saliency maps, one per image. Signed maps (plain gradients, LIME weights)
         raise ``ValueError``: take ``np.abs`` or keep the positive part first, since the two
         answer different questions.
-    regions : int array ``(48, 48)`` or ``(n, 48, 48)``
-        One map for every image (:func:`template`) or one per image (synthetic faces).
+    regions : int array ``(48, 48)`` or ``(n, 48, 48)``, or Dataset
+        One map for every image (:func:`template`) or one per image (synthetic faces); a Dataset
+        stands for :func:`for_dataset` of it.
     normalize : {"area", None}, default "area"
         ``"area"``: concentration, the mass share divided by the region's area share (1 for a
         uniform map; NaN where a region is absent from the image). ``None``: the mass share;

@@ -127,7 +127,10 @@ def _check_maps(maps, n, shape, func, name="maps"):
 
 
 def _check_regions(regions, n, shape, region_names, func):
-    array = np.asarray(regions)
+    from fervis import regions as region_maps
+    from fervis.dataset import Dataset
+
+    array = np.asarray(region_maps.for_dataset(regions) if isinstance(regions, Dataset) else regions)
     if array.ndim == 2:
         array = np.broadcast_to(array, (n,) + array.shape)  # one template for every face
     if array.shape != (n,) + tuple(shape) or array.dtype.kind not in "iu":
@@ -920,9 +923,10 @@ def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, 
     ----------
     maps : float array ``(n, h, w)``
         Non-negative maps (from :func:`explain`).
-    regions : int array ``(n, h, w)``, or one ``(h, w)`` template for every face
+    regions : int array ``(n, h, w)``, or one ``(h, w)`` template for every face, or Dataset
         Region ids indexing ``region_names`` (synthetic ground truth, or
-        :func:`fervis.regions.template` for registered FER2013 crops).
+        :func:`fervis.regions.template` for registered FER2013 crops); a Dataset of the faces
+        stands for :func:`fervis.regions.for_dataset` of it.
     labels : int array ``(n,)``
         The class each face is counted under (true label or the explained class).
     region_names : sequence of str
@@ -1078,7 +1082,8 @@ def occlusion_check(model, images, regions, labels, region_names, class_names=CL
     ----------
     model : keras.Model
     images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
-    regions : int array ``(n, 48, 48)`` or one ``(48, 48)`` template
+    regions : int array ``(n, 48, 48)`` or one ``(48, 48)`` template, or Dataset
+        As for :func:`region_shares`.
     labels : int array ``(n,)``
         The class whose probability is tracked (the true label, usually).
     region_names : sequence of str

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["BUDGETS", "Session", "prepare"]
+from fervis.constants import BUDGETS  # the one budget table, re-exported: every notebook's BUDGET
 
-# quick: a notebook finishes in about a minute on 2 CPU cores; full: every face.
-BUDGETS = {
-    "quick": {"max_eval": 600, "max_train": 6000},
-    "full": {"max_eval": None, "max_train": None},
-}
+__all__ = ["BUDGETS", "Session", "prepare"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,12 +19,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fervis import report  # noqa: E402
+from fervis.constants import BUDGETS  # noqa: E402
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="the FER2013 file")
-    parser.add_argument("--budget", default="full", choices=("quick", "full"))
+    parser.add_argument("--budget", default="full", choices=tuple(BUDGETS))
     parser.add_argument("--model", default="pretrained:fer2013")
     parser.add_argument("--out", default=str(ROOT / "reports"), help="the reports folder")
     parser.add_argument("--reuse", action="store_true", help="extract from the existing report; run nothing")

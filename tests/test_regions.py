@@ -159,3 +159,44 @@ def test_registration_on_real_faces(fer2013_path):
     assert abs(result.eye_row - result.template_eye_row) < 1.5  # the template was read off this mean face
     assert abs(result.mouth_row - result.template_mouth_row) < 1.5
     assert 0.4 < result.within("rows")[0] < 0.95  # about half, far from all: the figure the notebook shows
+
+
+# --------------------------------------------------------------------------- for_dataset
+
+
+def _without_regions(dataset):
+    from fervis.dataset import Dataset
+
+    return Dataset(dataset.images, dataset.labels, dataset.splits, source="no regions")
+
+
+def test_for_dataset_gives_the_datasets_own_regions(synthetic_small):
+    got = regions.for_dataset(synthetic_small)
+    assert got.shape == synthetic_small.images.shape and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, synthetic_small.regions)
+    assert not got.flags.writeable
+
+
+def test_for_dataset_broadcasts_the_template_without_regions(synthetic_small):
+    plain = _without_regions(synthetic_small.take(np.arange(5)))
+    got = regions.for_dataset(plain)
+    assert got.shape == (5, 48, 48) and got.dtype == np.uint8 and not got.flags.writeable
+    for face in got:
+        np.testing.assert_array_equal(face, regions.template())
+    assert regions.for_dataset(_without_regions(synthetic_small.take(np.arange(0)))).shape == (0, 48, 48)
+
+
+@pytest.mark.parametrize("bad", [regions.template(), None, "synthetic"])
+def test_for_dataset_rejects_non_datasets(bad):
+    with pytest.raises(ValueError, match="'dataset' parameter of fervis.regions.for_dataset must be a fervis Dataset"):
+        regions.for_dataset(bad)
+
+
+def test_shares_take_a_dataset_for_its_regions(synthetic_small):
+    faces = synthetic_small.take(np.arange(4))
+    maps = np.random.default_rng(0).uniform(0, 1, (4, 48, 48))
+    np.testing.assert_array_equal(regions.shares(maps, faces), regions.shares(maps, faces.regions))
+    plain = _without_regions(faces)
+    np.testing.assert_allclose(regions.shares(maps, plain, normalize=None),  # one map: a matrix product
+                               regions.shares(maps, regions.template(), normalize=None), rtol=1e-12)
+    np.testing.assert_array_equal(regions.area_shares(plain), regions.area_shares(regions.for_dataset(plain)))

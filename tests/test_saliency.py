@@ -362,6 +362,22 @@ def test_region_shares_bad_input(kwargs, match):
         saliency.region_shares(**args)
 
 
+def test_region_functions_take_a_dataset_for_its_regions(synthetic_small):
+    from fervis.dataset import Dataset
+
+    faces = synthetic_small.take(np.arange(12))
+    maps = np.random.default_rng(2).uniform(0, 1, (12, 48, 48))
+    by_dataset = saliency.region_shares(maps, faces, faces.labels, faces.region_names)
+    by_array = saliency.region_shares(maps, faces.regions, faces.labels, faces.region_names)
+    pd.testing.assert_frame_equal(by_dataset, by_array)
+    plain = Dataset(faces.images, faces.labels, faces.splits)  # no regions: the template for every face
+    by_template = saliency.region_shares(maps, plain, plain.labels, regions.REGION_NAMES)
+    pd.testing.assert_frame_equal(by_template, saliency.region_shares(maps, regions.template(), plain.labels,
+                                                                      regions.REGION_NAMES))
+    with pytest.raises(ValueError, match=r"'regions' parameter .* shaped \(3, 48, 48\)"):
+        saliency.region_shares(maps[:3], faces, faces.labels[:3], faces.region_names)  # 12 faces for 3 maps
+
+
 def test_cue_check_counts_cue_regions():
     template = regions.template()
     mouth = (template == MOUTH).astype(float)
