@@ -174,7 +174,8 @@ def confusion(y_true, y_pred, normalize=None, class_names=CLASS_NAMES):
     Returns
     -------
     pandas.DataFrame ``(k, k)``
-        Index named ``true``, columns named ``predicted``.
+        Index named ``true``, columns named ``predicted``: :func:`fervis.models.confusion_matrix`
+        (which :func:`fervis.training.evaluate` and ``fervis.monitoring.Monitor`` count with too).
 
     Example
     -------
@@ -182,7 +183,8 @@ def confusion(y_true, y_pred, normalize=None, class_names=CLASS_NAMES):
     [[1, 0], [1, 1]]
     """
     import pandas as pd
-    from sklearn.metrics import confusion_matrix
+
+    from fervis import models
 
     func = "confusion"
     if normalize not in (None, "true", "pred", "all"):
@@ -194,8 +196,7 @@ def confusion(y_true, y_pred, normalize=None, class_names=CLASS_NAMES):
     n = len(y_pred_arr)
     y_true = _labels(y_true, n, k, func)
     y_hat = _predicted(y_pred_arr, n, k, func)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cm = confusion_matrix(y_true, y_hat, labels=np.arange(k), normalize=normalize)
+    cm = models.confusion_matrix(y_true, y_hat, k, normalize=normalize)  # the one count, shared with training
     return pd.DataFrame(cm, index=pd.Index(names, name="true"), columns=pd.Index(names, name="predicted"))
 
 

@@ -36,8 +36,10 @@ is one ``tf.function`` per (model, method, layer), traced once with a batch dime
 a model that keeps training is explained as it is now).
 
 Scores are the class logits: for a softmax output, the softmax is bypassed while the graph
-is traced (what tf-keras-vis' ``ReplaceToLinear`` does, without changing or cloning the
-model). Score-CAM scores masked inputs by their probability, as its paper does.
+is traced (:func:`fervis.models.bypass_softmax`, what tf-keras-vis' ``ReplaceToLinear`` does,
+without cloning the model, so the graph follows its live weights; :func:`fervis.models.to_logits`
+is the copying twin, and both find the softmax with :func:`fervis.models.softmax_layer`).
+Score-CAM scores masked inputs by their probability, as its paper does.
 """
 
 from __future__ import annotations
@@ -162,14 +164,6 @@ def _check_labels(labels, n, num_classes, func, name="labels"):
 # --------------------------------------------------------------------------- graphs
 
 
-def _output_layer(model):
-    """The layer that produces ``model``'s output, following nested models."""
-    import keras
-
-    layer = model.outputs[0]._keras_history[0]
-    return _output_layer(layer) if isinstance(layer, keras.Model) else layer
-
-
 class _Patch:
     """Temporarily override attributes of layers while a graph is traced; always restored."""
 
@@ -192,17 +186,6 @@ class _Patch:
                 object.__delattr__(obj, name)
         self._saved.clear()
         return False
-
-
-def _bypass_softmax(patch, model):
-    """Make ``model`` output logits while the graph is traced (its softmax becomes linear)."""
-    import keras
-
-    layer = _output_layer(model)
-    if isinstance(layer, keras.layers.Softmax):
-        patch.set(layer, "call", lambda inputs, *args, **kwargs: inputs)
-    elif getattr(getattr(layer, "activation", None), "__name__", None) == "softmax":
-        patch.set(layer, "activation", keras.activations.linear)
 
 
 def _capture(patch, layer, tape, found):
@@ -228,18 +211,16 @@ def _graph(model, key, build):
 def _forward_graph(model, logits=False):
     import tensorflow as tf
 
-    if not logits:
-        from fervis import models
+    from fervis import models
 
+    if not logits:
         return models.forward_graph(model)  # the package's one forward path and its cache
     h, w, c = model.input_shape[1:]
 
     def build(ref):
         @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.float32)], reduce_retracing=True)
         def forward(x):
-            with _Patch() as patch:
-                if logits:
-                    _bypass_softmax(patch, ref())
+            with models.bypass_softmax(ref()):
                 return ref()(x, training=False)
 
         return forward
@@ -260,14 +241,15 @@ def _gradient_graph(model):
     """Input gradients of the class logit, plus the class used, for a batch."""
     import tensorflow as tf
 
+    from fervis import models
+
     h, w, c = model.input_shape[1:]
 
     def build(ref):
         @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.float32),
                                       tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
         def gradient(x, class_idx):
-            with _Patch() as patch:
-                _bypass_softmax(patch, ref())
+            with models.bypass_softmax(ref()):
                 with tf.GradientTape() as tape:
                     tape.watch(x)
                     score, chosen = _pick(ref()(x, training=False), class_idx)
@@ -346,6 +328,8 @@ def _cam_graph(model, layers, variant):
     """
     import tensorflow as tf
 
+    from fervis import models
+
     h, w, c = model.input_shape[1:]
 
     def build(ref):
@@ -353,8 +337,7 @@ def _cam_graph(model, layers, variant):
                                       tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
         def cam(x, class_idx):
             found = [[] for _ in layers]
-            with _Patch() as patch:
-                _bypass_softmax(patch, ref())
+            with models.bypass_softmax(ref()), _Patch() as patch:
                 with tf.GradientTape() as tape:
                     for layer, into in zip(layers, found):
                         _capture(patch, layer, tape, into)

@@ -876,8 +876,6 @@ def evaluate(model, dataset, split="PublicTest", tta="none", batch_size=256):
     >>> evaluate(model, dataset)["accuracy"]  # doctest: +SKIP
     0.71
     """
-    from sklearn.metrics import confusion_matrix
-
     func = "fervis.training.evaluate"
     if not isinstance(model, keras.Model):
         raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
@@ -908,10 +906,8 @@ def evaluate(model, dataset, split="PublicTest", tta="none", batch_size=256):
         )
     probs = recipes.predict(model, subset.images, tta=tta, batch_size=batch_size)
     y_pred = probs.argmax(axis=1)
-    cm = confusion_matrix(y_true, y_pred, labels=np.arange(k))
-    support = cm.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(support > 0, cm.diagonal() / np.maximum(support, 1), np.nan)
+    cm = models.confusion_matrix(y_true, y_pred, k)
+    recall = models.class_recall(cm)
     return {
         "split": split,
         "tta": tta,
