@@ -294,7 +294,9 @@ def test_vectorised_neighbourhood_equals_lime_reference(faces):
     def classifier_fn(batch):
         return np.stack([batch[..., 0].mean(axis=(1, 2)), batch[..., 0].std(axis=(1, 2))], axis=1)
 
-    ours = labels._explainer_class()(random_state=7).data_labels(image, fudged, segments, classifier_fn, 50)
+    from fervis import saliency
+
+    ours = saliency._lime_explainer_class()(random_state=7).data_labels(image, fudged, segments, classifier_fn, 50)
     reference = lime_image.LimeImageExplainer(random_state=7).data_labels(
         image, fudged, segments, classifier_fn, 50, batch_size=50)
     assert np.array_equal(ours[0], reference[0])

@@ -633,8 +633,12 @@ def test_saliency_explorer_redraws(tiny, faces):
     assert box.figure._suptitle.get_text().endswith("map for surprise")
     box.method.value = "smoothgrad"
     assert not box.noise.disabled and box.figure._suptitle.get_text().startswith("SmoothGrad")  # method_label
-    with pytest.raises(ValueError, match=r"'methods' parameter"):
-        widgets.saliency_explorer(tiny, faces[0], methods=["lime"])
+    with pytest.raises(ValueError, match=r"'methods' parameter .*'layercam', 'lime'\]. Got \['nope'\]"):
+        widgets.saliency_explorer(tiny, faces[0], methods=["nope"])
+    assert "lime" not in widgets.saliency_explorer(tiny, faces[0], methods=None).method.options  # not unasked
+    box = widgets.saliency_explorer(tiny, faces[0], methods=["gradient", "lime"])  # asked for: LIME's maps too
+    box.method.value = "lime"
+    assert box.noise.disabled and box.figure._suptitle.get_text().startswith("LIME: #0")
 
 
 # --------------------------------------------------------------------------- the notebook on FER2013
