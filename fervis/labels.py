@@ -808,7 +808,8 @@ def cell_saliency(model, images, true, predicted, method="gradient", batch_size=
         Faces of one confusion cell (:func:`confusion_cell`).
     true, predicted : int or str
     method : str, default "gradient"
-        Any method of :func:`fervis.saliency.explain` (each runs in a ``tf.function``).
+        Any method of :func:`fervis.saliency.explain` (:data:`fervis.saliency.ALL_METHODS`; the
+        gradient methods run in a ``tf.function``, ``"lime"`` gives its positive superpixel weights).
     batch_size : int, default 64
     class_names : sequence of str
 

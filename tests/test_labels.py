@@ -402,6 +402,16 @@ def test_cell_saliency_gives_true_predicted_and_difference(request, model_name, 
     assert maps_true.max() == pytest.approx(1.0) and not np.allclose(maps_true, maps_pred)
 
 
+def test_cell_saliency_takes_lime_like_any_method(tiny_model, noise_faces):
+    """LIME through saliency.explain: positive maps scaled to 1, one per face and class."""
+    maps_true, maps_pred, diff = labels.cell_saliency(tiny_model, noise_faces, "disgust", "angry", method="lime")
+    assert maps_true.shape == maps_pred.shape == (3, 48, 48) and maps_true.min() >= 0
+    assert np.allclose(maps_true.reshape(3, -1).max(axis=1), 1.0) and np.allclose(diff, maps_pred - maps_true)
+    signed = labels.lime_explain(tiny_model, noise_faces, class_idx="disgust", batch_size=64)
+    positive = np.clip(signed, 0, None)
+    np.testing.assert_allclose(maps_true, positive / positive.reshape(3, -1).max(axis=1)[:, None, None], rtol=1e-6)
+
+
 def test_ambiguous_faces_lists_the_highest_loss_first():
     y_true = np.array([0, 0, 0, 3])
     probs = np.array([[0.9, 0.1, 0, 0, 0, 0, 0], [0.1, 0.0, 0.0, 0.8, 0.1, 0, 0],
