@@ -681,8 +681,10 @@ def _check_option(method, name, value, n, input_shape):
         return _max_steps(_int_option(value, name, func))
     if name == "noise":
         return _real_option(value, name, func, 0.0, 10.0)
-    if name == "seed":
-        return _int_option(value, name, func, low=-2 ** 63)
+    if name == "seed":  # any int: each method folds it into the range its generator takes
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"The 'seed' parameter of {func} must be an int. Got {value!r} instead.")
+        return int(value)
     if name == "top_n":
         return None if value is None else _int_option(value, name, func)
     if name == "num_segments":
@@ -694,7 +696,7 @@ def _check_option(method, name, value, n, input_shape):
     if name == "hide_color":
         return None if value is None else _real_option(value, name, func)
     if name == "sign":
-        if value not in ("positive", "signed"):
+        if not isinstance(value, str) or value not in ("positive", "signed"):
             raise ValueError(f"The 'sign' parameter of {func} must be one of ['positive', 'signed']. "
                              f"Got {value!r} instead.")
         return value

@@ -726,6 +726,8 @@ def test_lime_on_the_residual_model_and_other_channel_counts(residual_model, fac
     ("lime", {"segments": np.zeros((6, 48, 48))}, r"'segments' parameter .* integer superpixel ids shaped "
                                                   r"\(6, 48, 48\)"),
     ("smoothgrad", {"noise": 11}, r"'noise' parameter of fervis.saliency.explain \(method 'smoothgrad'\)"),
+    ("smoothgrad", {"seed": 1.5}, r"'seed' parameter of fervis.saliency.explain \(method 'smoothgrad'\) must be an "
+                                  r"int. Got 1.5"),
     ("scorecam", {"top_n": 0}, r"'top_n' parameter"),
     ("gradcam", {"layer_name": "nope"}, r"'layer_name' parameter .*'nope'"),
 ])
