@@ -232,11 +232,8 @@ def _own_scaling(model):
 
 
 def _softmax_output(model):
-    last = model.outputs[0]._keras_history[0]
-    while isinstance(last, keras.Model):
-        last = last.outputs[0]._keras_history[0]
-    activation = getattr(getattr(last, "activation", None), "__name__", None)
-    return isinstance(last, keras.layers.Softmax) or activation == "softmax", last.name
+    """Whether ``model``'s output is a softmax (the rule of :func:`fervis.models.softmax_layer`), and its output layer's name."""
+    return models.softmax_layer(model) is not None, models.output_layer(model).name
 
 
 def _outputs(model, faces, input_shape, convention):

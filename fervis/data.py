@@ -47,7 +47,6 @@ import os
 import queue
 import re
 import stat
-import tempfile
 import threading
 import warnings
 import zipfile
@@ -59,7 +58,7 @@ import numpy as np
 
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE, SPLITS
 from fervis.dataset import SPLIT_ALIASES, SPLIT_DTYPE, Dataset, fingerprint_arrays, normalize_name
-from fervis.files import fervis_home
+from fervis.files import fervis_home, write_atomic
 
 __all__ = ["Dataset", "load", "describe", "fingerprint_arrays"]
 
@@ -1007,25 +1006,21 @@ def _read_cache(key):
 
 
 def _write_cache(key, images, labels, splits, fingerprint, resized, first, regions=None):
-    """Write atomically: a temporary file in the cache folder, then ``os.replace``."""
+    """Write atomically (:func:`fervis.files.write_atomic`); a cache that cannot be written is a warning."""
     folder = _cache_dir()
-    tmp = None
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
             np.savez(f, images=images, labels=labels, splits=splits, fingerprint=np.array(fingerprint),
                      resized=np.array(resized), first=np.array(first or ""),
                      version=np.array(_CACHE_VERSION), **({} if regions is None else {"regions": regions}))
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is as readable as any user file
-        os.replace(tmp, folder / f"{key}.npz")
-        tmp = None
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / f"{key}.npz", write, what="data cache")
     except OSError as exc:
         warnings.warn(f"could not write the data cache in {folder} ({exc}); continuing without it.",
                       UserWarning, stacklevel=3)
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # --- describe ----------------------------------------------------------------------------------

@@ -53,24 +53,38 @@ def temporary_path(path, suffix=".tmp"):
     return pathlib.Path(name)
 
 
-def write_atomic(path, data, encoding="utf-8"):
-    """Write ``data`` (``str`` or ``bytes``) to ``path`` whole.
+def write_atomic(path, data, encoding="utf-8", suffix=".tmp", what="file"):
+    """Write ``path`` whole: ``data`` (``str``, ``bytes``, or a function that writes a file).
 
     The data goes to a new temporary file beside ``path`` (:func:`temporary_path`), which then
     replaces ``path`` with ``os.replace`` (a symlink at ``path`` is replaced, not followed); if
-    writing fails, the temporary file is removed and ``path`` is left as it was.
+    writing fails, the temporary file is removed and ``path`` is left as it was. This is the one
+    atomic write of fervis: the data cache, checkpoints, models, histories and monitoring logs.
 
     Parameters
     ----------
     path : str or path-like
-    data : str or bytes
+    data : str, bytes or callable
+        A callable is called with the temporary file's path (a ``pathlib.Path``) and writes it
+        (Keras' ``model.save``; ``np.savez`` into ``open(tmp, "wb")``).
     encoding : str, default "utf-8"
         Used for ``str`` data.
+    suffix : str, default ".tmp"
+        Of the temporary file (Keras wants ``".keras"``).
+    what : str, default "file"
+        Names the file in the error of a failed write: ``"Cannot write checkpoint '...' (via
+        .checkpoint.keras.x1y2.keras): No space left on device"``.
 
     Returns
     -------
     pathlib.Path
         ``path``.
+
+    Raises
+    ------
+    OSError
+        A failed write (a full disk), naming ``what``, ``path`` and the temporary file, with the
+        original ``errno``.
 
     Example
     -------
@@ -79,15 +93,23 @@ def write_atomic(path, data, encoding="utf-8"):
     'hello'
     """
     path = pathlib.Path(os.fspath(path))
-    if not isinstance(data, (str, bytes)):
-        raise TypeError(f"write_atomic writes str or bytes to {str(path)!r}. Got {type(data).__name__} instead.")
+    if not isinstance(data, (str, bytes)) and not callable(data):
+        raise TypeError(f"write_atomic writes str or bytes, or calls a function that writes, to {str(path)!r}. "
+                        f"Got {type(data).__name__} instead.")
     if isinstance(data, str):
         data = data.encode(encoding)
-    tmp = temporary_path(path)
+    tmp = temporary_path(path, suffix=suffix)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        if callable(data):
+            data(tmp)
+        else:
+            with open(tmp, "wb") as f:
+                f.write(data)
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        message = f"Cannot write {what} {str(path)!r} (via {tmp.name}): {err.strerror or err}"
+        raise (OSError(err.errno, message) if err.errno is not None else OSError(message)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

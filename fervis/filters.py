@@ -423,12 +423,10 @@ def _settings(preset, func):
 def _part(model, layer_name):
     """``model`` truncated at ``layer_name``; a softmax output is read as logits."""
     layer = models.find_layer(model, layer_name)
-    activation = getattr(getattr(layer, "activation", None), "__name__", None)
-    if activation == "softmax" or isinstance(layer, keras.layers.Softmax):
-        try:
-            model = models.to_logits(model)  # probabilities saturate; ascend the logit instead
-        except ValueError:
-            pass  # a softmax that is not the output: ascend the probability
+    # The output softmax: probabilities saturate, so ascend the logit instead (another softmax
+    # layer, inside the network, is ascended as it is).
+    if layer is models.softmax_layer(model):
+        model = models.to_logits(model)
     return models.truncate_at(model, layer_name)
 
 

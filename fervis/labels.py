@@ -10,7 +10,9 @@ like angry) against numbers:
   Guo et al., "On Calibration of Modern Neural Networks", ICML 2017; per class as the
   class-wise ECE of Kull et al., NeurIPS 2019) and :func:`support_recall`.
 * **LIME** (Ribeiro, Singh & Guestrin, "Why Should I Trust You?", KDD 2016) sized for 48x48
-  grayscale faces: :func:`lime_explain` wraps ``lime.lime_image`` with SLIC superpixels
+  grayscale faces: :func:`lime_explain` (signed weights; the engine is
+  ``fervis.saliency.explain(..., method="lime")``, whose maps keep the positive part like the
+  other saliency methods) wraps ``lime.lime_image`` with SLIC superpixels
   (Achanta et al., TPAMI 2012; lime's default quickshift makes two or three regions on a 48x48
   face), 3-channel images for LIME and raw 1-channel pixels for the model, one batched model
   call per face, and seeds for both the segmentation and the sampling (lime issue #477:
@@ -40,6 +42,7 @@ import numpy as np
 
 from fervis._checks import class_index, class_indices, class_labels, default_names, face_pixels, probabilities
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE
+from fervis.saliency import lime_segments  # re-exported: LIME's superpixels live with its engine
 
 __all__ = [
     "class_index", "class_distribution", "confusion", "class_report", "confused_pairs", "reliability",
@@ -174,7 +177,8 @@ def confusion(y_true, y_pred, normalize=None, class_names=CLASS_NAMES):
     Returns
     -------
     pandas.DataFrame ``(k, k)``
-        Index named ``true``, columns named ``predicted``.
+        Index named ``true``, columns named ``predicted``: :func:`fervis.models.confusion_matrix`
+        (which :func:`fervis.training.evaluate` and ``fervis.monitoring.Monitor`` count with too).
 
     Example
     -------
@@ -182,7 +186,8 @@ def confusion(y_true, y_pred, normalize=None, class_names=CLASS_NAMES):
     [[1, 0], [1, 1]]
     """
     import pandas as pd
-    from sklearn.metrics import confusion_matrix
+
+    from fervis import models
 
     func = "confusion"
     if normalize not in (None, "true", "pred", "all"):
@@ -194,8 +199,7 @@ def confusion(y_true, y_pred, normalize=None, class_names=CLASS_NAMES):
     n = len(y_pred_arr)
     y_true = _labels(y_true, n, k, func)
     y_hat = _predicted(y_pred_arr, n, k, func)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cm = confusion_matrix(y_true, y_hat, labels=np.arange(k), normalize=normalize)
+    cm = models.confusion_matrix(y_true, y_hat, k, normalize=normalize)  # the one count, shared with training
     return pd.DataFrame(cm, index=pd.Index(names, name="true"), columns=pd.Index(names, name="predicted"))
 
 
@@ -517,102 +521,6 @@ def example_faces(y_true, probs, per_class=2, class_names=CLASS_NAMES):
 # --------------------------------------------------------------------------- LIME
 
 
-def lime_segments(images, num_segments=50, compactness=0.1, sigma=0.5):
-    """SLIC superpixels sized for 48x48 faces: a few dozen regions that follow the features.
-
-    Parameters
-    ----------
-    images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``, 0-255
-    num_segments : int, default 50
-        SLIC's target; a face gets about 30-40 connected superpixels.
-    compactness : float, default 0.1
-        Shape against intensity (on pixels scaled to [0, 1]): larger gives a squarer grid.
-    sigma : float, default 0.5
-        Gaussian smoothing before segmenting.
-
-    Returns
-    -------
-    ndarray int32 ``(n, 48, 48)``
-        Superpixel ids ``0 .. m-1`` per face, contiguous. SLIC is deterministic: the same
-        face always gets the same segmentation.
-
-    Example
-    -------
-    >>> lime_segments(np.zeros((1, 48, 48))).shape
-    (1, 48, 48)
-    """
-    from skimage.segmentation import slic
-
-    func = "lime_segments"
-    x = _faces(images, func)[..., 0] / 255.0
-    num_segments = _int(num_segments, "num_segments", func, 2, IMAGE_SIZE * IMAGE_SIZE)
-    compactness = _real(compactness, "compactness", func, 0.0, low_open=True)
-    sigma = _real(sigma, "sigma", func, 0.0)
-    out = np.empty(x.shape, np.int32)
-    for i, face in enumerate(x):
-        seg = slic(face, n_segments=num_segments, compactness=compactness, sigma=sigma, channel_axis=None,
-                   start_label=0, enforce_connectivity=True)
-        out[i] = np.unique(seg, return_inverse=True)[1].reshape(seg.shape)
-    return out
-
-
-def _explainer_class():
-    from lime import lime_image
-
-    class Explainer(lime_image.LimeImageExplainer):
-        """lime's explainer with the neighbourhood built in one numpy step.
-
-        lime builds each perturbed image in a Python loop (a deep copy and one mask per
-        switched-off superpixel) behind a tqdm bar; here the same random draws, in the same
-        order, make all of them at once, so results equal lime's own for the same seed.
-        """
-
-        def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
-            n_features = np.unique(segments).shape[0]
-            data = self.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
-            data[0, :] = 1
-            keep = data.astype(bool)[:, segments]
-            if image.ndim == 3 and np.array_equal(image, image[..., :1].repeat(image.shape[-1], -1)):
-                # A grey image in LIME's 3 channels: build one channel and show it three times
-                # (a view), 30x faster than np.where over all three.
-                grey = np.where(keep, image[None, ..., 0], fudged_image[None, ..., 0])
-                batch = np.broadcast_to(grey[..., None], grey.shape + image.shape[-1:])
-            else:
-                batch = np.where(keep[..., None], image[None], fudged_image[None])
-            return data, np.asarray(classifier_fn(batch))
-
-    return Explainer
-
-
-def _lime_weights(model, x, classes, segments, num_samples, seed, batch_size, hide_color, kernel_width):
-    """Per face: LIME's weight for each superpixel, for class ``classes[i]``."""
-    from fervis import saliency
-
-    Explainer = _explainer_class()
-
-    def classifier_fn(batch):
-        # LIME hands over its 3-channel copies; the model takes the raw grey channel.
-        return saliency.predict(model, batch[..., :1], batch_size=batch_size)
-
-    weights = []
-    for i in range(len(x)):
-        seg = segments[i]
-        m = int(seg.max()) + 1
-        # A fresh RandomState per face: a face's explanation does not depend on the others.
-        explainer = Explainer(kernel_width=kernel_width, random_state=np.random.RandomState(seed))
-        image = np.repeat(x[i], 3, axis=-1)  # float32: half the memory of lime's float64 copies
-        c = int(classes[i])
-        exp = explainer.explain_instance(
-            image, classifier_fn, labels=(c,), top_labels=None, hide_color=hide_color, num_features=m,
-            num_samples=num_samples, batch_size=num_samples, segmentation_fn=lambda _image, seg=seg: seg,
-            random_seed=seed)
-        w = np.zeros(m)
-        for feature, value in exp.local_exp[c]:
-            w[feature] = value
-        weights.append(w)
-    return weights
-
-
 def lime_explain(model, images, class_idx=None, num_samples=1000, num_segments=50, seed=0, batch_size=500,
                  segments=None, hide_color=None, kernel_width=0.25):
     """LIME maps: each pixel carries its superpixel's weight for the class (+ for, - against).
@@ -644,7 +552,10 @@ def lime_explain(model, images, class_idx=None, num_samples=1000, num_segments=5
     Returns
     -------
     ndarray float32 ``(n, 48, 48)``
-        The superpixel weights of LIME's local linear model, painted on the pixels.
+        The superpixel weights of LIME's local linear model, painted on the pixels:
+        :func:`fervis.saliency.explain` with ``method="lime"``, ``normalize=False`` and
+        ``options={"sign": "signed"}`` (the one LIME engine; its default maps keep the positive
+        part, scaled to a maximum of 1, like every other saliency map).
 
     Example
     -------
@@ -657,31 +568,16 @@ def lime_explain(model, images, class_idx=None, num_samples=1000, num_segments=5
     func = "lime_explain"
     k = _model(model, func)
     x = _faces(images, func)
-    n = len(x)
-    classes = _classes(class_idx, n, func, _default_names(k))
+    classes = _classes(class_idx, len(x), func, _default_names(k))
     num_samples = _int(num_samples, "num_samples", func, 2)
     seed = _int(seed, "seed", func, 0, 2 ** 32 - 1)
-    batch_size = _int(batch_size, "batch_size", func)
-    kernel_width = _real(kernel_width, "kernel_width", func, 0.0, low_open=True)
     if hide_color is not None:
         hide_color = _real(hide_color, "hide_color", func, 0.0, 255.0)
-    if segments is None:
-        segments = lime_segments(x, num_segments)
-    else:
-        segments = np.asarray(segments)
-        if segments.shape != (n, IMAGE_SIZE, IMAGE_SIZE) or segments.dtype.kind not in "iu" or (
-                segments.size and segments.min() < 0):
-            raise ValueError(f"The 'segments' parameter of {_name(func)} must be non-negative integer superpixel "
-                             f"ids shaped {(n, IMAGE_SIZE, IMAGE_SIZE)}. Got dtype {segments.dtype} and shape "
-                             f"{segments.shape} instead.")
-        segments = np.stack([np.unique(s, return_inverse=True)[1].reshape(s.shape) for s in segments]) if n else \
-            segments.astype(np.int64)
-    if n == 0:
-        return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32)
-    if (classes < 0).any():
-        classes = np.where(classes < 0, saliency.predict(model, x, batch_size=batch_size).argmax(axis=1), classes)
-    weights = _lime_weights(model, x, classes, segments, num_samples, seed, batch_size, hide_color, kernel_width)
-    return np.stack([w[s] for w, s in zip(weights, segments)]).astype(np.float32)
+    # The one LIME engine, behind saliency.explain; here its signed weights, unscaled.
+    return saliency.explain(
+        model, x, "lime", class_idx=None if (classes < 0).all() else classes, batch_size=batch_size, normalize=False,
+        options={"samples": num_samples, "num_segments": num_segments, "segments": segments, "seed": seed,
+                 "kernel_width": kernel_width, "hide_color": hide_color, "sign": "signed"})
 
 
 def _superpixel_weights(maps, segments):
@@ -903,7 +799,8 @@ def cell_saliency(model, images, true, predicted, method="gradient", batch_size=
         Faces of one confusion cell (:func:`confusion_cell`).
     true, predicted : int or str
     method : str, default "gradient"
-        Any method of :func:`fervis.saliency.explain` (each runs in a ``tf.function``).
+        Any method of :func:`fervis.saliency.explain` (:data:`fervis.saliency.ALL_METHODS`; the
+        gradient methods run in a ``tf.function``, ``"lime"`` gives its positive superpixel weights).
     batch_size : int, default 64
     class_names : sequence of str
 

@@ -10,8 +10,9 @@ Models are read with Keras ``safe_mode=True`` only, from ``.keras`` archives or 
 Third-party classifiers that expect another input size, channel count or value range are
 brought to the fervis contract by :func:`adapt`, with built-in layers only, so the adapted
 model still saves and loads under ``safe_mode``; :func:`ensemble` averages several classifiers
-into one model that every explanation takes like any other. :func:`find_layer`, :func:`truncate_at`
-and :func:`to_logits` are the model surgery every explanation module needs.
+into one model that every explanation takes like any other. :func:`find_layer`, :func:`truncate_at`,
+:func:`to_logits` and :func:`bypass_softmax` are the model surgery every explanation module needs;
+:func:`predict` is the one forward path and :func:`confusion_matrix` the one count of its hits.
 
 The ``vgg`` design follows the VGG variants that do well on FER2013 (Khaireddin & Chen,
 "Facial Emotion Recognition: State of the Art Performance on FER2013", 2021): stacked
@@ -21,6 +22,7 @@ The ``vgg`` design follows the VGG variants that do well on FER2013 (Khaireddin 
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import pathlib
@@ -39,7 +41,8 @@ __all__ = [
     "ARCHITECTURES", "PRETRAINED", "ModelFileError", "spec", "build", "load", "load_pretrained", "pretrained_path",
     "pretrained_card", "resolve", "preprocess", "adapt", "find_layer", "named_layers", "layer_paths", "path_of",
     "canonical_layer_name", "conv_layers", "last_conv_layer", "last_conv_layers", "cam_layers", "ensemble_members",
-    "truncate_at", "to_logits", "ensemble", "forward_graph", "predict",
+    "truncate_at", "to_logits", "output_layer", "softmax_layer", "bypass_softmax", "ensemble", "forward_graph",
+    "predict", "confusion_matrix", "class_recall",
 ]
 
 # (filters per block, convs per block, dense width, dropout)
@@ -1067,13 +1070,40 @@ def _is_softmax(layer):
     return getattr(getattr(layer, "activation", None), "__name__", None) == "softmax"
 
 
-def _softmax_layer(model):
-    """The layer whose softmax produces ``model``'s output, following nested models."""
-    layer = model.outputs[0]._keras_history[0] if len(model.outputs) == 1 else None
-    if isinstance(layer, keras.Model):
-        return _softmax_layer(layer)
-    if layer is None or not _is_softmax(layer):
-        name = getattr(layer, "name", None)
+def output_layer(model):
+    """The layer that produces ``model``'s (first) output, following nested models.
+
+    Example
+    -------
+    >>> output_layer(build("tiny")).name
+    'predictions'
+    """
+    layer = model.outputs[0]._keras_history[0]
+    return output_layer(layer) if isinstance(layer, keras.Model) else layer
+
+
+def softmax_layer(model):
+    """The layer whose softmax produces ``model``'s output, or ``None`` when the output is not a softmax.
+
+    The one rule for finding the softmax to bypass: the output layer (:func:`output_layer`,
+    nested models followed) is a ``Softmax`` layer or has ``activation=softmax``.
+    :func:`to_logits` and :func:`bypass_softmax` both use it.
+
+    Example
+    -------
+    >>> softmax_layer(build("tiny")).name
+    'predictions'
+    """
+    if len(model.outputs) != 1:
+        return None
+    layer = output_layer(model)
+    return layer if _is_softmax(layer) else None
+
+
+def _require_softmax(model):
+    layer = softmax_layer(model)
+    if layer is None:
+        name = getattr(output_layer(model), "name", None) if len(model.outputs) == 1 else None
         raise ValueError(
             f"The output of model {model.name!r} must come from a softmax layer for to_logits. "
             f"Got output layer {name!r} instead."
@@ -1081,11 +1111,57 @@ def _softmax_layer(model):
     return layer
 
 
+@contextlib.contextmanager
+def bypass_softmax(model):
+    """Within the block, ``model`` itself outputs logits: its softmax (:func:`softmax_layer`) is linear.
+
+    The live-weights twin of :func:`to_logits`: nothing is copied, so a ``tf.function`` traced
+    inside the block keeps the linear output and keeps following ``model``'s weights as it goes
+    on training (the saliency graphs of :mod:`fervis.saliency`, which ``fervis.monitoring`` calls
+    every epoch). What tf-keras-vis' ``ReplaceToLinear`` does, undone on leaving the block, also
+    on error. A model whose output is not a softmax (already logits) is left as it is.
+
+    Parameters
+    ----------
+    model : keras.Model
+
+    Yields
+    ------
+    keras.Model
+        ``model``.
+
+    Example
+    -------
+    >>> with bypass_softmax(model):  # doctest: +SKIP
+    ...     logits = model(x)
+    """
+    layer = softmax_layer(model)
+    if layer is None:
+        yield model
+        return
+    if isinstance(layer, keras.layers.Softmax):
+        name, value = "call", (lambda inputs, *args, **kwargs: inputs)
+    else:
+        name, value = "activation", keras.activations.linear
+    had, old = name in layer.__dict__, layer.__dict__.get(name)
+    object.__setattr__(layer, name, value)  # not Keras' __setattr__: no tracking, nothing rebuilt
+    try:
+        yield model
+    finally:
+        if had:
+            object.__setattr__(layer, name, old)
+        else:
+            object.__delattr__(layer, name)
+
+
 def to_logits(model):
     """A copy of ``model`` whose final softmax is linear, so it outputs pre-softmax scores.
 
     Saliency on logits avoids the saturation of softmax probabilities. ``model`` itself is
-    not changed (unlike ``tf_keras_vis``'s in-place ``ReplaceToLinear``).
+    not changed (unlike ``tf_keras_vis``'s in-place ``ReplaceToLinear``). The copy is taken
+    once: it does not follow ``model``'s weights afterwards. For a graph that must (saliency
+    while a model trains) use :func:`bypass_softmax`; both find the softmax with
+    :func:`softmax_layer`.
 
     Parameters
     ----------
@@ -1108,7 +1184,7 @@ def to_logits(model):
         raise ValueError(
             f"The 'model' parameter of fervis.models.to_logits must be a keras.Model. Got {model!r} instead."
         )
-    target = _softmax_layer(model)
+    target = _require_softmax(model)
 
     def clone_layer(layer):
         config = layer.get_config()
@@ -1258,3 +1334,55 @@ def predict(model, images, batch_size=256):
     forward = forward_graph(model)
     out = [np.asarray(forward(x[a:a + batch_size])) for a in range(0, len(x), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, k), np.float32)
+
+
+# --------------------------------------------------------------------------- counting predictions
+
+
+def confusion_matrix(y_true, y_pred, num_classes, normalize=None):
+    """The one confusion matrix of fervis: rows are the true class, columns the predicted class.
+
+    :func:`sklearn.metrics.confusion_matrix` with every class's row and column kept (also a class
+    no face has). ``fervis.labels.confusion`` (a labelled table), :func:`fervis.training.evaluate`
+    and ``fervis.monitoring.Monitor`` (per epoch) all count with it.
+
+    Parameters
+    ----------
+    y_true, y_pred : int array ``(n,)``
+        Class indices in ``[0, num_classes)``, already checked by the caller.
+    num_classes : int
+    normalize : {None, "true", "pred", "all"}, default None
+        As in scikit-learn: ``"true"`` divides each row by its class's support.
+
+    Returns
+    -------
+    ndarray ``(num_classes, num_classes)``
+        int64 counts, or float64 shares when ``normalize`` is given.
+
+    Example
+    -------
+    >>> confusion_matrix([0, 1, 1], [0, 0, 1], 3).tolist()
+    [[1, 0, 0], [1, 1, 0], [0, 0, 0]]
+    """
+    from sklearn.metrics import confusion_matrix as counts
+
+    labels = np.arange(int(num_classes))
+    if not len(y_true):  # scikit-learn refuses no faces; no faces is no counts
+        return np.zeros((len(labels),) * 2, np.int64 if normalize is None else np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = counts(np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64), labels=labels, normalize=normalize)
+    return out.astype(np.int64) if normalize is None else out
+
+
+def class_recall(counts):
+    """Per-class recall from a confusion matrix (:func:`confusion_matrix`): NaN for a class without faces.
+
+    Example
+    -------
+    >>> class_recall(np.array([[3, 1], [0, 0]])).tolist()
+    [0.75, nan]
+    """
+    counts = np.asarray(counts)
+    support = counts.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, counts.diagonal() / np.maximum(support, 1), np.nan)

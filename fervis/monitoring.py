@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from fervis import regions
+from fervis import models, regions
 from fervis.constants import BUDGETS, CLASS_NAMES, IMAGE_SIZE, OVERFIT_MIN_RISE
 from fervis.files import write_atomic
 
@@ -672,10 +672,8 @@ class Monitor(keras.callbacks.Callback):
         probs = np.concatenate([np.asarray(self._predict(self.x[i:i + self.batch_size]))
                                 for i in range(0, len(self.x), self.batch_size)])
         pred = probs.argmax(axis=1)
-        cm = np.bincount(self.y * k + pred, minlength=k * k).reshape(k, k)
-        support = cm.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            recall = np.where(support > 0, cm.diagonal() / np.maximum(support, 1), np.nan)
+        cm = models.confusion_matrix(self.y, pred, k)  # the package's one confusion matrix
+        recall = models.class_recall(cm)
         names = list(self.class_names) + [str(i) for i in range(len(self.class_names), k)]
         for name, r in zip(names, recall):
             row[f"val_recall_{name}"] = float(r)
@@ -1538,8 +1536,6 @@ def training_plan(session, epochs=None, n_train=None, n_val=None, batch_size=Non
         validation = validation.sample(int(settings["n_val"]), stratify=True, seed=seed)
     keras.utils.set_random_seed(seed)
     if defaults.get("architecture"):
-        from fervis import models
-
         return TrainingPlan(models.build(defaults["architecture"], seed=seed), train, validation, recipe,
                             probe_set(validation, seed=seed))
     try:

@@ -1,6 +1,7 @@
 """Where does the model look? Saliency maps, and numbers that say whether to trust them.
 
-One signature for seven methods, :func:`explain`:
+One signature for eight methods, :func:`explain` (``explain(model, images, method, class_idx,
+options={...})``, each method's options in :data:`METHOD_OPTIONS`):
 
 =====================  ===================================================================
 ``gradient``           vanilla gradients of the class score w.r.t. the pixels (Simonyan et
@@ -17,7 +18,19 @@ One signature for seven methods, :func:`explain`:
                        ("Faster Score-CAM")
 ``layercam``           positive gradients as per-position weights (Jiang et al.,
                        "LayerCAM", 2021)
+``lime``               a local linear model of the class probability over SLIC superpixels
+                       switched off at random (Ribeiro et al., "Why Should I Trust You?",
+                       KDD 2016; Achanta et al., SLIC, TPAMI 2012); not in :data:`METHODS`,
+                       so loops over the gradient and CAM methods do not run it unasked
+                       (:data:`ALL_METHODS` has it)
 =====================  ===================================================================
+
+A LIME map is each superpixel's weight spread over its pixels, its positive part (the evidence
+*for* the class; ``options={"sign": "signed"}`` keeps the weights against it, as
+:func:`fervis.labels.lime_explain` does), so :func:`faithfulness`, :func:`region_shares`, the
+saliency explorer and :func:`fervis.labels.cell_saliency` take it like any other map. LIME runs
+``lime.lime_image`` with the perturbed copies built in one numpy step and scored by
+:func:`fervis.models.predict` (forward passes only, in one traced graph).
 
 The numbers: :func:`region_shares` (how the saliency mass splits over face regions, also
 per unit of area), :func:`cue_check` (on synthetic faces, the mass on the regions that
@@ -36,8 +49,10 @@ is one ``tf.function`` per (model, method, layer), traced once with a batch dime
 a model that keeps training is explained as it is now).
 
 Scores are the class logits: for a softmax output, the softmax is bypassed while the graph
-is traced (what tf-keras-vis' ``ReplaceToLinear`` does, without changing or cloning the
-model). Score-CAM scores masked inputs by their probability, as its paper does.
+is traced (:func:`fervis.models.bypass_softmax`, what tf-keras-vis' ``ReplaceToLinear`` does,
+without cloning the model, so the graph follows its live weights; :func:`fervis.models.to_logits`
+is the copying twin, and both find the softmax with :func:`fervis.models.softmax_layer`).
+Score-CAM scores masked inputs by their probability, as its paper does.
 """
 
 from __future__ import annotations
@@ -45,6 +60,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
+import types
 import weakref
 
 import numpy as np
@@ -55,8 +71,8 @@ from fervis._checks import positive_int
 from fervis.constants import CLASS_NAMES
 
 __all__ = [
-    "METHODS", "GRADIENT_METHODS", "CAM_METHODS", "METHOD_NAMES", "MIN_FACES", "method_label", "map_problems",
-    "spearman",
+    "METHODS", "GRADIENT_METHODS", "CAM_METHODS", "ALL_METHODS", "METHOD_NAMES", "METHOD_OPTIONS", "MIN_FACES",
+    "method_label", "map_problems", "spearman", "lime_segments",
     "degenerate_note", "explain", "predict", "pick_examples", "per_class",
     "class_mean_maps", "region_shares", "cue_check", "occlusion_check", "deletion_insertion",
     "Faithfulness", "faithfulness", "Randomization", "randomization_check", "describe",
@@ -65,6 +81,24 @@ __all__ = [
 GRADIENT_METHODS = ("gradient", "smoothgrad", "integrated_gradients")
 CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "layercam")
 METHODS = GRADIENT_METHODS + CAM_METHODS
+#: Every method :func:`explain` takes: :data:`METHODS` and LIME (model-agnostic, slower: a
+#: thousand forward passes per face by default).
+ALL_METHODS = METHODS + ("lime",)
+
+_CAM_OPTIONS = types.MappingProxyType({"layer_name": None})
+#: Each method's options, with their defaults, for ``explain(..., options={...})`` (unknown names are
+#: refused). ``samples`` and ``steps`` of the gradient methods are capped by ``$FERVIS_MAX_STEPS``.
+METHOD_OPTIONS = types.MappingProxyType({
+    "gradient": types.MappingProxyType({}),
+    "smoothgrad": types.MappingProxyType({"samples": 20, "noise": 0.15, "seed": 0}),
+    "integrated_gradients": types.MappingProxyType({"steps": 32}),
+    "gradcam": _CAM_OPTIONS,
+    "gradcam++": _CAM_OPTIONS,
+    "scorecam": types.MappingProxyType({"layer_name": None, "top_n": None}),
+    "layercam": _CAM_OPTIONS,
+    "lime": types.MappingProxyType({"samples": 1000, "num_segments": 50, "segments": None, "seed": 0,
+                                    "kernel_width": 0.25, "hide_color": None, "sign": "positive"}),
+})
 
 _FUNC = "fervis.saliency.explain"
 # One dict of traced graphs per model; weak keys, so a model that goes away takes its graphs.
@@ -165,14 +199,6 @@ def _check_labels(labels, n, num_classes, func, name="labels"):
 # --------------------------------------------------------------------------- graphs
 
 
-def _output_layer(model):
-    """The layer that produces ``model``'s output, following nested models."""
-    import keras
-
-    layer = model.outputs[0]._keras_history[0]
-    return _output_layer(layer) if isinstance(layer, keras.Model) else layer
-
-
 class _Patch:
     """Temporarily override attributes of layers while a graph is traced; always restored."""
 
@@ -195,17 +221,6 @@ class _Patch:
                 object.__delattr__(obj, name)
         self._saved.clear()
         return False
-
-
-def _bypass_softmax(patch, model):
-    """Make ``model`` output logits while the graph is traced (its softmax becomes linear)."""
-    import keras
-
-    layer = _output_layer(model)
-    if isinstance(layer, keras.layers.Softmax):
-        patch.set(layer, "call", lambda inputs, *args, **kwargs: inputs)
-    elif getattr(getattr(layer, "activation", None), "__name__", None) == "softmax":
-        patch.set(layer, "activation", keras.activations.linear)
 
 
 def _capture(patch, layer, tape, found):
@@ -231,18 +246,16 @@ def _graph(model, key, build):
 def _forward_graph(model, logits=False):
     import tensorflow as tf
 
-    if not logits:
-        from fervis import models
+    from fervis import models
 
+    if not logits:
         return models.forward_graph(model)  # the package's one forward path and its cache
     h, w, c = model.input_shape[1:]
 
     def build(ref):
         @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.float32)], reduce_retracing=True)
         def forward(x):
-            with _Patch() as patch:
-                if logits:
-                    _bypass_softmax(patch, ref())
+            with models.bypass_softmax(ref()):
                 return ref()(x, training=False)
 
         return forward
@@ -263,14 +276,15 @@ def _gradient_graph(model):
     """Input gradients of the class logit, plus the class used, for a batch."""
     import tensorflow as tf
 
+    from fervis import models
+
     h, w, c = model.input_shape[1:]
 
     def build(ref):
         @tf.function(input_signature=[tf.TensorSpec([None, h, w, c], tf.float32),
                                       tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
         def gradient(x, class_idx):
-            with _Patch() as patch:
-                _bypass_softmax(patch, ref())
+            with models.bypass_softmax(ref()):
                 with tf.GradientTape() as tape:
                     tape.watch(x)
                     score, chosen = _pick(ref()(x, training=False), class_idx)
@@ -349,6 +363,8 @@ def _cam_graph(model, layers, variant):
     """
     import tensorflow as tf
 
+    from fervis import models
+
     h, w, c = model.input_shape[1:]
 
     def build(ref):
@@ -356,8 +372,7 @@ def _cam_graph(model, layers, variant):
                                       tf.TensorSpec([None], tf.int32)], reduce_retracing=True)
         def cam(x, class_idx):
             found = [[] for _ in layers]
-            with _Patch() as patch:
-                _bypass_softmax(patch, ref())
+            with models.bypass_softmax(ref()), _Patch() as patch:
                 with tf.GradientTape() as tape:
                     for layer, into in zip(layers, found):
                         _capture(patch, layer, tape, into)
@@ -482,21 +497,24 @@ def _cam_layers(model, layer_name, method):
 
 #: Names for output: "Grad-CAM on block4_act2".
 METHOD_NAMES = {"gradient": "Gradient", "smoothgrad": "SmoothGrad", "integrated_gradients": "Integrated gradients",
-                "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM", "layercam": "LayerCAM"}
+                "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "scorecam": "Score-CAM", "layercam": "LayerCAM",
+                "lime": "LIME"}
 #: Fewest faces (per class, or per class and region) a generated sentence states a finding on.
 MIN_FACES = 10
 
 
-def method_label(model, method, layer_name=None):
+def method_label(model, method, layer_name=None, options=None):
     """A method's name for titles and sentences, with the layer a CAM weighs.
 
     Parameters
     ----------
     model : keras.Model
     method : str
-        One of :data:`METHODS`.
+        One of :data:`ALL_METHODS`.
     layer_name : str, list of str or None
         As for :func:`explain`; ``None`` names the default layer (:func:`fervis.models.cam_layers`).
+    options : mapping, optional
+        As for :func:`explain`: its ``layer_name`` is the layer named.
 
     Returns
     -------
@@ -510,11 +528,12 @@ def method_label(model, method, layer_name=None):
     """
     from fervis import models
 
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"The 'method' parameter of fervis.saliency.method_label must be one of {list(METHODS)}. "
-                         f"Got {method!r} instead.")
+    if not isinstance(method, str) or method not in ALL_METHODS:
+        raise ValueError(f"The 'method' parameter of fervis.saliency.method_label must be one of "
+                         f"{list(ALL_METHODS)}. Got {method!r} instead.")
     if method not in CAM_METHODS:
         return METHOD_NAMES[method]
+    layer_name = _options(method, options, {"layer_name": layer_name}, 0, (1, 1, 1))["layer_name"]
     layers = _cam_layers(model, layer_name, method)
     return f"{METHOD_NAMES[method]} on " + " + ".join(models.path_of(model, layer) for layer in layers)
 
@@ -625,6 +644,208 @@ def _percentiles(stats, level=0.95):
     return low, high
 
 
+# --------------------------------------------------------------------------- options
+
+
+def _int_option(value, name, func, low=1, high=None):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low or (
+            high is not None and value > high):
+        allowed = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
+        raise ValueError(f"The {name!r} parameter of {func} must be {allowed}. Got {value!r} instead.")
+    return int(value)
+
+
+def _real_option(value, name, func, low=None, high=None, low_open=False):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and np.isfinite(value)
+    ok = ok and (low is None or (value > low if low_open else value >= low)) and (high is None or value <= high)
+    if not ok:
+        allowed = "a finite number" if low is None else (
+            f"a number {'>' if low_open else '>='} {low}" + ("" if high is None else f" and <= {high}"))
+        raise ValueError(f"The {name!r} parameter of {func} must be {allowed}. Got {value!r} instead.")
+    return float(value)
+
+
+def _check_segments(segments, n, shape, func):
+    array = np.asarray(segments)
+    if array.shape != (n,) + tuple(shape) or array.dtype.kind not in "iu" or (array.size and array.min() < 0):
+        raise ValueError(f"The 'segments' parameter of {func} must be non-negative integer superpixel ids shaped "
+                         f"{(n,) + tuple(shape)}, one segmentation per image. Got dtype {array.dtype} and shape "
+                         f"{array.shape} instead.")
+    # ids 0 .. m-1 per image, as lime wants them
+    return np.stack([np.unique(s, return_inverse=True)[1].reshape(s.shape) for s in array]) if n else array
+
+
+def _check_option(method, name, value, n, input_shape):
+    """One option's value, checked; the message names the option as a parameter of :func:`explain`."""
+    func = f"{_FUNC} (method {method!r})"
+    if name == "samples":
+        return _int_option(value, name, func, 2) if method == "lime" else _max_steps(_int_option(value, name, func))
+    if name == "steps":
+        return _max_steps(_int_option(value, name, func))
+    if name == "noise":
+        return _real_option(value, name, func, 0.0, 10.0)
+    if name == "seed":  # any int: each method folds it into the range its generator takes
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"The 'seed' parameter of {func} must be an int. Got {value!r} instead.")
+        return int(value)
+    if name == "top_n":
+        return None if value is None else _int_option(value, name, func)
+    if name == "num_segments":
+        return _int_option(value, name, func, 2, int(input_shape[0] * input_shape[1]))
+    if name == "segments":
+        return None if value is None else _check_segments(value, n, input_shape[:2], func)
+    if name == "kernel_width":
+        return _real_option(value, name, func, 0.0, low_open=True)
+    if name == "hide_color":
+        return None if value is None else _real_option(value, name, func)
+    if name == "sign":
+        if not isinstance(value, str) or value not in ("positive", "signed"):
+            raise ValueError(f"The 'sign' parameter of {func} must be one of ['positive', 'signed']. "
+                             f"Got {value!r} instead.")
+        return value
+    return value  # layer_name: checked where the layers are looked up (_cam_layers)
+
+
+def _options(method, options, given, n, input_shape):
+    """``method``'s options: its defaults (:data:`METHOD_OPTIONS`), then the keyword spellings in
+    ``given`` (``samples=...``: ``None`` is "not given"; names the method does not take are left
+    alone, as they always were), then ``options``; each checked."""
+    allowed = METHOD_OPTIONS[method]
+    if options is None:
+        options = {}
+    if not hasattr(options, "keys") or isinstance(options, str):
+        raise ValueError(f"The 'options' parameter of {_FUNC} must be a mapping of option names to values "
+                         f"(for method {method!r}: {list(allowed)}). Got {options!r} instead.")
+    unknown = [name for name in options if name not in allowed]
+    if unknown:
+        raise ValueError(f"The 'options' parameter of {_FUNC} holds {unknown[0]!r}, which method {method!r} does "
+                         f"not take. Its options are {list(allowed)}.")
+    out = dict(allowed)
+    for name, value in given.items():
+        if value is None or name not in allowed:
+            continue
+        if name in options and options[name] != value:
+            raise ValueError(f"The {name!r} parameter of {_FUNC} is {value!r}, but options[{name!r}] is "
+                             f"{options[name]!r}: give it once.")
+        out[name] = value
+    out.update(options)
+    return {name: _check_option(method, name, value, n, input_shape) for name, value in out.items()}
+
+
+# --------------------------------------------------------------------------- LIME
+
+
+def lime_segments(images, num_segments=50, compactness=0.1, sigma=0.5):
+    """SLIC superpixels sized for small faces: a few dozen regions that follow the features.
+
+    The segmentation LIME switches superpixels on and off over (:func:`explain` with
+    ``method="lime"``; :func:`fervis.labels.lime_segments` is this function).
+
+    Parameters
+    ----------
+    images : array ``(n, h, w)`` or ``(n, h, w, c)``, or a Dataset
+        Pixels as the model takes them; channels are averaged. An image with values above 1
+        is read as 0-255 and divided by 255, one within [0, 1] (or [-1, 1]) is segmented as it is.
+    num_segments : int, default 50
+        SLIC's target; a 48x48 face gets about 30-40 connected superpixels.
+    compactness : float, default 0.1
+        Shape against intensity (on pixels scaled to [0, 1]): larger gives a squarer grid.
+    sigma : float, default 0.5
+        Gaussian smoothing before segmenting.
+
+    Returns
+    -------
+    ndarray int32 ``(n, h, w)``
+        Superpixel ids ``0 .. m-1`` per image, contiguous. SLIC is deterministic: the same
+        image always gets the same segmentation.
+
+    Example
+    -------
+    >>> lime_segments(np.zeros((1, 48, 48))).shape
+    (1, 48, 48)
+    """
+    from skimage.segmentation import slic
+
+    func = "fervis.saliency.lime_segments"
+    array = np.asarray(getattr(images, "images", images))
+    if array.dtype.kind not in "uif" or array.ndim not in (3, 4) or not np.isfinite(array).all():
+        raise ValueError(f"The 'images' parameter of {func} must be finite numeric pixels shaped (n, h, w) or "
+                         f"(n, h, w, channels), or a Dataset. Got dtype {array.dtype} and shape {array.shape} "
+                         "instead.")
+    x = array.astype(np.float32)
+    x = x[..., 0] if x.ndim == 4 and x.shape[-1] == 1 else x.mean(axis=-1) if x.ndim == 4 else x
+    num_segments = _int_option(num_segments, "num_segments", func, 2, int(x.shape[1] * x.shape[2]))
+    compactness = _real_option(compactness, "compactness", func, 0.0, low_open=True)
+    sigma = _real_option(sigma, "sigma", func, 0.0)
+    out = np.empty(x.shape, np.int32)
+    for i, face in enumerate(x):
+        face = face / 255.0 if face.max() > 1.0 else face
+        seg = slic(face, n_segments=num_segments, compactness=compactness, sigma=sigma, channel_axis=None,
+                   start_label=0, enforce_connectivity=True)
+        out[i] = np.unique(seg, return_inverse=True)[1].reshape(seg.shape)
+    return out
+
+
+def _lime_explainer_class():
+    from lime import lime_image
+
+    class Explainer(lime_image.LimeImageExplainer):
+        """lime's explainer with the neighbourhood built in one numpy step.
+
+        lime builds each perturbed image in a Python loop (a deep copy and one mask per
+        switched-off superpixel) behind a tqdm bar; here the same random draws, in the same
+        order, make all of them at once, so results equal lime's own for the same seed.
+        """
+
+        def data_labels(self, image, fudged_image, segments, classifier_fn, num_samples, batch_size=10):
+            n_features = np.unique(segments).shape[0]
+            data = self.random_state.randint(0, 2, num_samples * n_features).reshape((num_samples, n_features))
+            data[0, :] = 1
+            keep = data.astype(bool)[:, segments]
+            if image.ndim == 3 and np.array_equal(image, image[..., :1].repeat(image.shape[-1], -1)):
+                # A grey image in LIME's 3 channels: build one channel and show it three times
+                # (a view), 30x faster than np.where over all three.
+                grey = np.where(keep, image[None, ..., 0], fudged_image[None, ..., 0])
+                batch = np.broadcast_to(grey[..., None], grey.shape + image.shape[-1:])
+            else:
+                batch = np.where(keep[..., None], image[None], fudged_image[None])
+            return data, np.asarray(classifier_fn(batch))
+
+    return Explainer
+
+
+def _lime_maps(model, x, classes, opts, batch_size):
+    """Signed LIME maps ``(n, h, w)``: each superpixel's weight for class ``classes[i]`` on its pixels."""
+    from fervis import models
+
+    n, h, w, c = x.shape
+    segments = opts["segments"] if opts["segments"] is not None else lime_segments(x, opts["num_segments"])
+    Explainer = _lime_explainer_class()
+    seed = int(opts["seed"]) % 2 ** 32  # what numpy's RandomState takes
+
+    def classifier_fn(batch):
+        # LIME perturbs 3-channel copies; a grey model takes their first channel.
+        return models.predict(model, batch[..., :c], batch_size=batch_size)
+
+    maps = np.zeros((n, h, w), np.float32)
+    for i in range(n):
+        seg = segments[i]
+        m = int(seg.max()) + 1
+        # A fresh RandomState per face: a face's explanation does not depend on the others.
+        explainer = Explainer(kernel_width=opts["kernel_width"], random_state=np.random.RandomState(seed))
+        image = np.repeat(x[i], 3, axis=-1) if c == 1 else x[i]  # float32: half the memory of float64 copies
+        k = int(classes[i])
+        exp = explainer.explain_instance(
+            image, classifier_fn, labels=(k,), top_labels=None, hide_color=opts["hide_color"], num_features=m,
+            num_samples=opts["samples"], batch_size=opts["samples"], segmentation_fn=lambda _image, seg=seg: seg,
+            random_seed=seed)
+        weights = np.zeros(m)
+        for feature, value in exp.local_exp[k]:
+            weights[feature] = value
+        maps[i] = weights[seg]
+    return maps
+
+
 # --------------------------------------------------------------------------- explain
 
 
@@ -659,8 +880,8 @@ def predict(model, images, batch_size=256):
 
 
 def explain(model, images, method="gradient", class_idx=None, batch_size=64, layer_name=None,
-            samples=20, noise=0.15, steps=32, top_n=None, normalize=True, seed=0):
-    """Saliency maps, one per image, with any of the seven methods.
+            samples=None, noise=None, steps=None, top_n=None, normalize=True, seed=None, options=None):
+    """Saliency maps, one per image, with any of the eight methods: one door, one signature.
 
     Parameters
     ----------
@@ -670,91 +891,117 @@ def explain(model, images, method="gradient", class_idx=None, batch_size=64, lay
     images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
         Pixels as the model takes them (uint8 or float).
     method : str, default "gradient"
-        One of :data:`METHODS`.
+        One of :data:`ALL_METHODS` (:data:`METHODS` and ``"lime"``).
     class_idx : None, int or int array ``(n,)``
         The class to explain: ``None`` the predicted class, an int the same class for every
         image, an array one class per image (the true labels, say).
     batch_size : int, default 64
-        Images per graph call (Score-CAM runs one forward pass per kept channel per batch).
-    layer_name : str, list of str or None
-        CAM methods: the layer whose activations are weighted; ``None`` is the last spatial
-        feature map after its nonlinearity (``block4_act2``, not the convolution
-        ``block4_conv2`` before its batch norm and ReLU, nor a classifier convolution with no
-        more channels than classes), also inside nested models, or in an ensemble
-        (:func:`fervis.models.ensemble`) each member's (:func:`fervis.models.cam_layers`
-        states the rule; :func:`method_label` names the layer). Several layers give one map:
-        the sum of their maps, each resized to the input, before the ReLU (Score-CAM pools
-        their channels).
-    samples : int, default 20
-        SmoothGrad: noisy copies per image (capped by ``$FERVIS_MAX_STEPS``).
-    noise : float, default 0.15
-        SmoothGrad: noise standard deviation as a fraction of each image's value range.
-    steps : int, default 32
-        Integrated gradients: path steps (capped by ``$FERVIS_MAX_STEPS``).
-    top_n : int or None
-        Score-CAM: score only the ``top_n`` channels of largest spatial spread per image
-        (Faster Score-CAM); ``None`` scores every channel.
+        Images per graph call (Score-CAM runs one forward pass per kept channel per batch;
+        LIME scores its perturbed copies of a face in batches of this many).
+    options : mapping, optional
+        The method's options (:data:`METHOD_OPTIONS` lists each method's names and defaults);
+        a name the method does not take is refused, naming the method and its options:
+
+        * ``smoothgrad``: ``samples`` (20) noisy copies per image, capped by
+          ``$FERVIS_MAX_STEPS``; ``noise`` (0.15), the noise standard deviation as a fraction
+          of each image's value range (Smilkov et al. 2017); ``seed`` (0), the same seed gives
+          the same maps.
+        * ``integrated_gradients``: ``steps`` (32) path steps from a black image, capped by
+          ``$FERVIS_MAX_STEPS``.
+        * CAMs: ``layer_name`` (None): the layer whose activations are weighted; ``None`` is
+          the last spatial feature map after its nonlinearity (``block4_act2``, not the
+          convolution ``block4_conv2`` before its batch norm and ReLU, nor a classifier
+          convolution with no more channels than classes), also inside nested models, or in
+          an ensemble (:func:`fervis.models.ensemble`) each member's
+          (:func:`fervis.models.cam_layers` states the rule; :func:`method_label` names the
+          layer). Several layers give one map: the sum of their maps, each resized to the
+          input, before the ReLU (Score-CAM pools their channels). ``scorecam`` also takes
+          ``top_n`` (None): score only the ``top_n`` channels of largest spatial spread per
+          image (Faster Score-CAM); ``None`` scores every channel.
+        * ``lime``: ``samples`` (1000) perturbed copies per face (LIME's neighbourhood; not
+          capped); ``num_segments`` (50), the SLIC target (:func:`lime_segments`);
+          ``segments`` (None), precomputed superpixel ids ``(n, h, w)``; ``seed`` (0) seeds
+          the sampling and the ridge fit; ``kernel_width`` (0.25), lime's exponential kernel
+          on the cosine distance; ``hide_color`` (None): a switched-off superpixel takes its
+          mean (``None``) or this value; ``sign`` ("positive"): the map is each superpixel's
+          weight spread over its pixels, clipped at 0 (the evidence *for* the class), or
+          ``"signed"`` to keep the weights against it too.
+    layer_name, samples, noise, steps, top_n, seed : optional
+        The options of those names, spelled as keywords (kept for existing calls:
+        ``explain(model, x, "smoothgrad", samples=16)`` is
+        ``explain(model, x, "smoothgrad", options={"samples": 16})``); ``None`` is the
+        method's default, and a method without such an option ignores it.
     normalize : bool, default True
-        Divide each map by its maximum, so every face weighs the same in averages.
-    seed : int, default 0
-        SmoothGrad noise; the same seed gives the same maps.
+        Divide each map by its largest magnitude, so every face weighs the same in averages.
 
     Returns
     -------
     ndarray float32 ``(n, height, width)``
         Non-negative: the absolute gradient (or attribution) per pixel for the gradient
-        methods, the ReLU of the class activation map, resized to the input, for CAMs.
+        methods, the ReLU of the class activation map, resized to the input, for CAMs, the
+        positive superpixel weights for LIME (signed only with ``options={"sign": "signed"}``).
 
     Raises
     ------
     ValueError
-        For an unknown method, a class index out of range, images of the wrong shape or
-        dtype, or a CAM method on a model without convolution layers; the message names
-        the parameter and what is allowed.
+        For an unknown method or option, a class index out of range, images of the wrong
+        shape or dtype, or a CAM method on a model without convolution layers; the message
+        names the parameter and what is allowed.
 
     Example
     -------
     >>> maps = explain(model, dataset.images[:8], method="gradcam")  # doctest: +SKIP
     >>> maps.shape  # doctest: +SKIP
     (8, 48, 48)
+    >>> lime = explain(model, dataset.images[:8], "lime", options={"samples": 500})  # doctest: +SKIP
     """
     import tensorflow as tf
 
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"The 'method' parameter of {_FUNC} must be one of {list(METHODS)}. Got {method!r} instead.")
+    from fervis import models
+
+    if not isinstance(method, str) or method not in ALL_METHODS:
+        raise ValueError(f"The 'method' parameter of {_FUNC} must be one of {list(ALL_METHODS)}. "
+                         f"Got {method!r} instead.")
     input_shape, num_classes = _check_model(model, _FUNC)
     x = _check_images(images, input_shape, _FUNC)
     n = len(x)
     class_idx = _check_class_idx(class_idx, n, num_classes)
     batch_size = _positive_int(batch_size, "batch_size")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"The 'seed' parameter of {_FUNC} must be an int. Got {seed!r} instead.")
+    opts = _options(method, options, {"layer_name": layer_name, "samples": samples, "noise": noise, "steps": steps,
+                                      "top_n": top_n, "seed": seed}, n, input_shape)
     h, w = input_shape[:2]
 
+    if method == "lime":
+        if input_shape[2] not in (1, 3):
+            raise ValueError(f"The 'method' parameter of {_FUNC} is 'lime', which perturbs grey or RGB images, but "
+                             f"model {model.name!r} takes {input_shape[2]} channels. Use one of {list(METHODS)}.")
+        if n and (class_idx < 0).any():
+            class_idx = np.where(class_idx < 0, models.predict(model, x, batch_size=batch_size).argmax(axis=1),
+                                 class_idx)
+        maps = _lime_maps(model, x, class_idx, opts, batch_size)
+        if opts["sign"] == "positive":
+            maps = np.clip(maps, 0.0, None)
+        return _normalized(maps) if normalize else maps
     if method == "gradient":
-        graph = _gradient_graph(model)
-        call = graph
+        call = _gradient_graph(model)
     elif method == "smoothgrad":
-        samples = _max_steps(_positive_int(samples, "samples"))
-        if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not 0 <= noise <= 10:
-            raise ValueError(f"The 'noise' parameter of {_FUNC} must be a number in [0, 10]. Got {noise!r} instead.")
         graph = _smoothgrad_graph(model)
-        seeds = [tf.constant([int(seed) % (2 ** 31), a], tf.int32) for a, _ in _batches(n, batch_size)]  # per batch
+        # one seed per batch
+        seeds = [tf.constant([int(opts["seed"]) % (2 ** 31), a], tf.int32) for a, _ in _batches(n, batch_size)]
         batches = iter(seeds)
 
         def call(xb, cb):
-            return graph(xb, cb, tf.constant(samples), tf.constant(float(noise)), next(batches))
+            return graph(xb, cb, tf.constant(opts["samples"]), tf.constant(float(opts["noise"])), next(batches))
     elif method == "integrated_gradients":
-        steps = _max_steps(_positive_int(steps, "steps"))
         graph = _integrated_graph(model)
 
         def call(xb, cb):
-            return graph(xb, cb, tf.constant(steps))
+            return graph(xb, cb, tf.constant(opts["steps"]))
     else:
-        layers = _cam_layers(model, layer_name, method)
+        layers = _cam_layers(model, opts["layer_name"], method)
         if method == "scorecam":
             channels = sum(int(layer.output.shape[-1]) for layer in layers)
-            keep = channels if top_n is None else _positive_int(top_n, "top_n")
+            keep = channels if opts["top_n"] is None else opts["top_n"]
             graph = _scorecam_graph(model, layers)
 
             def call(xb, cb):
@@ -769,10 +1016,17 @@ def explain(model, images, method="gradient", class_idx=None, batch_size=64, lay
         if out.ndim == 4:  # gradients: one value per pixel over channels
             out = np.abs(out).max(axis=-1) if method != "integrated_gradients" else np.abs(out.sum(axis=-1))
         maps[a:b] = out
-    if normalize and n:
-        peak = maps.reshape(n, -1).max(axis=1)
-        maps /= np.where(peak > 0, peak, 1.0)[:, None, None]
+    return _normalized(maps) if normalize else maps
+
+
+def _normalized(maps):
+    """Each map divided by its largest magnitude (an all-zero map stays zero)."""
+    if not len(maps):
+        return maps
+    peak = np.abs(maps).reshape(len(maps), -1).max(axis=1)
+    maps /= np.where(peak > 0, peak, 1.0)[:, None, None]
     return maps
+
 
 
 # --------------------------------------------------------------------------- galleries
@@ -1284,14 +1538,16 @@ def faithfulness(model, images, methods=METHODS, class_idx=None, steps=16, seed=
     ----------
     model : keras.Model
     images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
-    methods : sequence of str, default every method
+    methods : sequence of str, default :data:`METHODS`
+        Any of :data:`ALL_METHODS` (LIME too).
     class_idx : None, int or int array ``(n,)``
     steps : int, default 16
     seed : int, default 0
         Seeds the random baseline maps and tie breaking.
     batch_size : int, default 256
     explain_kwargs : dict, optional
-        Method name -> extra :func:`explain` arguments (``{"scorecam": {"top_n": 16}}``).
+        Method name -> extra :func:`explain` arguments (``{"scorecam": {"top_n": 16}}``,
+        ``{"lime": {"options": {"samples": 500}}}``).
     alpha : float, default 0.05
         A method beats random maps where both paired tests give p < ``alpha``.
 
@@ -1306,9 +1562,9 @@ def faithfulness(model, images, methods=METHODS, class_idx=None, steps=16, seed=
     import pandas as pd
 
     func = "fervis.saliency.faithfulness"
-    if isinstance(methods, str) or any(m not in METHODS for m in methods) or not len(methods):
-        raise ValueError(f"The 'methods' parameter of {func} must be a non-empty list of names from {list(METHODS)}. "
-                         f"Got {methods!r} instead.")
+    if isinstance(methods, str) or any(m not in ALL_METHODS for m in methods) or not len(methods):
+        raise ValueError(f"The 'methods' parameter of {func} must be a non-empty list of names from "
+                         f"{list(ALL_METHODS)}. Got {methods!r} instead.")
     input_shape, _ = _check_model(model, func)
     x = _check_images(images, input_shape, func)
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
@@ -1469,9 +1725,9 @@ def randomization_check(model, images, methods=("gradient", "smoothgrad", "gradc
     from fervis import models
 
     func = "fervis.saliency.randomization_check"
-    if isinstance(methods, str) or not len(methods) or any(m not in METHODS for m in methods):
-        raise ValueError(f"The 'methods' parameter of {func} must be a non-empty list of names from {list(METHODS)}. "
-                         f"Got {methods!r} instead.")
+    if isinstance(methods, str) or not len(methods) or any(m not in ALL_METHODS for m in methods):
+        raise ValueError(f"The 'methods' parameter of {func} must be a non-empty list of names from "
+                         f"{list(ALL_METHODS)}. Got {methods!r} instead.")
     input_shape, k = _check_model(model, func)
     x = _check_images(images, input_shape, func)
     class_idx = _check_class_idx(class_idx, len(x), k, func)

@@ -4,7 +4,7 @@
 smoothing, learning-rate schedule and optimizer all come from the recipe). With ``out_dir``
 it writes, after every epoch, one checkpoint file holding the training model's full state
 (weights, optimizer state and so the position in the learning-rate schedule, the epoch
-number and the history so far) atomically (a new temporary file, then ``os.replace``), then
+number and the history so far) atomically (:func:`fervis.files.write_atomic`), then
 ``history.csv`` from it, so a run killed at any moment loses at most one epoch and
 ``resume=True`` continues it with one continuous history. A run holds a lock on ``out_dir``:
 a second run into it is refused while the first is alive.
@@ -35,7 +35,7 @@ import pandas as pd
 
 from fervis import files, models, recipes
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE
-from fervis.files import temporary_path, write_atomic
+from fervis.files import write_atomic
 
 __all__ = ["fit", "recalibrate_batchnorm", "run_recipe", "load_or_train", "model_for", "check_model_spec", "evaluate", "cache_path", "fervis_home"]
 
@@ -132,24 +132,6 @@ def _seed_variables(model):
     return [v for v in model.variables if "seed_generator_state" in v.path]
 
 
-def _save_via_temporary(path, write, what):
-    """Write ``path`` whole: ``write(tmp)`` fills a new temporary file beside it, which then
-    replaces it. On any failure the temporary file is removed; a failed write (a full disk)
-    is an ``OSError`` that names the file."""
-    path = pathlib.Path(path)
-    tmp = temporary_path(path, suffix=".keras")  # Keras wants the .keras suffix
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OSError(err.errno, f"Cannot write {what} {str(path)!r} (via {tmp.name}): "
-                                 f"{err.strerror or err}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_checkpoint(train_model, out_dir, state):
     """Save the training model and ``state`` (which holds the history) as one file, atomically."""
     def write(tmp):
@@ -157,7 +139,7 @@ def _write_checkpoint(train_model, out_dir, state):
         with zipfile.ZipFile(tmp, "a") as archive:
             archive.writestr(_STATE, json.dumps(state))
 
-    _save_via_temporary(out_dir / CHECKPOINT, write, "checkpoint")
+    write_atomic(out_dir / CHECKPOINT, write, suffix=".keras", what="checkpoint")  # Keras wants .keras
 
 
 def _read_state(path):
@@ -198,7 +180,7 @@ def run_recipe(out_dir):
 def _save_atomic(model, path):
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _save_via_temporary(path, model.save, "model")
+    write_atomic(path, model.save, suffix=".keras", what="model")
 
 
 def _legacy_history(path, epochs):
@@ -894,8 +876,6 @@ def evaluate(model, dataset, split="PublicTest", tta="none", batch_size=256):
     >>> evaluate(model, dataset)["accuracy"]  # doctest: +SKIP
     0.71
     """
-    from sklearn.metrics import confusion_matrix
-
     func = "fervis.training.evaluate"
     if not isinstance(model, keras.Model):
         raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
@@ -926,10 +906,8 @@ def evaluate(model, dataset, split="PublicTest", tta="none", batch_size=256):
         )
     probs = recipes.predict(model, subset.images, tta=tta, batch_size=batch_size)
     y_pred = probs.argmax(axis=1)
-    cm = confusion_matrix(y_true, y_pred, labels=np.arange(k))
-    support = cm.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(support > 0, cm.diagonal() / np.maximum(support, 1), np.nan)
+    cm = models.confusion_matrix(y_true, y_pred, k)
+    recall = models.class_recall(cm)
     return {
         "split": split,
         "tta": tta,

@@ -49,7 +49,8 @@ def saliency_explorer(model, images, labels=None, methods=None, class_names=None
     labels : int array ``(n,)``, optional
         True labels, shown in the title (taken from a Dataset).
     methods : sequence of str, optional
-        Default: every method in :data:`fervis.saliency.METHODS`.
+        Default: every method in :data:`fervis.saliency.METHODS`; ``"lime"`` (of
+        :data:`fervis.saliency.ALL_METHODS`) only when asked for (a thousand forward passes a face).
     class_names : sequence of str, optional
     samples : int, default 16
     noise : float, default 0.15
@@ -83,10 +84,10 @@ def saliency_explorer(model, images, labels=None, methods=None, class_names=None
         raise ValueError(f"The 'images' parameter of {func} must hold at least one face. Got 0 instead.")
     names = list(class_names or (CLASS_NAMES if k == len(CLASS_NAMES) else [str(i) for i in range(k)]))
     methods = list(saliency.METHODS if methods is None else methods)
-    unknown = [m for m in methods if m not in saliency.METHODS]
+    unknown = [m for m in methods if m not in saliency.ALL_METHODS]
     if unknown or not methods:
         raise ValueError(f"The 'methods' parameter of {func} must be a non-empty list of names from "
-                         f"{list(saliency.METHODS)}. Got {methods!r} instead.")
+                         f"{list(saliency.ALL_METHODS)}. Got {methods!r} instead.")
     if isinstance(face_idx, bool) or not isinstance(face_idx, (int, np.integer)) or not 0 <= face_idx < len(faces):
         raise ValueError(f"The 'face_idx' parameter of {func} must be an int in [0, {len(faces)}). "
                          f"Got {face_idx!r} instead.")
@@ -105,8 +106,8 @@ def saliency_explorer(model, images, labels=None, methods=None, class_names=None
         smooth = method.value == "smoothgrad"
         noise_.disabled = samples_.disabled = not smooth
         c = int(probs[i].argmax()) if target.value < 0 else int(target.value)
-        maps = saliency.explain(model, faces[i:i + 1], method.value, class_idx=c, samples=int(samples_.value),
-                                noise=float(noise_.value))
+        options = {"samples": int(samples_.value), "noise": float(noise_.value)} if smooth else None
+        maps = saliency.explain(model, faces[i:i + 1], method.value, class_idx=c, options=options)
         true = "" if labels is None else f"true {names[int(labels[i])]}, "
         title = f"#{i}: {true}predicted {names[int(probs[i].argmax())]} ({probs[i].max():.2f}); map for {names[c]}"
         fig = plots.saliency_panel(faces[i], maps[0], title=f"{saliency.method_label(model, method.value)}: {title}")

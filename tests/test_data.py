@@ -492,7 +492,8 @@ def test_failed_cache_write_leaves_nothing_behind(tmp_path, home, monkeypatch):
         raise OSError("No space left on device")
 
     monkeypatch.setattr(np, "savez", half_write)
-    with pytest.warns(UserWarning, match=r"could not write the data cache in .*\(No space left on device\)"):
+    with pytest.warns(UserWarning, match=r"could not write the data cache in .*\(Cannot write data cache .*\.npz' "
+                                         r"\(via .*\): No space left on device\)"):
         ds = load(path)
     np.testing.assert_array_equal(ds.images, IMAGES)
     assert cache_files(home) == []

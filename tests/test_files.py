@@ -61,3 +61,25 @@ def test_relative_fervis_home_is_made_absolute_once(tmp_path, monkeypatch):
     assert os.environ["FERVIS_HOME"] == str(tmp_path / "cache")  # what child processes inherit
     monkeypatch.chdir("/")
     assert fervis_home() == tmp_path / "cache"
+
+
+def test_a_writer_function_fills_the_temporary_and_a_failure_names_the_file(tmp_path):
+    path = tmp_path / "m.keras"
+    seen = []
+
+    def write(tmp):
+        seen.append(tmp)
+        tmp.write_bytes(b"model")
+
+    write_atomic(path, write, suffix=".keras", what="model")
+    assert path.read_bytes() == b"model" and seen[0].name.endswith(".keras") and seen[0].parent == tmp_path
+    assert os.listdir(tmp_path) == ["m.keras"]
+
+    def full_disk(tmp):
+        tmp.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match=r"Cannot write model '.*m\.keras' \(via \.m\.keras\..*\.keras\): No space") as err:
+        write_atomic(path, full_disk, suffix=".keras", what="model")
+    assert err.value.errno == 28
+    assert path.read_bytes() == b"model" and os.listdir(tmp_path) == ["m.keras"]  # the old file, no temporary

@@ -294,7 +294,9 @@ def test_vectorised_neighbourhood_equals_lime_reference(faces):
     def classifier_fn(batch):
         return np.stack([batch[..., 0].mean(axis=(1, 2)), batch[..., 0].std(axis=(1, 2))], axis=1)
 
-    ours = labels._explainer_class()(random_state=7).data_labels(image, fudged, segments, classifier_fn, 50)
+    from fervis import saliency
+
+    ours = saliency._lime_explainer_class()(random_state=7).data_labels(image, fudged, segments, classifier_fn, 50)
     reference = lime_image.LimeImageExplainer(random_state=7).data_labels(
         image, fudged, segments, classifier_fn, 50, batch_size=50)
     assert np.array_equal(ours[0], reference[0])
@@ -398,6 +400,16 @@ def test_cell_saliency_gives_true_predicted_and_difference(request, model_name, 
     assert maps_true.shape == maps_pred.shape == diff.shape == (3, 48, 48)
     assert np.allclose(diff, maps_pred - maps_true)
     assert maps_true.max() == pytest.approx(1.0) and not np.allclose(maps_true, maps_pred)
+
+
+def test_cell_saliency_takes_lime_like_any_method(tiny_model, noise_faces):
+    """LIME through saliency.explain: positive maps scaled to 1, one per face and class."""
+    maps_true, maps_pred, diff = labels.cell_saliency(tiny_model, noise_faces, "disgust", "angry", method="lime")
+    assert maps_true.shape == maps_pred.shape == (3, 48, 48) and maps_true.min() >= 0
+    assert np.allclose(maps_true.reshape(3, -1).max(axis=1), 1.0) and np.allclose(diff, maps_pred - maps_true)
+    signed = labels.lime_explain(tiny_model, noise_faces, class_idx="disgust", batch_size=64)
+    positive = np.clip(signed, 0, None)
+    np.testing.assert_allclose(maps_true, positive / positive.reshape(3, -1).max(axis=1)[:, None, None], rtol=1e-6)
 
 
 def test_ambiguous_faces_lists_the_highest_loss_first():

@@ -723,3 +723,50 @@ def test_predict_rejects_bad_input(tiny_model, kwargs, match):
     args = {"model": tiny_model, "images": np.zeros((2, 48, 48)), "batch_size": 8} | kwargs
     with pytest.raises(ValueError, match=match):
         models.predict(**args)
+
+
+# --------------------------------------------------------------------------- one softmax rule, one confusion matrix
+
+
+def test_bypass_softmax_follows_live_weights_and_to_logits_is_a_copy():
+    model = models.build("tiny", seed=0)
+    x = np.random.default_rng(0).uniform(0, 255, (3, 48, 48, 1)).astype("float32")
+    assert models.softmax_layer(model) is model.get_layer("predictions")
+    probs = np.asarray(model(x))
+    copy = models.to_logits(model)
+    with models.bypass_softmax(model) as same:
+        logits = np.asarray(same(x))
+    assert same is model
+    np.testing.assert_allclose(np.asarray(copy(x)), logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(keras.ops.softmax(logits)), probs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(model(x)), probs)  # restored on leaving the block
+    dense = model.get_layer("predictions")
+    kernel, bias = dense.get_weights()
+    dense.set_weights([kernel, bias + np.arange(7, dtype="float32")])  # the model trains on
+    with models.bypass_softmax(model):
+        live = np.asarray(model(x))
+    np.testing.assert_allclose(live, logits + np.arange(7), rtol=1e-5, atol=1e-4)  # follows the new weights
+    np.testing.assert_allclose(np.asarray(copy(x)), logits, rtol=1e-5, atol=1e-5)  # the copy does not
+
+
+def test_one_softmax_rule_for_nested_models_and_logit_outputs():
+    inner = models.build("tiny", seed=0)
+    inputs = keras.Input((48, 48, 1))
+    outer = keras.Model(inputs, inner(inputs), name="outer")
+    assert models.softmax_layer(outer) is inner.get_layer("predictions")
+    logits_model = keras.Model(inputs, keras.layers.Dense(7, name="scores")(keras.layers.Flatten()(inputs)))
+    assert models.softmax_layer(logits_model) is None and models.output_layer(logits_model).name == "scores"
+    x = np.ones((1, 48, 48, 1), "float32")
+    with models.bypass_softmax(logits_model):  # nothing to bypass: the model is left as it is
+        np.testing.assert_array_equal(np.asarray(logits_model(x)), np.asarray(logits_model(x)))
+    with pytest.raises(ValueError, match="must come from a softmax layer for to_logits.*'scores'"):
+        models.to_logits(logits_model)
+
+
+def test_confusion_matrix_rows_true_columns_predicted_and_recall():
+    y_true, y_pred = np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2])
+    counts = models.confusion_matrix(y_true, y_pred, 4)
+    assert counts.dtype == np.int64 and counts.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]]
+    np.testing.assert_allclose(models.class_recall(counts), [0.5, 1.0, 2 / 3, np.nan])
+    assert models.confusion_matrix(y_true, y_pred, 4, normalize="true")[2].tolist() == pytest.approx([1 / 3, 0, 2 / 3, 0])
+    assert models.confusion_matrix([], [], 3).tolist() == [[0] * 3] * 3

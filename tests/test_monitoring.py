@@ -759,3 +759,25 @@ def test_region_focus_leaves_out_the_synthetic_occluder_on_fer2013(fer2013_path)
                                       np.zeros((2, 7, 7), np.int64), probes)
     focus = monitoring.region_focus(history)
     assert "occluder" not in focus.columns and np.isfinite(focus.to_numpy()).all()
+
+
+def test_one_confusion_matrix_for_labels_training_and_the_monitor(small):
+    """The three places that count predictions (notebook 3's table, evaluate, the monitor's epochs)
+    give one matrix: fervis.models.confusion_matrix."""
+    from fervis import labels, models
+
+    _, val = small
+    model = monitoring_model()
+    val = Dataset(images=val.images, labels=val.labels, splits=np.full(len(val), "PublicTest"))
+    monitor = monitoring.Monitor(val, monitoring.probe_set(val))
+    monitor.set_model(model)
+    row = monitor.measure(0, {})
+    from_monitor = monitor.probe_maps().confusion[0]
+    from_training = training.evaluate(model, val, split="PublicTest")["confusion_matrix"]
+    probs = models.predict(model, val.images)
+    from_labels = labels.confusion(val, probs).to_numpy()
+    by_hand = np.zeros((7, 7), int)
+    np.add.at(by_hand, (val.labels, probs.argmax(axis=1)), 1)
+    for counts in (from_monitor, from_training, from_labels):
+        np.testing.assert_array_equal(counts, by_hand)
+    assert row["val_recall_happy"] == pytest.approx(training.evaluate(model, val)["recall"]["happy"], nan_ok=True)

@@ -649,8 +649,133 @@ def test_saliency_explorer_redraws(tiny, faces):
     assert box.figure._suptitle.get_text().endswith("map for surprise")
     box.method.value = "smoothgrad"
     assert not box.noise.disabled and box.figure._suptitle.get_text().startswith("SmoothGrad")  # method_label
-    with pytest.raises(ValueError, match=r"'methods' parameter"):
-        widgets.saliency_explorer(tiny, faces[0], methods=["lime"])
+    with pytest.raises(ValueError, match=r"'methods' parameter .*'layercam', 'lime'\]. Got \['nope'\]"):
+        widgets.saliency_explorer(tiny, faces[0], methods=["nope"])
+    assert "lime" not in widgets.saliency_explorer(tiny, faces[0], methods=None).method.options  # not unasked
+    box = widgets.saliency_explorer(tiny, faces[0], methods=["gradient", "lime"])  # asked for: LIME's maps too
+    box.method.value = "lime"
+    assert box.noise.disabled and box.figure._suptitle.get_text().startswith("LIME: #0")
+
+
+# --------------------------------------------------------------------------- LIME and options behind explain
+
+
+def _quadrant(class_idx=2):
+    """Class ``class_idx``'s logit is the mean grey of the top-left 18x18 corner (a linear model)."""
+    w = np.zeros((48, 48, 7))
+    w[:18, :18, class_idx] = 0.05 / (18 * 18)
+    return _linear(w.reshape(-1, 7), "quadrant")
+
+
+def test_lime_behind_explain_shape_range_and_seed(tiny, faces):
+    images = faces[0]
+    maps = saliency.explain(tiny, images, "lime", options={"samples": 60, "seed": 1})
+    assert maps.shape == (6, 48, 48) and maps.dtype == np.float32
+    assert np.isfinite(maps).all() and maps.min() >= 0  # the evidence for the class only
+    peaks = maps.reshape(6, -1).max(axis=1)
+    assert np.allclose(peaks[peaks > 0], 1.0)  # normalised like the other methods
+    np.testing.assert_array_equal(maps, saliency.explain(tiny, images, "lime", options={"samples": 60, "seed": 1}))
+    assert not np.array_equal(maps, saliency.explain(tiny, images, "lime", options={"samples": 60, "seed": 2}))
+    # The positive map is the signed weights clipped at 0 and scaled; the same engine as labels.lime_explain.
+    from fervis import labels
+
+    signed = saliency.explain(tiny, images, "lime", normalize=False, options={"samples": 60, "seed": 1,
+                                                                                "sign": "signed"})
+    assert signed.min() < 0
+    np.testing.assert_array_equal(signed, labels.lime_explain(tiny, images, num_samples=60, seed=1, batch_size=64))
+    positive = np.clip(signed, 0, None)
+    peak = positive.reshape(6, -1).max(axis=1)
+    np.testing.assert_allclose(maps, positive / np.where(peak > 0, peak, 1)[:, None, None], rtol=1e-6)
+    # A face's map does not depend on the faces explained with it; uint8 and float pixels agree.
+    alone = saliency.explain(tiny, images[2:3, ..., None].astype("float32"), "lime", options={"samples": 60, "seed": 1})
+    np.testing.assert_array_equal(alone[0], maps[2])
+    assert saliency.explain(tiny, np.zeros((0, 48, 48)), "lime").shape == (0, 48, 48)
+
+
+def test_lime_finds_the_pixels_the_model_reads_and_its_maps_feed_every_number(faces):
+    model = _quadrant(class_idx=0)
+    images, labels_, region_maps = faces
+    blocks = np.broadcast_to(np.kron(np.arange(64).reshape(8, 8), np.ones((6, 6), int)), images.shape)
+    maps = saliency.explain(model, images, "lime", class_idx=0, options={"samples": 300, "segments": blocks,
+                                                                          "hide_color": 0})
+    corner = maps[:, :18, :18].sum(axis=(1, 2)) / maps.sum(axis=(1, 2))
+    assert (corner > 0.8).all(), corner  # the corner is 14 % of the face
+    assert (saliency.map_problems(maps) == "").all()
+    # Region tables, deletion/insertion and faithfulness take LIME maps like any other.
+    table = saliency.region_shares(maps, region_maps, labels_, synthetic.REGION_NAMES, n_boot=50)
+    assert np.isfinite(table.loc["all"].to_numpy()).all() and table.loc["all"].sum() == pytest.approx(1.0)
+    result = saliency.faithfulness(model, images, ["gradient", "lime"], class_idx=0, steps=4,
+                                   explain_kwargs={"lime": {"options": {"samples": 300, "segments": blocks,
+                                                                        "hide_color": 0}}})
+    assert list(result.table.index) == ["gradient", "lime", "random"]
+    assert result.table.loc["lime", "n"] == 6 and np.isfinite(result.table.loc["lime", "deletion_auc"])
+    assert saliency.method_label(model, "lime") == "LIME"
+
+
+def test_lime_on_the_residual_model_and_other_channel_counts(residual_model, faces):
+    maps = saliency.explain(residual_model, faces[0][:2], "lime", options={"samples": 40})
+    assert maps.shape == (2, 48, 48) and np.isfinite(maps).all()
+    rgb_in = keras.Input((32, 32, 3))
+    rgb = keras.Model(rgb_in, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(rgb_in)))
+    x = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    maps = saliency.explain(rgb, x, "lime", options={"samples": 40, "num_segments": 20})
+    assert maps.shape == (2, 32, 32) and np.isfinite(maps).all()
+    two_in = keras.Input((16, 16, 2))
+    two = keras.Model(two_in, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(two_in)))
+    with pytest.raises(ValueError, match=r"'method' parameter .* 'lime', which perturbs grey or RGB images.*2 "
+                                         r"channels"):
+        saliency.explain(two, np.zeros((1, 16, 16, 2)), "lime")
+
+
+@pytest.mark.parametrize("method, options, match", [
+    ("smoothgrad", {"steps": 3}, r"'options' parameter .* holds 'steps', which method 'smoothgrad' does not take. "
+                                 r"Its options are \['samples', 'noise', 'seed'\]"),
+    ("gradient", {"samples": 3}, r"holds 'samples', which method 'gradient' does not take. Its options are \[\]"),
+    ("lime", {"num_samples": 10}, r"holds 'num_samples', which method 'lime' does not take. Its options are "
+                                  r"\['samples', 'num_segments', 'segments', 'seed', 'kernel_width', 'hide_color', "
+                                  r"'sign'\]"),
+    ("gradcam", ["layer_name"], r"'options' parameter .* must be a mapping"),
+    ("lime", {"samples": 1}, r"'samples' parameter of fervis.saliency.explain \(method 'lime'\) must be an int >= 2"),
+    ("lime", {"sign": "both"}, r"'sign' parameter .* \['positive', 'signed'\]. Got 'both'"),
+    ("lime", {"kernel_width": 0}, r"'kernel_width' parameter"),
+    ("lime", {"num_segments": 1}, r"'num_segments' parameter .* \[2, 2304\]"),
+    ("lime", {"segments": np.zeros((6, 48, 48))}, r"'segments' parameter .* integer superpixel ids shaped "
+                                                  r"\(6, 48, 48\)"),
+    ("smoothgrad", {"noise": 11}, r"'noise' parameter of fervis.saliency.explain \(method 'smoothgrad'\)"),
+    ("smoothgrad", {"seed": 1.5}, r"'seed' parameter of fervis.saliency.explain \(method 'smoothgrad'\) must be an "
+                                  r"int. Got 1.5"),
+    ("scorecam", {"top_n": 0}, r"'top_n' parameter"),
+    ("gradcam", {"layer_name": "nope"}, r"'layer_name' parameter .*'nope'"),
+])
+def test_explain_refuses_unknown_or_bad_options(tiny, faces, method, options, match):
+    with pytest.raises(ValueError, match=match):
+        saliency.explain(tiny, faces[0], method, options=options)
+
+
+def test_options_and_the_old_keywords_give_the_same_maps(tiny, faces):
+    x = faces[0]
+    for method, kwargs in [("smoothgrad", {"samples": 3, "noise": 0.3, "seed": 4}),
+                           ("integrated_gradients", {"steps": 5}),
+                           ("scorecam", {"top_n": 3, "layer_name": "block1_conv"}),
+                           ("gradcam", {"layer_name": "block1_conv"}),
+                           ("lime", {"samples": 30, "seed": 2})]:
+        np.testing.assert_array_equal(saliency.explain(tiny, x, method, **kwargs),
+                                      saliency.explain(tiny, x, method, options=kwargs))
+    # The defaults are the table's; a keyword a method does not take is ignored, as it always was.
+    np.testing.assert_array_equal(saliency.explain(tiny, x, "smoothgrad"),
+                                  saliency.explain(tiny, x, "smoothgrad", options=dict(
+                                      saliency.METHOD_OPTIONS["smoothgrad"])))
+    np.testing.assert_array_equal(saliency.explain(tiny, x, "gradient", samples=3, top_n=2),
+                                  saliency.explain(tiny, x, "gradient"))
+    np.testing.assert_array_equal(saliency.explain(tiny, x, "smoothgrad", samples=3, options={"samples": 3}),
+                                  saliency.explain(tiny, x, "smoothgrad", samples=3))
+    with pytest.raises(ValueError, match=r"'samples' parameter .* is 3, but options\['samples'\] is 4: give it once"):
+        saliency.explain(tiny, x, "smoothgrad", samples=3, options={"samples": 4})
+    assert saliency.method_label(tiny, "gradcam", options={"layer_name": "block1_conv"}) == "Grad-CAM on block1_conv"
+    with pytest.raises(TypeError):
+        saliency.METHOD_OPTIONS["gradient"]["samples"] = 3  # the table of defaults is read-only
+    assert set(saliency.METHOD_OPTIONS) == set(saliency.ALL_METHODS) == set(saliency.METHOD_NAMES)
+    assert "lime" not in saliency.METHODS  # loops over METHODS (notebook 1, faithfulness' default) run no LIME
 
 
 # --------------------------------------------------------------------------- the notebook on FER2013
@@ -675,6 +800,25 @@ def test_default_cams_on_real_faces(fer2013_path):
         assert np.isfinite(table.to_numpy()).all() and np.isfinite(table.attrs["low"].to_numpy()).all()
     lines = saliency.describe(table, table, method=saliency.method_label(model, "layercam"))
     assert lines and not any(re.search(r"\b(nan|inf)\b", line) for line in lines)
+
+
+@pytest.mark.fer2013
+def test_lime_behind_explain_on_real_faces(fer2013_path):
+    """The shipped model on 10 PublicTest faces: LIME through explain gives usable (n, 48, 48) maps in
+    [0, 1], the same for the same seed, that region_shares and faithfulness take."""
+    from fervis import data
+
+    faces = data.load(fer2013_path).subset("PublicTest").sample(10, stratify=True, seed=0)
+    model = models.load_pretrained("fer2013")
+    maps = saliency.explain(model, faces.images, "lime", options={"samples": 300})
+    assert maps.shape == (10, 48, 48) and maps.min() >= 0 and maps.max() == pytest.approx(1.0)
+    assert (saliency.map_problems(maps) != "").sum() <= 1  # a face with no evidence for its class is possible
+    np.testing.assert_array_equal(maps, saliency.explain(model, faces.images, "lime", options={"samples": 300}))
+    table = saliency.region_shares(maps, regions.template(), faces.labels, regions.REGION_NAMES, n_boot=100)
+    assert np.isfinite(table.loc["all"].to_numpy()).all()
+    result = saliency.faithfulness(model, faces.images, ["lime"], steps=4,
+                                   explain_kwargs={"lime": {"options": {"samples": 300}}})
+    assert np.isfinite(result.table.loc["lime", ["deletion_auc", "insertion_auc"]].to_numpy(float)).all()
 
 
 @pytest.mark.fer2013
