@@ -69,7 +69,7 @@ def saliency_explorer(model, images, labels=None, methods=None, class_names=None
     import numpy as np
 
     from fervis import plots, saliency
-    from fervis._checks import image_model, images_for
+    from fervis._checks import image_model, images_for, positive_int
     from fervis.constants import CLASS_NAMES
 
     func = "fervis.widgets.saliency_explorer"
@@ -87,9 +87,7 @@ def saliency_explorer(model, images, labels=None, methods=None, class_names=None
     if unknown or not methods:
         raise ValueError(f"The 'methods' parameter of {func} must be a non-empty list of names from "
                          f"{list(saliency.METHODS)}. Got {methods!r} instead.")
-    if isinstance(face_idx, bool) or not isinstance(face_idx, (int, np.integer)) or not 0 <= face_idx < len(faces):
-        raise ValueError(f"The 'face_idx' parameter of {func} must be an int in [0, {len(faces)}). "
-                         f"Got {face_idx!r} instead.")
+    face_idx = positive_int(face_idx, "face_idx", func, 0, len(faces) - 1)
     probs = saliency.predict(model, faces)
     face = W.IntSlider(value=int(face_idx), min=0, max=len(faces) - 1, description="face", continuous_update=False)
     target = W.Dropdown(options=[("predicted", -1)] + [(n, i) for i, n in enumerate(names)], value=-1,
