@@ -176,7 +176,7 @@ def face_pixels(images, func, name="images"):
 
 def faces_2d(images, func, name="images"):
     """Faces as ``(n, 48, 48)`` (dtype kept) from a Dataset or an array of 48x48 faces."""
-    if hasattr(images, "images") and hasattr(images, "x"):
+    if is_dataset(images):
         images = images.images
     array = np.asarray(images)
     if array.ndim == 4 and array.shape[-1] == 1:

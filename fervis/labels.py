@@ -37,7 +37,8 @@ from __future__ import annotations
 import numpy as np
 
 from fervis._checks import (class_index, class_indices, class_labels, default_names, face_model, face_pixels,
-                            image_model, images_for, positive_int, probabilities, real, saliency_maps)
+                            image_model, images_for, positive_int, probabilities, real, require_dataset,
+                            saliency_maps)
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE
 from fervis.stats import wilson
 
@@ -129,9 +130,7 @@ def class_distribution(dataset, normalize=False):
     >>> class_distribution(fervis.data.load("synthetic"), normalize=True).loc["Training", "disgust"]  # doctest: +SKIP
     0.015
     """
-    if not hasattr(dataset, "counts"):
-        raise ValueError("The 'dataset' parameter of fervis.labels.class_distribution must be a fervis Dataset. "
-                         f"Got {type(dataset).__name__} instead.")
+    require_dataset(dataset, "fervis.labels.class_distribution")
     counts = dataset.counts()
     if normalize:
         return counts.div(counts.sum(axis=1).where(lambda s: s > 0), axis=0)

@@ -69,13 +69,11 @@ def saliency_explorer(model, images, labels=None, methods=None, class_names=None
     import numpy as np
 
     from fervis import plots, saliency
-    from fervis._checks import default_names, image_model, images_for, positive_int
+    from fervis._checks import default_names, image_model, images_for, is_dataset, positive_int
 
     func = "fervis.widgets.saliency_explorer"
-    if labels is None and hasattr(images, "labels"):
+    if labels is None and is_dataset(images):
         labels = images.labels
-    if hasattr(images, "images"):
-        images = images.images
     input_shape, k = image_model(model, func)
     faces = images_for(images, input_shape, func)
     if not len(faces):
