@@ -15,10 +15,10 @@ import numpy as np
 from fervis.constants import CLASS_NAMES, CLASS_ORDERS, IMAGE_SIZE, MODEL_INPUTS
 
 __all__ = [
-    "positive_int", "real", "max_steps", "MAX_STEPS_ENV", "keras_model", "image_model", "face_model", "is_dataset", "require_dataset",
-    "images_for",
-    "face_pixels", "faces_2d", "labelled_arrays", "saliency_maps", "probabilities", "class_labels", "class_index", "class_indices",
-    "default_names", "region_ids", "declared_input", "parse_class_order",
+    "positive_int", "real", "max_steps", "MAX_STEPS_ENV", "keras_model", "image_model", "face_model", "is_dataset",
+    "require_dataset", "images_for", "face_pixels", "faces_2d", "labelled_arrays", "saliency_maps", "probabilities",
+    "class_labels", "class_index", "class_indices", "default_names", "region_ids", "declared_input",
+    "parse_class_order",
 ]
 
 #: The environment variable that caps every iterative method's steps (tests and nbval set it).
