@@ -17,15 +17,9 @@ the time does not depend on which faces, only on how many).
 Usage: ``python benchmarks/bench_contract.py [--data fer2013.csv.gz] [--faces 1000] [--repeat 3]``
 """
 
-import argparse
 import os
-import sys
-import time
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import best_of, parser as _parser
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -33,15 +27,6 @@ import numpy as np  # noqa: E402
 from fervis import contract, data, models, recipes  # noqa: E402
 
 TARGET_S = 5.0
-
-
-def best_of(repeat, fn):
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def rgb_model():
@@ -55,10 +40,9 @@ def rgb_model():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _parser(__doc__)
     parser.add_argument("--data", default=os.environ.get("FERVIS_FER2013", "synthetic"))
     parser.add_argument("--faces", type=int, default=contract.MAX_FACES)
-    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     public = data.load(args.data).subset("PublicTest")
     faces = public.sample(min(args.faces, len(public)), stratify=True, seed=0)

@@ -24,15 +24,11 @@ Usage: ``python benchmarks/bench_filters.py [--steps 256] [--loop-images 8] [--a
 import argparse
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from _common import best_of
+
 os.environ.pop("FERVIS_MAX_STEPS", None)
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -55,12 +51,7 @@ def inference_rate(part, batch=64, repeat=5):
     x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, 48, 48, 1)).astype(np.float32))
     forward = tf.function(lambda v: part(v, training=False))
     forward(x).numpy()
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        forward(x).numpy()
-        best = min(best, time.perf_counter() - t)
-    return batch / best
+    return batch / best_of(repeat, lambda: forward(x).numpy())
 
 
 def main(argv=None):

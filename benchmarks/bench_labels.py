@@ -22,16 +22,12 @@ The machine may be shared: each timing is the best of ``--repeat`` runs.
 Usage: ``python benchmarks/bench_labels.py [--faces 4] [--samples 1000] [--repeat 3]``
 """
 
-import argparse
 import os
 import sys
-import time
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from _common import best_of, parser as _parser
+
 os.environ.setdefault("TQDM_DISABLE", "1")  # lime's own progress bar, per face
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -42,20 +38,10 @@ from fervis import labels, models, recipes, saliency, synthetic  # noqa: E402
 TARGET_S = 2.0
 
 
-def best_of(repeat, fn):
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _parser(__doc__)
     parser.add_argument("--faces", type=int, default=4, help="faces per timed run")
     parser.add_argument("--samples", type=int, default=1000, help="LIME samples per face")
-    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
     from lime import lime_image
 

@@ -25,18 +25,13 @@ after a warm-up call on a few faces that absorbs tracing.
 Usage: ``python benchmarks/bench_saliency.py [--faces 3589] [--loop-faces 300] [--di-faces 600] [--repeat 2]``
 """
 
-import argparse
 import os
 import platform
 import sys
-import time
 import warnings
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import _common
+from _common import parser as _parser
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -47,15 +42,10 @@ from fervis import models, saliency, synthetic  # noqa: E402
 
 
 def best_of(repeat, fn, warm_up=None):
-    """Best wall time of ``repeat`` calls of ``fn`` and its last result, after one call of
-    ``warm_up`` (default ``fn`` itself) that absorbs tracing."""
-    out = (warm_up or fn)()
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+    """:func:`_common.best_of` after one call of ``warm_up`` (default ``fn`` itself) that absorbs
+    tracing, and ``fn``'s last result."""
+    results = [(warm_up or fn)()]
+    return _common.best_of(repeat, lambda: results.append(fn())), results[-1]
 
 
 def faces(n):
@@ -109,14 +99,13 @@ def tf_keras_vis_saliency(model, x, batch):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _parser(__doc__, repeat=2)
     parser.add_argument("--faces", type=int, default=3589)
     parser.add_argument("--loop-faces", type=int, default=300, help="faces timed in the per-image eager loop")
     parser.add_argument("--samples", type=int, default=20, help="SmoothGrad samples")
     parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps")
     parser.add_argument("--di-faces", type=int, default=600, help="faces timed for deletion/insertion")
     parser.add_argument("--batch", type=int, default=64, help="images per graph call for gradients")
-    parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args(argv)
     os.environ.pop("FERVIS_MAX_STEPS", None)  # measure the real sample and step counts
     # tf-keras-vis passes a list where the model names its input: Keras warns on every call.
@@ -168,7 +157,7 @@ def main(argv=None):
     m = min(args.di_faces, n)
     gradcam = saliency.explain(model, x[:m], "gradcam")
     t_di, _ = best_of(1, lambda: saliency.deletion_insertion(model, x[:m], gradcam, steps=args.steps),
-                      lambda: saliency.deletion_insertion(model, warm, gradcam[:len(warm)], steps=2))
+                      lambda: saliency.deletion_insertion(model, x[:min(m, len(warm))], gradcam[:len(warm)], steps=2))
     bound_di = m * (args.steps + 1) * 2 / rate
     print(f"\ndeletion + insertion, {args.steps} steps, {m} faces (Grad-CAM maps), batched across faces")
     print(f"  measured {t_di:7.2f} s ({1e3 * t_di / m:.2f} ms/face)   forward-pass bound at the inference rate "

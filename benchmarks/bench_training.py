@@ -21,16 +21,11 @@ Usage: ``python benchmarks/bench_training.py [--archs tiny compact vgg] [--steps
 (fewer steps are noisy on a shared 2-core CPU: 4 steps once read 99 images/s for a 203 images/s row).
 """
 
-import argparse
 import os
 import platform
 import sys
-import time
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import best_of, parser as _parser
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -74,14 +69,8 @@ def matmul_flops(n=2048, repeat=5):
     ta, tb = tf.constant(a), tf.constant(b)
     matmul = tf.function(lambda x, y: tf.linalg.matmul(x, y))
     matmul(ta, tb).numpy()  # warm-up
-    best_tf = best_np = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        matmul(ta, tb).numpy()
-        best_tf = min(best_tf, time.perf_counter() - t)
-        t = time.perf_counter()
-        a @ b
-        best_np = min(best_np, time.perf_counter() - t)
+    best_tf = best_of(repeat, lambda: matmul(ta, tb).numpy())
+    best_np = best_of(repeat, lambda: a @ b)
     flops = 2.0 * n ** 3
     return flops / best_tf, flops / best_np
 
@@ -99,11 +88,7 @@ def train_images_per_s(arch, recipe, batch, steps, repeat, policy="float32", aug
         y = keras.utils.to_categorical(np.arange(n) % 7, 7)
         trainer = recipes.compile_for_training(model, recipe, steps)
         trainer.fit(x, y, batch_size=batch, epochs=1, verbose=0)  # tracing, compilation, first-touch
-        best = float("inf")
-        for _ in range(repeat):
-            t = time.perf_counter()
-            trainer.fit(x, y, batch_size=batch, epochs=1, verbose=0)
-            best = min(best, time.perf_counter() - t)
+        best = best_of(repeat, lambda: trainer.fit(x, y, batch_size=batch, epochs=1, verbose=0))
     finally:
         keras.config.set_dtype_policy("float32")
     return n / best, model
@@ -123,10 +108,9 @@ FER2013_TRAINING_FACES = 28_709
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _parser(__doc__)
     parser.add_argument("--archs", nargs="+", default=list(models.ARCHITECTURES), choices=models.ARCHITECTURES)
     parser.add_argument("--steps", type=int, default=12, help="training steps per timed epoch")
-    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
 
     peak_tf, peak_np = matmul_flops()

@@ -28,13 +28,10 @@ import os
 import sys
 import tempfile
 
-from fervis.constants import BUDGETS, INPUT_CONVENTIONS
+from fervis._checks import parse_class_order, positive_int
+from fervis.constants import BUDGETS, MODEL_INPUTS, TTA
 
 __all__ = ["main"]
-
-# fervis.recipes.TTA, spelled out: importing recipes would import Keras (tests check they agree).
-_TTA = ("none", "flip", "tencrop", "flip-rotate")
-_MODEL_INPUTS = ("auto",) + INPUT_CONVENTIONS  # fervis.contract.MODEL_INPUTS, without importing Keras
 
 
 class _UsageError(Exception):
@@ -49,13 +46,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive_int(text):
+    """argparse's adapter to :func:`fervis._checks.positive_int` (argparse words its own message)."""
     try:
-        value = int(text)
+        return positive_int(int(text), "value", "fervis")
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
 
 
 def _path(text):
@@ -222,7 +217,7 @@ def _evaluate(args):
     models, _, training = _keras_modules()
     from fervis import contract
 
-    order = contract.parse_class_order(args.class_order, "--class-order")
+    order = parse_class_order(args.class_order, "--class-order")
     model = models.resolve(spec, num_classes=len(dataset.class_names))
     split = None if args.split == "all" else args.split
     present = sorted(set(dataset.splits.tolist()))
@@ -322,7 +317,7 @@ def _report(args):
 
 
 def _contract_arguments(command):
-    command.add_argument("--model-input", default="auto", choices=_MODEL_INPUTS,
+    command.add_argument("--model-input", default="auto", choices=MODEL_INPUTS,
                          help="the pixels the model was trained on; auto (default): found on the faces")
     command.add_argument("--class-order", default="auto", metavar="ORDER",
                          help="auto (default: found on the faces), fer2013, alphabetical, or the 7 class names in the "
@@ -357,7 +352,7 @@ def _parser():
     evaluate.add_argument("--data", required=True, type=_path, metavar="SOURCE", help="'synthetic' or a FER2013 file or folder")
     evaluate.add_argument("--split", default="PublicTest", metavar="NAME",
                           help="Training, PublicTest, PrivateTest or all (default PublicTest)")
-    evaluate.add_argument("--tta", default="auto", choices=("auto",) + _TTA,
+    evaluate.add_argument("--tta", default="auto", choices=("auto",) + TTA,
                           help="test-time augmentation; auto (default): a pretrained model's documented one, else none")
     _contract_arguments(evaluate)
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")

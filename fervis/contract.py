@@ -32,12 +32,12 @@ import keras
 import numpy as np
 
 from fervis import models
-from fervis.constants import CLASS_NAMES, IMAGE_SIZE, INPUT_CONVENTIONS
+from fervis._checks import declared_input, keras_model, parse_class_order, positive_int
+from fervis.constants import CLASS_NAMES, CLASS_ORDERS, IMAGE_SIZE, INPUT_CONVENTIONS, MODEL_INPUTS
+from fervis.stats import wilson
 
 __all__ = ["Contract", "MODEL_INPUTS", "CLASS_ORDERS", "OUTPUTS", "MAX_FACES", "inspect", "apply", "parse_class_order"]
 
-MODEL_INPUTS = ("auto",) + INPUT_CONVENTIONS
-CLASS_ORDERS = ("auto", "fer2013", "alphabetical")
 OUTPUTS = ("auto", "probabilities", "logits")
 #: Labelled faces used to detect a contract, at most.
 MAX_FACES = 1000
@@ -152,41 +152,8 @@ def _order_name(order):
     return "declared (" + ", ".join(order) + ")"
 
 
-def parse_class_order(class_order, func="fervis.contract.parse_class_order"):
-    """``"auto"`` or a tuple of class names in the model's output order, from what a user wrote.
-
-    Parameters
-    ----------
-    class_order : str or sequence of str
-        ``"auto"``, ``"fer2013"``, ``"alphabetical"``, a comma-separated list of the 7 class names
-        (as on the command line) or a list of them.
-
-    Example
-    -------
-    >>> parse_class_order("alphabetical")[4]
-    'neutral'
-    """
-    if isinstance(class_order, str) and "," in class_order:
-        class_order = [name.strip() for name in class_order.split(",")]
-    if isinstance(class_order, str):
-        if class_order == "auto":
-            return "auto"
-        if class_order == "fer2013":
-            return tuple(CLASS_NAMES)
-        if class_order == "alphabetical":
-            return tuple(sorted(CLASS_NAMES))
-    elif isinstance(class_order, (list, tuple)) and sorted(map(str, class_order)) == sorted(CLASS_NAMES):
-        return tuple(map(str, class_order))
-    raise ValueError(
-        f"The 'class_order' parameter of {func} must be 'auto', 'fer2013', 'alphabetical' or the {len(CLASS_NAMES)} "
-        f"class names {list(CLASS_NAMES)} once each, in the order of the model's outputs (a list, or one string "
-        f"separated by commas). Got {class_order!r} instead."
-    )
-
-
 def _input_shape(model, func):
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
+    keras_model(model, func)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(
             f"Model {model.name!r} has {len(model.inputs)} input(s) and {len(model.outputs)} output(s); "
@@ -316,17 +283,14 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
     """
     func = "fervis.contract.inspect"
     input_shape = _input_shape(model, func)
-    if model_input not in MODEL_INPUTS:
-        raise ValueError(f"The 'model_input' parameter of {func} must be one of {list(MODEL_INPUTS)}. "
-                         f"Got {model_input!r} instead.")
+    declared_input(model_input, func)
     if model_input in ("imagenet", "caffe") and input_shape[-1] != 3:
         raise ValueError(f"The 'model_input' parameter of {func} is {model_input!r}, a per-channel RGB convention, "
                          f"but model {model.name!r} takes {input_shape[-1]} channel(s).")
     order = parse_class_order(class_order, func)
     if output not in OUTPUTS:
         raise ValueError(f"The 'output' parameter of {func} must be one of {list(OUTPUTS)}. Got {output!r} instead.")
-    if not isinstance(max_faces, int) or isinstance(max_faces, bool) or max_faces < 1:
-        raise ValueError(f"The 'max_faces' parameter of {func} must be a positive int. Got {max_faces!r} instead.")
+    max_faces = positive_int(max_faces, "max_faces", func)
 
     evidence, warnings = [], []
     own, own_text = _own_scaling(model)
@@ -446,8 +410,7 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
                             f"{100 * right.mean():.1f} %: declare it with {_ORDER_SETTING} if that is how the model "
                             "was trained.")
 
-    interval = tuple(float(v) for v in binomtest(int(right.sum()), len(y)).proportion_ci(
-        confidence_level=0.95, method="wilson"))
+    interval = wilson(int(right.sum()), len(y))
     best = suggested if suggestion is not None else right  # does it classify at all: in the order that fits best
     hits_n = int(best.sum())
     counts = np.bincount(y, minlength=k)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fervis._checks import positive_int
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE, SPLITS
 
 __all__ = ["Dataset", "fingerprint_arrays", "normalize_name", "SPLIT_DTYPE", "SPLIT_ALIASES"]
@@ -308,10 +309,7 @@ class Dataset:
         >>> len(load("synthetic").sample(50))
         50
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n <= len(self):
-            raise ValueError(
-                f"The 'n' parameter of Dataset.sample must be an int in [0, {len(self)}]. Got {n!r} instead."
-            )
+        n = positive_int(n, "n", "Dataset.sample", 0, len(self))
         rng = np.random.default_rng(seed)
         if stratify:
             idx = _stratified_choice(self.labels, int(n), rng)

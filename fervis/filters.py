@@ -31,7 +31,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import weakref
 
 import keras
@@ -39,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from fervis import models
+from fervis._checks import face_model, keras_model, max_steps, positive_int
 from fervis._checks import faces_2d as _images
 from fervis.constants import IMAGE_SIZE
 
@@ -64,7 +64,6 @@ PRESETS = {
     },
 }
 
-_MAX_STEPS_ENV = "FERVIS_MAX_STEPS"
 
 
 # --------------------------------------------------------------------------- results
@@ -260,10 +259,7 @@ def layer_names(model, spatial=False):
     >>> layer_names(models.build("tiny"))[:3]
     ['scale', 'block1_conv', 'block1_act']
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"The 'model' parameter of fervis.filters.layer_names must be a keras.Model. Got {model!r} instead."
-        )
+    keras_model(model, "fervis.filters.layer_names")
     found = []
     for name, layer in models.named_layers(model):
         if isinstance(layer, (keras.layers.InputLayer, keras.Model)):
@@ -275,17 +271,6 @@ def layer_names(model, spatial=False):
         if rank == 4 or (rank == 2 and not spatial):
             found.append(name)
     return found
-
-
-def _check_model(model, func):
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
-    shape = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
-    if shape != (IMAGE_SIZE, IMAGE_SIZE, 1):
-        raise ValueError(
-            f"The 'model' parameter of {func} must take raw faces shaped (n, 48, 48, 1). Got model "
-            f"{model.name!r} with input shape {model.input_shape} instead; wrap it with fervis.models.adapt."
-        )
 
 
 def _check_layer(model, layer_name, func, spatial=False):
@@ -342,7 +327,7 @@ def block_layers(model, layer_name=None):
     ['block3_conv2', 'block3_bn2', 'block3_act2']
     """
     func = "fervis.filters.block_layers"
-    _check_model(model, func)
+    face_model(model, func, classifier=False)
     if layer_name is None:
         layer_name = models.last_conv_layer(model)
     layer_name = _check_layer(model, layer_name, func, spatial=True)
@@ -375,24 +360,6 @@ def _check_filters(filter_idx, width, layer_name, func, allow_none=False):
             f"[0, {width - 1}]: layer {layer_name!r} has {width} filters. Got {filter_idx!r} instead."
         )
     return [int(v) for v in values]
-
-
-def _check_positive_int(value, name, func):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"The {name!r} parameter of {func} must be a positive int. Got {value!r} instead.")
-    return int(value)
-
-
-def _max_steps(steps):
-    cap = os.environ.get(_MAX_STEPS_ENV)
-    if cap:
-        try:
-            return max(1, min(steps, int(cap)))
-        except ValueError:
-            raise ValueError(
-                f"The environment variable {_MAX_STEPS_ENV} must be a positive int. Got {cap!r} instead."
-            ) from None
-    return steps
 
 
 def _settings(preset, func):
@@ -760,13 +727,13 @@ def maximize(model, layer_name, filter_idx, steps=None, preset="readable", seeds
     (3, 48, 48)
     """
     func = "fervis.filters.maximize"
-    _check_model(model, func)
+    face_model(model, func, classifier=False)
     layer_name = _check_layer(model, layer_name, func)
     width = int(models.find_layer(model, layer_name).output.shape[-1])
     filters = _check_filters(filter_idx, width, layer_name, func)
     preset_name, settings = _settings(preset, func)
-    seeds = _check_positive_int(seeds, "seeds", func)
-    steps = _max_steps(_check_positive_int(settings["steps"] if steps is None else steps, "steps", func))
+    seeds = positive_int(seeds, "seeds", func)
+    steps = max_steps(positive_int(settings["steps"] if steps is None else steps, "steps", func))
     faces = None if dataset is None else _images(dataset, func, "dataset")
     if settings["parameterization"] not in ("pixel", "fourier"):  # checked before any tracing
         raise ValueError(
@@ -1014,9 +981,9 @@ def feature_maps(model, images, layer_name, batch_size=256):
     (2, 24, 24, 16)
     """
     func = "fervis.filters.feature_maps"
-    _check_model(model, func)
+    face_model(model, func, classifier=False)
     layer_name = _check_layer(model, layer_name, func, spatial=True)
-    batch_size = _check_positive_int(batch_size, "batch_size", func)
+    batch_size = positive_int(batch_size, "batch_size", func)
     faces = _images(images, func)
     part = models.truncate_at(model, layer_name)
     out = [np.asarray(part(tf.constant(faces[i:i + batch_size, ..., None], tf.float32), training=False))
@@ -1119,7 +1086,7 @@ def receptive_field(model, layer_name):
     (8, 8)
     """
     func = "fervis.filters.receptive_field"
-    _check_model(model, func)
+    face_model(model, func, classifier=False)
     layer_name = _check_layer(model, layer_name, func)
     part = models.truncate_at(model, layer_name)
     memo = {id(part.inputs[0]): (np.ones(2), np.zeros(2), np.zeros(2))}
@@ -1166,12 +1133,12 @@ def top_activating(model, dataset, layer_name, filter_idx=None, k=9, batch_size=
     (2, 4, 8, 8)
     """
     func = "fervis.filters.top_activating"
-    _check_model(model, func)
+    face_model(model, func, classifier=False)
     layer_name = _check_layer(model, layer_name, func)
     width = int(models.find_layer(model, layer_name).output.shape[-1])
     filters = _check_filters(filter_idx, width, layer_name, func, allow_none=True)
-    k = _check_positive_int(k, "k", func)
-    batch_size = _check_positive_int(batch_size, "batch_size", func)
+    k = positive_int(k, "k", func)
+    batch_size = positive_int(batch_size, "batch_size", func)
     faces = _images(dataset, func, "dataset")
     k = min(k, len(faces))
     part = models.truncate_at(model, layer_name)

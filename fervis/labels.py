@@ -36,13 +36,14 @@ Metrics need labels: an unlabelled dataset (the course's ``test.csv``) gets a cl
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from fervis._checks import class_index, class_indices, class_labels, default_names, face_pixels, probabilities
+from fervis._checks import (class_index, class_indices, class_labels, default_names, face_model, face_pixels,
+                            image_model, images_for, positive_int, probabilities, real, require_dataset,
+                            saliency_maps)
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE
 from fervis.saliency import lime_segments  # re-exported: LIME's superpixels live with its engine
+from fervis.stats import wilson
 
 __all__ = [
     "class_index", "class_distribution", "confusion", "class_report", "confused_pairs", "reliability",
@@ -61,21 +62,11 @@ def _name(func):
 
 
 def _int(value, name, func, low=1, high=None):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low or (
-            high is not None and value > high):
-        allowed = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
-        raise ValueError(f"The {name!r} parameter of {_name(func)} must be {allowed}. Got {value!r} instead.")
-    return int(value)
+    return positive_int(value, name, _name(func), low, high)
 
 
 def _real(value, name, func, low, high=None, low_open=False):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and np.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (high is None or value <= high)
-    if not ok:
-        bound = f"> {low}" if low_open else f">= {low}"
-        allowed = f"a number {bound}" + ("" if high is None else f" and <= {high}")
-        raise ValueError(f"The {name!r} parameter of {_name(func)} must be {allowed}. Got {value!r} instead.")
-    return float(value)
+    return real(value, name, _name(func), low, high, low_open)
 
 
 def _classes(class_idx, n, func, class_names=CLASS_NAMES, name="class_idx"):
@@ -94,20 +85,9 @@ def _labels(y_true, n, num_classes, func, name="y_true"):
     return class_labels(y_true, n, num_classes, _name(func), name)
 
 
-def _model(model, func, num_classes=None):
-    import keras
-
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"The 'model' parameter of {_name(func)} must be a keras.Model. Got {model!r} instead.")
-    shape, out = model.input_shape, model.output_shape
-    if isinstance(shape, list) or tuple(shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE, 1):
-        raise ValueError(f"The 'model' parameter of {_name(func)} must take raw faces shaped (n, 48, 48, 1). "
-                         f"Got model {model.name!r} with input shape {shape} instead; wrap it with "
-                         "fervis.models.adapt.")
-    if isinstance(out, list) or len(out) != 2:
-        raise ValueError(f"The 'model' parameter of {_name(func)} must output class probabilities shaped "
-                         f"(n, classes). Got model {model.name!r} with output shape {out} instead.")
-    return int(out[-1])
+def _model(model, func):
+    """The class count of a model that takes raw 48x48 grey faces (LIME's superpixels, the embeddings)."""
+    return face_model(model, _name(func))
 
 
 def _names(class_names, k, func):
@@ -153,9 +133,7 @@ def class_distribution(dataset, normalize=False):
     >>> class_distribution(fervis.data.load("synthetic"), normalize=True).loc["Training", "disgust"]  # doctest: +SKIP
     0.015
     """
-    if not hasattr(dataset, "counts"):
-        raise ValueError("The 'dataset' parameter of fervis.labels.class_distribution must be a fervis Dataset. "
-                         f"Got {type(dataset).__name__} instead.")
+    require_dataset(dataset, "fervis.labels.class_distribution")
     counts = dataset.counts()
     if normalize:
         return counts.div(counts.sum(axis=1).where(lambda s: s > 0), axis=0)
@@ -722,10 +700,7 @@ def lime_region_shares(maps, dataset, class_idx, normalize=None, class_names=CLA
     from fervis.dataset import Dataset
 
     func = "lime_region_shares"
-    maps = np.asarray(maps, dtype=np.float64)
-    if maps.ndim != 3 or maps.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f"The 'maps' parameter of {_name(func)} must be shaped (n, 48, 48). "
-                         f"Got {maps.shape} instead.")
+    maps = saliency_maps(maps, _name(func), shape=(IMAGE_SIZE, IMAGE_SIZE))
     n = len(maps)
     if not isinstance(dataset, Dataset) or len(dataset) != n:
         raise ValueError(f"The 'dataset' parameter of {_name(func)} must be the Dataset of the {n} faces explained. "
@@ -795,7 +770,8 @@ def cell_saliency(model, images, true, predicted, method="gradient", batch_size=
     Parameters
     ----------
     model : keras.Model
-    images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
+        Any image classifier :func:`fervis.saliency.explain` takes.
+    images : array ``(n, h, w, c)`` as the model takes them (``(n, 48, 48)`` for a fervis model), or a Dataset
         Faces of one confusion cell (:func:`confusion_cell`).
     true, predicted : int or str
     method : str, default "gradient"
@@ -806,7 +782,7 @@ def cell_saliency(model, images, true, predicted, method="gradient", batch_size=
 
     Returns
     -------
-    (maps_true, maps_predicted, difference) : three float32 arrays ``(n, 48, 48)``
+    (maps_true, maps_predicted, difference) : three float32 arrays ``(n, h, w)``
         The maps are normalised to a maximum of 1 per face; ``difference`` is
         ``maps_predicted - maps_true``, positive where the predicted class draws more on
         the pixel than the true class does.
@@ -818,8 +794,8 @@ def cell_saliency(model, images, true, predicted, method="gradient", batch_size=
     from fervis import saliency
 
     func = "cell_saliency"
-    _model(model, func)
-    x = _faces(images, func)
+    input_shape, _ = image_model(model, _name(func))  # any model saliency.explain takes
+    x = images_for(images, input_shape, _name(func))
     t = _classes(true, 1, func, class_names, "true")[0]
     p = _classes(predicted, 1, func, class_names, "predicted")[0]
     maps_true = saliency.explain(model, x, method=method, class_idx=int(t), batch_size=batch_size)
@@ -1066,16 +1042,6 @@ MIN_LIME_FACES = 5
 _INTERVALS = ("f1_low", "f1_high")
 
 
-def _wilson(count, n, confidence=0.95):
-    """Wilson score interval of a proportion ``count / n`` (NaN for n = 0)."""
-    from scipy.stats import binomtest
-
-    if n <= 0:
-        return float("nan"), float("nan")
-    ci = binomtest(int(round(count)), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
-
-
 def _f1_text(report, c):
     row = report.loc[c]
     return f"{c} {row['f1']:.2f} [{row['f1_low']:.2f}, {row['f1_high']:.2f}] (n = {int(row['support'])})"
@@ -1257,7 +1223,7 @@ def assess_guesses(report, pairs, separation=None, shares=None, min_correlation=
         others = report["support"].sum() - report.loc[worst, "support"]
         base = drawn / others if others else float("nan")
         n_worst = int(report.loc[worst, "support"])
-        low, high = _wilson(top["rate"] * n_worst, n_worst)
+        low, high = wilson(top["rate"] * n_worst, n_worst)
         lift = top["rate"] / base if base > 0 else float("nan")
         lift_text = f"{lift:.1f}x" if np.isfinite(lift) else "against none of"
         clear = bool(np.isfinite(base) and low > base)
@@ -1294,7 +1260,7 @@ def assess_guesses(report, pairs, separation=None, shares=None, min_correlation=
         kb, kw = separation.loc[best, "knn_recall"], separation.loc[worst, "knn_recall"]
         nb = int(separation.loc[best, "n"]) if "n" in separation else int(report.loc[best, "support"])
         nw = int(separation.loc[worst, "n"]) if "n" in separation else int(report.loc[worst, "support"])
-        (bl, bh), (wl, wh) = _wilson(kb * nb, nb), _wilson(kw * nw, nw)
+        (bl, bh), (wl, wh) = wilson(kb * nb, nb), wilson(kw * nw, nw)
         nearest = separation.loc[worst, "nearest_class"] or "none"
         same = " (the class it is confused with)" if nearest == neighbour else ""
         apart = bool(wh < bl)

@@ -34,7 +34,7 @@ import zipfile
 import keras
 import numpy as np
 
-from fervis._checks import image_model, images_for, positive_int
+from fervis._checks import image_model, images_for, keras_model, positive_int
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE, INPUT_CONVENTIONS, NUM_CLASSES
 
 __all__ = [
@@ -599,8 +599,7 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
     (None, 48, 48, 1)
     """
     func = "fervis.models.adapt"
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
+    keras_model(model, func)
     expected = None
     try:
         expected = tuple(model.input_shape[1:])
@@ -735,10 +734,7 @@ def named_layers(model):
     outer model, such as ``"member_b/block2_conv"``. Every fervis function that takes a layer
     name accepts these, and a layer's full path as well (:func:`canonical_layer_name`).
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"The 'model' parameter of fervis.models.named_layers must be a keras.Model. Got {model!r} instead."
-        )
+    keras_model(model, "fervis.models.named_layers")
     return [(name, chain[-1]) for name, chain in _named_chains(model)]
 
 
@@ -801,8 +797,7 @@ def _matches(layer, kind):
 
 
 def _find_chain(model, name_or_type, func="fervis.models.find_layer"):
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
+    keras_model(model, func)
     if not isinstance(name_or_type, (str, type)):
         raise ValueError(
             f"The 'name_or_type' parameter of {func} must be a layer name, a type name such as 'conv', "
@@ -862,10 +857,7 @@ def conv_layers(model):
     >>> conv_layers(build("tiny"))
     ['block1_conv', 'block2_conv']
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"The 'model' parameter of fervis.models.conv_layers must be a keras.Model. Got {model!r} instead."
-        )
+    keras_model(model, "fervis.models.conv_layers")
     return [name for name, chain in _named_chains(model) if isinstance(chain[-1], _conv_types())]
 
 
@@ -894,10 +886,7 @@ def ensemble_members(model):
     >>> [m.name for m in ensemble_members(ensemble([build("tiny"), build("tiny", seed=1)]))]
     ['member_a', 'member_b']
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"The 'model' parameter of fervis.models.ensemble_members must be a keras.Model. Got {model!r} instead."
-        )
+    keras_model(model, "fervis.models.ensemble_members")
     if not any(isinstance(layer, keras.layers.Average) and layer.name == "average_logits" for layer in model.layers):
         return []
     members = [layer for layer in model.layers if isinstance(layer, keras.Model)]
@@ -918,10 +907,7 @@ def last_conv_layers(model):
     >>> last_conv_layers(build("tiny"))
     ['block2_conv']
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"The 'model' parameter of fervis.models.last_conv_layers must be a keras.Model. Got {model!r} instead."
-        )
+    keras_model(model, "fervis.models.last_conv_layers")
     convs = [(name, chain) for name, chain in _named_chains(model) if isinstance(chain[-1], _conv_types())]
     if not convs:
         raise ValueError(
@@ -978,10 +964,7 @@ def cam_layers(model):
     >>> cam_layers(build("vgg"))
     ['block4_act2']
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"The 'model' parameter of fervis.models.cam_layers must be a keras.Model. Got {model!r} instead."
-        )
+    keras_model(model, "fervis.models.cam_layers")
     num_classes = model.output_shape[-1] if not isinstance(model.output_shape, list) else 0
     named = _named_chains(model)
     convs = [(name, chain) for name, chain in named if isinstance(chain[-1], _conv_types())]
@@ -1180,10 +1163,7 @@ def to_logits(model):
     >>> np.allclose(keras.ops.softmax(logits(x)), model(x))  # doctest: +SKIP
     True
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            f"The 'model' parameter of fervis.models.to_logits must be a keras.Model. Got {model!r} instead."
-        )
+    keras_model(model, "fervis.models.to_logits")
     target = _require_softmax(model)
 
     def clone_layer(layer):

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from fervis import models, regions
+from fervis._checks import image_model, is_dataset, labelled_arrays, positive_int, real, require_dataset
 from fervis.constants import BUDGETS, CLASS_NAMES, IMAGE_SIZE, OVERFIT_MIN_RISE
 from fervis.files import write_atomic
 
@@ -59,36 +60,6 @@ TB_DIR = os.path.join("tb", "monitor")
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def _is_dataset(obj):
-    return all(hasattr(obj, a) for a in ("images", "labels", "splits", "subset", "x"))
-
-
-def _faces(data, func, param):
-    """``(images float32 (n, h, w, c), labels int64 (n,))`` from a Dataset or a tuple."""
-    if _is_dataset(data):
-        x, y = data.x(), np.asarray(data.labels)
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = np.asarray(data[0], dtype=np.float32), np.asarray(data[1])
-        if x.ndim == 3:
-            x = x[..., None]
-    else:
-        raise ValueError(
-            f"The {param!r} parameter of {func} must be a fervis Dataset or a tuple (images, labels). "
-            f"Got {type(data).__name__} instead."
-        )
-    if x.ndim != 4 or len(x) == 0:
-        raise ValueError(
-            f"The {param!r} parameter of {func} must hold at least one image shaped (h, w) or (h, w, c). "
-            f"Got images of shape {tuple(x.shape)} instead."
-        )
-    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer) or (y < 0).any():
-        raise ValueError(
-            f"The {param!r} parameter of {func} must have one class label >= 0 per image. "
-            f"Got labels of dtype {y.dtype} and shape {tuple(y.shape)} for {len(x)} images instead."
-        )
-    return x, y.astype(np.int64)
 
 
 def _check_writable(path, func, param="log_dir"):
@@ -197,10 +168,7 @@ def probe_set(dataset, seed=0):
     ['angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral']
     """
     func = "fervis.monitoring.probe_set"
-    if not _is_dataset(dataset):
-        raise ValueError(
-            f"The 'dataset' parameter of {func} must be a fervis Dataset. Got {type(dataset).__name__} instead."
-        )
+    require_dataset(dataset, func)
     labels = np.asarray(dataset.labels)
     present = [c for c in range(len(dataset.class_names)) if (labels == c).any()]
     if not present:
@@ -220,8 +188,8 @@ def probe_set(dataset, seed=0):
 
 
 def _check_model(model, func):
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
+    """Any image classifier :func:`fervis.saliency.explain` takes, on the TensorFlow backend."""
+    image_model(model, func)
     if keras.backend.backend() != "tensorflow":
         raise ValueError(
             f"{func} needs the TensorFlow backend of Keras (gradients run in a tf.function). "
@@ -269,12 +237,6 @@ def spearman(a, b):
     """
     from fervis import saliency
 
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim < 2:
-        raise ValueError(
-            "The 'a' and 'b' parameters of fervis.monitoring.spearman must be stacks of maps of one shape "
-            f"(n, h, w). Got {a.shape} and {b.shape} instead."
-        )
     return saliency.spearman(a, b)
 
 
@@ -315,11 +277,8 @@ def overfitting(history, patience=3, min_rise=OVERFIT_MIN_RISE):
     """
     func = "fervis.monitoring.overfitting"
     _check_history(history, func)
-    if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1:
-        raise ValueError(f"The 'patience' parameter of {func} must be an int >= 1. Got {patience!r} instead.")
-    if isinstance(min_rise, bool) or not isinstance(min_rise, (int, float, np.integer, np.floating)) or not (
-            np.isfinite(min_rise) and min_rise >= 0):
-        raise ValueError(f"The 'min_rise' parameter of {func} must be a finite number >= 0. Got {min_rise!r} instead.")
+    patience = positive_int(patience, "patience", func)
+    min_rise = real(min_rise, "min_rise", func, 0.0)
     flags = np.zeros(len(history), bool)
     if "val_loss" not in history or "loss" not in history:
         return flags
@@ -474,9 +433,9 @@ class Monitor(keras.callbacks.Callback):
                  overwrite=False, resume=False, batch_size=256):
         super().__init__()
         func = "fervis.monitoring.Monitor"
-        self.x, self.y = _faces(validation, func, "validation")
+        self.x, self.y = labelled_arrays(validation, func, "validation")
         if probes is None:
-            if not _is_dataset(validation):
+            if not is_dataset(validation):
                 raise ValueError(
                     f"The 'probes' parameter of {func} is needed when 'validation' is a tuple of arrays "
                     "(fervis.monitoring.probe_set picks them from a Dataset). Got probes=None."
@@ -1014,8 +973,7 @@ class LiveCurves(keras.callbacks.Callback):
                 f"Got {type(monitor).__name__} instead."
             )
         overfitting(pd.DataFrame(), patience)
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"The 'every' parameter of {func} must be an int >= 1. Got {every!r} instead.")
+        every = positive_int(every, "every", func)
         self.monitor, self.patience, self.display, self.every = monitor, patience, display, every
         self.figure, self._handle, self._rows, self.redraws = None, None, {}, 0
 
@@ -1205,10 +1163,7 @@ class TensorBoardWriter(keras.callbacks.Callback):
                 f"The 'monitor' parameter of {func} must be a fervis.monitoring.Monitor. "
                 f"Got {type(monitor).__name__} instead."
             )
-        if isinstance(grad_batch, bool) or not isinstance(grad_batch, int) or grad_batch < 1:
-            raise ValueError(
-                f"The 'grad_batch' parameter of {func} must be a positive int. Got {grad_batch!r} instead."
-            )
+        grad_batch = positive_int(grad_batch, "grad_batch", func)
         _check_modes(overwrite, resume, func)
         self.log_dir = _check_writable(log_dir, func)
         events = sorted(self.log_dir.glob("events.out.tfevents*"))
@@ -1513,11 +1468,7 @@ def training_plan(session, epochs=None, n_train=None, n_val=None, batch_size=Non
     recipe = recipes.get(recipe)
     settings = {}
     for param, value in (("epochs", epochs), ("n_train", n_train), ("n_val", n_val), ("batch_size", batch_size)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-            raise ValueError(
-                f"The {param!r} parameter of {func} must be a positive int or None. Got {value!r} instead."
-            )
-        settings[param] = value if value is not None else defaults[param]
+        settings[param] = positive_int(value, param, func) if value is not None else defaults[param]
     recipe = recipe.replace(epochs=int(settings["epochs"] or recipe.epochs),
                             batch_size=int(settings["batch_size"] or recipe.batch_size), seed=seed)
     dataset = session.dataset

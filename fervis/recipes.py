@@ -17,10 +17,12 @@ import dataclasses
 import keras
 import numpy as np
 
+from fervis.constants import TTA
+
 __all__ = ["Recipe", "RECIPES", "TTA", "get", "augmenter", "compile_for_training", "predict"]
 
-# Test-time augmentations :func:`predict` knows (see :func:`_tta_views` for the views of each).
-TTA = ("none", "flip", "tencrop", "flip-rotate")
+# TTA (from constants, so the CLI lists it without Keras): the test-time augmentations :func:`predict`
+# knows (see :func:`_tta_views` for the views of each).
 # The angles of the "flip-rotate" views, in degrees: the FER2013 recipe's training rotation range
 # (±10°) and its midpoints, so the views are faces the model was trained to see.
 TTA_ROTATIONS = (-10.0, -5.0, 0.0, 5.0, 10.0)

@@ -20,7 +20,9 @@ import functools
 
 import numpy as np
 
+from fervis._checks import is_dataset, positive_int, region_ids
 from fervis.constants import IMAGE_SIZE
+from fervis.stats import wilson
 
 __all__ = ["REGION_NAMES", "MIN_FIT", "Registration", "template", "for_dataset", "registration", "area_shares",
            "shares"]
@@ -168,15 +170,12 @@ class Registration:
         """``(share, low, high)``: the share of faces whose ``which`` ("rows": eye and mouth rows,
         "columns": left-right centre) is within ``tolerance`` pixels of the mean face's, with its
         Wilson 95 % interval."""
-        from scipy.stats import binomtest
-
         shifts = {"rows": self.dy, "columns": self.dx}[which]
         if not self.n:
             return float("nan"), float("nan"), float("nan")
         # A face whose rows do not look like the mean face's at all has a shift that means nothing.
         hits = int(np.sum((np.abs(shifts) <= self.tolerance) & (self.fit >= MIN_FIT)))
-        ci = binomtest(hits, self.n).proportion_ci(confidence_level=0.95, method="wilson")
-        return hits / self.n, float(ci.low), float(ci.high)
+        return (hits / self.n,) + wilson(hits, self.n)
 
     def summary(self):
         """One sentence with the figures, for a notebook to print beside the region shares."""
@@ -280,9 +279,7 @@ def registration(images, tolerance=2, max_shift=6):
         raise ValueError(f"The 'images' parameter of {func} must be faces shaped (n, 48, 48) or (n, 48, 48, 1). "
                          f"Got shape {np.shape(images)} instead.")
     for name, value, low in (("tolerance", tolerance, 0), ("max_shift", max_shift, 1)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not low <= value < IMAGE_SIZE // 4:
-            raise ValueError(f"The {name!r} parameter of {func} must be an int in [{low}, {IMAGE_SIZE // 4}). "
-                             f"Got {value!r} instead.")
+        positive_int(value, name, func, low, IMAGE_SIZE // 4 - 1)
     if not len(x):
         empty = np.zeros(0, np.int64)
         return Registration(empty, empty, np.zeros(0), float("nan"), float("nan"), _EYES[0], _MOUTH[0], tolerance)
@@ -297,26 +294,9 @@ def registration(images, tolerance=2, max_shift=6):
                         _darkest_row(mean_rows, _MOUTH[0]), float(_EYES[0]), float(_MOUTH[0]), int(tolerance))
 
 
-def _check_regions(regions, n_regions, func):
-    from fervis.dataset import Dataset
-
-    regions = np.asarray(for_dataset(regions) if isinstance(regions, Dataset) else regions)
-    if regions.ndim not in (2, 3) or regions.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(
-            f"The 'regions' parameter of fervis.regions.{func} must be one (48, 48) map or (n, 48, 48) "
-            f"maps. Got shape {regions.shape} instead."
-        )
-    if not np.issubdtype(regions.dtype, np.integer):
-        raise ValueError(
-            f"The 'regions' parameter of fervis.regions.{func} must hold integer region ids. "
-            f"Got dtype {regions.dtype} instead."
-        )
-    if regions.size and (regions.min() < 0 or regions.max() >= n_regions):
-        raise ValueError(
-            f"The 'regions' parameter of fervis.regions.{func} must hold ids in [0, {n_regions}). "
-            f"Got ids from {regions.min()} to {regions.max()} instead."
-        )
-    return regions
+def _own(regions):
+    """A Dataset stands for its regions (:func:`for_dataset`); anything else is checked as ids."""
+    return for_dataset(regions) if is_dataset(regions) else regions
 
 
 def _counts(regions, weights, n_regions):
@@ -349,7 +329,7 @@ def area_shares(regions, n_regions=len(REGION_NAMES)):
     >>> float(area_shares(template())[REGION_NAMES.index("eyes")].round(3))
     0.056
     """
-    regions = _check_regions(regions, n_regions, "area_shares")
+    regions = region_ids(_own(regions), n_regions, "fervis.regions.area_shares")
     single = regions.ndim == 2
     maps = regions[None] if single else regions
     out = _counts(maps, np.ones(maps.shape, dtype=np.float64), n_regions) / (IMAGE_SIZE * IMAGE_SIZE)
@@ -410,12 +390,7 @@ def shares(maps, regions, normalize="area", n_regions=len(REGION_NAMES)):
             "The 'maps' parameter of fervis.regions.shares must be non-negative (saliency mass). "
             f"Got a minimum of {maps.min():.3g}; pass np.abs(maps) or np.maximum(maps, 0) instead."
         )
-    regions = _check_regions(regions, n_regions, "shares")
-    if regions.ndim == 3 and len(regions) != len(maps):
-        raise ValueError(
-            f"The 'regions' parameter of fervis.regions.shares must have one map per saliency map "
-            f"({len(maps)}), or be one (48, 48) map. Got {len(regions)} maps instead."
-        )
+    regions = region_ids(_own(regions), n_regions, "fervis.regions.shares", n=len(maps))  # one per map, or one template
     mass = _counts(regions, maps, n_regions)
     total = mass.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):

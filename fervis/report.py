@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from fervis.constants import CLASS_NAMES, INPUT_CONVENTIONS
+from fervis._checks import declared_input, parse_class_order
 from fervis.files import fervis_home, write_atomic
 
 __all__ = [
@@ -491,21 +491,10 @@ def _check(data, budget, model, out):
         raise ValueError(f"The 'out' parameter of {func} must be a folder path. Got {out!r} instead.")
 
 
-_MODEL_INPUTS = ("auto",) + INPUT_CONVENTIONS  # fervis.contract.MODEL_INPUTS, checked before Keras is imported
-
-
 def _check_contract(model_input, class_order):
-    func = "fervis.report.run"
-    if model_input not in _MODEL_INPUTS:
-        raise ValueError(f"The 'model_input' parameter of {func} must be one of {list(_MODEL_INPUTS)}. "
-                         f"Got {model_input!r} instead.")
-    names = sorted(n.strip() for n in class_order.split(",")) if isinstance(class_order, str) else None
-    if not (class_order in ("auto", "fer2013", "alphabetical") or names == sorted(CLASS_NAMES)):
-        raise ValueError(
-            f"The 'class_order' parameter of {func} must be 'auto', 'fer2013', 'alphabetical' or the class names "
-            f"{list(CLASS_NAMES)} once each, separated by commas, in the model's output order (the notebooks "
-            f"take CLASS_ORDER as text). Got {class_order!r} instead."
-        )
+    """The contract settings, checked before Keras is imported (the notebooks take them as text)."""
+    declared_input(model_input, "fervis.report.run")
+    parse_class_order(class_order, "fervis.report.run", text_only=True)
 
 
 def _contract_line(ipynb):

@@ -58,16 +58,15 @@ Score-CAM scores masked inputs by their probability, as its paper does.
 from __future__ import annotations
 
 import dataclasses
-import numbers
-import os
 import types
 import weakref
 
 import numpy as np
 
+from fervis._checks import (class_indices, class_labels, default_names, is_dataset, max_steps, positive_int, real,
+                            region_ids, saliency_maps)
 from fervis._checks import image_model as _check_model
 from fervis._checks import images_for as _check_images
-from fervis._checks import positive_int
 from fervis.constants import CLASS_NAMES
 
 __all__ = [
@@ -108,92 +107,25 @@ _GRAPHS = weakref.WeakKeyDictionary()
 # --------------------------------------------------------------------------- checks
 
 
-def _max_steps(value):
-    """``value`` capped by ``$FERVIS_MAX_STEPS`` (tests and CI set it to keep runs short)."""
-    cap = os.environ.get("FERVIS_MAX_STEPS")
-    if cap:
-        try:
-            return max(1, min(int(value), int(cap)))
-        except ValueError:
-            raise ValueError(
-                f"The environment variable FERVIS_MAX_STEPS must be an int. Got {cap!r} instead.") from None
-    return int(value)
-
-
-def _positive_int(value, name, func=_FUNC):
-    return positive_int(value, name, func)
-
-
 def _check_class_idx(class_idx, n, num_classes, func=_FUNC):
-    """Per-image class indices, int32 ``(n,)``; -1 means "the predicted class"."""
-    allowed = (f"None (the predicted class), an int in [0, {num_classes}) or an array of {n} such ints "
-               f"(one per image)")
-    if class_idx is None:
-        return np.full(n, -1, dtype=np.int32)
-    if isinstance(class_idx, (bool, np.bool_)):
-        raise ValueError(f"The 'class_idx' parameter of {func} must be {allowed}. Got {class_idx!r} instead.")
-    if isinstance(class_idx, (int, np.integer)):
-        if not 0 <= class_idx < num_classes:
-            raise ValueError(f"The 'class_idx' parameter of {func} must be {allowed}. Got {class_idx!r} instead.")
-        return np.full(n, int(class_idx), dtype=np.int32)
-    array = np.asarray(class_idx)
-    if array.shape != (n,) or not (array.size == 0 or array.dtype.kind in "iu"):
-        raise ValueError(
-            f"The 'class_idx' parameter of {func} must be {allowed}. "
-            f"Got an array of dtype {array.dtype} and shape {array.shape} instead."
-        )
-    if array.size and (array.min() < 0 or array.max() >= num_classes):
-        bad = array[(array < 0) | (array >= num_classes)][0]
-        raise ValueError(
-            f"The 'class_idx' parameter of {func} must be {allowed}. Got class index {bad} instead."
-        )
-    return array.astype(np.int32)
-
-
-def _check_maps(maps, n, shape, func, name="maps"):
-    array = np.asarray(maps)
-    if array.dtype.kind not in "uif" or array.shape != (n,) + tuple(shape):
-        raise ValueError(
-            f"The {name!r} parameter of {func} must be a numeric array shaped {(n,) + tuple(shape)}, one map per "
-            f"image. Got dtype {array.dtype} and shape {array.shape} instead."
-        )
-    return array.astype(np.float64)
+    """Per-image class indices, int32 ``(n,)`` (-1: the predicted class); class names allowed."""
+    return class_indices(class_idx, n, func, default_names(num_classes)).astype(np.int32)
 
 
 def _check_regions(regions, n, shape, region_names, func):
+    """One id map per image (a template is broadcast to all), ids checked against ``region_names``;
+    a Dataset stands for its regions (:func:`fervis.regions.for_dataset`)."""
     from fervis import regions as region_maps
-    from fervis.dataset import Dataset
 
-    array = np.asarray(region_maps.for_dataset(regions) if isinstance(regions, Dataset) else regions)
-    if array.ndim == 2:
-        array = np.broadcast_to(array, (n,) + array.shape)  # one template for every face
-    if array.shape != (n,) + tuple(shape) or array.dtype.kind not in "iu":
-        raise ValueError(
-            f"The 'regions' parameter of {func} must be integer region ids shaped {(n,) + tuple(shape)} "
-            f"(or one template shaped {tuple(shape)}). Got dtype {array.dtype} and shape {array.shape} instead."
-        )
+    if is_dataset(regions):
+        regions = region_maps.for_dataset(regions)
     if region_names is None or isinstance(region_names, str) or len(region_names) == 0:
         raise ValueError(
             f"The 'region_names' parameter of {func} must be a sequence of names, one per region id. "
             f"Got {region_names!r} instead."
         )
-    if array.size and (array.min() < 0 or array.max() >= len(region_names)):
-        raise ValueError(
-            f"The 'regions' parameter of {func} must hold ids 0-{len(region_names) - 1} "
-            f"(one per name in {list(region_names)}). Got ids up to {array.max()} instead."
-        )
-    return array
-
-
-def _check_labels(labels, n, num_classes, func, name="labels"):
-    array = np.asarray(labels)
-    if array.shape != (n,) or not (array.size == 0 or array.dtype.kind in "iu") or (
-            array.size and (array.min() < 0 or array.max() >= num_classes)):
-        raise ValueError(
-            f"The {name!r} parameter of {func} must be {n} class indices in [0, {num_classes}). "
-            f"Got {array.dtype} values shaped {array.shape} instead."
-        )
-    return array.astype(np.int64)
+    array = region_ids(regions, len(region_names), func, n=n, shape=shape)
+    return np.broadcast_to(array, (n,) + tuple(shape)) if array.ndim == 2 else array
 
 
 # --------------------------------------------------------------------------- graphs
@@ -647,24 +579,6 @@ def _percentiles(stats, level=0.95):
 # --------------------------------------------------------------------------- options
 
 
-def _int_option(value, name, func, low=1, high=None):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low or (
-            high is not None and value > high):
-        allowed = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
-        raise ValueError(f"The {name!r} parameter of {func} must be {allowed}. Got {value!r} instead.")
-    return int(value)
-
-
-def _real_option(value, name, func, low=None, high=None, low_open=False):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and np.isfinite(value)
-    ok = ok and (low is None or (value > low if low_open else value >= low)) and (high is None or value <= high)
-    if not ok:
-        allowed = "a finite number" if low is None else (
-            f"a number {'>' if low_open else '>='} {low}" + ("" if high is None else f" and <= {high}"))
-        raise ValueError(f"The {name!r} parameter of {func} must be {allowed}. Got {value!r} instead.")
-    return float(value)
-
-
 def _check_segments(segments, n, shape, func):
     array = np.asarray(segments)
     if array.shape != (n,) + tuple(shape) or array.dtype.kind not in "iu" or (array.size and array.min() < 0):
@@ -679,25 +593,25 @@ def _check_option(method, name, value, n, input_shape):
     """One option's value, checked; the message names the option as a parameter of :func:`explain`."""
     func = f"{_FUNC} (method {method!r})"
     if name == "samples":
-        return _int_option(value, name, func, 2) if method == "lime" else _max_steps(_int_option(value, name, func))
+        return positive_int(value, name, func, 2) if method == "lime" else max_steps(positive_int(value, name, func))
     if name == "steps":
-        return _max_steps(_int_option(value, name, func))
+        return max_steps(positive_int(value, name, func))
     if name == "noise":
-        return _real_option(value, name, func, 0.0, 10.0)
+        return real(value, name, func, 0.0, 10.0)
     if name == "seed":  # any int: each method folds it into the range its generator takes
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
             raise ValueError(f"The 'seed' parameter of {func} must be an int. Got {value!r} instead.")
         return int(value)
     if name == "top_n":
-        return None if value is None else _int_option(value, name, func)
+        return None if value is None else positive_int(value, name, func)
     if name == "num_segments":
-        return _int_option(value, name, func, 2, int(input_shape[0] * input_shape[1]))
+        return positive_int(value, name, func, 2, int(input_shape[0] * input_shape[1]))
     if name == "segments":
         return None if value is None else _check_segments(value, n, input_shape[:2], func)
     if name == "kernel_width":
-        return _real_option(value, name, func, 0.0, low_open=True)
+        return real(value, name, func, 0.0, low_open=True)
     if name == "hide_color":
-        return None if value is None else _real_option(value, name, func)
+        return None if value is None else real(value, name, func)
     if name == "sign":
         if not isinstance(value, str) or value not in ("positive", "signed"):
             raise ValueError(f"The 'sign' parameter of {func} must be one of ['positive', 'signed']. "
@@ -774,9 +688,9 @@ def lime_segments(images, num_segments=50, compactness=0.1, sigma=0.5):
                          "instead.")
     x = array.astype(np.float32)
     x = x[..., 0] if x.ndim == 4 and x.shape[-1] == 1 else x.mean(axis=-1) if x.ndim == 4 else x
-    num_segments = _int_option(num_segments, "num_segments", func, 2, int(x.shape[1] * x.shape[2]))
-    compactness = _real_option(compactness, "compactness", func, 0.0, low_open=True)
-    sigma = _real_option(sigma, "sigma", func, 0.0)
+    num_segments = positive_int(num_segments, "num_segments", func, 2, int(x.shape[1] * x.shape[2]))
+    compactness = real(compactness, "compactness", func, 0.0, low_open=True)
+    sigma = real(sigma, "sigma", func, 0.0)
     out = np.empty(x.shape, np.int32)
     for i, face in enumerate(x):
         face = face / 255.0 if face.max() > 1.0 else face
@@ -854,29 +768,11 @@ def _batches(n, batch_size):
 
 
 def predict(model, images, batch_size=256):
-    """Class probabilities: :func:`fervis.models.predict`, with this module's messages.
-
-    Parameters
-    ----------
-    model : keras.Model
-    images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
-    batch_size : int, default 256
-
-    Returns
-    -------
-    ndarray float32 ``(n, num_classes)``
-
-    Example
-    -------
-    >>> probs = predict(model, dataset.images)  # doctest: +SKIP
-    """
+    """Class probabilities ``(n, num_classes)``: :func:`fervis.models.predict`, the one forward path (its
+    parameters, checks and messages), here for the notebooks that import ``saliency``."""
     from fervis import models
 
-    func = "fervis.saliency.predict"
-    input_shape, _ = _check_model(model, func)
-    x = _check_images(images, input_shape, func)
-    batch_size = _positive_int(batch_size, "batch_size", func)
-    return models.predict(model, x, batch_size=batch_size)
+    return models.predict(model, images, batch_size=batch_size)
 
 
 def explain(model, images, method="gradient", class_idx=None, batch_size=64, layer_name=None,
@@ -892,8 +788,9 @@ def explain(model, images, method="gradient", class_idx=None, batch_size=64, lay
         Pixels as the model takes them (uint8 or float).
     method : str, default "gradient"
         One of :data:`ALL_METHODS` (:data:`METHODS` and ``"lime"``).
-    class_idx : None, int or int array ``(n,)``
-        The class to explain: ``None`` the predicted class, an int the same class for every
+    class_idx : None, int, str or array ``(n,)`` of those
+        The class to explain: ``None`` the predicted class, an int or a class name (``"happy"``;
+        for a model without 7 outputs the names are the indices as text) the same class for every
         image, an array one class per image (the true labels, say).
     batch_size : int, default 64
         Images per graph call (Score-CAM runs one forward pass per kept channel per batch;
@@ -966,7 +863,7 @@ def explain(model, images, method="gradient", class_idx=None, batch_size=64, lay
     x = _check_images(images, input_shape, _FUNC)
     n = len(x)
     class_idx = _check_class_idx(class_idx, n, num_classes)
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size", _FUNC)
     opts = _options(method, options, {"layer_name": layer_name, "samples": samples, "noise": noise, "steps": steps,
                                       "top_n": top_n, "seed": seed}, n, input_shape)
     h, w = input_shape[:2]
@@ -1059,7 +956,7 @@ def pick_examples(labels, probs, num_classes=None):
     if probs.ndim != 2:
         raise ValueError(f"The 'probs' parameter of {func} must be shaped (n, classes). Got {probs.shape} instead.")
     k = probs.shape[1] if num_classes is None else int(num_classes)
-    labels = _check_labels(labels, len(probs), k, func)
+    labels = class_labels(labels, len(probs), k, func, "labels")
     predicted = probs.argmax(axis=1)
     chosen = np.full(k, -1, dtype=np.int64)
     for c in range(k):
@@ -1096,8 +993,8 @@ def per_class(labels, k, seed=0, num_classes=len(CLASS_NAMES), exclude=None):
     3
     """
     func = "fervis.saliency.per_class"
-    labels = _check_labels(labels, len(np.asarray(labels)), num_classes, func)
-    k = _positive_int(k, "k", func)
+    labels = class_labels(labels, len(np.asarray(labels)), num_classes, func, "labels")
+    k = positive_int(k, "k", func)
     keep = np.ones(len(labels), bool)
     if exclude is not None:
         exclude = np.asarray(exclude)
@@ -1133,11 +1030,9 @@ def class_mean_maps(maps, labels, predicted, num_classes=len(CLASS_NAMES)):
     >>> means, counts, excluded = class_mean_maps(maps, labels, probs.argmax(1))  # doctest: +SKIP
     """
     func = "fervis.saliency.class_mean_maps"
-    maps = np.asarray(maps, dtype=np.float64)
-    if maps.ndim != 3:
-        raise ValueError(f"The 'maps' parameter of {func} must be shaped (n, h, w). Got {maps.shape} instead.")
-    labels = _check_labels(labels, len(maps), num_classes, func)
-    predicted = _check_labels(predicted, len(maps), num_classes, func, "predicted")
+    maps = saliency_maps(maps, func)
+    labels = class_labels(labels, len(maps), num_classes, func, "labels")
+    predicted = class_labels(predicted, len(maps), num_classes, func, "predicted")
     usable = map_problems(maps) == ""
     means = np.full((2, num_classes) + maps.shape[1:], np.nan)
     counts = np.zeros((2, num_classes), dtype=np.int64)
@@ -1211,17 +1106,14 @@ def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, 
     if normalize not in (None, "area"):
         raise ValueError(
             f"The 'normalize' parameter of {func} must be one of [None, 'area']. Got {normalize!r} instead.")
-    maps = np.asarray(maps)
-    if maps.ndim != 3:
-        raise ValueError(f"The 'maps' parameter of {func} must be shaped (n, h, w). Got {maps.shape} instead.")
+    maps = saliency_maps(maps, func)
     n = len(maps)
-    maps = _check_maps(maps, n, maps.shape[1:], func)
     if (np.where(np.isfinite(maps), maps, 0.0) < 0).any():  # non-finite maps are left out, not refused
         raise ValueError(
             f"The 'maps' parameter of {func} must be non-negative (saliency mass). Got negative values instead.")
     regions = _check_regions(regions, n, maps.shape[1:], region_names, func)
-    labels = _check_labels(labels, n, len(class_names), func)
-    n_boot = _positive_int(n_boot, "n_boot", func)
+    labels = class_labels(labels, n, len(class_names), func, "labels")
+    n_boot = positive_int(n_boot, "n_boot", func)
     r = len(region_names)
     usable = map_problems(maps) == ""
     mass, area = _per_image_shares(np.where(usable[:, None, None], maps, 0.0), regions, r)
@@ -1289,13 +1181,10 @@ def cue_check(maps, regions, labels, region_names, cue_regions, class_names=CLAS
     import pandas as pd
 
     func = "fervis.saliency.cue_check"
-    maps = np.asarray(maps)
-    if maps.ndim != 3:
-        raise ValueError(f"The 'maps' parameter of {func} must be shaped (n, h, w). Got {maps.shape} instead.")
+    maps = saliency_maps(maps, func)
     n = len(maps)
-    maps = _check_maps(maps, n, maps.shape[1:], func)
     regions = _check_regions(regions, n, maps.shape[1:], region_names, func)
-    labels = _check_labels(labels, n, len(class_names), func)
+    labels = class_labels(labels, n, len(class_names), func, "labels")
     if not isinstance(cue_regions, dict):
         raise ValueError(f"The 'cue_regions' parameter of {func} must be a dict class name -> region names. "
                          f"Got {type(cue_regions).__name__} instead.")
@@ -1359,16 +1248,14 @@ def occlusion_check(model, images, regions, labels, region_names, class_names=CL
     -------
     >>> occlusion_check(model, ds.images, ds.regions, ds.labels, ds.region_names)  # doctest: +SKIP
     """
-    import pandas as pd
-
     func = "fervis.saliency.occlusion_check"
     input_shape, k = _check_model(model, func)
     x = _check_images(images, input_shape, func)
     n = len(x)
     regions = _check_regions(regions, n, input_shape[:2], region_names, func)
-    labels = _check_labels(labels, n, min(k, len(class_names)), func)
-    batch_size = _positive_int(batch_size, "batch_size", func)
-    n_boot = _positive_int(n_boot, "n_boot", func)
+    labels = class_labels(labels, n, min(k, len(class_names)), func, "labels")
+    batch_size = positive_int(batch_size, "batch_size", func)
+    n_boot = positive_int(n_boot, "n_boot", func)
     forward = _forward_graph(model)
     fill = x.mean(axis=(1, 2), keepdims=True)
     r = len(region_names)
@@ -1434,7 +1321,7 @@ def deletion_insertion(model, images, maps, class_idx=None, steps=16, batch_size
     model : keras.Model
     images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
     maps : float array ``(n, 48, 48)``
-    class_idx : None, int or int array ``(n,)``
+    class_idx : None, int, str or array ``(n,)`` of those
         ``None``: the class predicted on the intact face.
     steps : int, default 16
         Points on each curve after the first (capped by ``$FERVIS_MAX_STEPS``).
@@ -1458,10 +1345,10 @@ def deletion_insertion(model, images, maps, class_idx=None, steps=16, batch_size
     x = _check_images(images, input_shape, func)
     n = len(x)
     h, w = input_shape[:2]
-    maps = _check_maps(maps, n, (h, w), func)
+    maps = saliency_maps(maps, func, n, (h, w))
     class_idx = _check_class_idx(class_idx, n, k, func)
-    steps = _max_steps(_positive_int(steps, "steps", func))
-    batch_size = _positive_int(batch_size, "batch_size", func)
+    steps = max_steps(positive_int(steps, "steps", func))
+    batch_size = positive_int(batch_size, "batch_size", func)
     forward = _forward_graph(model)
     if n == 0:
         empty = np.zeros((0, steps + 1))
@@ -1540,7 +1427,7 @@ def faithfulness(model, images, methods=METHODS, class_idx=None, steps=16, seed=
     images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
     methods : sequence of str, default :data:`METHODS`
         Any of :data:`ALL_METHODS` (LIME too).
-    class_idx : None, int or int array ``(n,)``
+    class_idx : None, int, str or array ``(n,)`` of those
     steps : int, default 16
     seed : int, default 0
         Seeds the random baseline maps and tie breaking.
@@ -1567,8 +1454,7 @@ def faithfulness(model, images, methods=METHODS, class_idx=None, steps=16, seed=
                          f"{list(ALL_METHODS)}. Got {methods!r} instead.")
     input_shape, _ = _check_model(model, func)
     x = _check_images(images, input_shape, func)
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
-        raise ValueError(f"The 'alpha' parameter of {func} must be a number in (0, 1). Got {alpha!r} instead.")
+    alpha = real(alpha, "alpha", func, 0.0, 1.0, low_open=True, high_open=True)
     extra = dict(explain_kwargs or {})
     rows, curves, aucs, usable = {}, {}, {}, {}
     random_maps = np.random.default_rng(seed).random((len(x),) + input_shape[:2])
@@ -1703,7 +1589,7 @@ def randomization_check(model, images, methods=("gradient", "smoothgrad", "gradc
     model : keras.Model
     images : array ``(n, 48, 48)`` or ``(n, 48, 48, 1)``
     methods : sequence of str
-    class_idx : None, int or int array ``(n,)``
+    class_idx : None, int, str or array ``(n,)`` of those
         ``None``: the trained model's predicted class, kept fixed at every stage.
     seed : int, default 0
     explain_kwargs : dict, optional
@@ -1831,7 +1717,7 @@ def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=N
     -------
     >>> print("\\n".join(describe(shares, concentration)))  # doctest: +SKIP
     """
-    min_faces = _positive_int(min_faces, "min_faces", "fervis.saliency.describe")
+    min_faces = positive_int(min_faces, "min_faces", "fervis.saliency.describe")
     lines = []
     classes = []
     for table in (shares, occlusion):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from fervis._checks import declared_input, parse_class_order
 from fervis.constants import BUDGETS  # the one budget table, re-exported: every notebook's BUDGET
 
 __all__ = ["BUDGETS", "Session", "prepare"]
@@ -91,12 +92,8 @@ def prepare(data="synthetic", model="auto", budget="quick", split="PublicTest", 
         if len(train) > caps["max_train"]:
             # Only what a model is trained on is capped; the analysed split stays whole.
             trainable = train.sample(caps["max_train"], stratify=True, seed=seed)
-    contract_mod.parse_class_order(class_order, "fervis.session.prepare")  # before any training
-    if model_input not in contract_mod.MODEL_INPUTS:
-        raise ValueError(
-            f"The 'model_input' parameter of fervis.session.prepare must be one of {list(contract_mod.MODEL_INPUTS)}. "
-            f"Got {model_input!r} instead."
-        )
+    parse_class_order(class_order, "fervis.session.prepare")  # before any training
+    declared_input(model_input, "fervis.session.prepare")
     given = training.model_for(trainable, model)
     evaluation = dataset.subset(split) if split in set(dataset.splits) else dataset
     if caps["max_eval"] and len(evaluation) > caps["max_eval"]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fervis._checks import positive_int
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
 from fervis.regions import REGION_NAMES
 
@@ -350,12 +351,8 @@ def _stream(seed, stream, chunk, probs):
 
 
 def _generate(n, seed, class_probs, stream):
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"The 'n' parameter of fervis.synthetic.generate must be an int >= 0. Got {n!r} instead.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(
-            f"The 'seed' parameter of fervis.synthetic.generate must be an int >= 0. Got {seed!r} instead."
-        )
+    n = positive_int(n, "n", "fervis.synthetic.generate", low=0)
+    seed = positive_int(seed, "seed", "fervis.synthetic.generate", low=0)
     from tqdm.auto import tqdm
 
     probs = _check_probs(class_probs)

@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 
 from fervis import files, models, recipes
-from fervis.constants import CLASS_NAMES, IMAGE_SIZE
+from fervis._checks import face_model, is_dataset, keras_model, labelled_arrays, positive_int, require_dataset
+from fervis.constants import CLASS_NAMES
 from fervis.files import write_atomic
 
 __all__ = ["fit", "recalibrate_batchnorm", "run_recipe", "load_or_train", "model_for", "check_model_spec", "evaluate", "cache_path", "fervis_home"]
@@ -48,64 +49,9 @@ _STATE = "fervis_state.json"  # stored inside the checkpoint archive, so the epo
 # --------------------------------------------------------------------------- inputs
 
 
-def _is_dataset(obj):
-    return all(hasattr(obj, a) for a in ("images", "labels", "splits", "subset", "x"))
-
-
-def _require_dataset(dataset, func):
-    if not _is_dataset(dataset):
-        raise ValueError(
-            f"The 'dataset' parameter of {func} must be a fervis Dataset. Got {type(dataset).__name__} instead."
-        )
-
-
-def _arrays(data, func, param, model):
-    """``(x, y)``: float32 ``(n, h, w, c)`` pixels and int64 labels, checked against ``model``."""
-    if _is_dataset(data):
-        x, y = data.x(), np.asarray(data.labels)
-        where = f"dataset {getattr(data, 'source', '?')!r}"
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = np.asarray(data[0], dtype=np.float32), np.asarray(data[1])
-        if x.ndim == 3:
-            x = x[..., None]
-        where = "the arrays"
-    else:
-        raise ValueError(
-            f"The {param!r} parameter of {func} must be a fervis Dataset or a tuple (images, labels). "
-            f"Got {type(data).__name__} instead."
-        )
-    expected = tuple(model.input_shape[1:])
-    if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-        raise ValueError(
-            f"The {param!r} parameter of {func} must hold images shaped (n,) + {expected} to fit model "
-            f"{model.name!r}. Got images of shape {tuple(x.shape)} instead."
-        )
-    if y.ndim != 1 or len(y) != len(x):
-        raise ValueError(
-            f"The {param!r} parameter of {func} must have one label per image. "
-            f"Got {len(x)} images and labels of shape {tuple(y.shape)} instead."
-        )
-    if len(x) == 0:
-        raise ValueError(f"The {param!r} parameter of {func} must hold at least one image. Got none in {where}.")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"The {param!r} parameter of {func} must have integer labels. Got dtype {y.dtype} instead.")
-    num_classes = model.output_shape[-1]
-    if (y < 0).any():
-        raise ValueError(
-            f"The {param!r} parameter of {func} must be labelled, but {int((y < 0).sum())} of its {len(y)} "
-            f"images in {where} have no label (-1)."
-        )
-    if y.max() >= num_classes:
-        raise ValueError(
-            f"The {param!r} parameter of {func} has labels up to {int(y.max())}, but model {model.name!r} "
-            f"outputs {num_classes} classes."
-        )
-    return x, y.astype(np.int64)
-
-
 def _training_part(data):
     """A Dataset's Training split when it has one beside other splits, else all of it."""
-    if _is_dataset(data):
+    if is_dataset(data):
         splits = set(np.asarray(data.splits).tolist())
         if "Training" in splits and len(splits) > 1:
             return data.subset("Training")
@@ -417,8 +363,7 @@ def recalibrate_batchnorm(model, images, batch_size=512, progress=True):
         ``model``.
     """
     func = "fervis.training.recalibrate_batchnorm"
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
+    keras_model(model, func)
     x = np.asarray(images, dtype=np.float32)
     expected = tuple(model.input_shape[1:])
     if x.ndim == len(expected) and expected[-1] == 1:
@@ -428,8 +373,7 @@ def recalibrate_batchnorm(model, images, batch_size=512, progress=True):
             f"The 'images' parameter of {func} must be images shaped (n,) + {expected}, n >= 1, to fit model "
             f"{model.name!r}. Got shape {tuple(x.shape)} instead."
         )
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"The 'batch_size' parameter of {func} must be a positive int. Got {batch_size!r} instead.")
+    batch_size = positive_int(batch_size, "batch_size", func)
     norms = [layer for _, layer in models.named_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     from tqdm.auto import tqdm
 
@@ -535,18 +479,17 @@ def fit(model, dataset_or_arrays, recipe, out_dir=None, resume=False, validation
     >>> model, history = fit(models.build("tiny"), dataset, "tiny", out_dir="runs/tiny", resume=True)  # doctest: +SKIP
     """
     func = "fervis.training.fit"
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
+    keras_model(model, func)
     recipe = recipes.get(recipe)
-    x, y = _arrays(_training_part(dataset_or_arrays), func, "dataset_or_arrays", model)
+    x, y = labelled_arrays(_training_part(dataset_or_arrays), func, "dataset_or_arrays", model)
     if isinstance(validation, str):
-        if not _is_dataset(dataset_or_arrays):
+        if not is_dataset(dataset_or_arrays):
             raise ValueError(
                 f"The 'validation' parameter of {func} may name a split only when training on a Dataset. "
                 f"Got {validation!r} with arrays instead."
             )
         validation = dataset_or_arrays.subset(validation)
-    val = None if validation is None else _arrays(validation, func, "validation", model)
+    val = None if validation is None else labelled_arrays(validation, func, "validation", model)
     steps = max(1, math.ceil(len(x) / recipe.batch_size))
 
     out = None
@@ -690,7 +633,7 @@ def load_or_train(dataset, recipe="quick", progress=True):
     >>> model = load_or_train(data.load("synthetic"))  # doctest: +SKIP
     """
     func = "fervis.training.load_or_train"
-    _require_dataset(dataset, func)
+    require_dataset(dataset, func)
     recipe = recipes.get(recipe)
     num_classes = len(dataset.class_names)
     path = cache_path(dataset, recipe)
@@ -742,16 +685,6 @@ def _is_packaged_synthetic(dataset):
     return json.loads(meta.read_text()).get("fingerprint") == dataset.fingerprint
 
 
-def _check_input(model, func):
-    expected = (IMAGE_SIZE, IMAGE_SIZE, 1)
-    if tuple(model.input_shape[1:]) != expected:
-        raise ValueError(
-            f"The 'model' parameter of {func} must take raw faces shaped (n, 48, 48, 1). Got model "
-            f"{model.name!r} with input shape {model.input_shape} instead; wrap it with fervis.models.adapt."
-        )
-    return model
-
-
 def model_for(dataset, model="auto"):
     """The model to explain for ``dataset``; the first cell of every notebook calls this.
 
@@ -776,7 +709,7 @@ def model_for(dataset, model="auto"):
     >>> model = model_for(data.load("synthetic"))  # doctest: +SKIP
     """
     func = "fervis.training.model_for"
-    _require_dataset(dataset, func)
+    require_dataset(dataset, func)
     num_classes = len(dataset.class_names)
     if isinstance(model, str) and model == "auto":
         if _is_fer2013(dataset) and models.pretrained_path("fer2013").exists():
@@ -877,12 +810,10 @@ def evaluate(model, dataset, split="PublicTest", tta="none", batch_size=256):
     0.71
     """
     func = "fervis.training.evaluate"
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
-    _require_dataset(dataset, func)
+    face_model(model, func)
+    require_dataset(dataset, func)
     if tta not in recipes.TTA:
         raise ValueError(f"The 'tta' parameter of {func} must be one of {list(recipes.TTA)}. Got {tta!r} instead.")
-    _check_input(model, func)
     class_names = list(dataset.class_names)
     k = len(class_names)
     if model.output_shape[-1] != k:

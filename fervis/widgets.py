@@ -67,30 +67,24 @@ def saliency_explorer(model, images, labels=None, methods=None, class_names=None
     >>> saliency_explorer(session.model, session.evaluation)  # doctest: +SKIP
     """
     import ipywidgets as W
-    import numpy as np
 
     from fervis import plots, saliency
-    from fervis._checks import image_model, images_for
-    from fervis.constants import CLASS_NAMES
+    from fervis._checks import default_names, image_model, images_for, is_dataset, positive_int
 
     func = "fervis.widgets.saliency_explorer"
-    if labels is None and hasattr(images, "labels"):
+    if labels is None and is_dataset(images):
         labels = images.labels
-    if hasattr(images, "images"):
-        images = images.images
     input_shape, k = image_model(model, func)
     faces = images_for(images, input_shape, func)
     if not len(faces):
         raise ValueError(f"The 'images' parameter of {func} must hold at least one face. Got 0 instead.")
-    names = list(class_names or (CLASS_NAMES if k == len(CLASS_NAMES) else [str(i) for i in range(k)]))
+    names = list(class_names or default_names(k))
     methods = list(saliency.METHODS if methods is None else methods)
     unknown = [m for m in methods if m not in saliency.ALL_METHODS]
     if unknown or not methods:
         raise ValueError(f"The 'methods' parameter of {func} must be a non-empty list of names from "
                          f"{list(saliency.ALL_METHODS)}. Got {methods!r} instead.")
-    if isinstance(face_idx, bool) or not isinstance(face_idx, (int, np.integer)) or not 0 <= face_idx < len(faces):
-        raise ValueError(f"The 'face_idx' parameter of {func} must be an int in [0, {len(faces)}). "
-                         f"Got {face_idx!r} instead.")
+    face_idx = positive_int(face_idx, "face_idx", func, 0, len(faces) - 1)
     probs = saliency.predict(model, faces)
     face = W.IntSlider(value=int(face_idx), min=0, max=len(faces) - 1, description="face", continuous_update=False)
     target = W.Dropdown(options=[("predicted", -1)] + [(n, i) for i, n in enumerate(names)], value=-1,
@@ -161,17 +155,13 @@ def filter_explorer(model, dataset, layers=None, layer_name=None, steps=None, k=
     import ipywidgets as W
 
     from fervis import filters, models, plots
-    from fervis._checks import faces_2d
+    from fervis._checks import faces_2d, positive_int
 
     names = filters.layer_names(model) if layers is None else [models.canonical_layer_name(model, n) for n in layers]
     for name in names:
         filters.layer_width(model, name)  # a clear error for an unknown layer, before any widget
     faces = faces_2d(dataset, "fervis.widgets.filter_explorer", "dataset")
-    if not isinstance(face_idx, int) or not (0 <= face_idx < len(faces)):
-        raise ValueError(
-            f"The 'face_idx' parameter of fervis.widgets.filter_explorer must be in [0, {len(faces) - 1}]. "
-            f"Got {face_idx!r} instead."
-        )
+    face_idx = positive_int(face_idx, "face_idx", "fervis.widgets.filter_explorer", 0, len(faces) - 1)
     layer_name = models.canonical_layer_name(model, layer_name)
     if layer_name is not None and layer_name not in names:
         raise ValueError(

@@ -583,7 +583,7 @@ def test_region_focus_is_mass_share_over_area_share(run):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"validation": "faces"}, "'validation' parameter .* Dataset or a tuple"),
-    ({"validation": (np.zeros((4, 48, 48)), np.array([0, 1, 2, -1]))}, "one class label >= 0"),
+    ({"validation": (np.zeros((4, 48, 48)), np.array([0, 1, 2, -1]))}, r"must be labelled, but 1 of its 4 images in the arrays have no label"),
     ({"validation": (np.zeros((4, 48, 48)), np.array([0, 1, 2, 3]))}, "'probes' parameter .* is needed"),
     ({"probes": "faces"}, r"'probes' parameter .*Probes \(see probe_set\)"),
     ({"patience": 0}, "'patience' parameter"),
@@ -641,7 +641,7 @@ def test_training_plan_is_a_fresh_copy_on_a_sample(synthetic_small):
     plan = monitoring.training_plan(types.SimpleNamespace(**{**vars(session), "dataset": real}), n_train=100)
     assert plan.model.name == "small" and plan.recipe.epochs == 8 and plan.recipe.batch_size == 64
     assert len(plan.train) == 100 and len(plan.validation) == 280  # the evaluation split, under 350 faces
-    with pytest.raises(ValueError, match="'epochs' parameter .* positive int"):
+    with pytest.raises(ValueError, match="'epochs' parameter .* an int >= 1"):
         monitoring.training_plan(session, epochs=0)
     with pytest.raises(ValueError, match="'session' parameter .*Session"):
         monitoring.training_plan(synthetic_small)

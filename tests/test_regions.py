@@ -91,7 +91,7 @@ def test_zero_map_gives_nan_row():
     (np.ones((2, 3, 48, 48)), regions.template(), {}, "'maps' parameter .* shape"),
     (-np.ones((1, 48, 48)), regions.template(), {}, "non-negative.*np.abs"),
     (np.full((1, 48, 48), np.nan), regions.template(), {}, "finite"),
-    (np.ones((2, 48, 48)), np.zeros((3, 48, 48), np.uint8), {}, "one map per saliency map"),
+    (np.ones((2, 48, 48)), np.zeros((3, 48, 48), np.uint8), {}, r"one template shaped \(48, 48\) or \(2, 48, 48\) maps"),
     (np.ones((2, 48, 48)), np.zeros((48, 40), np.uint8), {}, "'regions' parameter .* shape"),
     (np.ones((2, 48, 48)), np.full((48, 48), 0.5), {}, "integer region ids"),
     (np.ones((2, 48, 48)), np.full((48, 48), 9), {}, r"ids in \[0, 9\)"),

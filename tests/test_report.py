@@ -98,7 +98,8 @@ def test_find_notebooks_errors(tmp_path):
     ({"model": 7}, r"'model' parameter of fervis.report.run must be .* Got 7 instead"),
     ({"model_input": "0-100"}, r"'model_input' parameter of fervis.report.run must be one of \['auto', '0-255'"),
     ({"class_order": "backwards"}, "'class_order' parameter of fervis.report.run must be 'auto', 'fer2013', "
-                                   "'alphabetical' or the class names"),
+                                   "'alphabetical' or the 7 class names .* separated by commas \\(the notebooks take "
+                                   "CLASS_ORDER as text\\)"),
 ])
 def test_run_rejects_bad_settings(tmp_path, kwargs, match):
     _notebook(tmp_path / "01.ipynb", "1")
