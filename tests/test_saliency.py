@@ -374,7 +374,7 @@ def test_region_functions_take_a_dataset_for_its_regions(synthetic_small):
     by_template = saliency.region_shares(maps, plain, plain.labels, regions.REGION_NAMES)
     pd.testing.assert_frame_equal(by_template, saliency.region_shares(maps, regions.template(), plain.labels,
                                                                       regions.REGION_NAMES))
-    with pytest.raises(ValueError, match=r"'regions' parameter .* shaped \(3, 48, 48\)"):
+    with pytest.raises(ValueError, match=r"'regions' parameter .* \(3, 48, 48\) maps"):
         saliency.region_shares(maps[:3], faces, faces.labels[:3], faces.region_names)  # 12 faces for 3 maps
 
 
