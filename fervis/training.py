@@ -582,9 +582,9 @@ def _teacher_targets(model, x, recipe, out, resuming, verbose):
 
 
 def _targets(model, x, y, recipe, out=None, resuming=False, verbose=False):
-    """The training targets ``(n, k)`` float32: one-hot labels, mixed with the teacher's probabilities
-    as ``(1 - distill) * one_hot + distill * teacher`` when the recipe has a teacher."""
-    targets = keras.utils.to_categorical(y, model.output_shape[-1]).astype(np.float32)
+    """The training targets ``(n, k)``: one-hot labels, mixed with the teacher's probabilities as
+    ``(1 - distill) * one_hot + distill * teacher`` (float32) when the recipe has a teacher."""
+    targets = keras.utils.to_categorical(y, model.output_shape[-1])  # as fit has always had them without one
     if recipe.teacher:
         soft = _teacher_targets(model, x, recipe, out, resuming, verbose)
         targets = ((1.0 - recipe.distill) * targets + recipe.distill * soft).astype(np.float32)
@@ -620,7 +620,8 @@ def fit(model, dataset_or_arrays, recipe, out_dir=None, resume=False, validation
         must agree with the run's on every field that decides the epochs
         (:meth:`fervis.recipes.Recipe.training_fields`); its ``name``, ``recalibrate_bn`` and
         (without a teacher) ``tta`` may differ. The teacher's probabilities are read from
-        ``teacher.npz``, not computed again. Resuming a finished run only repeats the steps after the last epoch.
+        ``teacher.npz``, not computed again. Resuming a finished run only repeats the steps
+        after the last epoch.
     validation : Dataset, tuple (images, labels) or str, optional
         A str names a split of ``dataset_or_arrays``.
     strategy : tf.distribute.Strategy, optional
