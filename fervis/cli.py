@@ -343,7 +343,8 @@ def _parser():
     train.add_argument("--out", required=True, type=_path, metavar="DIR", help="run directory (checkpoint, history, model)")
     train.add_argument("--arch", metavar="NAME", help="tiny, compact or vgg (default: the recipe's)")
     train.add_argument("--epochs", type=_positive_int, metavar="N", help="default: the recipe's")
-    train.add_argument("--recipe", default="quick", metavar="NAME", help="tiny, quick or fer2013 (default quick)")
+    train.add_argument("--recipe", default="quick", metavar="NAME",
+                       help="tiny, quick, fer2013 or fer2013-kd (default quick)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.set_defaults(func=_train)
 

@@ -6,6 +6,11 @@ recipe's fields), printed in a model card, and passed on the command line by nam
 The ``fer2013`` recipe follows the evidence collected for FER2013 by Khaireddin & Chen
 (2021; VGG variant, flip and ten-crop test-time augmentation, a long decaying schedule) and
 random erasing (Zhong et al., "Random Erasing Data Augmentation", AAAI 2020).
+A recipe with a ``teacher`` trains by knowledge distillation (Hinton, Vinyals & Dean,
+"Distilling the Knowledge in a Neural Network", 2015) at temperature 1, offline: the teacher's
+probabilities are computed once, before the first epoch (:func:`fervis.training.fit`); the
+``fer2013-kd`` recipe is "born-again" (Furlanello et al., ICML 2018): the shipped model teaches a
+student of its own recipe.
 Augmentation runs as Keras preprocessing layers on the accelerator or CPU that trains the
 model, so there is no Python-side per-image work and any Keras 3 backend can train it.
 """
@@ -56,8 +61,17 @@ class Recipe:
         After the last epoch, recompute the batch-norm statistics on the clean training images
         in inference mode (:func:`fervis.training.recalibrate_batchnorm`).
     tta : {"none", "flip", "tencrop", "flip-rotate"}
-        Test-time augmentation used by :func:`predict` when evaluating this recipe.
+        Test-time augmentation used by :func:`predict` when evaluating this recipe, and for the
+        teacher's probabilities when it has a ``teacher``.
     seed : int
+    teacher : str, default ""
+        A model spec :func:`fervis.models.resolve` understands (``"pretrained:fer2013"``, a
+        ``.keras`` path) whose probabilities the model learns from; ``""``: none.
+    distill : float in [0, 1], default 0.0
+        The weight alpha of the teacher's probabilities in the training target:
+        ``(1 - alpha) * one_hot(label) + alpha * teacher_probabilities``, label smoothing applied
+        to it after. Its cross-entropy is ``(1 - alpha) CE(label) + alpha CE(teacher)``: knowledge
+        distillation at temperature 1. Above 0 exactly when there is a ``teacher``.
     """
 
     name: str
@@ -78,6 +92,21 @@ class Recipe:
     recalibrate_bn: bool = False
     tta: str = "flip"
     seed: int = 0
+    teacher: str = ""
+    distill: float = 0.0
+
+    def __post_init__(self):
+        if not isinstance(self.teacher, str):
+            raise ValueError(f"Recipe field 'teacher' must be a model spec (str) or ''. Got {self.teacher!r} instead.")
+        if (isinstance(self.distill, bool) or not isinstance(self.distill, (int, float, np.integer, np.floating))
+                or not 0.0 <= self.distill <= 1.0):
+            raise ValueError(f"Recipe field 'distill' must be a number in [0, 1]. Got {self.distill!r} instead.")
+        object.__setattr__(self, "distill", float(self.distill))  # 1 and 1.0 give one dict, one hash
+        if bool(self.teacher) != (self.distill > 0):
+            raise ValueError(
+                f"Recipe fields 'teacher' and 'distill' go together: a teacher needs distill > 0, and distill > 0 "
+                f"needs a teacher. Got teacher={self.teacher!r}, distill={self.distill!r} in recipe {self.name!r}."
+            )
 
     def replace(self, **changes):
         """Return a copy with some fields changed (``recipe.replace(epochs=3)``)."""
@@ -89,22 +118,27 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        """The fields as a dict; those added after models were first cached (:data:`_LATER`) only when
+        they differ from their defaults, so that the dict of an older recipe, and the cache key,
+        checkpoint and model card made from it, stay what they were."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _LATER or v != _LATER[k]}
 
     def training_fields(self):
-        """The fields that decide the training epochs: all but ``name``, ``recalibrate_bn`` and ``tta``.
+        """The fields that decide the training epochs: all but ``name``, ``recalibrate_bn`` and ``tta``
+        (``tta`` too when there is a ``teacher``: it makes the teacher's probabilities).
 
         Two recipes that agree on these train alike; a run may be resumed, or shipped, under a
         recipe that names it otherwise, recalibrates batch norm after the last epoch or not, or
         evaluates it with another test-time augmentation.
         """
-        return {k: v for k, v in self.to_dict().items() if k not in _NOT_TRAINING}
+        skip = set(_NOT_TRAINING) - ({"tta"} if self.teacher else set())
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
     def trains_unlike(self, other):
         """The names of the training fields in which recipe ``other`` differs from this one, sorted;
         empty when both train alike."""
-        theirs = other.training_fields()
-        return sorted(k for k, v in self.training_fields().items() if theirs[k] != v)
+        fields = set(self.training_fields()) | set(other.training_fields())
+        return sorted(k for k in fields if getattr(self, k) != getattr(other, k))
 
     @classmethod
     def from_dict(cls, fields, what="recipe"):
@@ -130,8 +164,12 @@ class Recipe:
 
 
 # Fields that do not change what the epochs do (see Recipe.training_fields): the name, a step
-# after the last epoch, and the test-time augmentation.
+# after the last epoch, and the test-time augmentation (a training field when there is a teacher).
 _NOT_TRAINING = ("name", "recalibrate_bn", "tta")
+# Fields added after models were cached and runs checkpointed under recipe hashes, with their
+# defaults: Recipe.to_dict leaves them out at these values, so the model cache keys and checkpoints
+# built from it (fervis.training) stay what they were.
+_LATER = {"teacher": "", "distill": 0.0}
 
 RECIPES = {
     # A few seconds on the CPU; for unit tests only.
@@ -160,6 +198,11 @@ RECIPES = {
                       weight_decay=1e-2, warmup_epochs=2, label_smoothing=0.1, shift=0.1, rotation=10.0,
                       zoom=0.1, erasing=0.25, recalibrate_bn=True, tta="tencrop"),
 }
+# Born-again distillation (issue 23): the fer2013 recipe taught by the shipped model under its ten-crop
+# TTA. distill 0.5, an even split of label and teacher, is a starting point to measure, not a tuned
+# value; seed 1 so the student does not start from the teacher's initial weights (seed 0).
+RECIPES["fer2013-kd"] = RECIPES["fer2013"].replace(name="fer2013-kd", teacher="pretrained:fer2013", distill=0.5,
+                                                   seed=1)
 
 
 def get(recipe):

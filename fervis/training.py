@@ -7,7 +7,9 @@ it writes, after every epoch, one checkpoint file holding the training model's f
 number and the history so far) atomically (:func:`fervis.files.write_atomic`), then
 ``history.csv`` from it, so a run killed at any moment loses at most one epoch and
 ``resume=True`` continues it with one continuous history. A run holds a lock on ``out_dir``:
-a second run into it is refused while the first is alive.
+a second run into it is refused while the first is alive. A recipe with a ``teacher`` trains by
+distillation: the teacher's probabilities on the training faces are computed once, before the
+first epoch, and kept in ``teacher.npz`` so a resumed run reads them instead.
 
 :func:`load_or_train` is what the notebooks call: it returns the model cached for a
 dataset's fingerprint and a recipe, or trains and caches it. :func:`model_for` picks the
@@ -43,6 +45,7 @@ __all__ = ["fit", "recalibrate_batchnorm", "run_recipe", "load_or_train", "model
 CHECKPOINT = "checkpoint.keras"
 HISTORY = "history.csv"
 FINAL = "model.keras"
+TEACHER = "teacher.npz"  # the teacher's probabilities on the training faces (recipes with a teacher)
 _STATE = "fervis_state.json"  # stored inside the checkpoint archive, so the epoch travels with it
 
 
@@ -210,7 +213,7 @@ def _run_lock(out, func):
                 f"writing ({_lock_holder(out)}); wait for it to end, or choose another out_dir."
             ) from None
         # Temporary files a killed or failed run left behind (none is being written: we hold the lock).
-        for pattern in (f".{CHECKPOINT}.*", f".{FINAL}.*", f".{HISTORY}.*", ".model.*.tmp.keras"):
+        for pattern in (f".{CHECKPOINT}.*", f".{FINAL}.*", f".{HISTORY}.*", f".{TEACHER}.*", ".model.*.tmp.keras"):
             for stale in out.glob(pattern):
                 stale.unlink(missing_ok=True)
         yield
@@ -429,6 +432,109 @@ def _recalibrate_one(model, norm, x, batch_size, bar):
     norm.moving_variance.assign(variance.reshape(norm.moving_variance.shape).astype(norm.moving_variance.dtype))
 
 
+# --------------------------------------------------------------------------- distillation
+
+
+def _faces_fingerprint(x):
+    """A digest of the training faces (shape and pixels): the teacher's probabilities belong to them."""
+    digest = hashlib.sha256(repr(x.shape).encode())
+    digest.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _load_teacher(recipe, model):
+    """The recipe's teacher, refused unless it takes ``model``'s input and outputs as many classes."""
+    where = f"Recipe field 'teacher' of recipe {recipe.name!r} names {recipe.teacher!r}"
+    try:
+        teacher = models.resolve(recipe.teacher)
+    except ValueError as err:
+        raise ValueError(f"{where}, which fervis cannot load: {err}") from None
+    expected_in, expected_out = tuple(model.input_shape[1:]), model.output_shape[-1]
+    shape_in, shape_out = teacher.input_shape, teacher.output_shape
+    if isinstance(shape_in, list) or tuple(shape_in[1:]) != expected_in:
+        raise ValueError(
+            f"{where}, a model with input shape {shape_in}; it must take the student {model.name!r}'s input "
+            f"(n,) + {expected_in}."
+        )
+    if isinstance(shape_out, list) or len(shape_out) != 2 or shape_out[-1] != expected_out:
+        raise ValueError(
+            f"{where}, a model with output shape {shape_out}; it must output the student {model.name!r}'s "
+            f"{expected_out} class probabilities, shape (n, {expected_out})."
+        )
+    return teacher
+
+
+def _teacher_probabilities(teacher, x, tta, verbose, chunk=1024):
+    """``teacher``'s probabilities ``(n, k)`` for ``x`` under test-time augmentation ``tta``, a chunk of
+    faces at a time (ten-crop holds ten views of a chunk in memory, not of every face)."""
+    from tqdm.auto import tqdm
+
+    parts = []
+    with tqdm(total=len(x), desc=f"teacher probabilities ({tta})", unit="face", disable=not verbose) as bar:
+        for start in range(0, len(x), chunk):
+            parts.append(recipes.predict(teacher, x[start:start + chunk], tta=tta))
+            bar.update(len(parts[-1]))
+    return np.concatenate(parts)
+
+
+def _read_teacher(path):
+    """The contents of a ``teacher.npz``, or None when it is damaged (it is then computed again)."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            return {k: saved[k] if k == "probs" else str(saved[k]) for k in ("probs", "teacher", "tta", "faces")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def _teacher_targets(model, x, recipe, out, resuming, verbose):
+    """The teacher's probabilities ``(n, k)`` float32 on the training faces ``x``.
+
+    Read from ``out/teacher.npz`` when it holds them for this teacher, TTA and faces; else computed
+    with :func:`fervis.recipes.predict` under the recipe's ``tta`` and saved there. When resuming a
+    run, a ``teacher.npz`` for another teacher, TTA or faces is refused: the run began with it.
+    """
+    key = {"teacher": recipe.teacher, "tta": recipe.tta, "faces": _faces_fingerprint(x)}
+    path = None if out is None else out / TEACHER
+    cached = _read_teacher(path) if path is not None and path.exists() else None
+    if cached is not None:
+        differ = [k for k in key if cached[k] != key[k]]
+        if cached["probs"].shape != (len(x), model.output_shape[-1]):
+            differ.append(f"the probabilities' shape {cached['probs'].shape}")
+        if not differ:
+            return cached["probs"].astype(np.float32)
+        if resuming:
+            raise ValueError(
+                f"Cannot resume from {str(out / CHECKPOINT)!r}: the run's {str(path)!r} holds the probabilities of "
+                f"teacher {cached['teacher']!r} under tta {cached['tta']!r} on faces {cached['faces']}, but the "
+                f"recipe asks for teacher {recipe.teacher!r} under tta {recipe.tta!r} on faces {key['faces']} "
+                f"(they differ in {', '.join(differ)})."
+            )
+    teacher = _load_teacher(recipe, model)
+    probs = _teacher_probabilities(teacher, x, recipe.tta, verbose)
+    if not (np.isfinite(probs).all() and (probs >= 0).all() and np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)):
+        raise ValueError(
+            f"Recipe field 'teacher' of recipe {recipe.name!r} names {recipe.teacher!r}, whose outputs are not "
+            "probabilities (rows of non-negative numbers summing to 1); the teacher must end in a softmax."
+        )
+    if path is not None:
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.savez(f, probs=probs, **key)
+
+        write_atomic(path, write, suffix=".npz", what="teacher probabilities")
+    return probs
+
+
+def _targets(model, x, y, recipe, out=None, resuming=False, verbose=False):
+    """The training targets ``(n, k)``: one-hot labels, mixed with the teacher's probabilities as
+    ``(1 - distill) * one_hot + distill * teacher`` (float32) when the recipe has a teacher."""
+    targets = keras.utils.to_categorical(y, model.output_shape[-1])  # as fit has always had them without one
+    if recipe.teacher:
+        soft = _teacher_targets(model, x, recipe, out, resuming, verbose)
+        targets = ((1.0 - recipe.distill) * targets + recipe.distill * soft).astype(np.float32)
+    return targets
+
+
 # --------------------------------------------------------------------------- fit
 
 
@@ -444,16 +550,22 @@ def fit(model, dataset_or_arrays, recipe, out_dir=None, resume=False, validation
         A Dataset trains on its ``Training`` split when it has other splits too.
         ``images`` ``(n, 48, 48)`` or ``(n, 48, 48, 1)`` 0-255, ``labels`` int ``(n,)``.
     recipe : Recipe or str
-        A :class:`fervis.recipes.Recipe` or a name in ``fervis.recipes.RECIPES``.
+        A :class:`fervis.recipes.Recipe` or a name in ``fervis.recipes.RECIPES``. With a
+        ``teacher``, the targets mix the labels with the teacher's probabilities on the clean
+        training faces under the recipe's ``tta`` (see ``Recipe.distill``), computed before the
+        first epoch (a tqdm bar when ``verbose``); validation keeps the labels alone.
     out_dir : str or os.PathLike, optional
         Where ``checkpoint.keras`` (every epoch), ``history.csv``, ``tb/`` (TensorBoard logs,
-        with the TensorFlow backend when the tensorboard package is installed) and, at the
+        with the TensorFlow backend when the tensorboard package is installed),
+        ``teacher.npz`` (the teacher's probabilities, for a recipe with a teacher) and, at the
         end, ``model.keras`` go.
     resume : bool, default False
         Continue from ``out_dir``'s checkpoint (from scratch when there is none). The recipe
         must agree with the run's on every field that decides the epochs
         (:meth:`fervis.recipes.Recipe.training_fields`); its ``name``, ``recalibrate_bn`` and
-        ``tta`` may differ. Resuming a finished run only repeats the steps after the last epoch.
+        (without a teacher) ``tta`` may differ. The teacher's probabilities are read from
+        ``teacher.npz``, not computed again. Resuming a finished run only repeats the steps
+        after the last epoch.
     validation : Dataset, tuple (images, labels) or str, optional
         A str names a split of ``dataset_or_arrays``.
     strategy : tf.distribute.Strategy, optional
@@ -535,6 +647,8 @@ def _fit_run(model, x, y, val, recipe, out, resume, strategy, callbacks, verbose
                     "(the training data differ)."
                 )
     initial_epoch = int(state["epoch"]) if state else 0
+    # Before seeding, so that loading a teacher draws nothing from the generators training uses.
+    targets = _targets(model, x, y, recipe, out, state is not None, verbose) if initial_epoch < recipe.epochs else None
     # Re-seeding with the epoch makes a resumed run repeatable as well.
     keras.utils.set_random_seed(recipe.seed + initial_epoch)
 
@@ -568,11 +682,10 @@ def _fit_run(model, x, y, val, recipe, out, resume, strategy, callbacks, verbose
         cbs.append(_Progress(recipe.epochs, steps))
     cbs.extend(callbacks)
 
-    onehot = keras.utils.to_categorical(y, num_classes)
     keras_history = None
     if initial_epoch < recipe.epochs:
         keras_history = train_model.fit(
-            x, onehot, batch_size=recipe.batch_size, epochs=recipe.epochs, initial_epoch=initial_epoch,
+            x, targets, batch_size=recipe.batch_size, epochs=recipe.epochs, initial_epoch=initial_epoch,
             validation_data=None if val is None else (val[0], keras.utils.to_categorical(val[1], num_classes)),
             class_weight=_class_weights(y, num_classes) if recipe.class_weights else None,
             callbacks=cbs, verbose=0, shuffle=True,
