@@ -566,6 +566,12 @@ def _boot_means(values, n_boot, rng):
         return np.where(count > 0, total / np.where(count > 0, count, 1.0), np.nan)
 
 
+def _family_level(regions, level=0.95):
+    """The level of each of ``regions`` intervals that hold all at once with ``level`` (Bonferroni):
+    a sentence that picks the regions above chance among a row's makes that many comparisons."""
+    return 1 - (1 - level) / max(regions, 1)
+
+
 def _percentiles(stats, level=0.95):
     import warnings
 
@@ -1094,7 +1100,10 @@ def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, 
         Classes (with faces) x regions (present in some face), plus a row ``"all"``.
         ``table.attrs`` holds ``"low"`` and ``"high"`` (the 95 % interval, same shape),
         ``"n"`` (faces used per row, a Series), ``"excluded"`` (degenerate maps left out
-        per row, a Series) and ``"level"`` (0.95).
+        per row, a Series) and ``"level"`` (0.95); ``"family_low"``, ``"family_high"`` and
+        ``"family_level"``: intervals that hold for all the regions of a row at once with 95 %
+        confidence (Bonferroni: each at ``1 - 0.05 / regions``), what :func:`describe` states
+        findings on, since it picks among a row's regions.
 
     Example
     -------
@@ -1117,8 +1126,10 @@ def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, 
     r = len(region_names)
     usable = map_problems(maps) == ""
     mass, area = _per_image_shares(np.where(usable[:, None, None], maps, 0.0), regions, r)
+    present = area.sum(axis=0) > 0  # area depends on the regions alone
+    family = _family_level(int(present.sum()))
     rng = np.random.default_rng(seed)
-    rows, lows, highs, index, used, left = [], [], [], [], [], []
+    rows, lows, highs, family_lows, family_highs, index, used, left = [], [], [], [], [], [], [], []
     for c in list(range(len(class_names))) + ["all"]:
         sel = np.ones(n, bool) if c == "all" else labels == c
         if not sel.any():
@@ -1126,6 +1137,7 @@ def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, 
         good = sel & usable
         m = int(good.sum())
         share, low, high = np.full(r, np.nan), np.full(r, np.nan), np.full(r, np.nan)
+        family_low, family_high = low, high
         if m:
             size = area[good].mean(axis=0)
             share = mass[good].mean(axis=0)
@@ -1139,20 +1151,23 @@ def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, 
                 boot = boot[:, :r]
             if boot is not None:
                 low, high = _percentiles(boot)
+                family_low, family_high = _percentiles(boot, family)
         rows.append(share)
         lows.append(low)
         highs.append(high)
+        family_lows.append(family_low)
+        family_highs.append(family_high)
         used.append(m)
         left.append(int((sel & ~usable).sum()))
         index.append(c if c == "all" else class_names[c])
-    present = area.sum(axis=0) > 0  # area depends on the regions alone
 
     def frame(values):
         return _class_region_frame(values, index, region_names, present)
 
     table = frame(rows)
     table.attrs = {"low": frame(lows), "high": frame(highs), "n": pd.Series(used, index=index, name="n"),
-                   "excluded": pd.Series(left, index=index, name="excluded"), "level": 0.95}
+                   "excluded": pd.Series(left, index=index, name="excluded"), "level": 0.95,
+                   "family_low": frame(family_lows), "family_high": frame(family_highs), "family_level": family}
     return table
 
 
@@ -1272,26 +1287,32 @@ def occlusion_check(model, images, regions, labels, region_names, class_names=CL
             p = np.asarray(forward(occluded))[np.arange(has.sum()), labels[a:b][has]]
             drops[a:b][has, rid] = base[has] - p
     rng = np.random.default_rng(seed)
-    out, lows, highs, ns, index = [], [], [], [], []
+    present = np.isfinite(drops).any(axis=0)
+    family = _family_level(int(present.sum()))
+    out, lows, highs, family_lows, family_highs, ns, index = [], [], [], [], [], [], []
     for c, name in enumerate(class_names):
         sel = labels == c
         if sel.any():
             col = drops[sel]
             counts = np.isfinite(col).sum(axis=0)
             out.append(np.where(counts > 0, np.nansum(col, axis=0) / np.maximum(counts, 1), np.nan))
-            low, high = _percentiles(_boot_means(col, n_boot, rng)) if len(col) > 1 else (np.full(r, np.nan),) * 2
+            boot = _boot_means(col, n_boot, rng) if len(col) > 1 else None
+            low, high = _percentiles(boot) if boot is not None else (np.full(r, np.nan),) * 2
+            family_low, family_high = _percentiles(boot, family) if boot is not None else (low, high)
             few = counts < 2  # one face gives no interval
             lows.append(np.where(few, np.nan, low))
             highs.append(np.where(few, np.nan, high))
+            family_lows.append(np.where(few, np.nan, family_low))
+            family_highs.append(np.where(few, np.nan, family_high))
             ns.append(counts)
             index.append(name)
-    present = np.isfinite(drops).any(axis=0)
 
     def frame(values):
         return _class_region_frame(values, index, region_names, present)
 
     table = frame(out)
-    table.attrs = {"low": frame(lows), "high": frame(highs), "n": frame(ns).astype(np.int64), "level": 0.95}
+    table.attrs = {"low": frame(lows), "high": frame(highs), "n": frame(ns).astype(np.int64), "level": 0.95,
+                   "family_low": frame(family_lows), "family_high": frame(family_highs), "family_level": family}
     return table
 
 
@@ -1662,13 +1683,22 @@ def randomization_check(model, images, methods=("gradient", "smoothgrad", "gradc
 
 
 def _interval_of(table, name, column):
-    """``(low, high, n)`` of one cell of a table from :func:`region_shares` or :func:`occlusion_check`."""
+    """``(low, high, n)`` of one cell of a table from :func:`region_shares` or :func:`occlusion_check`:
+    its interval simultaneous over the row's regions (the plain one for a table without it)."""
     attrs = getattr(table, "attrs", {}) or {}
     if "low" not in attrs or "n" not in attrs:
         return np.nan, np.nan, 0
     n = attrs["n"]
     count = n.loc[name, column] if hasattr(n, "columns") else n.loc[name]
-    return float(attrs["low"].loc[name, column]), float(attrs["high"].loc[name, column]), int(count)
+    low, high = (attrs["family_low"], attrs["family_high"]) if "family_low" in attrs else (attrs["low"], attrs["high"])
+    return float(low.loc[name, column]), float(high.loc[name, column]), int(count)
+
+
+def _simultaneous(table):
+    """What the text adds after an interval of ``table``: simultaneous over its regions where it is."""
+    if "family_low" not in (getattr(table, "attrs", {}) or {}):
+        return ""
+    return f", simultaneous over the {table.shape[1]} regions"
 
 
 def _faces(table, name):
@@ -1682,7 +1712,10 @@ def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=N
     """The notebook's answer, written as sentences from the numbers, only where they hold one.
 
     A sentence states a finding only where its 95 % interval excludes "no effect" and at
-    least ``min_faces`` faces stand behind it; otherwise it says so. For the region tables,
+    least ``min_faces`` faces stand behind it; otherwise it says so. A sentence that picks
+    regions among a row's uses the row's simultaneous intervals (``attrs["family_low"]``,
+    Bonferroni over the regions), so "above chance" holds for the row as a whole, not for
+    each of a dozen comparisons separately. For the region tables,
     "no effect" is a concentration of 1 (no more mass than the region's share of the area);
     for occlusion, a drop of 0; for deletion/insertion, a p-value of ``faith.alpha`` or
     more in the paired test against random maps; the randomisation check names the faces
@@ -1741,8 +1774,8 @@ def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=N
                          and _interval_of(concentration, name, r)[0] > 1]
                 held = dense[above].dropna().sort_values(ascending=False)
                 parts = [f"{100 * row[r]:.0f} % of the mass on the {r} ({dense[r]:.1f}x its area, 95 % interval "
-                         f"{_interval_of(concentration, name, r)[0]:.1f}-{_interval_of(concentration, name, r)[1]:.1f})"
-                         for r in held.index[:top]]
+                         f"{_interval_of(concentration, name, r)[0]:.1f}-{_interval_of(concentration, name, r)[1]:.1f}"
+                         f"{_simultaneous(concentration)})" for r in held.index[:top]]
                 parts = ([f"{method} puts " + " and ".join(parts)] if parts else
                          [f"no region holds more of {method}'s mass than its share of the area beyond chance"])
                 parts[0] = f" (n = {n}), " + parts[0]
@@ -1762,7 +1795,8 @@ def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=N
                 low, high, n = cells[r]
                 # The largest point estimate among the drops that are real; regions are not tested against each other.
                 sentence += (joiner + f"the largest drop in p({name}) comes from greying out the {r}: "
-                             f"{100 * row[r]:.1f} points (95 % interval {100 * low:.1f}-{100 * high:.1f}, n = {n})")
+                             f"{100 * row[r]:.1f} points (95 % interval {100 * low:.1f}-{100 * high:.1f}"
+                             f"{_simultaneous(occlusion)}, n = {n})")
         if parts or occlusion is not None:
             lines.append(sentence + ".")
     if cues is not None and len(cues):

@@ -402,6 +402,11 @@ def test_occlusion_finds_the_only_region_the_model_reads(faces):
     row = table.loc["angry"]
     assert abs(row["mouth"]) > 1e-3
     np.testing.assert_allclose(row.drop("mouth").to_numpy(), 0.0, atol=1e-6)
+    # Intervals simultaneous over the row's regions are wider than each region's own.
+    k = table.shape[1]
+    assert table.attrs["family_level"] == pytest.approx(1 - 0.05 / k)
+    assert table.attrs["family_low"].loc["angry", "mouth"] <= table.attrs["low"].loc["angry", "mouth"]
+    assert table.attrs["family_high"].loc["angry", "mouth"] >= table.attrs["high"].loc["angry", "mouth"]
 
 
 def test_occlusion_on_synthetic_regions_and_residual_model(residual_model, faces):
@@ -537,10 +542,22 @@ def test_describe_states_only_what_the_intervals_hold():
     assert lines[0] == "2 of 23 Grad-CAM on block2_act maps are empty, constant or non-finite and left out of the " \
                        "region figures."
     assert lines[1] == "For disgust: too few faces (n = 9) to tell where Grad-CAM on block2_act puts the mass."
-    low, high = dense.attrs["low"].loc["happy", "mouth"], dense.attrs["high"].loc["happy", "mouth"]
+    low, high = dense.attrs["family_low"].loc["happy", "mouth"], dense.attrs["family_high"].loc["happy", "mouth"]
     assert low > 1
+    k = dense.shape[1]
+    assert dense.attrs["family_level"] == pytest.approx(1 - 0.05 / k)
+    assert low <= dense.attrs["low"].loc["happy", "mouth"] and high >= dense.attrs["high"].loc["happy", "mouth"]
     assert lines[2] == (f"For happy (n = 12), Grad-CAM on block2_act puts 100 % of the mass on the mouth "
-                        f"({dense.loc['happy', 'mouth']:.1f}x its area, 95 % interval {low:.1f}-{high:.1f}).")
+                        f"({dense.loc['happy', 'mouth']:.1f}x its area, 95 % interval {low:.1f}-{high:.1f}, "
+                        f"simultaneous over the {k} regions).")
+    # The claim rests on the row's simultaneous interval: one region's own interval above 1 is not enough
+    # when the sentence picked it among k regions.
+    doubtful = dense.copy()
+    doubtful.attrs = {key: (v.copy() if hasattr(v, "copy") else v) for key, v in dense.attrs.items()}
+    doubtful.attrs["family_low"].loc["happy", "mouth"] = 0.9
+    assert doubtful.attrs["low"].loc["happy", "mouth"] > 1
+    assert saliency.describe(shares, doubtful, method="gradcam")[2] == (
+        "For happy (n = 12), no region holds more of gradcam's mass than its share of the area beyond chance.")
     occlusion = _occlusion_table({"happy": {"mouth": 0.2, "eyes": 0.3, "nose": 0.01}}, 12)
     occlusion.attrs["n"].loc["happy", "eyes"] = 9  # the larger drop rests on too few faces
     lines = saliency.describe(shares, dense, occlusion=occlusion, method="gradcam")
