@@ -234,6 +234,27 @@ def _log_value(value):
     return value if math.isfinite(value) else None
 
 
+class _Divergence(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or inf and remembers the epoch.
+
+    Keras' ``TerminateOnNaN`` stops too, but says nothing to the caller; :func:`fit` raises
+    a ValueError naming the epoch instead of returning (and saving) a model of NaN weights.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.epoch, self.current = None, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(np.asarray(loss))):
+            self.epoch = self.current
+            self.model.stop_training = True
+
+
 class _Checkpoint(keras.callbacks.Callback):
     """After every epoch: the checkpoint, holding the history so far, then history.csv from it.
 
@@ -248,6 +269,8 @@ class _Checkpoint(keras.callbacks.Callback):
         self.rows = list(rows)
 
     def on_epoch_end(self, epoch, logs=None):
+        if not math.isfinite(float(np.asarray((logs or {}).get("loss", 0.0)))):
+            return  # a diverged epoch: the checkpoint keeps the last good one (fit raises)
         rows = self.rows + [{"epoch": int(epoch), **{k: _log_value(v) for k, v in (logs or {}).items()}}]
         state = {
             "epoch": epoch + 1,
@@ -668,7 +691,8 @@ def _fit_run(model, x, y, val, recipe, out, resume, strategy, callbacks, verbose
                 for variable, value in zip(variables, seeds):
                     variable.assign(np.asarray(value, dtype=variable.dtype))
 
-    cbs = [_LearningRate()]
+    divergence = _Divergence()
+    cbs = [divergence, _LearningRate()]
     if out is not None:
         rows = state.get("history") if state else []
         if rows is None:  # a checkpoint of a fervis that kept the history in history.csv only
@@ -689,6 +713,14 @@ def _fit_run(model, x, y, val, recipe, out, resume, strategy, callbacks, verbose
             validation_data=None if val is None else (val[0], keras.utils.to_categorical(val[1], num_classes)),
             class_weight=_class_weights(y, num_classes) if recipe.class_weights else None,
             callbacks=cbs, verbose=0, shuffle=True,
+        )
+    if divergence.epoch is not None:
+        kept = (f" {str(out / CHECKPOINT)!r} still holds the {divergence.epoch} good epochs before it."
+                if out is not None and divergence.epoch > 0 else "")
+        raise ValueError(
+            f"{func}: training diverged in epoch {divergence.epoch + 1} of {recipe.epochs}: the loss became NaN or "
+            f"inf, so the weights are no longer numbers and nothing was saved.{kept} Train again with a lower "
+            f"learning_rate (the recipe's is {recipe.learning_rate}), or check the faces for extreme pixel values."
         )
     if core is not model:
         model.set_weights(core.get_weights())

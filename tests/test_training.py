@@ -672,3 +672,31 @@ def test_empty_out_dir_is_refused(tmp_path, monkeypatch):
         training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=1), out_dir="",
                      verbose=False)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_diverging_run_stops_keeps_its_last_good_checkpoint_and_says_so(tmp_path):
+    """A loss that becomes NaN (here: weights poisoned at the start of epoch 2) ends training at once with a
+    message naming the epoch; the checkpoint and history.csv keep the good epoch, and no model is saved."""
+    import keras
+
+    class Poison(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                layer = self.model.layers[-1].layers[-1] if hasattr(self.model.layers[-1], "layers") else None
+                target = layer if layer is not None and layer.weights else self.model.layers[-1]
+                target.weights[0].assign(np.full(target.weights[0].shape, np.nan, np.float32))
+
+    images, labels = _arrays(64)
+    with pytest.raises(ValueError, match=r"training diverged in epoch 2 of 3: the loss became NaN or inf.*"
+                                         r"still holds the 1 good epochs before it.*lower learning_rate"):
+        training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=3), out_dir=tmp_path,
+                     verbose=False, callbacks=[Poison()])
+    history = pd.read_csv(tmp_path / training.HISTORY)
+    assert list(history["epoch"]) == [0] and history.notna().all().all()
+    assert not (tmp_path / training.FINAL).exists()
+    model, history = training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=3),
+                                  out_dir=tmp_path, resume=True, verbose=False)  # resumed from the good epoch
+    assert all(np.isfinite(w).all() for w in model.get_weights()) and list(history["epoch"]) == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"training diverged in epoch 2 of 3"):  # without out_dir too
+        training.fit(models.build("tiny", seed=0), (images, labels), TINY4.replace(epochs=3), verbose=False,
+                     callbacks=[Poison()])
