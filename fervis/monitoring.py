@@ -496,16 +496,8 @@ class Monitor(keras.callbacks.Callback):
                 f"{int(max(self.y.max(), self.probes.labels.max()))}, but model {self.model.name!r} "
                 f"outputs {k} classes."
             )
-        import tensorflow as tf
-
         model = self.model
-        shape = (None,) + expected
-
-        @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)])
-        def predict(images):
-            return model(images, training=False)
-
-        self._predict = predict
+        self._predict = models.forward_graph(model)  # the one traced forward pass, live weights
         self._saliency = _explainer(model, self.method)
         self._ready_for = model
         if self.log_dir is not None:
