@@ -348,7 +348,8 @@ def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_
     0.93
     """
     import pandas as pd
-    from sklearn.metrics import precision_recall_fscore_support
+
+    from fervis import models
 
     func = "class_report"
     probs = _probs(probs, func)
@@ -360,8 +361,15 @@ def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_
     confidence = _real(confidence, "confidence", func, 0.0, 1.0, low_open=True)
     seed = _int(seed, "seed", func, 0, 2 ** 32 - 1)
     y_pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=np.arange(k), zero_division=0)
+    # From the one confusion matrix, as training.evaluate and the Monitor count: an undefined ratio
+    # is NaN (recall and F1 of a class without faces, precision of a class never predicted), as in
+    # the bootstrap intervals, where scikit-learn's zero_division would give a made-up 0.
+    cm = models.confusion_matrix(y_true, y_pred, k)
+    tp, support, predicted = cm.diagonal().astype(float), cm.sum(axis=1), cm.sum(axis=0)
+    recall = models.class_recall(cm)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), np.nan)
+        f1 = np.where(support > 0, 2 * tp / np.maximum(support + predicted, 1), np.nan)
     r_low, r_high, f_low, f_high = _bootstrap_recall_f1(y_true, y_pred, k, n_boot, confidence, seed)
     table = pd.DataFrame({"precision": precision, "recall": recall, "recall_low": r_low, "recall_high": r_high,
                           "f1": f1, "f1_low": f_low, "f1_high": f_high, "support": support},

@@ -723,3 +723,20 @@ def test_per_label_numbers_are_finite_and_sentences_agree_on_fer2013(fer2013_pat
             in verdict.loc["confused with a neighbour", "evidence"])
     printed = labels.format_verdict(verdict)
     assert "inf" not in printed.replace("interval", "") and "nan" not in printed.lower()
+
+
+def test_class_report_counts_recall_as_training_and_the_monitor_do():
+    """One confusion matrix, one rule for undefined ratios: a class without faces has NaN recall and F1
+    (not scikit-learn's zero_division 0), as models.class_recall gives training.evaluate and the Monitor."""
+    from fervis import models
+
+    y = np.array([0, 0, 2, 2])
+    probs = np.eye(7)[[0, 1, 2, 0]]
+    report = labels.class_report(y, probs, n_boot=20)
+    counted = models.class_recall(models.confusion_matrix(y, np.array([0, 1, 2, 0]), 7))
+    np.testing.assert_array_equal(report["recall"].to_numpy(), counted)
+    assert np.isnan(report.loc["disgust", "recall"]) and np.isnan(report.loc["disgust", "f1"])  # no disgust face
+    assert report.loc["disgust", "precision"] == 0.0  # predicted once, wrongly
+    assert np.isnan(report.loc["happy", "precision"])  # never predicted
+    assert report.loc["angry", "precision"] == 0.5 and report.loc["angry", "f1"] == pytest.approx(0.5)
+    assert report["f1"].mean() == pytest.approx((0.5 + 2 / 3) / 2)  # the macro mean over the classes with faces
