@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from fervis._checks import (class_index, class_indices, class_labels, default_names, face_model, face_pixels,
-                            image_model, images_for, positive_int, probabilities, real, require_dataset,
+                            image_model, images_for, is_dataset, positive_int, probabilities, real, require_dataset,
                             saliency_maps)
 from fervis.constants import CLASS_NAMES, IMAGE_SIZE
 from fervis.saliency import lime_segments  # re-exported: LIME's superpixels live with its engine
@@ -703,23 +703,20 @@ def lime_region_shares(maps, dataset, class_idx, normalize=None, class_names=CLA
     -------
     >>> lime_region_shares(maps, faces, classes)  # doctest: +SKIP
     """
-    from fervis import regions as region_maps
     from fervis import saliency
-    from fervis.dataset import Dataset
 
     func = "lime_region_shares"
     maps = saliency_maps(maps, _name(func), shape=(IMAGE_SIZE, IMAGE_SIZE))
     n = len(maps)
-    if not isinstance(dataset, Dataset) or len(dataset) != n:
+    if not is_dataset(dataset) or len(dataset) != n:
         raise ValueError(f"The 'dataset' parameter of {_name(func)} must be the Dataset of the {n} faces explained. "
                          f"Got {type(dataset).__name__} with {len(getattr(dataset, 'images', ()))} faces instead.")
     classes = _classes(class_idx, n, func, class_names)
     if (classes < 0).any():
         raise ValueError(f"The 'class_idx' parameter of {_name(func)} must name the class each map explains. "
                          "Got None instead.")
-    region_names = region_maps.REGION_NAMES if dataset.regions is None else dataset.region_names
-    table = saliency.region_shares(np.clip(maps, 0.0, None), dataset, classes, region_names,
-                                   class_names=class_names, normalize=normalize)
+    table = saliency.region_shares(np.clip(maps, 0.0, None), dataset, classes, class_names=class_names,
+                                   normalize=normalize)  # the dataset's regions and their names
     return table  # attrs["n"]: the usable maps behind each row (region_shares leaves degenerate ones out)
 
 

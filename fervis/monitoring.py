@@ -179,9 +179,8 @@ def probe_set(dataset, seed=0):
     rng = np.random.default_rng(seed)
     idx = np.array([rng.choice(np.flatnonzero(labels == c)) for c in present])
     maps = regions.for_dataset(dataset)[idx].astype(np.int64)
-    region_names = tuple(regions.REGION_NAMES if dataset.regions is None else dataset.region_names)
     return Probes(np.asarray(dataset.images)[idx].copy(), labels[idx].astype(np.int64), maps,
-                  region_names, tuple(dataset.class_names))
+                  regions.names_for(dataset), tuple(dataset.class_names))
 
 
 # --------------------------------------------------------------------------- compute

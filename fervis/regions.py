@@ -20,12 +20,12 @@ import functools
 
 import numpy as np
 
-from fervis._checks import is_dataset, positive_int, region_ids
+from fervis._checks import is_dataset, positive_int, region_ids, require_dataset
 from fervis.constants import IMAGE_SIZE
 from fervis.stats import wilson
 
-__all__ = ["REGION_NAMES", "MIN_FIT", "Registration", "template", "for_dataset", "registration", "area_shares",
-           "shares"]
+__all__ = ["REGION_NAMES", "MIN_FIT", "Registration", "template", "for_dataset", "names_for", "registration",
+           "area_shares", "shares"]
 
 #: Region ids are indices into this tuple, in synthetic maps and in :func:`template` alike.
 REGION_NAMES = ("background", "hair", "forehead", "brows", "eyes", "nose", "cheeks", "mouth", "occluder")
@@ -114,16 +114,23 @@ def for_dataset(dataset):
     >>> for_dataset(faces).shape == faces.images.shape  # doctest: +SKIP
     True
     """
-    from fervis.dataset import Dataset
-
-    if not isinstance(dataset, Dataset):
-        raise ValueError(
-            "The 'dataset' parameter of fervis.regions.for_dataset must be a fervis Dataset. "
-            f"Got {type(dataset).__name__} instead."
-        )
+    require_dataset(dataset, "fervis.regions.for_dataset")
     if dataset.regions is not None:
         return dataset.regions
     return np.broadcast_to(_template(), (len(dataset), IMAGE_SIZE, IMAGE_SIZE))
+
+
+def names_for(dataset):
+    """The names the ids of :func:`for_dataset` index: the dataset's own region names, else
+    :data:`REGION_NAMES` (the template's).
+
+    Example
+    -------
+    >>> names_for(data.load("synthetic"))[:3]  # doctest: +SKIP
+    ('background', 'hair', 'forehead')
+    """
+    require_dataset(dataset, "fervis.regions.names_for")
+    return tuple(REGION_NAMES if dataset.regions is None else dataset.region_names)
 
 
 #: Below this correlation of its row profile with the mean face's, a face counts as not registered.

@@ -113,19 +113,28 @@ def _check_class_idx(class_idx, n, num_classes, func=_FUNC):
 
 
 def _check_regions(regions, n, shape, region_names, func):
-    """One id map per image (a template is broadcast to all), ids checked against ``region_names``;
-    a Dataset stands for its regions (:func:`fervis.regions.for_dataset`)."""
+    """``(ids, region_names)``: one id map per image (a template is broadcast to all), ids checked
+    against ``region_names``; a Dataset stands for its regions (:func:`fervis.regions.for_dataset`)
+    and, when ``region_names`` is None, for their names (:func:`fervis.regions.names_for`)."""
     from fervis import regions as region_maps
 
     if is_dataset(regions):
+        own = region_maps.names_for(regions)
+        if region_names is None:
+            region_names = own
+        elif isinstance(region_names, str) or list(region_names) != list(own):
+            raise ValueError(
+                f"The 'region_names' parameter of {func} must be None or the names of the Dataset's regions, "
+                f"{list(own)}. Got {region_names!r} instead."
+            )
         regions = region_maps.for_dataset(regions)
     if region_names is None or isinstance(region_names, str) or len(region_names) == 0:
         raise ValueError(
-            f"The 'region_names' parameter of {func} must be a sequence of names, one per region id. "
-            f"Got {region_names!r} instead."
+            f"The 'region_names' parameter of {func} must be a sequence of names, one per region id "
+            f"(None only when 'regions' is a Dataset). Got {region_names!r} instead."
         )
     array = region_ids(regions, len(region_names), func, n=n, shape=shape)
-    return np.broadcast_to(array, (n,) + tuple(shape)) if array.ndim == 2 else array
+    return (np.broadcast_to(array, (n,) + tuple(shape)) if array.ndim == 2 else array), tuple(region_names)
 
 
 # --------------------------------------------------------------------------- graphs
@@ -1066,7 +1075,7 @@ def _per_image_shares(maps, regions, r):
     return mass, area
 
 
-def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, normalize=None, n_boot=1000,
+def region_shares(maps, regions, labels, region_names=None, class_names=CLASS_NAMES, normalize=None, n_boot=1000,
                   seed=0):
     """How each class's saliency mass splits over face regions, with bootstrap 95 % intervals.
 
@@ -1120,7 +1129,7 @@ def region_shares(maps, regions, labels, region_names, class_names=CLASS_NAMES, 
     if (np.where(np.isfinite(maps), maps, 0.0) < 0).any():  # non-finite maps are left out, not refused
         raise ValueError(
             f"The 'maps' parameter of {func} must be non-negative (saliency mass). Got negative values instead.")
-    regions = _check_regions(regions, n, maps.shape[1:], region_names, func)
+    regions, region_names = _check_regions(regions, n, maps.shape[1:], region_names, func)
     labels = class_labels(labels, n, len(class_names), func, "labels")
     n_boot = positive_int(n_boot, "n_boot", func)
     r = len(region_names)
@@ -1198,7 +1207,7 @@ def cue_check(maps, regions, labels, region_names, cue_regions, class_names=CLAS
     func = "fervis.saliency.cue_check"
     maps = saliency_maps(maps, func)
     n = len(maps)
-    regions = _check_regions(regions, n, maps.shape[1:], region_names, func)
+    regions, region_names = _check_regions(regions, n, maps.shape[1:], region_names, func)
     labels = class_labels(labels, n, len(class_names), func, "labels")
     if not isinstance(cue_regions, dict):
         raise ValueError(f"The 'cue_regions' parameter of {func} must be a dict class name -> region names. "
@@ -1227,7 +1236,7 @@ def cue_check(maps, regions, labels, region_names, cue_regions, class_names=CLAS
     return table
 
 
-def occlusion_check(model, images, regions, labels, region_names, class_names=CLASS_NAMES, batch_size=256,
+def occlusion_check(model, images, regions, labels, region_names=None, class_names=CLASS_NAMES, batch_size=256,
                     n_boot=1000, seed=0):
     """Grey out each face region and measure the drop in the probability of the class.
 
@@ -1267,7 +1276,7 @@ def occlusion_check(model, images, regions, labels, region_names, class_names=CL
     input_shape, k = _check_model(model, func)
     x = _check_images(images, input_shape, func)
     n = len(x)
-    regions = _check_regions(regions, n, input_shape[:2], region_names, func)
+    regions, region_names = _check_regions(regions, n, input_shape[:2], region_names, func)
     labels = class_labels(labels, n, min(k, len(class_names)), func, "labels")
     batch_size = positive_int(batch_size, "batch_size", func)
     n_boot = positive_int(n_boot, "n_boot", func)

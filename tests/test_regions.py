@@ -1,6 +1,7 @@
 """fervis.regions: the FER2013 template, area shares, saliency shares and concentration."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from fervis import regions, synthetic
@@ -200,3 +201,25 @@ def test_shares_take_a_dataset_for_its_regions(synthetic_small):
     np.testing.assert_allclose(regions.shares(maps, plain, normalize=None),  # one map: a matrix product
                                regions.shares(maps, regions.template(), normalize=None), rtol=1e-12)
     np.testing.assert_array_equal(regions.area_shares(plain), regions.area_shares(regions.for_dataset(plain)))
+
+
+def test_names_for_and_region_functions_take_the_names_from_the_dataset(synthetic_small):
+    """A Dataset stands for its regions and their names; names that are not the Dataset's are refused
+    naming 'region_names' (they used to surface as an id-range error about 'regions')."""
+    from fervis import saliency
+    from fervis.dataset import Dataset
+
+    faces = synthetic_small.take(np.arange(12))
+    plain = Dataset(faces.images, faces.labels, faces.splits)
+    assert regions.names_for(faces) == tuple(faces.region_names)
+    assert regions.names_for(plain) == regions.REGION_NAMES
+    maps = np.random.default_rng(0).uniform(0, 1, (12, 48, 48))
+    pd.testing.assert_frame_equal(saliency.region_shares(maps, faces, faces.labels),
+                                  saliency.region_shares(maps, faces.regions, faces.labels, faces.region_names))
+    with pytest.raises(ValueError, match=r"'region_names' parameter of fervis.saliency.region_shares must be None "
+                                         r"or the names of the Dataset's regions"):
+        saliency.region_shares(maps, faces, faces.labels, faces.region_names[:3])
+    with pytest.raises(ValueError, match=r"'region_names' parameter .* \(None only when 'regions' is a Dataset\)"):
+        saliency.region_shares(maps, faces.regions, faces.labels)
+    with pytest.raises(ValueError, match=r"'dataset' parameter of fervis.regions.names_for must be a fervis Dataset"):
+        regions.names_for(faces.regions)
