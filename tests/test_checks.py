@@ -288,3 +288,27 @@ def test_maps_check_is_one(synthetic_small):
                                              r"\(n, [hw48]+, [hw48]+\), one map per image. Got dtype float64 and "
                                              r"shape \(2, 48\)"):
             call()
+
+
+def test_no_function_shadows_a_check_it_imports():
+    # A local named like an imported check (monitoring.training_plan's `real = ...` hid _checks.real)
+    # turns a later check in that function into a call of a bool.
+    import ast
+    import pathlib
+
+    import fervis
+
+    shadows = []
+    for path in sorted(pathlib.Path(fervis.__file__).parent.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        checks = {alias.asname or alias.name for node in ast.walk(tree)
+                  if isinstance(node, ast.ImportFrom) and node.module == "fervis._checks" for alias in node.names}
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            for node in ast.walk(func):
+                name = (node.id if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+                        else node.arg if isinstance(node, ast.arg) else None)
+                if name in checks:
+                    shadows.append(f"{path.name}:{node.lineno} {name}")
+    assert shadows == []
