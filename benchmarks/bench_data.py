@@ -15,7 +15,6 @@ Targets: parse the 35,887-row fer2013.csv in <= 2 s; reload from the cache in <=
 Usage: ``python benchmarks/bench_data.py [--repeat N] [--no-baseline]``
 """
 
-import argparse
 import gzip
 import os
 import platform
@@ -25,10 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from _common import ROOT, parser as _parser
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np  # noqa: E402
 
 from fervis import data  # noqa: E402
 
@@ -120,8 +118,7 @@ def measure(path, label, repeat, with_baseline):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="timed parses per file (best is shown)")
+    parser = _parser(__doc__)
     parser.add_argument("--no-baseline", action="store_true", help="skip the slow pandas baseline")
     args = parser.parse_args(argv)
 

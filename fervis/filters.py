@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from fervis import models
-from fervis._checks import face_model, keras_model, max_steps, positive_int
+from fervis._checks import face_model, keras_model, max_steps, positive_int, real
 from fervis._checks import faces_2d as _images
 from fervis.constants import IMAGE_SIZE
 
@@ -449,11 +449,7 @@ def high_frequency_energy(images, cutoff=0.25):
             "The 'images' parameter of fervis.filters.high_frequency_energy must be shaped (n, h, w) or "
             f"(n, h, w, 1). Got shape {images.shape} instead."
         )
-    if not (isinstance(cutoff, (int, float)) and 0 < cutoff < 0.5):
-        raise ValueError(
-            "The 'cutoff' parameter of fervis.filters.high_frequency_energy must be a number in (0, 0.5). "
-            f"Got {cutoff!r} instead."
-        )
+    cutoff = real(cutoff, "cutoff", "fervis.filters.high_frequency_energy", 0.0, 0.5, low_open=True, high_open=True)
     centred = images - images.mean(axis=(1, 2), keepdims=True)
     power = np.abs(np.fft.fft2(centred)) ** 2
     fy = np.fft.fftfreq(images.shape[1])[:, None]

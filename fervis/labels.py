@@ -525,13 +525,15 @@ def lime_explain(model, images, class_idx=None, num_samples=1000, num_segments=5
         SLIC target (see :func:`lime_segments`); ignored when ``segments`` is given.
     seed : int, default 0
         Seeds the sampling and the ridge fit (lime's ``random_state``) and lime's
-        ``random_seed``; the same seed gives the same maps.
+        ``random_seed``; the same seed gives the same maps. Any int (folded into numpy's
+        0 .. 2**32 - 1), as in :func:`fervis.saliency.explain`.
     batch_size : int, default 500
         Perturbed faces per model call.
     segments : int array ``(n, 48, 48)``, optional
         Precomputed superpixels (from :func:`lime_segments`).
     hide_color : None or float, default None
-        A superpixel switched off takes its mean grey (``None``) or this value.
+        A superpixel switched off takes its mean grey (``None``) or this value, a pixel value
+        in the model's input units (any finite number, as in :func:`fervis.saliency.explain`).
     kernel_width : float, default 0.25
         lime's exponential kernel width on the cosine distance to the face.
 
@@ -556,14 +558,12 @@ def lime_explain(model, images, class_idx=None, num_samples=1000, num_segments=5
     x = _faces(images, func)
     classes = _classes(class_idx, len(x), func, _default_names(k))
     num_samples = _int(num_samples, "num_samples", func, 2)
-    seed = _int(seed, "seed", func, 0, 2 ** 32 - 1)
-    if hide_color is not None:
-        hide_color = _real(hide_color, "hide_color", func, 0.0, 255.0)
-    # The one LIME engine, behind saliency.explain; here its signed weights, unscaled.
+    # The one LIME engine, behind saliency.explain; here its signed weights, unscaled. The other settings
+    # are checked there, as explain's options (the same values allowed), in messages naming this function.
     return saliency.explain(
         model, x, "lime", class_idx=None if (classes < 0).all() else classes, batch_size=batch_size, normalize=False,
         options={"samples": num_samples, "num_segments": num_segments, "segments": segments, "seed": seed,
-                 "kernel_width": kernel_width, "hide_color": hide_color, "sign": "signed"})
+                 "kernel_width": kernel_width, "hide_color": hide_color, "sign": "signed"}, _func=_name(func))
 
 
 def _superpixel_weights(maps, segments):

@@ -98,8 +98,7 @@ def build(name="compact", num_classes=NUM_CLASSES, input_shape=(IMAGE_SIZE, IMAG
             f"The 'name' parameter of fervis.models.build must be one of {list(ARCHITECTURES)}. "
             f"Got {name!r} instead."
         )
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"The 'num_classes' parameter must be an int >= 2. Got {num_classes!r} instead.")
+    num_classes = positive_int(num_classes, "num_classes", "fervis.models.build", 2)
     widths, convs, dense, dropout = _SPECS[name]
     seeds = iter(range(10_000)) if seed is None else iter(range(seed * 1000, seed * 1000 + 1000))
 

@@ -1454,8 +1454,8 @@ def training_plan(session, epochs=None, n_train=None, n_val=None, batch_size=Non
             )
     if session.budget not in BUDGETS:
         raise ValueError(f"The session's budget must be one of {sorted(BUDGETS)}. Got {session.budget!r} instead.")
-    real = getattr(session.dataset, "regions", None) is None
-    defaults = BUDGETS[session.budget]["plan_real" if real else "plan"]
+    real_faces = getattr(session.dataset, "regions", None) is None
+    defaults = BUDGETS[session.budget]["plan_real" if real_faces else "plan"]
     recipe = recipes.get(recipe)
     settings = {}
     for param, value in (("epochs", epochs), ("n_train", n_train), ("n_val", n_val), ("batch_size", batch_size)):

@@ -22,6 +22,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from fervis._checks import real
 from fervis.constants import TTA
 
 __all__ = ["Recipe", "RECIPES", "TTA", "get", "augmenter", "compile_for_training", "predict"]
@@ -98,10 +99,8 @@ class Recipe:
     def __post_init__(self):
         if not isinstance(self.teacher, str):
             raise ValueError(f"Recipe field 'teacher' must be a model spec (str) or ''. Got {self.teacher!r} instead.")
-        if (isinstance(self.distill, bool) or not isinstance(self.distill, (int, float, np.integer, np.floating))
-                or not 0.0 <= self.distill <= 1.0):
-            raise ValueError(f"Recipe field 'distill' must be a number in [0, 1]. Got {self.distill!r} instead.")
-        object.__setattr__(self, "distill", float(self.distill))  # 1 and 1.0 give one dict, one hash
+        # float: 1 and 1.0 give one dict, one hash
+        object.__setattr__(self, "distill", real(self.distill, "distill", "fervis.recipes.Recipe", 0.0, 1.0))
         if bool(self.teacher) != (self.distill > 0):
             raise ValueError(
                 f"Recipe fields 'teacher' and 'distill' go together: a teacher needs distill > 0, and distill > 0 "

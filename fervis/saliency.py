@@ -604,9 +604,10 @@ def _check_segments(segments, n, shape, func):
     return np.stack([np.unique(s, return_inverse=True)[1].reshape(s.shape) for s in array]) if n else array
 
 
-def _check_option(method, name, value, n, input_shape):
-    """One option's value, checked; the message names the option as a parameter of :func:`explain`."""
-    func = f"{_FUNC} (method {method!r})"
+def _check_option(method, name, value, n, input_shape, func=None):
+    """One option's value, checked; the message names the option as a parameter of :func:`explain`,
+    or of ``func`` (a public function that passes its own parameters on as these options)."""
+    func = func or f"{_FUNC} (method {method!r})"
     if name == "samples":
         return positive_int(value, name, func, 2) if method == "lime" else max_steps(positive_int(value, name, func))
     if name == "steps":
@@ -635,7 +636,7 @@ def _check_option(method, name, value, n, input_shape):
     return value  # layer_name: checked where the layers are looked up (_cam_layers)
 
 
-def _options(method, options, given, n, input_shape):
+def _options(method, options, given, n, input_shape, func=None):
     """``method``'s options: its defaults (:data:`METHOD_OPTIONS`), then the keyword spellings in
     ``given`` (``samples=...``: ``None`` is "not given"; names the method does not take are left
     alone, as they always were), then ``options``; each checked."""
@@ -658,7 +659,7 @@ def _options(method, options, given, n, input_shape):
                              f"{options[name]!r}: give it once.")
         out[name] = value
     out.update(options)
-    return {name: _check_option(method, name, value, n, input_shape) for name, value in out.items()}
+    return {name: _check_option(method, name, value, n, input_shape, func) for name, value in out.items()}
 
 
 # --------------------------------------------------------------------------- LIME
@@ -791,7 +792,7 @@ def predict(model, images, batch_size=256):
 
 
 def explain(model, images, method="gradient", class_idx=None, batch_size=64, layer_name=None,
-            samples=None, noise=None, steps=None, top_n=None, normalize=True, seed=None, options=None):
+            samples=None, noise=None, steps=None, top_n=None, normalize=True, seed=None, options=None, _func=None):
     """Saliency maps, one per image, with any of the eight methods: one door, one signature.
 
     Parameters
@@ -878,9 +879,11 @@ def explain(model, images, method="gradient", class_idx=None, batch_size=64, lay
     x = _check_images(images, input_shape, _FUNC)
     n = len(x)
     class_idx = _check_class_idx(class_idx, n, num_classes)
-    batch_size = positive_int(batch_size, "batch_size", _FUNC)
+    # _func (private): the public function that hands its own parameters on (fervis.labels.lime_explain);
+    # messages about batch_size and the options then name it.
+    batch_size = positive_int(batch_size, "batch_size", _func or _FUNC)
     opts = _options(method, options, {"layer_name": layer_name, "samples": samples, "noise": noise, "steps": steps,
-                                      "top_n": top_n, "seed": seed}, n, input_shape)
+                                      "top_n": top_n, "seed": seed}, n, input_shape, _func)
     h, w = input_shape[:2]
 
     if method == "lime":

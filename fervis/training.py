@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 
 from fervis import files, models, recipes
-from fervis._checks import face_model, is_dataset, keras_model, labelled_arrays, positive_int, require_dataset
+from fervis._checks import (face_model, image_model, is_dataset, keras_model, labelled_arrays, positive_int,
+                            require_dataset)
 from fervis.constants import CLASS_NAMES
 from fervis.files import write_atomic
 
@@ -473,17 +474,19 @@ def _load_teacher(recipe, model):
     except ValueError as err:
         raise ValueError(f"{where}, which fervis cannot load: {err}") from None
     expected_in, expected_out = tuple(model.input_shape[1:]), model.output_shape[-1]
-    shape_in, shape_out = teacher.input_shape, teacher.output_shape
-    if isinstance(shape_in, list) or tuple(shape_in[1:]) != expected_in:
+    must_in = f"take the student {model.name!r}'s input (n,) + {expected_in}"
+    must_out = f"output the student {model.name!r}'s {expected_out} class probabilities, shape (n, {expected_out})"
+    try:  # the checking layer's image classifier: one 4-d image input, one (n, classes) output
+        shape_in, classes = image_model(teacher, "fervis.training.fit")
+    except ValueError:
         raise ValueError(
-            f"{where}, a model with input shape {shape_in}; it must take the student {model.name!r}'s input "
-            f"(n,) + {expected_in}."
-        )
-    if isinstance(shape_out, list) or len(shape_out) != 2 or shape_out[-1] != expected_out:
-        raise ValueError(
-            f"{where}, a model with output shape {shape_out}; it must output the student {model.name!r}'s "
-            f"{expected_out} class probabilities, shape (n, {expected_out})."
-        )
+            f"{where}, a model with input shape {teacher.input_shape} and output shape {teacher.output_shape}; it "
+            f"must {must_in} and {must_out}."
+        ) from None
+    if shape_in != expected_in:
+        raise ValueError(f"{where}, a model with input shape {teacher.input_shape}; it must {must_in}.")
+    if classes != expected_out:
+        raise ValueError(f"{where}, a model with output shape {teacher.output_shape}; it must {must_out}.")
     return teacher
 
 

@@ -288,3 +288,65 @@ def test_maps_check_is_one(synthetic_small):
                                              r"\(n, [hw48]+, [hw48]+\), one map per image. Got dtype float64 and "
                                              r"shape \(2, 48\)"):
             call()
+
+
+def test_no_function_shadows_a_check_it_imports():
+    # A local named like an imported check (monitoring.training_plan's `real = ...` hid _checks.real)
+    # turns a later check in that function into a call of a bool.
+    import ast
+    import pathlib
+
+    import fervis
+
+    shadows = []
+    for path in sorted(pathlib.Path(fervis.__file__).parent.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        checks = {alias.asname or alias.name for node in ast.walk(tree)
+                  if isinstance(node, ast.ImportFrom) and node.module == "fervis._checks" for alias in node.names}
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            for node in ast.walk(func):
+                name = (node.id if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+                        else node.arg if isinstance(node, ast.arg) else None)
+                if name in checks:
+                    shadows.append(f"{path.name}:{node.lineno} {name}")
+    assert shadows == []
+
+
+def test_architecture_md_states_each_check_signature():
+    # docs/architecture.md lists each check as `name(params)`; every parameter it shows must be the
+    # function's, in order, with the function's default (trailing optional parameters may be left out).
+    import ast
+    import inspect
+    import pathlib
+    import re
+
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "architecture.md").read_text()
+    section = text.split("## The checking layer", 1)[1].split("\n## ", 1)[0]
+    stated = re.findall(r"^- `(\w+)\(([^)]*)\)`", section, flags=re.M)
+    assert len(stated) >= 15
+    wrong = []
+    for name, params in stated:
+        actual = list(inspect.signature(getattr(_checks, name)).parameters.values())
+        shown = [p.strip() for p in params.split(",") if p.strip()]
+        for i, text_param in enumerate(shown):
+            param, has_default, default = text_param.partition("=")
+            real = actual[i] if i < len(actual) else None
+            if real is None or real.name != param:
+                wrong.append(f"{name}: {text_param}")
+            elif has_default and real.default is inspect.Parameter.empty:
+                wrong.append(f"{name}: {text_param}, which has no default")
+            elif has_default:
+                try:
+                    value = ast.literal_eval(default)
+                except ValueError:  # a name (CLASS_NAMES): not compared
+                    continue
+                if value != real.default:
+                    wrong.append(f"{name}: {text_param}, whose default is {real.default!r}")
+            elif real.default is not inspect.Parameter.empty:
+                wrong.append(f"{name}: {text_param} shown without its default {real.default!r}")
+        left_out = actual[len(shown):]
+        if any(p.default is inspect.Parameter.empty for p in left_out):
+            wrong.append(f"{name}: leaves out {[p.name for p in left_out]}")
+    assert wrong == []

@@ -65,11 +65,15 @@ def test_teacher_and_distill_are_training_fields():
     assert kd.replace(distill=1).distill == 1.0 and isinstance(kd.replace(distill=1).distill, float)
 
 
+DISTILL = r"'distill' parameter of fervis\.recipes\.Recipe must be a number >= 0\.0 and <= 1\.0\. Got "
+
+
 @pytest.mark.parametrize("changes, match", [
-    ({"teacher": "t.keras", "distill": 1.5}, r"Recipe field 'distill' must be a number in \[0, 1\]. Got 1.5"),
-    ({"teacher": "t.keras", "distill": -0.1}, r"Recipe field 'distill' must be a number in \[0, 1\]. Got -0.1"),
-    ({"teacher": "t.keras", "distill": "0.5"}, r"Recipe field 'distill' must be a number in \[0, 1\]. Got '0.5'"),
-    ({"teacher": "t.keras", "distill": True}, r"Recipe field 'distill' must be a number in \[0, 1\]. Got True"),
+    ({"teacher": "t.keras", "distill": 1.5}, DISTILL + r"1.5"),
+    ({"teacher": "t.keras", "distill": -0.1}, DISTILL + r"-0.1"),
+    ({"teacher": "t.keras", "distill": "0.5"}, DISTILL + r"'0.5'"),
+    ({"teacher": "t.keras", "distill": True}, DISTILL + r"True"),
+    ({"teacher": "t.keras", "distill": float("nan")}, DISTILL + "nan"),
     ({"teacher": 3, "distill": 0.5}, r"Recipe field 'teacher' must be a model spec \(str\) or ''. Got 3"),
     ({"distill": 0.5}, r"'teacher' and 'distill' go together.*Got teacher='', distill=0.5 in recipe 'tiny'"),
     ({"teacher": "t.keras"}, r"'teacher' and 'distill' go together.*Got teacher='t.keras', distill=0.0"),
@@ -94,12 +98,18 @@ def test_teacher_that_does_not_fit_the_student_is_refused(tmp_path):
     rgb = keras.Model(rgb_input, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(rgb_input)))
     grey_input = keras.Input((48, 48, 1))
     linear = keras.Model(grey_input, keras.layers.Dense(7)(keras.layers.Flatten()(grey_input)))  # no softmax
+    flat = keras.layers.Flatten()(grey_input)
+    two = keras.Model(grey_input, [keras.layers.Dense(7, activation="softmax")(flat),
+                                   keras.layers.Dense(7, activation="softmax")(flat)])  # two outputs
     cases = [
         (five, r"Recipe field 'teacher' of recipe 'tiny' names '.*five.keras', a model with output shape "
                r"\(None, 5\); it must output the student 'tiny'.s 7 class probabilities"),
         (_saved(rgb, tmp_path, "rgb"), r"Recipe field 'teacher' of recipe 'tiny' names '.*rgb.keras', a model with "
                                        r"input shape \(None, 48, 48, 3\); it must take the student 'tiny'.s input"),
         (_saved(linear, tmp_path, "linear"), r"names '.*linear.keras', whose outputs are not probabilities"),
+        (_saved(two, tmp_path, "two"), r"Recipe field 'teacher' of recipe 'tiny' names '.*two.keras', a model with "
+                                       r"input shape .* and output shape \[.*\]; it must take the student 'tiny'.s "
+                                       r"input \(n,\) \+ \(48, 48, 1\) and output the student 'tiny'.s 7 class"),
         (tmp_path / "missing.keras", r"Recipe field 'teacher' of recipe 'tiny' names '.*missing.keras', which "
                                      r"fervis cannot load: .*does not exist"),
     ]

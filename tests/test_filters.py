@@ -416,11 +416,20 @@ def test_high_frequency_energy(kind, low, high):
     (lambda m: filters.top_activating(m, np.zeros((4, 48, 48)), "block1_conv", 0, k=0), r"'k'"),
     (lambda m: filters.receptive_field(m, "nope"), r"'layer_name'.*Got 'nope'"),
     (lambda m: filters.maximize("model.keras", "block1_conv", 0), r"'model'.*keras.Model"),
-    (lambda m: filters.high_frequency_energy(np.zeros((2, 48, 48)), cutoff=0.7), r"'cutoff'"),
+    (lambda m: filters.high_frequency_energy(np.zeros((2, 48, 48)), cutoff=0.7),
+     r"'cutoff' parameter of fervis\.filters\.high_frequency_energy must be a number > 0\.0 and < 0\.5\. Got 0\.7"),
+    (lambda m: filters.high_frequency_energy(np.zeros((2, 48, 48)), cutoff=float("nan")), r"'cutoff'.*Got nan"),
 ])
 def test_bad_input_raises_clear_value_error(tiny_model, call, match):
     with pytest.raises(ValueError, match=match):
         call(tiny_model)
+
+
+def test_high_frequency_energy_takes_a_numpy_float_cutoff():
+    # the one number check (_checks.real): a numpy float is a number, as everywhere else
+    images = np.random.default_rng(0).uniform(0, 255, (2, 48, 48))
+    np.testing.assert_array_equal(filters.high_frequency_energy(images, cutoff=np.float32(0.25)),
+                                  filters.high_frequency_energy(images, cutoff=0.25))
 
 
 def test_model_with_other_input_size_is_refused():

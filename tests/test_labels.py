@@ -94,13 +94,28 @@ def test_lime_explain_rejects_bad_images(tiny_model, images, match):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"num_samples": 1}, "num_samples"), ({"num_samples": 10.5}, "num_samples"), ({"seed": -1}, "seed"),
+    ({"num_samples": 1}, "num_samples"), ({"num_samples": 10.5}, "num_samples"), ({"seed": 1.5}, "seed"),
     ({"batch_size": 0}, "batch_size"), ({"segments": np.zeros((1, 48, 48))}, "segments"),
-    ({"kernel_width": 0}, "kernel_width"), ({"hide_color": 300}, "hide_color"),
+    ({"kernel_width": 0}, "kernel_width"), ({"num_segments": 1}, "num_segments"),
+    ({"hide_color": float("nan")}, "hide_color"),
 ])
 def test_lime_explain_rejects_bad_settings(tiny_model, noise_faces, kwargs, match):
-    with pytest.raises(ValueError, match=f"'{match}' parameter"):
+    # the message names the function called, not the engine behind it (saliency.explain)
+    with pytest.raises(ValueError, match=rf"^The '{match}' parameter of fervis\.labels\.lime_explain must"):
         labels.lime_explain(tiny_model, noise_faces, **kwargs)
+
+
+def test_lime_explain_takes_what_explain_takes(tiny_model, noise_faces):
+    # One engine, one set of allowed values: any int seed (folded into numpy's range) and any
+    # finite hide_color (a pixel value in the model's input units), through either door.
+    from fervis import saliency
+
+    faces = noise_faces[:1]
+    ours = labels.lime_explain(tiny_model, faces, class_idx=0, num_samples=20, seed=-1, hide_color=300.0)
+    theirs = saliency.explain(tiny_model, faces, "lime", class_idx=0, normalize=False,
+                              options={"samples": 20, "seed": -1, "hide_color": 300.0, "sign": "signed"})
+    assert ours.shape == (1, 48, 48) and np.isfinite(ours).all() and np.abs(ours).max() > 0
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-7)
 
 
 def test_lime_explain_rejects_a_model_of_another_input():

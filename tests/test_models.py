@@ -71,11 +71,19 @@ def test_build_seed_is_repeatable():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"name": "resnet"}, "'name' parameter of fervis.models.build"),
-    ({"num_classes": 1}, "'num_classes' parameter"),
+    ({"num_classes": 1}, r"'num_classes' parameter of fervis\.models\.build must be an int >= 2\. Got 1"),
+    ({"num_classes": True}, r"'num_classes' parameter of fervis\.models\.build must be an int >= 2"),
+    ({"num_classes": 7.0}, r"'num_classes' parameter of fervis\.models\.build must be an int >= 2"),
 ])
 def test_build_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         models.build(**kwargs)
+
+
+def test_build_takes_a_numpy_int_for_num_classes():
+    # the one int check (_checks.positive_int): numpy ints are ints, as everywhere else
+    model = models.build("tiny", num_classes=np.int64(5), seed=0)
+    assert model.output_shape == (None, 5)
 
 
 # --------------------------------------------------------------------------- load

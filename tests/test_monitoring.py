@@ -697,6 +697,27 @@ def test_training_curves_only_draw_what_monitoring_computed(tmp_path):
         plots.training_curves(stored, patience=11)
 
 
+def test_training_curves_fill_each_left_out_verdict_from_the_history(tmp_path):
+    h = _history(flag=True)
+    (tmp_path / monitoring.HISTORY).write_text(h.to_csv(index=False))
+    stored = monitoring.history(tmp_path)
+    # best given: the flags still come from the history (they used to be required)
+    fig = plots.training_curves(stored, best=0, patience=2)
+    assert fig.get_axes()[0].get_title() == "loss (best epoch 1)"
+    assert fig._suptitle.get_text().startswith("overfitting from epoch 5")
+    # flags given: the best epoch still comes from the history (it used to be dropped silently)
+    fig = plots.training_curves(stored, flags=np.zeros(len(h), bool), patience=2)
+    assert fig.get_axes()[0].get_title() == "loss (best epoch 3)"
+    assert fig._suptitle.get_text().startswith("no overfitting flag")
+    # a plain frame has no best epoch stored: none is drawn
+    fig = plots.training_curves(h, flags=np.zeros(len(h), bool), patience=2)
+    assert fig.get_axes()[0].get_title() == "loss"
+    for best in (6, -1, 1.0, True):
+        with pytest.raises(ValueError, match=r"'best' parameter of fervis\.plots\.training_curves must be an int "
+                                             r"in \[0, 5\]"):
+            plots.training_curves(stored, best=best, patience=2)
+
+
 def test_explanation_drift_and_dashboard():
     fig = plots.explanation_drift(_history())
     drift_ax, share_ax = fig.get_axes()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from fervis._checks import positive_int
 from fervis.constants import OVERFIT_MIN_RISE
 from fervis.plots import _common as draw
 
@@ -25,10 +26,11 @@ def _mark_best(ax, x, best):
 
 
 def _curve_verdicts(history, best, flags, patience):
-    """``best`` and ``flags`` as given, else as :func:`fervis.monitoring.history` stored them."""
+    """``best`` and ``flags`` as given; each one left out, as :func:`fervis.monitoring.history` stored it."""
     func = "fervis.plots.training_curves"
-    if best is None and flags is None and "overfitting" in history.attrs:
+    if best is None:
         best = history.attrs.get("best_epoch")
+    if flags is None and "overfitting" in history.attrs:
         flags = history.attrs["overfitting"].get(patience)
         if flags is None or len(flags) != len(history):
             raise ValueError(f"The 'flags' parameter of {func} is needed for patience {patience!r}: pass "
@@ -40,10 +42,8 @@ def _curve_verdicts(history, best, flags, patience):
     if flags.shape != (len(history),) or flags.dtype != bool:
         raise ValueError(f"The 'flags' parameter of {func} must be {len(history)} booleans, one per epoch. "
                          f"Got dtype {flags.dtype} and shape {flags.shape} instead.")
-    if best is not None and (isinstance(best, bool) or not isinstance(best, (int, np.integer))
-                             or not 0 <= best < len(history)):
-        raise ValueError(f"The 'best' parameter of {func} must be a row of the history in [0, {len(history)}) "
-                         f"or None. Got {best!r} instead.")
+    if best is not None:  # a row of the history
+        best = positive_int(best, "best", func, 0, len(history) - 1)
     return best, flags
 
 
@@ -64,11 +64,14 @@ def training_curves(history, best=None, flags=None, fig=None, patience=3):
         One row per epoch: ``loss``, ``accuracy``, optionally ``val_loss``, ``val_accuracy``
         and ``val_recall_<class>`` (as :class:`fervis.monitoring.Monitor` writes them).
     best : int, optional
-        Row of the best epoch, :func:`fervis.monitoring.best_epoch` ``(history, "val_loss")``; None
-        for none. Default: ``history.attrs["best_epoch"]`` (set by :func:`fervis.monitoring.history`).
+        Row of the best epoch, :func:`fervis.monitoring.best_epoch` ``(history, "val_loss")``.
+        Default: ``history.attrs["best_epoch"]`` (set by :func:`fervis.monitoring.history`), or no
+        best epoch when the history has none stored.
     flags : array of bool ``(len(history),)``, optional
         :func:`fervis.monitoring.overfitting` ``(history, patience)``. Default: the flags for
         ``patience`` that :func:`fervis.monitoring.history` stored in ``history.attrs["overfitting"]``.
+        Each default is filled on its own: ``best`` given, ``flags`` still comes from the history,
+        and the other way round.
     fig : matplotlib Figure or SubFigure, optional
     patience : int, default 3
         The patience ``flags`` were computed with (named in the title).
