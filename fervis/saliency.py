@@ -1706,11 +1706,14 @@ def _interval_of(table, name, column):
     return float(low.loc[name, column]), float(high.loc[name, column]), int(count)
 
 
-def _simultaneous(table):
-    """What the text adds after an interval of ``table``: simultaneous over its regions where it is."""
-    if "family_low" not in (getattr(table, "attrs", {}) or {}):
-        return ""
-    return f", simultaneous over the {table.shape[1]} regions"
+def _simultaneous(*tables):
+    """The sentence that says the intervals of ``tables`` hold for all of a row's regions at once
+    (None when no table has such intervals)."""
+    counts = sorted({t.shape[1] for t in tables if t is not None and "family_low" in (t.attrs or {})})
+    if not counts:
+        return None
+    return (f"Each 95 % interval below holds for all {' or '.join(map(str, counts))} regions of its class at once "
+            "(Bonferroni), since the regions named were picked among them.")
 
 
 def _faces(table, name):
@@ -1774,6 +1777,9 @@ def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=N
             total = int(excluded.loc["all"]) + _faces(shares, "all")
             lines.append(f"{int(excluded.loc['all'])} of {total} {method} maps are empty, constant or non-finite "
                          "and left out of the region figures.")
+    note = _simultaneous(concentration if shares is not None else None, occlusion)
+    if note and classes:
+        lines.append(note)
     for name in classes:
         parts = []
         if shares is not None and concentration is not None and name in shares.index:
@@ -1786,8 +1792,8 @@ def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=N
                          and _interval_of(concentration, name, r)[0] > 1]
                 held = dense[above].dropna().sort_values(ascending=False)
                 parts = [f"{100 * row[r]:.0f} % of the mass on the {r} ({dense[r]:.1f}x its area, 95 % interval "
-                         f"{_interval_of(concentration, name, r)[0]:.1f}-{_interval_of(concentration, name, r)[1]:.1f}"
-                         f"{_simultaneous(concentration)})" for r in held.index[:top]]
+                         f"{_interval_of(concentration, name, r)[0]:.1f}-{_interval_of(concentration, name, r)[1]:.1f})"
+                         for r in held.index[:top]]
                 parts = ([f"{method} puts " + " and ".join(parts)] if parts else
                          [f"no region holds more of {method}'s mass than its share of the area beyond chance"])
                 parts[0] = f" (n = {n}), " + parts[0]
@@ -1807,8 +1813,7 @@ def describe(shares=None, concentration=None, cues=None, occlusion=None, faith=N
                 low, high, n = cells[r]
                 # The largest point estimate among the drops that are real; regions are not tested against each other.
                 sentence += (joiner + f"the largest drop in p({name}) comes from greying out the {r}: "
-                             f"{100 * row[r]:.1f} points (95 % interval {100 * low:.1f}-{100 * high:.1f}"
-                             f"{_simultaneous(occlusion)}, n = {n})")
+                             f"{100 * row[r]:.1f} points (95 % interval {100 * low:.1f}-{100 * high:.1f}, n = {n})")
         if parts or occlusion is not None:
             lines.append(sentence + ".")
     if cues is not None and len(cues):
