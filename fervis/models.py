@@ -145,7 +145,10 @@ def build(name="compact", num_classes=NUM_CLASSES, input_shape=(IMAGE_SIZE, IMAG
 
 _PRETRAINED_DIR = pathlib.Path(__file__).resolve().parent / "pretrained"
 #: Packaged models by name; ``load_pretrained(name)`` reads ``fervis/pretrained/<file>``.
-PRETRAINED = {"fer2013": "fer2013.keras", "synthetic": "synthetic.keras"}
+# ``fer2013-v1`` is the first shipped FER2013 model, kept byte for byte: it teaches the ``fer2013-kd``
+# recipe, whose student may replace ``fer2013`` (a recipe naming ``pretrained:fer2013`` as its teacher
+# would be taught by its own student once that ships).
+PRETRAINED = {"fer2013": "fer2013.keras", "fer2013-v1": "fer2013-v1.keras", "synthetic": "synthetic.keras"}
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -404,9 +407,11 @@ def load_pretrained(name="fer2013", num_classes=None):
 
     Parameters
     ----------
-    name : {"fer2013", "synthetic"}
-        ``fer2013`` is the ``vgg`` model trained on FER2013 with the ``fer2013`` recipe;
-        ``synthetic`` the ``compact`` model trained on the embedded faces with ``quick``.
+    name : {"fer2013", "fer2013-v1", "synthetic"}
+        ``fer2013`` is the shipped ``vgg`` model trained on FER2013 (its card names its recipe);
+        ``fer2013-v1`` the first one shipped (the ``fer2013`` recipe), kept as the teacher of the
+        ``fer2013-kd`` recipe; ``synthetic`` the ``compact`` model trained on the embedded faces with
+        ``quick``.
     num_classes : int, optional
         When given, the model's output must have this many classes.
 

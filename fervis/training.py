@@ -28,6 +28,7 @@ import math
 import os
 import pathlib
 import shutil
+import time
 import warnings
 import zipfile
 
@@ -41,7 +42,7 @@ from fervis._checks import (face_model, image_model, is_dataset, keras_model, la
 from fervis.constants import CLASS_NAMES
 from fervis.files import write_atomic
 
-__all__ = ["fit", "recalibrate_batchnorm", "run_recipe", "load_or_train", "model_for", "check_model_spec", "evaluate", "cache_path", "fervis_home"]
+__all__ = ["fit", "recalibrate_batchnorm", "run_recipe", "teacher_seconds", "load_or_train", "model_for", "check_model_spec", "evaluate", "cache_path", "fervis_home"]
 
 CHECKPOINT = "checkpoint.keras"
 HISTORY = "history.csv"
@@ -504,12 +505,26 @@ def _teacher_probabilities(teacher, x, tta, verbose, chunk=1024):
 
 
 def _read_teacher(path):
-    """The contents of a ``teacher.npz``, or None when it is damaged (it is then computed again)."""
+    """The contents of a ``teacher.npz``, or None when it is damaged (it is then computed again).
+
+    ``seconds`` (the time the teacher's pass took) is None in a file written before fervis recorded it.
+    """
     try:
         with np.load(path, allow_pickle=False) as saved:
-            return {k: saved[k] if k == "probs" else str(saved[k]) for k in ("probs", "teacher", "tta", "faces")}
+            content = {k: saved[k] if k == "probs" else str(saved[k]) for k in ("probs", "teacher", "tta", "faces")}
+            content["seconds"] = float(saved["seconds"]) if "seconds" in saved.files else None
+            return content
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
+
+
+def teacher_seconds(out_dir):
+    """Seconds the teacher's pass of the distilled run in ``out_dir`` took (once, before its first epoch), or
+    None: no teacher, or a ``teacher.npz`` written before fervis recorded its time. A run's cost is its
+    epochs plus this."""
+    path = pathlib.Path(out_dir) / TEACHER
+    content = _read_teacher(path) if path.exists() else None
+    return None if content is None else content["seconds"]
 
 
 def _teacher_targets(model, x, recipe, out, resuming, verbose):
@@ -535,8 +550,10 @@ def _teacher_targets(model, x, recipe, out, resuming, verbose):
                 f"recipe asks for teacher {recipe.teacher!r} under tta {recipe.tta!r} on faces {key['faces']} "
                 f"(they differ in {', '.join(differ)})."
             )
+    start = time.perf_counter()
     teacher = _load_teacher(recipe, model)
     probs = _teacher_probabilities(teacher, x, recipe.tta, verbose)
+    seconds = time.perf_counter() - start
     if not (np.isfinite(probs).all() and (probs >= 0).all() and np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)):
         raise ValueError(
             f"Recipe field 'teacher' of recipe {recipe.name!r} names {recipe.teacher!r}, whose outputs are not "
@@ -545,7 +562,7 @@ def _teacher_targets(model, x, recipe, out, resuming, verbose):
     if path is not None:
         def write(tmp):
             with open(tmp, "wb") as f:
-                np.savez(f, probs=probs, **key)
+                np.savez(f, probs=probs, seconds=seconds, **key)
 
         write_atomic(path, write, suffix=".npz", what="teacher probabilities")
     return probs

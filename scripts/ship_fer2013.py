@@ -16,7 +16,13 @@ PublicTest. Nothing is written unless every measurement succeeded.
 Usage::
 
     fervis train --data fer2013.csv.gz --recipe fer2013 --out runs/fer2013
-    python scripts/ship_fer2013.py runs/fer2013 --data fer2013.csv.gz
+    python scripts/ship_fer2013.py runs/fer2013 --data fer2013.csv.gz [--recipe fer2013]
+
+``--recipe`` names the recipe the run was trained with (``fer2013-kd``: distilled from
+``pretrained:fer2013-v1``); the run is refused if it was trained otherwise. A model replacing the
+shipped one must score at least as well on PublicTest with its recipe's TTA, have at most
+``MAX_PARAMS`` parameters and run no slower than ``MAX_SLOWDOWN`` times the model it replaces
+(each measured here, on this machine; ``--force`` ships anyway and the card says so).
 
 When the recipe's steps after the last epoch change (``recalibrate_bn``), ``python
 scripts/ship_fer2013.py --reship --data fer2013.csv.gz`` applies them to the shipped model and
@@ -34,6 +40,7 @@ import pathlib
 import platform
 import sys
 import tempfile
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -53,24 +60,30 @@ PUBLISHED = [
 ]
 
 DOCS = ROOT / "docs" / "model_card_fer2013.md"
+# The explanation cost a shipped model may have (issue 23): the notebooks' methods run on it as they do
+# today, so one network, at most this many parameters, and forward passes at most this much slower than
+# the model it replaces (measured by `_inference_ms`).
+MAX_PARAMS = 5_000_000
+MAX_SLOWDOWN = 1.5
 # README's card summary lives between these markers.
 CARD_BEGIN = "<!-- card:begin -->"
 CARD_END = "<!-- card:end -->"
 
 # The measured runs the recipe was chosen from (all on this 2-core CPU, FER2013 `Training`,
-# scored on PublicTest): (run, what changed, epochs, PublicTest accuracy without TTA, with ten-crop).
-# The shipped run is appended from its own measurements.
+# scored on PublicTest): (run, what changed, epochs, PublicTest accuracy without TTA, with ten-crop,
+# training wall time in minutes or None where it was not recorded). The shipped run is appended from
+# its own measurements.
 EXPERIMENTS = [
-    ("widths 64-128-256-384", "the first `vgg`: 29 images/s, 16 min an epoch -- too slow to train here", "--", None, None),
-    ("probe, 6,000 faces", "Adam 1e-3 or SGD 0.05, no augmentation: both stay on the 'predict happy' plateau", 3, 0.25, None),
-    ("SGD recipe (shipped before)", "SGD+Nesterov 0.05, weight decay 5e-4, cosine, full augmentation: underfits (train 60.4 %)", 40, 0.6021, 0.6074),
-    ("notebook 4 gallery run", "AdamW 3e-3, flip only: learns 3-4x faster than SGD per epoch", 8, 0.594, None),
-    ("AdamW recipe, 40 epochs (shipped before)", "the recipe above, 40 epochs: train 66.3 %, only 3 points above PublicTest: room for a longer schedule", 40, 0.6333, 0.6442),
-    ("AdamW recipe, 100 epochs (shipped before)", "the recipe above, 100 epochs, without recomputing the batch-norm statistics after the last epoch: 69.69 % with flip-rotate", 100, 0.6601, 0.6821),
-    ("stochastic weight averaging (not shipped)", "from the 100-epoch model above, 6 more epochs at a constant 2e-4, their weights averaged, batch-norm statistics recomputed: 69.55 % with flip-rotate, no gain (3 epochs: 69.55 % too)", 106, 0.6623, None),
-    ("warm restart (not shipped)", "from the 100-epoch model, 12 more epochs, 1 warm-up to 1e-3 then cosine: 69.18 % with flip-rotate; its probabilities averaged with that model's (a snapshot ensemble): 69.49 %, no gain", 112, 0.6617, None),
-    ("erasing 0.5, seed 1 (not shipped)", "the recipe above, random erasing 0.5 instead of 0.25 and another seed: 68.68 % with flip-rotate; 1 point behind the 100-epoch model on PublicTest from epoch 80 on", 100, 0.6492, 0.6729),
-    ("average of both (not shipped)", "the 100-epoch model and the run above, logits averaged (`fervis.models.ensemble`): 69.43 % with flip-rotate, no gain; averaging gains a point without TTA but not on top of it", 100, 0.6707, 0.6824),
+    ("widths 64-128-256-384", "the first `vgg`: 29 images/s, 16 min an epoch -- too slow to train here", "--", None, None, None),
+    ("probe, 6,000 faces", "Adam 1e-3 or SGD 0.05, no augmentation: both stay on the 'predict happy' plateau", 3, 0.25, None, None),
+    ("SGD recipe (shipped before)", "SGD+Nesterov 0.05, weight decay 5e-4, cosine, full augmentation: underfits (train 60.4 %)", 40, 0.6021, 0.6074, None),
+    ("notebook 4 gallery run", "AdamW 3e-3, flip only: learns 3-4x faster than SGD per epoch", 8, 0.594, None, None),
+    ("AdamW recipe, 40 epochs (shipped before)", "the recipe above, 40 epochs: train 66.3 %, only 3 points above PublicTest: room for a longer schedule", 40, 0.6333, 0.6442, None),
+    ("AdamW recipe, 100 epochs (shipped before)", "the recipe above, 100 epochs, without recomputing the batch-norm statistics after the last epoch: 69.69 % with flip-rotate", 100, 0.6601, 0.6821, 337.4),
+    ("stochastic weight averaging (not shipped)", "from the 100-epoch model above, 6 more epochs at a constant 2e-4, their weights averaged, batch-norm statistics recomputed: 69.55 % with flip-rotate, no gain (3 epochs: 69.55 % too)", 106, 0.6623, None, None),
+    ("warm restart (not shipped)", "from the 100-epoch model, 12 more epochs, 1 warm-up to 1e-3 then cosine: 69.18 % with flip-rotate; its probabilities averaged with that model's (a snapshot ensemble): 69.49 %, no gain", 112, 0.6617, None, None),
+    ("erasing 0.5, seed 1 (not shipped)", "the recipe above, random erasing 0.5 instead of 0.25 and another seed: 68.68 % with flip-rotate; 1 point behind the 100-epoch model on PublicTest from epoch 80 on", 100, 0.6492, 0.6729, None),
+    ("average of both (not shipped)", "the 100-epoch model and the run above, logits averaged (`fervis.models.ensemble`): 69.43 % with flip-rotate, no gain; averaging gains a point without TTA but not on top of it", 100, 0.6707, 0.6824, None),
 ]
 
 
@@ -117,6 +130,10 @@ def _pct(value):
     return "--" if value is None else f"{value:.2%}"
 
 
+def _minutes(value):
+    return "not recorded" if value is None else f"{value:g} min"
+
+
 def _headline(card):
     """The card's headline table (Markdown lines)."""
     recipe = card["recipe"]
@@ -128,7 +145,14 @@ def _headline(card):
         f"| architecture | `{recipe['arch']}`: {card['params']:,} parameters, {card['size_mb']:.1f} MB `.keras` |",
         "| input | raw 0-255 grey pixels `(n, 48, 48, 1)`; output: softmax over the 7 FER2013 classes |",
         f"| trained on | FER2013 `Training` ({card['train_faces']:,} faces), selected on `PublicTest` |",
-        f"| wall time | {card['wall_time_min']} min on {card['machine']} |",
+        *([f"| taught by | `{recipe['teacher']}` (knowledge distillation, weight {recipe['distill']:g}) |"]
+          if recipe.get("teacher") else []),
+        f"| wall time | {card['wall_time_min']} min"
+        + (f" (of which {card['teacher_minutes']} min computing the teacher's probabilities, once)" if card.get("teacher_minutes") else "")
+        + f" on {card['machine']} |",
+        *([f"| inference | {card['inference_ms_per_face']:.2f} ms a face (one forward pass, batches of 256, this CPU)"
+           + (f"; {card['inference_vs_replaced']:.2f}x the model it replaced, measured in the same run" if card.get("inference_vs_replaced") else "")
+           + " |"] if card.get("inference_ms_per_face") else []),
         f"| PublicTest accuracy, recipe TTA (`{card['tta']}`) | **{acc[card['tta']]:.2%}** |",
         f"| PublicTest accuracy, {' / '.join(_TTA_NAMES[t] for t in others)} TTA | {' / '.join(f'{acc[t]:.2%}' for t in others)} |",
         f"| balanced accuracy (mean recall, `{card['tta']}`) | {card['balanced_accuracy']:.2%} |",
@@ -151,6 +175,9 @@ def _recipe_sentence(recipe):
         + (f" with {warmup} warm-up epoch{'s' if warmup != 1 else ''}" if warmup else "")
         + f" and cosine decay, weight decay {recipe['weight_decay']:g}, label smoothing {recipe['label_smoothing']:g}"
         + (", class-weighted loss" if recipe["class_weights"] else "")
+        + (f", taught by `{recipe['teacher']}`: the target mixes the label with the teacher's {_TTA_NAMES.get(recipe['tta'], recipe['tta'])}"
+           f" TTA probabilities at weight {recipe['distill']:g} (knowledge distillation at temperature 1)"
+           if recipe.get("teacher") else "")
         + (", " + ", ".join(aug) if aug else ", no augmentation")
         + (", batch-norm statistics recomputed on the clean training faces after the last epoch"
            if recipe.get("recalibrate_bn") else "")
@@ -187,7 +214,7 @@ def _readme_block(card):
         "",
         *_headline(card),
         "",
-        f"Recipe (`fervis.recipes.RECIPES['fer2013']`): {_recipe_sentence(card['recipe'])}",
+        f"Recipe (`fervis.recipes.RECIPES['{card['recipe']['name']}']`): {_recipe_sentence(card['recipe'])}",
         "The full card (every field, the runs the recipe was chosen from, the confusion matrix) is",
         "[`docs/model_card_fer2013.md`](docs/model_card_fer2013.md).",
         "",
@@ -218,10 +245,10 @@ def _markdown(card):
         "",
         "```",
         card["command"],
-        "python scripts/ship_fer2013.py runs/fer2013 --data fer2013.csv.gz",
+        f"python scripts/ship_fer2013.py runs/{recipe['name']} --recipe {recipe['name']} --data fer2013.csv.gz",
         "```",
         "",
-        "## Recipe (`fervis.recipes.RECIPES['fer2013']`)",
+        f"## Recipe (`fervis.recipes.RECIPES['{recipe['name']}']`)",
         "",
         _recipe_sentence(recipe),
         "",
@@ -243,9 +270,10 @@ def _markdown(card):
         "",
         "Runs measured on this machine, each scored on PublicTest (the last row is this model):",
         "",
-        "| run | what | epochs | PublicTest, no TTA | with ten-crop |",
-        "|---|---|---|---|---|",
-        *[f"| {run} | {what} | {epochs} | {_pct(none)} | {_pct(ten)} |" for run, what, epochs, none, ten in card["experiments"]],
+        "| run | what | epochs | PublicTest, no TTA | with ten-crop | wall time |",
+        "|---|---|---|---|---|---|",
+        *[f"| {run} | {what} | {epochs} | {_pct(none)} | {_pct(ten)} | {_minutes(wall)} |"
+          for run, what, epochs, none, ten, wall in card["experiments"]],
         "",
         "## Where it stands",
         "",
@@ -257,8 +285,10 @@ def _markdown(card):
     return "\n".join(lines)
 
 
-def _experiments(shipped_row):
-    return [list(row) for row in EXPERIMENTS] + [list(shipped_row)]
+def _experiments(shipped_row, wall_time_min):
+    """The runs table: EXPERIMENTS, then the shipped run (a card written before the wall-time column has
+    five fields in its row; the card's wall time completes it)."""
+    return [list(row) for row in EXPERIMENTS] + [list(shipped_row[:5]) + [wall_time_min]]
 
 
 def render(card, docs, readme):
@@ -272,7 +302,7 @@ def _render_only(args, parser):
     if not card_path.exists():
         parser.error(f"{card_path} does not exist: ship a run first")
     card = json.loads(card_path.read_text())
-    card["experiments"] = _experiments(card["experiments"][-1])
+    card["experiments"] = _experiments(card["experiments"][-1], card["wall_time_min"])
     card["standing"] = args.standing or card["standing"]
     write_atomic(card_path, json.dumps(card, indent=1) + "\n")
     render(card, DOCS, args.readme)
@@ -281,8 +311,13 @@ def _render_only(args, parser):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=pathlib.Path, nargs="?", help="the run directory of `fervis train --recipe fer2013`")
+    parser.add_argument("run", type=pathlib.Path, nargs="?", help="the run directory of `fervis train --recipe RECIPE`")
     parser.add_argument("--data", help="the FER2013 file (Training and PublicTest rows)")
+    parser.add_argument("--recipe", default="fer2013", choices=sorted(n for n in recipes.RECIPES if n.startswith("fer2013")),
+                        help="the recipe the run was trained with (default: fer2013)")
+    parser.add_argument("--force", action="store_true",
+                        help=f"ship even a model that scores below the one it replaces, has more than {MAX_PARAMS:,} "
+                             f"parameters or runs more than {MAX_SLOWDOWN}x slower (the card says which)")
     parser.add_argument("--render-only", action="store_true",
                         help="measure nothing: re-render the shipped card's page and README summary")
     parser.add_argument("--reship", action="store_true",
@@ -307,50 +342,112 @@ def main(argv=None):
     final = args.run / training.FINAL
     if not final.exists():
         parser.error(f"{final} does not exist: the run has not finished (resume it with `fervis train --resume`)")
-    recipe = recipes.get("fer2013")
+    recipe = recipes.get(args.recipe)
     try:
         trained = training.run_recipe(args.run)
     except ValueError as err:
         parser.error(str(err))
     differ = recipe.trains_unlike(trained)
     if differ:  # the card would describe another training than the run's
-        parser.error(f"{args.run} was trained with another recipe than fer2013: fields {differ} are "
+        parser.error(f"{args.run} was trained with another recipe than {recipe.name}: fields {differ} are "
                      f"{[getattr(trained, k) for k in differ]} there, {[getattr(recipe, k) for k in differ]} in the recipe")
     history = pd.read_csv(args.run / training.HISTORY)
     if len(history) != recipe.epochs:
-        parser.error(f"{args.run / training.HISTORY} has {len(history)} epochs; the fer2013 recipe has {recipe.epochs}")
+        parser.error(f"{args.run / training.HISTORY} has {len(history)} epochs; the {recipe.name} recipe has {recipe.epochs}")
     dataset = data.load(args.data)
     model = models.load(final, num_classes=len(dataset.class_names))
-    _ship(model, recipe, dataset, history, _wall_minutes(args.run), args)
+    replaced = _shipped_now(len(dataset.class_names))
+    wall, teacher = _wall_minutes(args.run), training.teacher_seconds(args.run)
+    if recipe.teacher and teacher is None:
+        print(f"note: {args.run / training.TEACHER} does not say how long the teacher's pass took; the wall time leaves it out")
+    teacher_minutes = None if teacher is None else round(teacher / 60.0, 1)
+    if wall is not None and teacher_minutes is not None:
+        wall = round(wall + teacher_minutes, 1)
+    _ship(model, recipe, dataset, history, wall, args, replaced=replaced, parser=parser, teacher_minutes=teacher_minutes)
+
+
+def _shipped_now(num_classes):
+    """The model and card shipped now (which a new run replaces), or None when there is none."""
+    target = models.pretrained_path("fer2013")
+    if not target.exists():
+        return None
+    return models.load(target, num_classes=num_classes), models.pretrained_card("fer2013")
 
 
 def _reship(args, parser):
-    """Measure the shipped model again under the current recipe's steps after the last epoch
+    """Measure the shipped model again under its recipe's current steps after the last epoch
     (batch-norm recalibration) and test-time augmentation; its history and wall time stay."""
     target = models.pretrained_path("fer2013")
     card_path = target.with_suffix(".json")
     if not card_path.exists():
         parser.error(f"{card_path} does not exist: ship a run first")
     old = json.loads(card_path.read_text())
-    recipe = recipes.get("fer2013")
-    differ = recipe.trains_unlike(recipes.Recipe.from_dict(old["recipe"], what=f"recipe in {card_path}"))
+    shipped = recipes.Recipe.from_dict(old["recipe"], what=f"recipe in {card_path}")
+    if shipped.name not in recipes.RECIPES:
+        parser.error(f"the shipped model was trained with recipe {shipped.name!r}, which fervis no longer has: ship a new run")
+    recipe = recipes.get(shipped.name)
+    differ = recipe.trains_unlike(shipped)
     if differ:
-        parser.error(f"the shipped model was trained with other fields {differ} than the fer2013 recipe: ship a new run")
+        parser.error(f"the shipped model was trained with other fields {differ} than the {recipe.name} recipe: ship a new run")
     dataset = data.load(args.data)
     model = models.load(target, num_classes=len(dataset.class_names))
     history = pd.read_csv(target.with_name("fer2013_history.csv"))
     _ship(model, recipe, dataset, history, old["wall_time_min"], args)
 
 
-def _ship(model, recipe, dataset, history, wall_time_min, args):
+def _inference_ms(model, faces, repeat=3):
+    """Milliseconds a face for one forward pass over ``faces`` (``fervis.models.predict``, its batches of
+    256), the best of ``repeat`` passes after a warm-up (the first traces the graph)."""
+    models.predict(model, faces[:256])
+    best = np.inf
+    for _ in range(repeat):
+        start = time.perf_counter()
+        models.predict(model, faces)
+        best = min(best, time.perf_counter() - start)
+    return 1000.0 * best / len(faces)
+
+
+def _cost_and_gain(model, recipe, acc, dataset, replaced):
+    """What the new model costs and gains against the one it replaces: (card fields, list of limits broken)."""
+    faces = dataset.subset("PublicTest").x()[:1000]
+    fields = {"inference_ms_per_face": round(_inference_ms(model, faces), 3)}
+    broken = []
+    if model.count_params() > MAX_PARAMS:
+        broken.append(f"{model.count_params():,} parameters, more than {MAX_PARAMS:,}")
+    if replaced is not None:
+        old_model, old_card = replaced
+        # Interleaved, best of three each: this machine's speed drifts by tens of percent over minutes.
+        old_ms = _inference_ms(old_model, faces)
+        fields["inference_ms_per_face"] = round(min(fields["inference_ms_per_face"], _inference_ms(model, faces)), 3)
+        fields["inference_vs_replaced"] = round(fields["inference_ms_per_face"] / old_ms, 2)
+        if fields["inference_vs_replaced"] > MAX_SLOWDOWN:
+            broken.append(f"inference {fields['inference_vs_replaced']}x the replaced model's, more than {MAX_SLOWDOWN}x")
+        old_acc = old_card.get("publictest_accuracy")
+        fields["replaced"] = {"recipe": old_card.get("recipe", {}).get("name"), "publictest_accuracy": old_acc,
+                              "tta": old_card.get("tta"), "params": old_card.get("params")}
+        if old_acc is not None and acc[recipe.tta] < old_acc:
+            broken.append(f"PublicTest {acc[recipe.tta]:.2%} with {recipe.tta} TTA, below the replaced model's {old_acc:.2%}")
+    return fields, broken
+
+
+def _ship(model, recipe, dataset, history, wall_time_min, args, replaced=None, parser=None, teacher_minutes=None):
     """Apply the recipe's steps after the last epoch, measure, and write the model, its card,
-    its history and the pages, all or nothing."""
+    its history and the pages, all or nothing. ``replaced``: (model, card) shipped now, which a new
+    run must not fall behind (see MAX_PARAMS, MAX_SLOWDOWN) unless ``args.force``. ``wall_time_min``
+    includes ``teacher_minutes``, the teacher's pass of a distilled run."""
     if recipe.recalibrate_bn:  # what `fervis train` does after the last epoch; the same statistics again if done
         training.recalibrate_batchnorm(model, dataset.subset("Training").x())
     # Every test-time augmentation (the runs table compares every run with ten-crop).
     results = {tta: training.evaluate(model, dataset, split="PublicTest", tta=tta) for tta in recipes.TTA}
     best = results[recipe.tta]
     acc = {tta: round(r["accuracy"], 4) for tta, r in results.items()}
+    print("PublicTest accuracy: " + "  ".join(f"{tta} {value:.4f}" for tta, value in acc.items()))
+    cost, broken = _cost_and_gain(model, recipe, acc, dataset, replaced)
+    if broken and not args.force:
+        message = "not shipped: " + "; ".join(broken) + " (--force ships it anyway)"
+        if parser is not None:
+            parser.error(message)
+        raise SystemExit(message)
     standing = args.standing or (
         f"PublicTest accuracy with the recipe's TTA is {acc[recipe.tta]:.2%}: "
         + ("above" if acc[recipe.tta] >= 0.70 else "below") + " the 70 % target; "
@@ -372,10 +469,14 @@ def _ship(model, recipe, dataset, history, wall_time_min, args):
         "params": int(model.count_params()),
         "train_faces": int((np.asarray(dataset.splits) == "Training").sum()),
         "wall_time_min": wall_time_min,
+        **({"teacher_minutes": teacher_minutes} if teacher_minutes is not None else {}),
         "machine": _machine(),
-        "command": "fervis train --data fer2013.csv.gz --recipe fer2013 --out runs/fer2013",
+        "command": f"fervis train --data fer2013.csv.gz --recipe {recipe.name} --out runs/{recipe.name}",
         "standing": standing,
-        "experiments": _experiments(["this model", "the recipe above", recipe.epochs, acc["none"], acc.get("tencrop")]),
+        "experiments": _experiments(["this model", f"recipe `{recipe.name}`", recipe.epochs, acc["none"], acc.get("tencrop")],
+                                    wall_time_min),
+        **cost,
+        **({"shipped_despite": broken} if broken else {}),
     }
     target = models.pretrained_path("fer2013")
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # write all, then move: nothing half-written
@@ -390,7 +491,8 @@ def _ship(model, recipe, dataset, history, wall_time_min, args):
         os.replace(tmp / "history.csv", target.with_name("fer2013_history.csv"))
     render(card, DOCS, args.readme)
     print(f"wrote {target} ({card['size_mb']} MB), its card, {DOCS} and the summary in {args.readme}")
-    print("PublicTest accuracy: " + "  ".join(f"{tta} {value:.4f}" for tta, value in acc.items()))
+    print(f"parameters {card['params']:,}; inference {card['inference_ms_per_face']} ms a face"
+          + (f", {card['inference_vs_replaced']}x the replaced model" if "inference_vs_replaced" in card else ""))
 
 
 if __name__ == "__main__":

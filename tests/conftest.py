@@ -1,6 +1,10 @@
 """Shared fixtures: a small synthetic dataset and tiny models, built once per session."""
 
 import os
+import pathlib
+import subprocess
+import sys
+import textwrap
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -201,3 +205,71 @@ def notebook_text():
         return text
 
     return read
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run_script(script, *args, timeout=180):
+    """Run a Python script in a fresh process (its own TensorFlow runtime), fervis importable."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script), *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def run_script():
+    """``run_script(script, *args, timeout=180)``: a script in a fresh process -> ``CompletedProcess``."""
+    return _run_script
+
+
+# A tiny training run (128 random faces, balanced labels) whose process dies as if killed: no cleanup, no
+# flushing, no exception handling, once `done` epochs are checkpointed. `where`: "mid_epoch" (at the first
+# batch of the next epoch), "epoch_end" (at the end of epoch `done`, after its checkpoint callback) or
+# "after_checkpoint" (right after the checkpoint file is in place, before anything else is written).
+KILLED_RUN = """
+    import os, sys
+    import numpy as np
+    import keras
+    from fervis import models, recipes, training
+
+    out_dir, where, done, epochs, teacher = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (128, 48, 48)).astype(np.uint8), np.arange(128) % 7
+
+    class Kill(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if where == "mid_epoch" and self.epoch == done and batch == 0:
+                os._exit(17)
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+        def on_epoch_end(self, epoch, logs=None):
+            if where == "epoch_end" and epoch + 1 == done:
+                os._exit(17)
+
+    if where == "after_checkpoint":
+        write_checkpoint = training._write_checkpoint
+
+        def write_then_die(train_model, out, state):
+            write_checkpoint(train_model, out, state)
+            if state["epoch"] == done:
+                os._exit(17)
+
+        training._write_checkpoint = write_then_die
+
+    recipe = recipes.get("tiny").replace(epochs=epochs)
+    if teacher:
+        recipe = recipe.replace(teacher=teacher, distill=0.5)
+    training.fit(models.build("tiny", seed=0), (images, labels), recipe, out_dir=out_dir, callbacks=[Kill()],
+                 verbose=False)
+"""
+
+
+@pytest.fixture(scope="session")
+def killed_run():
+    """``killed_run(out_dir, where, done, epochs, teacher="")``: :data:`KILLED_RUN` in a fresh process; the
+    process exits with 17 when it was killed as planned."""
+    def run(out_dir, where, done, epochs, teacher=""):
+        return _run_script(KILLED_RUN, out_dir, where, done, epochs, teacher)
+
+    return run

@@ -2,11 +2,6 @@
 and for the recipe hashes that the new fields must leave as they were."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
-import textwrap
 import zipfile
 
 import numpy as np
@@ -17,15 +12,7 @@ keras = pytest.importorskip("keras")
 
 from fervis import models, recipes, training  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = recipes.get("tiny")
-
-
-def _run(script, *args, timeout=180):
-    """Run a Python script in a fresh process (its own TensorFlow runtime)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(script), *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +34,28 @@ def test_recipe_hashes_never_change():
     assert {name: training._recipe_hash(recipes.RECIPES[name]) for name in expected} == expected
     assert "teacher" not in recipes.get("fer2013").to_dict() and "distill" not in recipes.get("fer2013").to_dict()
     kd = recipes.get("fer2013-kd")
-    assert kd.to_dict()["teacher"] == "pretrained:fer2013" and kd.to_dict()["distill"] == 0.5
+    assert kd.to_dict()["teacher"] == "pretrained:fer2013-v1" and kd.to_dict()["distill"] == 0.5
     assert training._recipe_hash(kd) != expected["fer2013"]
     for recipe in (recipes.get("fer2013"), kd):  # what a checkpoint saves reads back as the same recipe
         assert recipes.Recipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
 
 
+def test_the_fer2013_kd_teacher_is_a_fixed_model_not_the_one_a_student_replaces():
+    """``fer2013-kd`` is taught by ``pretrained:fer2013-v1``, the first shipped model kept as it was: a student
+    shipped as ``pretrained:fer2013`` must not become the teacher of the recipe that made it."""
+    kd = recipes.get("fer2013-kd")
+    assert kd.teacher == "pretrained:fer2013-v1" != "pretrained:fer2013"
+    card = models.pretrained_card("fer2013-v1")
+    # The teacher was trained by the plain fer2013 recipe (no teacher of its own), and measured as such.
+    assert card["recipe"] == recipes.get("fer2013").to_dict() and "teacher" not in card["recipe"]
+    assert card["publictest_accuracy"] == card["publictest_accuracy_by_tta"]["tencrop"] == 0.7058
+    teacher = models.resolve(kd.teacher)
+    assert teacher.count_params() == card["params"] and teacher.output_shape == (None, 7)
+
+
 def test_teacher_and_distill_are_training_fields():
     base, kd = recipes.get("fer2013"), recipes.get("fer2013-kd")
-    assert kd == base.replace(name="fer2013-kd", teacher="pretrained:fer2013", distill=0.5, seed=1)
+    assert kd == base.replace(name="fer2013-kd", teacher="pretrained:fer2013-v1", distill=0.5, seed=1)
     assert kd.trains_unlike(base) == ["distill", "seed", "teacher"] == base.trains_unlike(kd)
     assert kd.trains_unlike(kd.replace(distill=0.7)) == ["distill"]
     assert kd.trains_unlike(kd.replace(teacher="other.keras")) == ["teacher"]
@@ -139,6 +139,10 @@ def test_targets_are_the_teachers_tta_probabilities_mixed_with_the_labels(synthe
     with np.load(tmp_path / training.TEACHER) as saved:
         assert str(saved["teacher"]) == str(teacher_path) and str(saved["tta"]) == "flip"
         np.testing.assert_allclose(saved["probs"], expected, atol=1e-6)
+        seconds = float(saved["seconds"])
+    # The teacher's pass is part of the run's cost: its time is kept (a run's card adds it to the epochs').
+    assert 0 < seconds < 120 and training.teacher_seconds(tmp_path) == seconds
+    assert training.teacher_seconds(tmp_path / "nowhere") is None
     np.testing.assert_array_equal(training._targets(student, x, y, TINY), keras.utils.to_categorical(y, 7))
 
 
@@ -162,31 +166,12 @@ def test_distillation_pulls_the_student_to_the_teacher(synthetic_small, teacher_
     assert cross_entropy[1.0] < cross_entropy[0.0] - 0.5, cross_entropy  # measured 1.34 and 2.59
 
 
-KILLED_AFTER_EPOCH_1 = """
-    import os, sys
-    import numpy as np
-    import keras
-    from fervis import models, recipes, training
-
-    out_dir, teacher = sys.argv[1], sys.argv[2]
-    rng = np.random.default_rng(0)
-    images, labels = rng.integers(0, 256, (128, 48, 48)).astype(np.uint8), np.arange(128) % 7
-
-    class Kill(keras.callbacks.Callback):
-        # The process dies as if killed, right after the checkpoint of epoch 1.
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 0:
-                os._exit(17)
-
-    recipe = recipes.get("tiny").replace(epochs=3, teacher=teacher, distill=0.5)
-    training.fit(models.build("tiny", seed=0), (images, labels), recipe, out_dir=out_dir, callbacks=[Kill()],
-                 verbose=False)
-"""
 
 
-def test_resume_reads_the_teachers_probabilities_and_refuses_another_teacher(teacher_path, tmp_path, monkeypatch):
+def test_resume_reads_the_teachers_probabilities_and_refuses_another_teacher(teacher_path, tmp_path, monkeypatch,
+                                                                            killed_run):
     out_dir = tmp_path / "run"
-    proc = _run(KILLED_AFTER_EPOCH_1, out_dir, teacher_path)
+    proc = killed_run(out_dir, "epoch_end", done=1, epochs=3, teacher=teacher_path)
     assert proc.returncode == 17, proc.stderr[-2000:]
     with zipfile.ZipFile(out_dir / training.CHECKPOINT) as archive:
         state = json.loads(archive.read(training._STATE))
@@ -248,6 +233,13 @@ def test_a_teacher_npz_left_by_a_run_killed_before_its_first_checkpoint(teacher_
     (tmp_path / training.TEACHER).write_bytes(b"damaged")
     np.testing.assert_allclose(training._targets(student, x, y, recipe, out=tmp_path), first, atol=1e-6)
     assert calls == [1, 1]
+    # A teacher.npz written before fervis kept the pass's time is still used; its time is unknown.
+    with np.load(tmp_path / training.TEACHER) as saved:
+        older = {k: saved[k] for k in saved.files if k != "seconds"}
+    with open(tmp_path / training.TEACHER, "wb") as f:
+        np.savez(f, **older)
+    np.testing.assert_allclose(training._targets(student, x, y, recipe, out=tmp_path), first, atol=1e-6)
+    assert calls == [1, 1] and training.teacher_seconds(tmp_path) is None
 
 
 # --------------------------------------------------------------------------- real FER2013
@@ -282,7 +274,7 @@ def test_fervis_train_with_the_fer2013_kd_recipe(synthetic_small, tmp_path, caps
                      "--out", str(out)]) == 0
     assert "trained tiny with recipe 'fer2013-kd' for 1 epoch" in capsys.readouterr().out
     saved = training.run_recipe(out)
-    assert saved.teacher == "pretrained:fer2013" and saved.distill == 0.5 and saved.seed == 1
+    assert saved.teacher == "pretrained:fer2013-v1" and saved.distill == 0.5 and saved.seed == 1
     with np.load(out / training.TEACHER) as teacher:
         assert teacher["probs"].shape == (150, 7) and str(teacher["tta"]) == "tencrop"
         np.testing.assert_allclose(teacher["probs"].sum(axis=1), 1.0, atol=1e-5)

@@ -228,7 +228,7 @@ def test_packaged_pretrained_model_when_present():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: models.load_pretrained("imagenet"), r"must be one of \['fer2013', 'synthetic'\]"),
+    (lambda: models.load_pretrained("imagenet"), r"must be one of \['fer2013', 'fer2013-v1', 'synthetic'\]"),
     (lambda: models.resolve(3.5), "'spec' parameter of fervis.models.resolve"),
     (lambda: models.resolve(models.build("tiny"), num_classes=3), "outputs 7 classes, but the data has 3"),
 ])

@@ -68,7 +68,7 @@ def test_shipped_fer2013_model_contract():
 def test_shipped_fer2013_card_is_consistent():
     """The card was measured from the current recipe, and its numbers agree with each other."""
     _, card = _shipped()
-    assert card["recipe"] == recipes.get("fer2013").to_dict(), "recipe changed: retrain and re-ship the model"
+    assert card["recipe"] == recipes.get(card["recipe"]["name"]).to_dict(), "recipe changed: retrain and re-ship the model"
     assert card["tta"] == card["recipe"]["tta"]
     assert card["publictest_accuracy"] == card["publictest_accuracy_by_tta"][card["tta"]]
     cm = np.asarray(card["confusion_matrix"])
@@ -80,8 +80,9 @@ def test_shipped_fer2013_card_is_consistent():
     assert len(history) == card["recipe"]["epochs"]
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.columns)
     # The runs the recipe was chosen from end with this model's own measurements.
-    run, _, epochs, none, tencrop = card["experiments"][-1]
-    assert run == "this model" and epochs == card["recipe"]["epochs"]
+    run, _, epochs, none, tencrop, wall = card["experiments"][-1]
+    assert run == "this model" and epochs == card["recipe"]["epochs"] and wall == card["wall_time_min"]
+    assert all(len(row) == 6 for row in card["experiments"])
     assert none == card["publictest_accuracy_by_tta"]["none"]
     assert tencrop == card["publictest_accuracy_by_tta"].get("tencrop")
     # The last validation row of training is the model as the last epoch left it, without TTA, on
@@ -202,6 +203,12 @@ def test_ship_script_refuses_before_writing(ship, tmp_path, monkeypatch, capsys)
     assert ("was trained with another recipe than fer2013: fields ['arch', 'batch_size', 'epochs', 'erasing', "
             "'label_smoothing', 'learning_rate', 'rotation', 'shift', 'warmup_epochs', 'weight_decay', 'zoom'] are "
             "['tiny', 64, 1, 0.0") in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ship.main([str(run), "--recipe", "fer2013-kd", "--data", "synthetic", "--readme", str(tmp_path / "README.md")])
+    assert "was trained with another recipe than fer2013-kd: fields ['arch', 'batch_size', 'distill', " in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ship.main([str(run), "--recipe", "quick", "--data", "synthetic", "--readme", str(tmp_path / "README.md")])
+    assert "argument --recipe: invalid choice: 'quick' (choose from" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "runs"]
     assert (tmp_path / "README.md").read_text() == f"{ship.CARD_BEGIN}\n{ship.CARD_END}\n"
 
@@ -233,6 +240,52 @@ def test_reship_recalibrates_the_shipped_model_and_measures_it_again(ship, synth
     assert pd.read_csv(tmp_path / "fer2013_history.csv")["val_accuracy"].tolist() == [0.2]
     assert f"**{card['publictest_accuracy']:.2%}**" in (tmp_path / "README.md").read_text()
     assert "batch-norm statistics recomputed" in (tmp_path / "card.md").read_text()
+
+
+def test_ship_refuses_a_model_that_falls_behind_the_one_it_replaces(ship, synthetic_small, tmp_path, monkeypatch, capsys):
+    """A new run ships only if it scores at least as well as the shipped model with its recipe's TTA, has at most
+    MAX_PARAMS parameters and runs at most MAX_SLOWDOWN times slower; --force ships it and the card says why."""
+    import argparse
+
+    monkeypatch.setattr(ship.models, "pretrained_path", lambda name: tmp_path / f"{name}.keras")
+    monkeypatch.setattr(ship, "DOCS", tmp_path / "card.md")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{ship.CARD_BEGIN}\n{ship.CARD_END}\n")
+    old = models.build("compact", seed=0)
+    replaced = (old, {"recipe": recipes.get("fer2013").to_dict(), "publictest_accuracy": 0.99, "tta": "tencrop",
+                      "params": old.count_params()})
+    new = models.build("compact", seed=1)  # untrained: near chance on the synthetic PublicTest faces
+    history = pd.DataFrame({"epoch": [0], "val_accuracy": [0.2]})
+    kd = recipes.get("fer2013-kd")
+    args = argparse.Namespace(force=False, standing="", readme=readme)
+    with pytest.raises(SystemExit, match=r"not shipped: PublicTest \d+\.\d\d% with tencrop TTA, below the replaced "
+                                         r"model's 99\.00% \(--force ships it anyway\)"):
+        ship._ship(new, kd, synthetic_small, history, 7.0, args, replaced=replaced)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]  # nothing written
+    monkeypatch.setattr(ship, "MAX_PARAMS", 1000)
+    with pytest.raises(SystemExit, match=r"not shipped: \d[\d,]* parameters, more than 1,000; PublicTest"):
+        ship._ship(new, kd, synthetic_small, history, 7.0, args, replaced=replaced)
+    ship._ship(new, kd, synthetic_small, history, 7.0, argparse.Namespace(force=True, standing="", readme=readme),
+               replaced=replaced, teacher_minutes=2.5)
+    card = json.loads((tmp_path / "fer2013.json").read_text())
+    too_big, worse = card["shipped_despite"]
+    assert too_big == f"{new.count_params():,} parameters, more than 1,000" and worse.startswith("PublicTest ")
+    assert card["replaced"] == {"recipe": "fer2013", "publictest_accuracy": 0.99, "tta": "tencrop",
+                                "params": old.count_params()}
+    # Same architecture, interleaved best-of-three timings: close to 1x (generous bounds: a shared machine).
+    assert card["inference_ms_per_face"] > 0 and 0.3 < card["inference_vs_replaced"] < 3.0
+    assert card["command"] == "fervis train --data fer2013.csv.gz --recipe fer2013-kd --out runs/fer2013-kd"
+    text = readme.read_text()
+    assert "Recipe (`fervis.recipes.RECIPES['fer2013-kd']`)" in text
+    assert "| taught by | `pretrained:fer2013-v1` (knowledge distillation, weight 0.5) |" in text
+    assert ("taught by `pretrained:fer2013-v1`: the target mixes the label with the teacher's ten-crop TTA probabilities "
+            "at weight 0.5") in text
+    assert "x the model it replaced, measured in the same run |" in text
+    assert "| wall time | 7.0 min (of which 2.5 min computing the teacher's probabilities, once) on " in text
+    page = (tmp_path / "card.md").read_text()
+    assert "python scripts/ship_fer2013.py runs/fer2013-kd --recipe fer2013-kd --data fer2013.csv.gz" in page
+    assert "| this model | recipe `fer2013-kd` | 1 |" not in page  # the history is one epoch, the recipe's 100
+    assert "| this model | recipe `fer2013-kd` | 100 | " in page and page.rstrip().count("| 7 min |") == 1
 
 
 @pytest.mark.fer2013

@@ -3,9 +3,6 @@
 import json
 import os
 import pathlib
-import subprocess
-import sys
-import textwrap
 import zipfile
 
 import numpy as np
@@ -17,7 +14,6 @@ keras = pytest.importorskip("keras")
 from fervis import constants, models, recipes, training  # noqa: E402
 from fervis.constants import CLASS_NAMES  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _arrays(n=128, seed=0, symmetric=False):
@@ -27,13 +23,6 @@ def _arrays(n=128, seed=0, symmetric=False):
     if symmetric:
         images = (images + images[:, :, ::-1]) // 2
     return images.astype(np.uint8), np.arange(n) % 7
-
-
-def _run(script, *args, timeout=120):
-    """Run a Python script in a fresh process (its own TensorFlow runtime)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(script), *map(str, args)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 TINY4 = recipes.get("tiny").replace(epochs=4)
@@ -201,48 +190,12 @@ def test_resume_of_a_finished_run_returns_it(tmp_path):
     pd.testing.assert_frame_equal(h1, h2)
 
 
-KILLED_RUN = """
-    import os, sys
-    import numpy as np
-    import keras
-    from fervis import models, recipes, training
-
-    out_dir, where = sys.argv[1], sys.argv[2]
-    rng = np.random.default_rng(0)
-    images, labels = rng.integers(0, 256, (128, 48, 48)).astype(np.uint8), np.arange(128) % 7
-
-    class Kill(keras.callbacks.Callback):
-        # The process dies as if killed: no cleanup, no flushing, no exception handling.
-        def on_train_batch_end(self, batch, logs=None):
-            if where == "mid_epoch" and self.epoch == 2 and batch == 0:
-                os._exit(17)
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-        def on_epoch_end(self, epoch, logs=None):
-            if where == "epoch_end" and epoch == 1:
-                os._exit(17)
-
-    if where == "after_checkpoint":
-        # Killed right after the checkpoint of epoch 2 is in place, before anything else is written.
-        write_checkpoint = training._write_checkpoint
-
-        def write_then_die(train_model, out, state):
-            write_checkpoint(train_model, out, state)
-            if state["epoch"] == 2:
-                os._exit(17)
-
-        training._write_checkpoint = write_then_die
-
-    recipe = recipes.get("tiny").replace(epochs=4)
-    training.fit(models.build("tiny", seed=0), (images, labels), recipe, out_dir=out_dir, callbacks=[Kill()],
-                 verbose=False)
-"""
 
 
 @pytest.mark.parametrize("where", ["mid_epoch", "epoch_end", "torn_history", "after_checkpoint"])
-def test_kill_and_resume(tmp_path, where):
+def test_kill_and_resume(tmp_path, where, killed_run):
     out_dir = tmp_path / "run"
-    proc = _run(KILLED_RUN, out_dir, "mid_epoch" if where == "torn_history" else where)
+    proc = killed_run(out_dir, "mid_epoch" if where == "torn_history" else where, done=2, epochs=4)
     assert proc.returncode == 17, proc.stderr[-2000:]
     with zipfile.ZipFile(out_dir / "checkpoint.keras") as archive:
         saved = json.loads(archive.read("fervis_state.json"))["epoch"]
@@ -301,8 +254,8 @@ MIRRORED = """
 """
 
 
-def test_mirrored_strategy_matches_single_device():
-    proc = _run(MIRRORED)
+def test_mirrored_strategy_matches_single_device(run_script):
+    proc = run_script(MIRRORED, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["replicas"] == 2
@@ -374,7 +327,7 @@ def test_model_for_auto(synthetic_small, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("spec, match", [
     ("train:resnet", r"names recipe 'resnet' in 'train:resnet'; recipes are \['fer2013'"),
-    ("pretrained:affectnet", r"names pretrained model 'affectnet' in 'pretrained:affectnet'; pretrained models are \['fer2013', 'synthetic'\]"),
+    ("pretrained:affectnet", r"names pretrained model 'affectnet' in 'pretrained:affectnet'; pretrained models are \['fer2013', 'fer2013-v1', 'synthetic'\]"),
     ("missing.keras", r"must be 'auto', 'train', 'train:<recipe>', 'pretrained:<name>', a keras.Model or an existing "
                       r"\.keras/\.h5 file. Got 'missing.keras' instead, a file that does not exist"),
     (3, r"Got 3 instead\.$"),
