@@ -438,10 +438,13 @@ def pretrained_card(name="fer2013"):
     Returns
     -------
     dict
-        For ``fer2013``: ``tta`` (the recipe's test-time augmentation), ``publictest_accuracy``
-        (with it), ``publictest_accuracy_by_tta``, ``recall``, ``confusion_matrix``, ``recipe``,
-        ``params``, ``command``, ``wall_time_min``, ``machine``; an empty dict when the model
-        has no card.
+        For ``fer2013`` (written by ``scripts/ship_fer2013.py``): ``tta`` (the recipe's test-time
+        augmentation), ``publictest_accuracy`` (with it), ``publictest_accuracy_by_tta``, ``recall``,
+        ``confusion_matrix``, ``recipe``, ``params``, ``command``, ``wall_time_min``, ``machine``,
+        ``experiments`` (the runs table), ``inference_ms_per_face``; for a model that replaced
+        another, also ``replaced``, ``inference_vs_replaced`` and ``earlier_runs``; for a distilled
+        one ``teacher_minutes``; ``shipped_despite`` when it was shipped with ``--force``. An empty
+        dict when the model has no card.
     """
     path = pretrained_path(name).with_suffix(".json")
     if not path.exists():

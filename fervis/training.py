@@ -519,9 +519,22 @@ def _read_teacher(path):
 
 
 def teacher_seconds(out_dir):
-    """Seconds the teacher's pass of the distilled run in ``out_dir`` took (once, before its first epoch), or
-    None: no teacher, or a ``teacher.npz`` written before fervis recorded its time. A run's cost is its
-    epochs plus this."""
+    """How long the teacher's pass of a distilled run took (once, before its first epoch).
+
+    A distilled run's cost is its epochs plus this; ``scripts/ship_fer2013.py`` adds it to the card's
+    wall time.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The run's folder (``fit(..., out_dir=...)``).
+
+    Returns
+    -------
+    float or None
+        Seconds; None when the run has no ``teacher.npz`` (no teacher) or one written before fervis
+        recorded the time.
+    """
     path = pathlib.Path(out_dir) / TEACHER
     content = _read_teacher(path) if path.exists() else None
     return None if content is None else content["seconds"]

@@ -34,6 +34,7 @@ shipped card without measuring anything again.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import pathlib
@@ -147,12 +148,14 @@ def _headline(card):
         f"| trained on | FER2013 `Training` ({card['train_faces']:,} faces), selected on `PublicTest` |",
         *([f"| taught by | `{recipe['teacher']}` (knowledge distillation, weight {recipe['distill']:g}) |"]
           if recipe.get("teacher") else []),
-        f"| wall time | {card['wall_time_min']} min"
-        + (f" (of which {card['teacher_minutes']} min computing the teacher's probabilities, once)" if card.get("teacher_minutes") else "")
+        f"| wall time | {_minutes(card['wall_time_min'])}"
+        + (f" (of which {card['teacher_minutes']:g} min computing the teacher's probabilities, once)"
+           if card.get("teacher_minutes") and card["wall_time_min"] is not None else "")
         + f" on {card['machine']} |",
         *([f"| inference | {card['inference_ms_per_face']:.2f} ms a face (one forward pass, batches of 256, this CPU)"
            + (f"; {card['inference_vs_replaced']:.2f}x the model it replaced, measured in the same run" if card.get("inference_vs_replaced") else "")
            + " |"] if card.get("inference_ms_per_face") else []),
+        *([f"| shipped despite | {'; '.join(card['shipped_despite'])} (`--force`) |"] if card.get("shipped_despite") else []),
         f"| PublicTest accuracy, recipe TTA (`{card['tta']}`) | **{acc[card['tta']]:.2%}** |",
         f"| PublicTest accuracy, {' / '.join(_TTA_NAMES[t] for t in others)} TTA | {' / '.join(f'{acc[t]:.2%}' for t in others)} |",
         f"| balanced accuracy (mean recall, `{card['tta']}`) | {card['balanced_accuracy']:.2%} |",
@@ -285,16 +288,34 @@ def _markdown(card):
     return "\n".join(lines)
 
 
-def _experiments(shipped_row, wall_time_min):
-    """The runs table: EXPERIMENTS, then the shipped run (a card written before the wall-time column has
-    five fields in its row; the card's wall time completes it)."""
-    return [list(row) for row in EXPERIMENTS] + [list(shipped_row[:5]) + [wall_time_min]]
+def _experiments(shipped_row, wall_time_min, earlier=()):
+    """The runs table: EXPERIMENTS, the models shipped before this one (``earlier``, kept in the card as
+    ``earlier_runs``), then the shipped run (a card written before the wall-time column has five fields
+    in its row; the card's wall time completes it)."""
+    return [list(row) for row in EXPERIMENTS] + [list(row) for row in earlier] + [list(shipped_row[:5]) + [wall_time_min]]
 
 
-def render(card, docs, readme):
-    """Write the card's page and README's summary from ``card`` (the dict in the card's JSON)."""
-    write_atomic(pathlib.Path(docs), _markdown(card))
-    report.update_readme(readme, _readme_block(card), markers=(CARD_BEGIN, CARD_END))
+def _earlier_runs(old_card, old_path):
+    """``earlier_runs`` for the card of a model that replaces the one described by ``old_card``: that card's
+    own earlier runs, then its shipped run, named as shipped before (and by the packaged copy that keeps it
+    byte for byte, such as ``pretrained:fer2013-v1``, when there is one)."""
+    row = old_card.get("experiments", [[None] * 5])[-1]
+    digest = hashlib.sha256(old_path.read_bytes()).hexdigest()
+    kept = [name for name in sorted(models.PRETRAINED) if name != "fer2013" and models.pretrained_path(name).exists()
+            and hashlib.sha256(models.pretrained_path(name).read_bytes()).hexdigest() == digest]
+    name = old_card.get("recipe", {}).get("name", "?")
+    label = f"recipe `{name}` (shipped before" + (f", kept as `pretrained:{kept[0]}`" if kept else "") + ")"
+    what = f"the model `pretrained:fer2013` was until this one: {_pct(old_card.get('publictest_accuracy'))} with {old_card.get('tta')} TTA"
+    return [list(r) for r in old_card.get("earlier_runs", [])] + [
+        [label, what, row[2], row[3], row[4], old_card.get("wall_time_min")]]
+
+
+def render(card, docs, readme, texts=None):
+    """Write the card's page and README's summary from ``card`` (the dict in the card's JSON), or the
+    ``texts`` (page, summary) already rendered from it."""
+    page, block = texts or (_markdown(card), _readme_block(card))
+    write_atomic(pathlib.Path(docs), page)
+    report.update_readme(readme, block, markers=(CARD_BEGIN, CARD_END))
 
 
 def _render_only(args, parser):
@@ -302,7 +323,7 @@ def _render_only(args, parser):
     if not card_path.exists():
         parser.error(f"{card_path} does not exist: ship a run first")
     card = json.loads(card_path.read_text())
-    card["experiments"] = _experiments(card["experiments"][-1], card["wall_time_min"])
+    card["experiments"] = _experiments(card["experiments"][-1], card["wall_time_min"], card.get("earlier_runs", []))
     card["standing"] = args.standing or card["standing"]
     write_atomic(card_path, json.dumps(card, indent=1) + "\n")
     render(card, DOCS, args.readme)
@@ -357,21 +378,28 @@ def main(argv=None):
     dataset = data.load(args.data)
     model = models.load(final, num_classes=len(dataset.class_names))
     replaced = _shipped_now(len(dataset.class_names))
-    wall, teacher = _wall_minutes(args.run), training.teacher_seconds(args.run)
-    if recipe.teacher and teacher is None:
-        print(f"note: {args.run / training.TEACHER} does not say how long the teacher's pass took; the wall time leaves it out")
-    teacher_minutes = None if teacher is None else round(teacher / 60.0, 1)
-    if wall is not None and teacher_minutes is not None:
-        wall = round(wall + teacher_minutes, 1)
+    wall, teacher_minutes = _run_cost(args.run, recipe)
     _ship(model, recipe, dataset, history, wall, args, replaced=replaced, parser=parser, teacher_minutes=teacher_minutes)
 
 
+def _run_cost(run, recipe):
+    """(wall time in minutes, teacher's pass in minutes) of a run: its epochs' TensorBoard spans plus, for a
+    distilled run, the teacher's pass kept in its ``teacher.npz``; None where unknown."""
+    wall, teacher = _wall_minutes(run), training.teacher_seconds(run)
+    if recipe.teacher and teacher is None:
+        print(f"note: {run / training.TEACHER} does not say how long the teacher's pass took; the wall time leaves it out")
+    teacher_minutes = None if teacher is None else round(teacher / 60.0, 1)
+    if wall is not None and teacher_minutes is not None:
+        wall = round(wall + teacher_minutes, 1)
+    return wall, teacher_minutes
+
+
 def _shipped_now(num_classes):
-    """The model and card shipped now (which a new run replaces), or None when there is none."""
+    """The model, card and path shipped now (which a new run replaces), or None when there is none."""
     target = models.pretrained_path("fer2013")
     if not target.exists():
         return None
-    return models.load(target, num_classes=num_classes), models.pretrained_card("fer2013")
+    return models.load(target, num_classes=num_classes), models.pretrained_card("fer2013"), target
 
 
 def _reship(args, parser):
@@ -392,49 +420,57 @@ def _reship(args, parser):
     dataset = data.load(args.data)
     model = models.load(target, num_classes=len(dataset.class_names))
     history = pd.read_csv(target.with_name("fer2013_history.csv"))
-    _ship(model, recipe, dataset, history, old["wall_time_min"], args)
+    # What was measured when the model replaced the one before it stays: that model is gone.
+    kept = {k: old[k] for k in ("replaced", "inference_vs_replaced", "shipped_despite", "earlier_runs") if k in old}
+    _ship(model, recipe, dataset, history, old["wall_time_min"], args, teacher_minutes=old.get("teacher_minutes"), kept=kept)
 
 
-def _inference_ms(model, faces, repeat=3):
+def _inference_ms(compared, faces, repeat=3):
     """Milliseconds a face for one forward pass over ``faces`` (``fervis.models.predict``, its batches of
-    256), the best of ``repeat`` passes after a warm-up (the first traces the graph)."""
-    models.predict(model, faces[:256])
-    best = np.inf
+    256) of each model in ``compared``, the best of ``repeat`` passes each after a warm-up (the first
+    traces the graph). The models take turns, pass by pass: this machine's speed drifts by tens of
+    percent over minutes, and every model should meet the same drift."""
+    for model in compared:
+        models.predict(model, faces[:256])
+    best = [np.inf] * len(compared)
     for _ in range(repeat):
-        start = time.perf_counter()
-        models.predict(model, faces)
-        best = min(best, time.perf_counter() - start)
-    return 1000.0 * best / len(faces)
+        for i, model in enumerate(compared):
+            start = time.perf_counter()
+            models.predict(model, faces)
+            best[i] = min(best[i], time.perf_counter() - start)
+    return [1000.0 * b / len(faces) for b in best]
 
 
 def _cost_and_gain(model, recipe, acc, dataset, replaced):
     """What the new model costs and gains against the one it replaces: (card fields, list of limits broken)."""
     faces = dataset.subset("PublicTest").x()[:1000]
-    fields = {"inference_ms_per_face": round(_inference_ms(model, faces), 3)}
+    timings = _inference_ms([model] if replaced is None else [model, replaced[0]], faces)
+    fields = {"inference_ms_per_face": round(timings[0], 3)}
     broken = []
     if model.count_params() > MAX_PARAMS:
         broken.append(f"{model.count_params():,} parameters, more than {MAX_PARAMS:,}")
     if replaced is not None:
-        old_model, old_card = replaced
-        # Interleaved, best of three each: this machine's speed drifts by tens of percent over minutes.
-        old_ms = _inference_ms(old_model, faces)
-        fields["inference_ms_per_face"] = round(min(fields["inference_ms_per_face"], _inference_ms(model, faces)), 3)
-        fields["inference_vs_replaced"] = round(fields["inference_ms_per_face"] / old_ms, 2)
+        _, old_card, old_path = replaced
+        fields["inference_vs_replaced"] = round(timings[0] / timings[1], 2)
         if fields["inference_vs_replaced"] > MAX_SLOWDOWN:
             broken.append(f"inference {fields['inference_vs_replaced']}x the replaced model's, more than {MAX_SLOWDOWN}x")
         old_acc = old_card.get("publictest_accuracy")
         fields["replaced"] = {"recipe": old_card.get("recipe", {}).get("name"), "publictest_accuracy": old_acc,
                               "tta": old_card.get("tta"), "params": old_card.get("params")}
         if old_acc is not None and acc[recipe.tta] < old_acc:
-            broken.append(f"PublicTest {acc[recipe.tta]:.2%} with {recipe.tta} TTA, below the replaced model's {old_acc:.2%}")
+            broken.append(f"PublicTest {acc[recipe.tta]:.2%} with {recipe.tta} TTA, below the replaced model's "
+                          f"{old_acc:.2%} with {old_card.get('tta')} TTA")
+        fields["earlier_runs"] = _earlier_runs(old_card, old_path)
     return fields, broken
 
 
-def _ship(model, recipe, dataset, history, wall_time_min, args, replaced=None, parser=None, teacher_minutes=None):
+def _ship(model, recipe, dataset, history, wall_time_min, args, replaced=None, parser=None, teacher_minutes=None,
+          kept=None):
     """Apply the recipe's steps after the last epoch, measure, and write the model, its card,
-    its history and the pages, all or nothing. ``replaced``: (model, card) shipped now, which a new
-    run must not fall behind (see MAX_PARAMS, MAX_SLOWDOWN) unless ``args.force``. ``wall_time_min``
-    includes ``teacher_minutes``, the teacher's pass of a distilled run."""
+    its history and the pages, all or nothing. ``replaced``: (model, card, path) shipped now, which a
+    new run must not fall behind (see MAX_PARAMS, MAX_SLOWDOWN) unless ``args.force``. ``wall_time_min``
+    includes ``teacher_minutes``, the teacher's pass of a distilled run. ``kept``: card fields of an
+    earlier ship that this one does not measure again (``--reship``)."""
     if recipe.recalibrate_bn:  # what `fervis train` does after the last epoch; the same statistics again if done
         training.recalibrate_batchnorm(model, dataset.subset("Training").x())
     # Every test-time augmentation (the runs table compares every run with ten-crop).
@@ -443,6 +479,7 @@ def _ship(model, recipe, dataset, history, wall_time_min, args, replaced=None, p
     acc = {tta: round(r["accuracy"], 4) for tta, r in results.items()}
     print("PublicTest accuracy: " + "  ".join(f"{tta} {value:.4f}" for tta, value in acc.items()))
     cost, broken = _cost_and_gain(model, recipe, acc, dataset, replaced)
+    cost = {**(kept or {}), **cost}
     if broken and not args.force:
         message = "not shipped: " + "; ".join(broken) + " (--force ships it anyway)"
         if parser is not None:
@@ -474,7 +511,7 @@ def _ship(model, recipe, dataset, history, wall_time_min, args, replaced=None, p
         "command": f"fervis train --data fer2013.csv.gz --recipe {recipe.name} --out runs/{recipe.name}",
         "standing": standing,
         "experiments": _experiments(["this model", f"recipe `{recipe.name}`", recipe.epochs, acc["none"], acc.get("tencrop")],
-                                    wall_time_min),
+                                    wall_time_min, cost.get("earlier_runs", [])),
         **cost,
         **({"shipped_despite": broken} if broken else {}),
     }
@@ -484,12 +521,13 @@ def _ship(model, recipe, dataset, history, wall_time_min, args, replaced=None, p
         model.save(tmp / target.name)
         card["size_mb"] = round((tmp / target.name).stat().st_size / 2**20, 2)
         models.load(tmp / target.name)  # the copy must load with safe_mode
+        texts = (_markdown(card), _readme_block(card))  # rendered before anything is replaced
         (tmp / "card.json").write_text(json.dumps(card, indent=1) + "\n")
         history.to_csv(tmp / "history.csv", index=False)
         os.replace(tmp / target.name, target)
         os.replace(tmp / "card.json", target.with_suffix(".json"))
         os.replace(tmp / "history.csv", target.with_name("fer2013_history.csv"))
-    render(card, DOCS, args.readme)
+    render(card, DOCS, args.readme, texts)
     print(f"wrote {target} ({card['size_mb']} MB), its card, {DOCS} and the summary in {args.readme}")
     print(f"parameters {card['params']:,}; inference {card['inference_ms_per_face']} ms a face"
           + (f", {card['inference_vs_replaced']}x the replaced model" if "inference_vs_replaced" in card else ""))

@@ -167,6 +167,13 @@ def test_wall_time_counts_training_not_the_gaps_between_resumes(ship, tmp_path):
     segment("train", 1_000_000 + 5 * 3600, [0, 20], 2)  # resumed five hours later: 20 more minutes
     assert ship._wall_minutes(tmp_path) == 33 + 20
     assert ship._wall_minutes(tmp_path / "nothing") is None
+    # A distilled run's cost adds the teacher's pass, kept in its teacher.npz; unknown stays unknown.
+    kd = recipes.get("fer2013-kd")
+    assert ship._run_cost(tmp_path, kd) == (53, None)
+    with open(tmp_path / training.TEACHER, "wb") as f:
+        np.savez(f, probs=np.full((2, 7), 1 / 7), teacher=kd.teacher, tta=kd.tta, faces="x", seconds=90.0)
+    assert ship._run_cost(tmp_path, kd) == (54.5, 1.5)
+    assert ship._run_cost(tmp_path / "nothing", kd) == (None, None)
 
 
 def test_ship_script_refuses_before_writing(ship, tmp_path, monkeypatch, capsys):
@@ -224,7 +231,10 @@ def test_reship_recalibrates_the_shipped_model_and_measures_it_again(ship, synth
     (tmp_path / "README.md").write_text(f"{ship.CARD_BEGIN}\n{ship.CARD_END}\n")
     model = models.build("compact", seed=0)
     model.save(tmp_path / "fer2013.keras")
-    (tmp_path / "fer2013.json").write_text(json.dumps({"recipe": recipes.get("fer2013").to_dict(), "wall_time_min": 12.5}))
+    earlier = [["recipe `fer2013` (shipped before)", "the model before", 100, 0.6, 0.62, 300.0]]
+    (tmp_path / "fer2013.json").write_text(json.dumps({
+        "recipe": recipes.get("fer2013").to_dict(), "wall_time_min": 12.5, "teacher_minutes": 2.0, "earlier_runs": earlier,
+        "replaced": {"recipe": "fer2013"}, "inference_vs_replaced": 1.02}))
     pd.DataFrame({"epoch": [0], "val_accuracy": [0.2]}).to_csv(tmp_path / "fer2013_history.csv", index=False)
     ship.main(["--reship", "--data", str(csv), "--readme", str(tmp_path / "README.md")])
     card = json.loads((tmp_path / "fer2013.json").read_text())
@@ -234,6 +244,9 @@ def test_reship_recalibrates_the_shipped_model_and_measures_it_again(ship, synth
     inner = np.asarray(keras.Model(shipped.inputs, norm.input).predict(train, verbose=0), dtype=np.float64)
     np.testing.assert_allclose(norm.moving_mean.numpy(), inner.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
     assert card["wall_time_min"] == 12.5 and card["train_faces"] == 700
+    # What was measured against the model it replaced stays (that model is gone); the runs table keeps it.
+    assert card["teacher_minutes"] == 2.0 and card["inference_vs_replaced"] == 1.02 and card["earlier_runs"] == earlier
+    assert card["experiments"][-2] == earlier[0] and card["inference_ms_per_face"] > 0
     measured = training.evaluate(shipped, synthetic_small, split="PublicTest", tta=card["tta"])["accuracy"]
     assert abs(measured - card["publictest_accuracy"]) <= 1e-4
     assert card["publictest_accuracy_last_epoch"] == 0.2  # the history's last validation
@@ -252,16 +265,28 @@ def test_ship_refuses_a_model_that_falls_behind_the_one_it_replaces(ship, synthe
     readme = tmp_path / "README.md"
     readme.write_text(f"{ship.CARD_BEGIN}\n{ship.CARD_END}\n")
     old = models.build("compact", seed=0)
-    replaced = (old, {"recipe": recipes.get("fer2013").to_dict(), "publictest_accuracy": 0.99, "tta": "tencrop",
-                      "params": old.count_params()})
+    old.save(tmp_path / "old.keras")
+    (tmp_path / "fer2013-v1.keras").write_bytes((tmp_path / "old.keras").read_bytes())  # a kept copy of it
+    old_card = {"recipe": recipes.get("fer2013").to_dict(), "publictest_accuracy": 0.99, "tta": "tencrop",
+                "params": old.count_params(), "wall_time_min": 30.5,
+                "experiments": [["probe", "an earlier run", 3, 0.25, None, None], ["this model", "x", 100, 0.98, 0.99]]}
+    replaced = (old, old_card, tmp_path / "old.keras")
     new = models.build("compact", seed=1)  # untrained: near chance on the synthetic PublicTest faces
     history = pd.DataFrame({"epoch": [0], "val_accuracy": [0.2]})
     kd = recipes.get("fer2013-kd")
     args = argparse.Namespace(force=False, standing="", readme=readme)
     with pytest.raises(SystemExit, match=r"not shipped: PublicTest \d+\.\d\d% with tencrop TTA, below the replaced "
-                                         r"model's 99\.00% \(--force ships it anyway\)"):
+                                         r"model's 99\.00% with tencrop TTA \(--force ships it anyway\)"):
         ship._ship(new, kd, synthetic_small, history, 7.0, args, replaced=replaced)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]  # nothing written
+    before = ["README.md", "fer2013-v1.keras", "old.keras"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+    # Slower than MAX_SLOWDOWN times the replaced model (the timings stand in for a slow machine).
+    timed = ship._inference_ms
+    monkeypatch.setattr(ship, "_inference_ms", lambda compared, faces: [3.0, 1.0][:len(compared)])
+    with pytest.raises(SystemExit, match=r"not shipped: inference 3\.0x the replaced model's, more than 1\.5x; PublicTest"):
+        ship._ship(new, kd, synthetic_small, history, 7.0, args, replaced=replaced)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    monkeypatch.setattr(ship, "_inference_ms", timed)
     monkeypatch.setattr(ship, "MAX_PARAMS", 1000)
     with pytest.raises(SystemExit, match=r"not shipped: \d[\d,]* parameters, more than 1,000; PublicTest"):
         ship._ship(new, kd, synthetic_small, history, 7.0, args, replaced=replaced)
@@ -281,11 +306,18 @@ def test_ship_refuses_a_model_that_falls_behind_the_one_it_replaces(ship, synthe
     assert ("taught by `pretrained:fer2013-v1`: the target mixes the label with the teacher's ten-crop TTA probabilities "
             "at weight 0.5") in text
     assert "x the model it replaced, measured in the same run |" in text
-    assert "| wall time | 7.0 min (of which 2.5 min computing the teacher's probabilities, once) on " in text
+    assert "| wall time | 7 min (of which 2.5 min computing the teacher's probabilities, once) on " in text
+    assert f"| shipped despite | {too_big}; {worse} (`--force`) |" in text
     page = (tmp_path / "card.md").read_text()
     assert "python scripts/ship_fer2013.py runs/fer2013-kd --recipe fer2013-kd --data fer2013.csv.gz" in page
     assert "| this model | recipe `fer2013-kd` | 1 |" not in page  # the history is one epoch, the recipe's 100
     assert "| this model | recipe `fer2013-kd` | 100 | " in page and page.rstrip().count("| 7 min |") == 1
+    # The model it replaced joins the runs table, under the name of the packaged copy that keeps it.
+    assert card["earlier_runs"] == [["recipe `fer2013` (shipped before, kept as `pretrained:fer2013-v1`)",
+                                     "the model `pretrained:fer2013` was until this one: 99.00% with tencrop TTA",
+                                     100, 0.98, 0.99, 30.5]]
+    assert card["experiments"][-2] == card["earlier_runs"][0] and card["experiments"][-1][0] == "this model"
+    assert "| recipe `fer2013` (shipped before, kept as `pretrained:fer2013-v1`) | " in page
 
 
 @pytest.mark.fer2013

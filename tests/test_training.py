@@ -15,7 +15,6 @@ from fervis import constants, models, recipes, training  # noqa: E402
 from fervis.constants import CLASS_NAMES  # noqa: E402
 
 
-
 def _arrays(n=128, seed=0, symmetric=False):
     """Random faces and balanced labels; ``symmetric`` faces are their own mirror image."""
     rng = np.random.default_rng(seed)
@@ -188,8 +187,6 @@ def test_resume_of_a_finished_run_returns_it(tmp_path):
                              out_dir=tmp_path, resume=True, verbose=False)
     assert all(np.array_equal(a, b) for a, b in zip(first.get_weights(), again.get_weights()))
     pd.testing.assert_frame_equal(h1, h2)
-
-
 
 
 @pytest.mark.parametrize("where", ["mid_epoch", "epoch_end", "torn_history", "after_checkpoint"])
