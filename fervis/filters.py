@@ -45,8 +45,12 @@ from fervis.constants import IMAGE_SIZE
 __all__ = [
     "PRESETS", "Maximization", "Exemplars", "ReceptiveField", "maximize", "feature_maps",
     "top_activating", "receptive_field", "high_frequency_energy", "layer_names", "layer_width", "block_layers",
-    "seed_agreement", "describe_presets", "preset_table",
+    "seed_agreement", "describe_presets", "preset_table", "describe_exemplars", "MIN_REFERENCE",
 ]
+
+#: A filter's best real face must reach this share of the layer's strongest filter's best mean activation
+#: for an ascent image's activation to be stated as a share of it (:attr:`Maximization.fraction`).
+MIN_REFERENCE = 0.01
 
 #: Settings of the activation-maximisation presets, tuned for 48x48 grayscale faces.
 #: ``naive`` is plain normalised gradient ascent on pixels from grey noise (the seed's look);
@@ -128,18 +132,22 @@ class Maximization:
         return int(self.seed.max()) + 1 if len(self.seed) else 0
 
     def to_frame(self):
-        """The numbers as a pandas DataFrame, one row per image.
+        """The numbers as a pandas DataFrame, one row per image; ``fraction note`` says why a
+        ``fraction`` is undefined (NaN) and is empty where it is defined.
 
         Example
         -------
         >>> maximize(model, "block1_conv", [0, 1]).to_frame().columns.tolist()  # doctest: +SKIP
-        ['filter_idx', 'seed', 'activation', 'fraction', 'noise']
+        ['filter_idx', 'seed', 'activation', 'fraction', 'noise', 'fraction note']
         """
         import pandas as pd
 
+        notes = list(self.fraction_note) if self.fraction_note is not None else [
+            "" if np.isfinite(f) else "undefined" for f in self.fraction]
         return pd.DataFrame({
             "filter_idx": self.filter_idx, "seed": self.seed, "activation": self.activation.astype(np.float64),
             "fraction": self.fraction.astype(np.float64), "noise": self.noise.astype(np.float64),
+            "fraction note": notes,
         })
 
 
@@ -218,6 +226,10 @@ class Exemplars:
         """One row per filter: the strongest peak, the mean over the k faces and, given the
         dataset's ``labels``, the most common class among the k faces and its share.
 
+        A filter that no face excites (strongest peak <= 0: a ReLU filter at 0 on every face) has
+        no faces that drive it, only faces picked by their order: its class is ``"none (never
+        fires)"`` and its share 0.
+
         Example
         -------
         >>> top.to_frame(dataset.labels, dataset.class_names)  # doctest: +SKIP
@@ -231,8 +243,10 @@ class Exemplars:
                 found = np.asarray(labels)[self.indices[row]]
                 classes, counts = np.unique(found, return_counts=True)
                 best = int(classes[np.argmax(counts)])  # a tie goes to the lower class index
-                entry["most common class"] = class_names[best] if class_names is not None else best
-                entry["share"] = float(counts.max() / len(found))
+                fires = entry["peak"] > 0
+                entry["most common class"] = ((class_names[best] if class_names is not None else best) if fires
+                                              else "none (never fires)")
+                entry["share"] = float(counts.max() / len(found)) if fires else 0.0
             rows.append(entry)
         return pd.DataFrame(rows).set_index("filter_idx")
 
@@ -788,17 +802,26 @@ def maximize(model, layer_name, filter_idx, steps=None, preset="readable", seeds
         means = stats[0]
         best = means[:, targets].max(axis=0)
         spread = means[:, targets].std(axis=0)
+        strongest = float(means.max()) if means.size else 0.0
         dataset_max = best.astype(np.float32)
         # The ratio means something only against a clearly positive reference. A filter whose
         # output cannot be negative (after a ReLU) always has best > spread when any face
         # excites it (Popoviciu: spread <= best / 2); a signed one (a convolution, batch norm)
         # whose faces sit around zero has a best face within one spread of zero, and a ratio
         # to that is a division by almost nothing (the "share of best face 143" of issue 20).
-        ok = (best > 0) & (best > spread)
+        # A ReLU filter that real faces barely reach (best face at 0.4 % of the layer's strongest filter's
+        # best) passes both tests, and an ascent image then "reaches 1076 % of the best face": true, and
+        # a division by almost nothing that swamps the layer's mean share. Below MIN_REFERENCE of the
+        # layer's strongest response a filter's ratio is undefined too.
+        faint = best < MIN_REFERENCE * strongest
+        ok = (best > 0) & (best > spread) & ~faint
         fraction = np.where(ok, activation / np.where(ok, best, 1.0), np.nan).astype(np.float32)
         notes = ["" if good else (
             f"no face excites filter {f} (best mean activation {b:.2g})" if b <= 0 else
-            f"the best face's mean activation of filter {f} ({b:.2g}) is within one spread ({sd:.2g}) of zero")
+            f"the best face's mean activation of filter {f} ({b:.2g}) is within one spread ({sd:.2g}) of zero"
+            if b <= sd else
+            f"real faces barely excite filter {f} (best mean activation {b:.2g}, under {MIN_REFERENCE:.0%} of the "
+            f"layer's strongest, {strongest:.2g})")
             for good, f, b, sd in zip(ok, targets, best, spread)]
     return Maximization(
         images=images, filter_idx=targets.astype(np.int64), seed=seed_of.astype(np.int64),
@@ -863,6 +886,55 @@ def _ratio(numerator, denominator, what):
         return None, (f"{what} is {denominator:.2f}" + (" (its filters are silent: 0 everywhere)"
                                                          if abs(denominator) <= 1e-6 else ""))
     return float(numerator / denominator), ""
+
+
+def describe_exemplars(top, labels, class_names=None):
+    """Which filter of a layer is most selective for one expression, as a sentence its table supports.
+
+    Among the filters that fire on some face, the one whose ``k`` strongest faces are most often of
+    one class (ties: the stronger peak), with the count, ``k``, and that class's share of all the
+    faces searched (what a filter blind to expression would show on average); the filters that
+    never fire are counted, not ranked.
+
+    Parameters
+    ----------
+    top : Exemplars
+        From :func:`top_activating`.
+    labels : array (n,)
+        The labels of the faces ``top`` searched (the dataset passed to :func:`top_activating`).
+    class_names : sequence of str, optional
+
+    Returns
+    -------
+    str
+
+    Example
+    -------
+    >>> print(describe_exemplars(top, faces.labels, faces.class_names))  # doctest: +SKIP
+    Filter 2 of block3_act2 is the most selective of 6: 4 of its 5 strongest faces are happy (happy is 25% of the 600 faces searched).
+    """
+    func = "fervis.filters.describe_exemplars"
+    if not isinstance(top, Exemplars):
+        raise ValueError(f"The 'top' parameter of {func} must be Exemplars from fervis.filters.top_activating. "
+                         f"Got {type(top).__name__} instead.")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) == 0 or len(labels) <= int(top.indices.max(initial=0)):
+        raise ValueError(f"The 'labels' parameter of {func} must hold one label per face searched by 'top' (at "
+                         f"least {int(top.indices.max(initial=0)) + 1}). Got shape {labels.shape} instead.")
+    table = top.to_frame(labels, class_names)
+    live = table[table["peak"] > 0]
+    n_filters, k = len(table), top.indices.shape[1]
+    silent = n_filters - len(live)
+    tail = (f" {silent} of the {n_filters} filters never fire on these {len(labels)} faces." if silent else "")
+    if live.empty:
+        return f"No filter of {top.layer_name} shown fires on any of these {len(labels)} faces.".rstrip()
+    best = live.sort_values(["share", "peak"], ascending=False, kind="stable").iloc[0]
+    name = best["most common class"]
+    index = list(class_names).index(name) if class_names is not None else int(name)
+    base = float((labels == index).mean())
+    return (f"Filter {best.name} of {top.layer_name} is the most selective of {n_filters}: "
+            f"{int(round(best['share'] * k))} of its {k} strongest faces are {name} "
+            f"({name} is {base:.0%} of the {len(labels)} faces searched).{tail}")
 
 
 def describe_presets(naive, readable):

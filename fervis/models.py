@@ -1144,6 +1144,18 @@ def bypass_softmax(model):
             object.__delattr__(layer, name)
 
 
+@keras.saving.register_keras_serializable(package="fervis")
+class _PassThrough(keras.layers.Layer):
+    """The identity, with a ``Softmax`` layer's call signature: the functional graph a copy is rebuilt
+    from calls it as it called the softmax, ``mask`` included (``Activation("linear")`` refuses that)."""
+
+    def call(self, inputs, mask=None):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 def to_logits(model):
     """A copy of ``model`` whose final softmax is linear, so it outputs pre-softmax scores.
 
@@ -1177,7 +1189,7 @@ def to_logits(model):
         config = layer.get_config()
         if layer is target:
             if isinstance(layer, keras.layers.Softmax):
-                return keras.layers.Activation("linear", name=layer.name)
+                return _PassThrough(name=layer.name)  # takes the softmax's `mask` argument too
             config["activation"] = "linear"
         return layer.__class__.from_config(config)
 

@@ -78,7 +78,7 @@ def test_maximize_returns_images_and_numbers(ascents, tiny_model, faces, live):
     # and the ascent beats a plain grey face by far
     grey = filters.feature_maps(tiny_model, np.full((1, 48, 48), 128.0), "block2_act").mean(axis=(1, 2))[0]
     assert (result.activation > grey[live] + 0.05).all()
-    assert list(result.to_frame().columns) == ["filter_idx", "seed", "activation", "fraction", "noise"]
+    assert list(result.to_frame().columns) == ["filter_idx", "seed", "activation", "fraction", "noise", "fraction note"]
 
 
 def _gated_model(threshold=170.0, size=9):
@@ -143,6 +143,85 @@ def test_share_of_best_face_is_undefined_near_zero(faces):
     table = filters.preset_table({("signed_conv", "naive"): result})
     assert table.loc[0, "share of best face"] == "undefined" and "within one spread" in table.loc[0, "note"]
     assert table.loc[0, "filters"] == 1
+
+
+def _two_filter_model(second_scale=1.0, second_bias=0.0):
+    """A 3x3 mean filter (0) and a scaled, shifted copy of it (1), each behind a ReLU."""
+    inputs = keras.Input((48, 48, 1))
+    conv = keras.layers.Conv2D(2, 3, padding="same", name="pair_conv")
+    x = keras.layers.ReLU(name="pair_act")(conv(inputs))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax", name="predictions")(x))
+    kernel = np.full((3, 3, 1, 2), 1 / 9, np.float32)
+    kernel[..., 1] *= second_scale
+    conv.set_weights([kernel, np.array([0.0, second_bias], np.float32)])
+    return model
+
+
+def test_share_of_best_face_is_undefined_for_a_filter_real_faces_barely_reach(faces):
+    """A ReLU filter at 1e-4 of its neighbour's scale: its best face passes the spread test (a ReLU's
+    always does) but a ratio to it says "10,000 % of the best face" (issue of a user's homework model)."""
+    model = _two_filter_model(second_scale=1e-4)
+    result = filters.maximize(model, "pair_act", [0, 1], steps=4, preset="naive", dataset=faces.images[:64])
+    assert np.isfinite(result.fraction[0]) and np.isnan(result.fraction[1])
+    assert result.fraction_note[1].startswith("real faces barely excite filter 1 (best mean activation ")
+    assert f"under {filters.MIN_REFERENCE:.0%} of the layer's strongest" in result.fraction_note[1]
+    assert result.to_frame()["fraction note"].tolist() == ["", result.fraction_note[1]]
+    table = filters.preset_table({("pair_act", "naive"): result})
+    assert table.loc[0, "share of best face"] == round(float(result.fraction[0]), 2)
+    assert table.loc[0, "note"].startswith("share over 1 of 2 images; undefined for the rest: real faces barely")
+
+
+def test_a_filter_that_never_fires_is_not_said_to_prefer_a_class(faces):
+    """Filter 1 is shifted below zero everywhere: its "strongest" faces are just the first ones, so the
+    table names no class for it and the sentence ranks only the filter that fires, with its counts."""
+    model = _two_filter_model(second_bias=-1000.0)
+    top = filters.top_activating(model, faces, "pair_act", k=5)
+    table = top.to_frame(faces.labels, faces.class_names)
+    assert table.loc[1, "peak"] == 0 and table.loc[1, "most common class"] == "none (never fires)"
+    assert table.loc[1, "share"] == 0.0 and table.loc[0, "peak"] > 0
+    counts = np.bincount(faces.labels[top.indices[0]], minlength=7)
+    name = faces.class_names[int(counts.argmax())]
+    base = float((faces.labels == int(counts.argmax())).mean())
+    assert filters.describe_exemplars(top, faces.labels, faces.class_names) == (
+        f"Filter 0 of pair_act is the most selective of 2: {counts.max()} of its 5 strongest faces are {name} "
+        f"({name} is {base:.0%} of the {len(faces)} faces searched). 1 of the 2 filters never fire on these "
+        f"{len(faces)} faces.")
+    dead = filters.top_activating(model, faces, "pair_act", [1], k=5)
+    assert filters.describe_exemplars(dead, faces.labels, faces.class_names) == (
+        f"No filter of pair_act shown fires on any of these {len(faces)} faces.")
+    with pytest.raises(ValueError, match=r"'labels' parameter of fervis.filters.describe_exemplars must hold one "
+                                         r"label per face searched by 'top'"):
+        filters.describe_exemplars(top, faces.labels[:3], faces.class_names)
+    with pytest.raises(ValueError, match=r"'top' parameter of fervis.filters.describe_exemplars must be Exemplars"):
+        filters.describe_exemplars(table, faces.labels)
+
+
+@pytest.mark.parametrize("head", ["dense_softmax", "separate_softmax", "logits"])
+def test_class_images_through_the_output_layer_of_any_classifier(faces, head):
+    """Notebook 2 ascends the class scores of whatever layer makes the model's output (not a layer
+    named "predictions"): a user's /255 model with a Dense head named "dense", a separate Softmax, or logits."""
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv2d")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    if head == "dense_softmax":
+        outputs = keras.layers.Dense(7, activation="softmax", name="dense")(x)
+    elif head == "separate_softmax":
+        outputs = keras.layers.Softmax(name="softmax")(keras.layers.Dense(7, name="dense")(x))
+    else:
+        outputs = keras.layers.Dense(7, name="dense")(x)
+    homework = keras.Model(inputs, outputs, name="homework")
+    model = models.adapt(homework, input_shape=(48, 48, 1), scale=(0.0, 1.0),
+                         output="logits" if head == "logits" else "probabilities")
+    output = models.output_layer(model).name
+    # (a logits model gets fervis's softmax, "predictions", from models.adapt)
+    assert output == {"dense_softmax": "dense", "separate_softmax": "softmax", "logits": "predictions"}[head]
+    result = filters.maximize(model, output, [3, 5], steps=4, dataset=faces.images[:32])
+    assert result.images.shape == (2, 48, 48) and np.isfinite(result.activation).all()
+    # The logit is what was ascended: the activation is the pre-softmax score, not a probability.
+    scores = homework if head == "logits" else models.to_logits(homework)
+    logits = scores(result.images[..., None] / 255.0).numpy()
+    np.testing.assert_allclose(result.activation, logits[[0, 1], [3, 5]], rtol=1e-3, atol=1e-3)
 
 
 def test_describe_presets_and_table(ascents, live):
