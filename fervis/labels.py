@@ -26,7 +26,8 @@ like angry) against numbers:
   class).
 * :func:`headline` and :func:`assess_guesses` turn those numbers into sentences: the easiest
   and hardest class and the closing verdict. Recall and F1 carry percentile-bootstrap 95 %
-  intervals (:func:`class_report`); a sentence states a finding only where its interval
+  intervals (:func:`class_report`; where every resample gives the same value, as for a class
+  with no face right, Wilson-based bounds instead, never a point); a sentence states a finding only where its interval
   excludes "no effect", and a class with fewer than :data:`MIN_SUPPORT` faces is named as too
   few to tell, never ranked.
 
@@ -312,6 +313,26 @@ def _bootstrap_recall_f1(y_true, y_pred, k, n_boot, confidence, seed):
     return out
 
 
+def _boundary_intervals(tp, support, predicted, confidence, intervals):
+    """Replace, in place, the bootstrap intervals that collapse to a point at the boundary.
+
+    A class with 0 of its 78 faces right gives recall 0 and F1 0 in every resample: a percentile
+    bootstrap says [0, 0], as if 78 faces settled it. There, recall takes the Wilson interval of
+    ``tp`` of ``support``, and F1 bounds from the Wilson intervals of recall R and precision P
+    (``tp`` of ``predicted``; [0, 1] for a class never predicted): F1 = 2PR / (P + R) lies between
+    min(P, R) and 2 P_high R_high / (P_high + R_high). Conservative (two intervals at ``confidence``
+    each), and never a point.
+    """
+    r_low, r_high, f_low, f_high = intervals
+    for c in np.flatnonzero((support > 0) & ((r_low == r_high) | (f_low == f_high))):
+        rl, rh = wilson(tp[c], support[c], confidence)
+        pl, ph = wilson(tp[c], predicted[c], confidence) if predicted[c] > 0 else (0.0, 1.0)
+        if r_low[c] == r_high[c]:
+            r_low[c], r_high[c] = rl, rh
+        if f_low[c] == f_high[c]:
+            f_low[c], f_high[c] = min(pl, rl), (2 * ph * rh / (ph + rh) if ph + rh > 0 else 0.0)
+
+
 def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_NAMES, n_boot=1000,
                  confidence=0.95, seed=0):
     """Precision, recall, F1 (with bootstrap intervals), support and calibration error per class.
@@ -371,6 +392,7 @@ def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_
         precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), np.nan)
         f1 = np.where(support > 0, 2 * tp / np.maximum(support + predicted, 1), np.nan)
     r_low, r_high, f_low, f_high = _bootstrap_recall_f1(y_true, y_pred, k, n_boot, confidence, seed)
+    _boundary_intervals(tp, support, predicted, confidence, (r_low, r_high, f_low, f_high))
     table = pd.DataFrame({"precision": precision, "recall": recall, "recall_low": r_low, "recall_high": r_high,
                           "f1": f1, "f1_low": f_low, "f1_high": f_high, "support": support},
                          index=pd.Index(names, name="class"))

@@ -42,6 +42,7 @@ from fervis import models, regions
 from fervis._checks import image_model, is_dataset, labelled_arrays, positive_int, real, require_dataset
 from fervis.constants import BUDGETS, CLASS_NAMES, IMAGE_SIZE, OVERFIT_MIN_RISE
 from fervis.files import write_atomic
+from fervis.stats import wilson
 
 __all__ = [
     "Probes", "probe_set", "spearman",
@@ -324,7 +325,7 @@ def best_epoch(history, monitor="val_loss"):
     return int(np.nanargmin(values) if "loss" in monitor else np.nanargmax(values))
 
 
-def summarize(history, patience=3, recall_threshold=0.5, settled_threshold=0.8):
+def summarize(history, patience=3, recall_threshold=0.5, settled_threshold=0.8, n_val=None):
     """What a run's history says, as numbers: best epoch, overfitting, learning order, drift.
 
     Parameters
@@ -338,11 +339,16 @@ def summarize(history, patience=3, recall_threshold=0.5, settled_threshold=0.8):
     settled_threshold : float, default 0.8
         Explanations count as settled from the epoch after which the mean Spearman drift
         stays at or above this.
+    n_val : int, optional
+        The validation faces behind ``val_accuracy`` (``len(plan.validation)``): the best epoch's
+        accuracy then carries its n and 95 % Wilson interval (``best["val_accuracy_low"]``,
+        ``best["val_accuracy_high"]``, ``best["n_val"]``).
 
     Returns
     -------
     dict
-        ``best_epoch`` (1-based), ``best`` (the best row's ``val_loss`` and ``val_accuracy``),
+        ``best_epoch`` (1-based), ``best`` (the best row's ``val_loss`` and ``val_accuracy``, with
+        ``n_val``: its interval),
         ``overfitting_from`` (1-based epoch or None), ``learned_at`` (class -> 1-based epoch or
         None), ``settled_at`` (1-based epoch or None), ``top_regions`` (region -> share at the
         last epoch, largest three).
@@ -353,6 +359,8 @@ def summarize(history, patience=3, recall_threshold=0.5, settled_threshold=0.8):
     6
     """
     _check_history(history, "fervis.monitoring.summarize")
+    if n_val is not None:
+        n_val = positive_int(n_val, "n_val", "fervis.monitoring.summarize")
     history = history.reset_index(drop=True)
     epochs = _epochs_from_one(history)
     monitor = "val_loss" if "val_loss" in history else "loss"
@@ -373,10 +381,14 @@ def summarize(history, patience=3, recall_threshold=0.5, settled_threshold=0.8):
     shares = {c[len("share_"):]: float(history[c].iloc[-1]) for c in history.columns if c.startswith("share_")}
     top = dict(sorted(shares.items(), key=lambda kv: -np.nan_to_num(kv[1]))[:3])
     row = history.iloc[best] if best is not None else None
+    numbers = {} if row is None else {k: float(row[k]) for k in ("val_loss", "val_accuracy", "loss", "accuracy")
+                                      if k in row}
+    if n_val is not None and np.isfinite(numbers.get("val_accuracy", np.nan)):
+        low, high = wilson(numbers["val_accuracy"] * n_val, n_val)
+        numbers.update(val_accuracy_low=low, val_accuracy_high=high, n_val=n_val)
     return {
         "best_epoch": None if best is None else int(epochs[best]),
-        "best": {} if row is None else {k: float(row[k]) for k in ("val_loss", "val_accuracy", "loss", "accuracy")
-                                        if k in row},
+        "best": numbers,
         "overfitting_from": int(epochs[np.flatnonzero(flags)[0]]) if flags.any() else None,
         "learned_at": learned,
         "settled_at": settled,

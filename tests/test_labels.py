@@ -193,6 +193,33 @@ def test_class_report_intervals_cover_recall_and_shrink_with_more_faces():
         labels.class_report(np.array([0]), np.eye(7)[[0]], confidence=0)
 
 
+def test_class_report_intervals_are_never_a_point_at_the_boundary():
+    """0 of 78 angry faces right (a homework model on real faces): every bootstrap resample gives recall 0
+    and F1 0, and "0.00 [0.00, 0.00] (n = 78)" claimed a certainty 78 faces do not give."""
+    from scipy.stats import binomtest
+
+    y_true = np.r_[np.zeros(78, int), np.full(100, 3), np.full(50, 5), np.full(30, 2)]
+    # angry never right, happy and surprise always, fear half the time (the other half called sad)
+    y_pred = np.r_[np.full(78, 3), np.full(100, 3), np.full(50, 5), np.tile([2, 4], 15)]
+    table = labels.class_report(y_true, np.eye(7)[y_pred], n_boot=200)
+    angry, surprise = table.loc["angry"], table.loc["surprise"]
+    wilson = binomtest(0, 78).proportion_ci(0.95, method="wilson")
+    assert angry["recall"] == 0 and angry["recall_low"] == 0 and angry["recall_high"] == pytest.approx(wilson.high)
+    # F1 <= 2R/(1+R) when precision may be anything (angry is never predicted): 0.09 for R <= 0.047
+    assert angry["f1_low"] == 0 and angry["f1_high"] == pytest.approx(2 * wilson.high / (1 + wilson.high))
+    assert 0.05 < angry["f1_high"] < 0.12
+    # 50 of 50 right and nothing else called surprise: recall and F1 1, their lower bounds below 1
+    full = binomtest(50, 50).proportion_ci(0.95, method="wilson")
+    assert surprise["recall"] == 1 == surprise["recall_high"] and surprise["recall_low"] == pytest.approx(full.low)
+    assert surprise["f1_low"] == pytest.approx(full.low) and surprise["f1_high"] == 1
+    assert "angry 0.00 [0.00, 0.09] (n = 78)" in labels.headline(table)
+    # An interval the bootstrap does give (fear, 15 of 30) is kept as it is.
+    boot = labels._bootstrap_recall_f1(y_true, y_pred, 7, 200, 0.95, 0)
+    fear = table.loc["fear"]
+    assert (fear["recall_low"], fear["recall_high"], fear["f1_low"], fear["f1_high"]) == tuple(boot[:, 2])
+    assert fear["recall_low"] < 0.5 < fear["recall_high"]
+
+
 def test_class_report_rejects_incomplete_train_counts(probs, faces):
     with pytest.raises(ValueError, match="'train_counts' parameter .* each of"):
         labels.class_report(faces, probs, train_counts=[1, 2, 3])

@@ -232,6 +232,16 @@ def test_summarize_reports_numbers_counted_from_one():
     assert s["learned_at"] == {"happy": 2, "sad": None}
     assert s["settled_at"] == 3
     assert list(s["top_regions"]) == ["mouth", "eyes"]
+    assert "n_val" not in s["best"] and "val_accuracy_low" not in s["best"]
+    # Given the validation faces behind it, the best accuracy carries its n and Wilson interval.
+    from scipy.stats import binomtest
+
+    best = monitoring.summarize(history, patience=2, n_val=350)["best"]
+    ci = binomtest(210, 350).proportion_ci(0.95, method="wilson")
+    assert best["n_val"] == 350 and best["val_accuracy"] == 0.6
+    assert (best["val_accuracy_low"], best["val_accuracy_high"]) == pytest.approx((ci.low, ci.high))
+    with pytest.raises(ValueError, match=r"'n_val' parameter of fervis.monitoring.summarize"):
+        monitoring.summarize(history, n_val=0)
 
 
 # --------------------------------------------------------------------------- the callbacks in a run
