@@ -120,7 +120,8 @@ class Contract:
             low, high = self.interval
             line += (f"; accuracy {100 * self.accuracy:.1f} % (95 % CI {100 * low:.1f}–{100 * high:.1f}) "
                      f"on {self.n:,} {self.faces}")
-            others = [f"{_LABELS[name].split(' (')[0]}: {100 * acc:.1f} %" + (f" (n = {n:,})" if n != self.n else "")
+            # every figure with its n: a screened convention may have been scored on fewer faces, or on all
+            others = [f"{_LABELS[name].split(' (')[0]}: {100 * acc:.1f} % (n = {n:,})"
                       for name, (acc, n) in self.scores.items() if name != self.model_input]
             if others:
                 line += "; " + ", ".join(others)

@@ -125,6 +125,9 @@ def test_zoo_contract_is_the_true_one(zoo, synthetic_small, name):
     assert truth > 0.45, f"{name} did not learn ({truth:.3f}): the test would prove nothing"
     assert abs(training.evaluate(contract.apply(model, found), synthetic_small)["accuracy"] - truth) <= 0.005
     assert f"{100 * truth:.1f} %" in found.verdict and f"on {len(test)} PublicTest faces" in found.verdict
+    # every other convention's figure carries its n, also when it was scored on all the faces
+    others = [name for name in found.scores if name != found.model_input]
+    assert found.verdict.split(" faces")[-1].count(" (n = ") == len(others) > 0
 
 
 def explanations_run(adapted, faces):
