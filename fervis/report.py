@@ -250,6 +250,22 @@ def _this_python_kernel(kernel_name):
 
 
 @contextlib.contextmanager
+def _quiet_tensorflow():
+    """Kernels inherit ``TF_CPP_MIN_LOG_LEVEL``; below 3, TensorFlow's C++ start-up lines (a failed CUDA
+    probe on a CPU machine, oneDNN notices) land in every page as if they were results. Python errors
+    still stop the run and are reported; only those log lines are left out."""
+    saved = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = saved
+
+
+@contextlib.contextmanager
 def _inline_figures():
     """Kernels inherit MPLBACKEND; a non-inline one (e.g. Agg, set for tests or headless
     scripts) would leave every figure out of the report, so it is unset while notebooks run."""
@@ -593,7 +609,7 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
     start = time.perf_counter()
     parameters = {"DATA": data_param, "BUDGET": budget, "MODEL": model_param, "MODEL_INPUT": model_input,
                   "CLASS_ORDER": class_order}
-    with _this_python_kernel(kernel_name), _inline_figures():
+    with _this_python_kernel(kernel_name), _inline_figures(), _quiet_tensorflow():
         for i, (path, result) in enumerate(zip(notebooks, report.results), 1):
             if progress:
                 print(f"fervis report: [{i}/{len(notebooks)}] {path.name} (data {data_name(data)}, budget {budget})",

@@ -31,7 +31,8 @@ def _notebook(path, *sources):
     return path
 
 
-PASSING = ('import sys\nprint(f"settings {DATA}|{BUDGET}|{MODEL}")\nprint("kernel", sys.executable)\n'
+PASSING = ('import os, sys\nprint(f"settings {DATA}|{BUDGET}|{MODEL}")\nprint("kernel", sys.executable)\n'
+           'print("tf log level", os.environ.get("TF_CPP_MIN_LOG_LEVEL"))\n'
            'print(f"model contract: read as {MODEL_INPUT} with {CLASS_ORDER}")',
            "import matplotlib.pyplot as plt\nplt.figure(figsize=(1, 1), dpi=20)\nplt.plot([0, 1])\nplt.show()")
 FAILING = ("x = 1", 'raise ValueError(f"boom {x + 41}")', 'print("never printed")')
@@ -146,6 +147,8 @@ def test_passing_notebook_got_parameters_and_this_python(failed_run):
     printed = _outputs(folder / "01_pass.ipynb")
     assert "settings synthetic|full|auto" in printed  # BUDGET injected over the notebook's "quick"
     assert f"kernel {sys.executable}\n" in printed
+    # TensorFlow's C++ start-up lines stay out of the pages; the test process's own setting is restored
+    assert "tf log level 3\n" in printed and os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3"
     page = (folder / "01_pass.html").read_text()
     assert "settings synthetic|full|auto" in page and "<html" in page
     # the figure is in the page, though the test process sets MPLBACKEND=Agg
