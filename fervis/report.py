@@ -420,11 +420,37 @@ def _static_widgets(nb):
     return nb
 
 
+# TensorFlow's C++ log lines (absl format: severity, date, time, thread, file:line]) and absl's notice
+# before them: written to stderr at `import tensorflow` before TF_CPP_MIN_LOG_LEVEL is read, so the
+# kernels' setting cannot hold them back. They are not results; the pages leave them out (the executed
+# notebooks and the kernel logs keep them).
+_TF_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
+                          r"STDERR|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\] .*)$")
+
+
+def _without_tf_logs(nb):
+    """``nb`` without TensorFlow's log lines in its stderr streams (an output left empty goes)."""
+    for cell in nb.cells:
+        if "outputs" not in cell:
+            continue
+        kept = []
+        for output in cell["outputs"]:
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                lines = [line for line in output.get("text", "").splitlines(keepends=True)
+                         if not _TF_LOG_LINE.match(line.rstrip("\n"))]
+                if not "".join(lines).strip():
+                    continue
+                output["text"] = "".join(lines)
+            kept.append(output)
+        cell["outputs"] = kept
+    return nb
+
+
 def _write_html(nb_path, html_path):
     import nbformat
     from nbconvert import HTMLExporter
 
-    nb = _static_widgets(nbformat.read(nb_path, as_version=4))
+    nb = _without_tf_logs(_static_widgets(nbformat.read(nb_path, as_version=4)))
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     write_atomic(html_path, body)
 
