@@ -335,7 +335,9 @@ def summarize(history, patience=3, recall_threshold=0.5, settled_threshold=0.8, 
     patience : int, default 3
         For :func:`overfitting`.
     recall_threshold : float, default 0.5
-        A class counts as learned from the first epoch its validation recall reaches this.
+        A class counts as learned from the first epoch its validation recall and precision both
+        reach this (recall alone for a history written before the Monitor kept precision): a
+        model that calls most faces "sad" has sad's recall at once, not its precision.
     settled_threshold : float, default 0.8
         Explanations count as settled from the epoch after which the mean Spearman drift
         stays at or above this.
@@ -368,8 +370,12 @@ def summarize(history, patience=3, recall_threshold=0.5, settled_threshold=0.8, 
     flags = overfitting(history, patience)
     learned = {}
     for column in [c for c in history.columns if c.startswith("val_recall_")]:
-        hits = np.flatnonzero(history[column].to_numpy(dtype=float) >= recall_threshold)
-        learned[column[len("val_recall_"):]] = int(epochs[hits[0]]) if len(hits) else None
+        name = column[len("val_recall_"):]
+        reached = history[column].to_numpy(dtype=float) >= recall_threshold
+        if f"val_precision_{name}" in history:
+            reached &= history[f"val_precision_{name}"].to_numpy(dtype=float) >= recall_threshold
+        hits = np.flatnonzero(reached)
+        learned[name] = int(epochs[hits[0]]) if len(hits) else None
     settled = None
     if "drift_mean" in history:
         drift = history["drift_mean"].to_numpy(dtype=float)
@@ -403,7 +409,8 @@ class Monitor(keras.callbacks.Callback):
     """Per-epoch measurements that the live curves and TensorBoard show, kept on disk.
 
     After every epoch: the epoch's logs (loss, accuracy, ``val_*``), the learning rate,
-    per-class recall (``val_recall_<class>``) and balanced accuracy on ``validation``, the
+    per-class recall and precision (``val_recall_<class>``, ``val_precision_<class>``; NaN for a
+    class never predicted) and balanced accuracy on ``validation``, the
     confusion matrix, the probe faces' saliency maps, their Spearman rank correlation with
     the previous epoch's maps (``drift_<class>``, ``drift_mean``; NaN at the first epoch),
     the mean share of the maps on each face region (``share_<region>``) and the overfitting
@@ -637,8 +644,12 @@ class Monitor(keras.callbacks.Callback):
         cm = models.confusion_matrix(self.y, pred, k)  # the package's one confusion matrix
         recall = models.class_recall(cm)
         names = list(self.class_names) + [str(i) for i in range(len(self.class_names), k)]
-        for name, r in zip(names, recall):
+        predicted = cm.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a class never predicted has no precision: NaN
+            precision = np.where(predicted > 0, cm.diagonal() / np.maximum(predicted, 1), np.nan)
+        for name, r, pr in zip(names, recall, precision):
             row[f"val_recall_{name}"] = float(r)
+            row[f"val_precision_{name}"] = float(pr)
         row["val_balanced_accuracy"] = float(np.nanmean(recall))
         maps = self._saliency(self.probes.images, self.probes.labels)
         previous = self._maps.get(epoch - 1)
@@ -1121,7 +1132,8 @@ _SCALAR_TAGS = {
 def _scalar_tag(key):
     if key in _SCALAR_TAGS:
         return _SCALAR_TAGS[key]
-    for prefix, group in (("val_recall_", "recall/"), ("drift_", "drift/"), ("share_", "region_share/")):
+    for prefix, group in (("val_recall_", "recall/"), ("val_precision_", "precision/"), ("drift_", "drift/"),
+                          ("share_", "region_share/")):
         if key.startswith(prefix):
             return group + key[len(prefix):]
     return ("validation/" + key[4:]) if key.startswith("val_") else "train/" + key
@@ -1132,7 +1144,7 @@ class TensorBoardWriter(keras.callbacks.Callback):
     probe maps, once per epoch (step = Keras epoch, from 0).
 
     Tags: ``loss/train``, ``loss/validation``, ``accuracy/...``, ``learning_rate``,
-    ``recall/<class>``, ``drift/<class>`` and ``drift/mean`` (from the second epoch),
+    ``recall/<class>``, ``precision/<class>``, ``drift/<class>`` and ``drift/mean`` (from the second epoch),
     ``region_share/<region>``, ``overfitting`` (scalars); ``weights/<variable path>`` and
     ``gradients/<variable path>`` for every trainable variable (histograms; the gradients
     of the loss on a fixed batch of validation faces, taken in a ``tf.function``);

@@ -230,6 +230,11 @@ def test_summarize_reports_numbers_counted_from_one():
     assert s["best_epoch"] == 2 and s["best"]["val_accuracy"] == 0.6
     assert s["overfitting_from"] == 4
     assert s["learned_at"] == {"happy": 2, "sad": None}
+    # With precision (the Monitor keeps it), a class the model calls for most faces is not "learned" by
+    # its recall alone: sad's recall is 0.9 from epoch 1, its precision reaches 0.5 at epoch 4.
+    called_sad = history.assign(val_recall_sad=[0.9] * 4, val_precision_sad=[0.15, 0.3, np.nan, 0.55],
+                                val_precision_happy=[0.9] * 4)
+    assert monitoring.summarize(called_sad, patience=2)["learned_at"] == {"happy": 2, "sad": 4}
     assert s["settled_at"] == 3
     assert list(s["top_regions"]) == ["mouth", "eyes"]
     assert "n_val" not in s["best"] and "val_accuracy_low" not in s["best"]
@@ -268,6 +273,7 @@ def test_history_columns_and_values(run, small):
     names = val.class_names
     for column in (["loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "val_balanced_accuracy",
                     "drift_mean", "overfitting"] + [f"val_recall_{c}" for c in names]
+                   + [f"val_precision_{c}" for c in names]
                    + [f"share_{r}" for r in val.region_names]):
         assert column in h, column
     shares = h[[f"share_{r}" for r in val.region_names]].to_numpy()
@@ -276,6 +282,8 @@ def test_history_columns_and_values(run, small):
     assert np.nanmin(recall) >= 0 and np.nanmax(recall) <= 1
     # balanced accuracy is the mean recall; the learning rate follows the recipe's schedule
     assert np.allclose(h["val_balanced_accuracy"], np.nanmean(recall, axis=1))
+    precision = h[[f"val_precision_{c}" for c in names]].to_numpy()
+    assert np.nanmin(precision) >= 0 and np.nanmax(precision) <= 1
     assert h["learning_rate"].iloc[-1] < h["learning_rate"].iloc[0]
 
 
@@ -321,6 +329,11 @@ def test_tensorboard_events_hold_every_tag_for_every_epoch(run, small):
                 + [f"recall/{c}" for c in val.class_names] + [f"region_share/{r}" for r in val.region_names])
     for tag in expected:
         assert scalars.get(tag) == every, tag
+    # precision is undefined (NaN, not written) at an epoch where the class was never predicted
+    h = monitoring.history(run.dir)
+    for c in val.class_names:
+        defined = [e for e, v in zip(every, h[f"val_precision_{c}"]) if np.isfinite(v)]
+        assert scalars.get(f"precision/{c}", []) == defined, c
     for tag in ["drift/mean"] + [f"drift/{c}" for c in val.class_names]:
         assert scalars.get(tag) == every[1:], tag  # no previous map at the first epoch
     variables = [v.path.replace(":", "_") for v in monitoring_model().trainable_variables]
@@ -812,3 +825,5 @@ def test_one_confusion_matrix_for_labels_training_and_the_monitor(small):
     for counts in (from_monitor, from_training, from_labels):
         np.testing.assert_array_equal(counts, by_hand)
     assert row["val_recall_happy"] == pytest.approx(training.evaluate(model, val)["recall"]["happy"], nan_ok=True)
+    called_happy = by_hand[:, 3].sum()
+    assert row["val_precision_happy"] == pytest.approx(by_hand[3, 3] / called_happy if called_happy else np.nan, nan_ok=True)
