@@ -121,4 +121,23 @@ def test_table_heatmap_makes_its_own_axes_when_none_given():
     table = pd.DataFrame([[0.1, 0.9]], index=["happy"], columns=["eyes", "mouth"])
     ax = plots.table_heatmap(table, title="shares")
     assert ax.get_title() == "shares" and [t.get_text() for t in ax.texts] == ["0.10", "0.90"]
-    np.testing.assert_allclose(ax.figure.get_size_inches(), [0.75 * 2 + 1.6, 0.36 * 1 + 1.0])
+    np.testing.assert_allclose(ax.figure.get_size_inches(), [0.75 * 2 + 2.2, 0.36 * 1 + 1.0])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["happy"]  # no n known: the name alone
+
+
+def test_table_heatmap_rows_carry_their_n(synthetic_small):
+    """The region tables keep each class's n in attrs; the heat map's rows say it (one per row, or a range)."""
+    from fervis import regions, saliency
+
+    faces = synthetic_small.take(np.arange(60))
+    maps = np.random.default_rng(0).random((60, 48, 48))
+    table = saliency.region_shares(maps, regions.for_dataset(faces), faces.labels, regions.names_for(faces))
+    ax = plots.table_heatmap(table)
+    counts = dict(zip(faces.class_names, np.bincount(faces.labels, minlength=7)), all=len(faces))
+    expected = [f"{c} (n = {counts[c]})" for c in table.index]
+    assert [t.get_text() for t in ax.get_yticklabels()] == expected
+    per_cell = table.copy()
+    per_cell.attrs = {"n": pd.DataFrame(5, index=table.index, columns=table.columns)}
+    per_cell.attrs["n"].iloc[0, 0] = 3
+    labels = [t.get_text() for t in plots.table_heatmap(per_cell).get_yticklabels()]
+    assert labels[0] == f"{table.index[0]} (n = 3-5)" and labels[1] == f"{table.index[1]} (n = 5)"

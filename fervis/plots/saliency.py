@@ -118,6 +118,22 @@ def class_mean_grid(means, counts, class_names=CLASS_NAMES, row_names=("correct"
     return fig
 
 
+def _row_labels(table):
+    """Each row's name, with its n of faces from ``table.attrs["n"]`` where the table carries it."""
+    n = (getattr(table, "attrs", None) or {}).get("n")
+    labels = []
+    for row in table.index:
+        counts = None
+        if n is not None and row in getattr(n, "index", ()):
+            counts = np.unique(np.asarray(n.loc[row], dtype=float).ravel())
+            counts = counts[np.isfinite(counts)].astype(int)
+        if counts is None or not counts.size:
+            labels.append(str(row))
+        else:
+            labels.append(f"{row} (n = {counts[0]}" + (f"-{counts[-1]}" if len(counts) > 1 else "") + ")")
+    return labels
+
+
 def table_heatmap(table, ax=None, title=None, fmt="{:.2f}", cmap="viridis", center=None):
     """A class x region table (region shares, concentrations, occlusion drops) as a heat map
     with its numbers written in each cell.
@@ -125,6 +141,8 @@ def table_heatmap(table, ax=None, title=None, fmt="{:.2f}", cmap="viridis", cent
     Parameters
     ----------
     table : pandas.DataFrame
+        Rows are labelled with their n of faces when ``table.attrs["n"]`` holds it (one per row, or
+        one per cell: then its range over the row), as the fervis tables do.
     center : float, optional
         Colour scale centred here with a diverging map (1 for concentrations, 0 for drops).
 
@@ -132,7 +150,7 @@ def table_heatmap(table, ax=None, title=None, fmt="{:.2f}", cmap="viridis", cent
     -------
     matplotlib.axes.Axes
     """
-    ax = draw.ensure_axes(ax, figsize=(0.75 * table.shape[1] + 1.6, 0.36 * table.shape[0] + 1.0))
+    ax = draw.ensure_axes(ax, figsize=(0.75 * table.shape[1] + 2.2, 0.36 * table.shape[0] + 1.0))
     values = table.to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
     kwargs = {"cmap": cmap}
@@ -141,7 +159,7 @@ def table_heatmap(table, ax=None, title=None, fmt="{:.2f}", cmap="viridis", cent
         kwargs = {"cmap": "RdBu_r", "vmin": center - spread, "vmax": center + spread}
     image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", **kwargs)
     ax.set_xticks(range(table.shape[1]), [str(c) for c in table.columns], rotation=40, ha="right", fontsize=7)
-    ax.set_yticks(range(table.shape[0]), [str(i) for i in table.index], fontsize=7)
+    ax.set_yticks(range(table.shape[0]), _row_labels(table), fontsize=7)
     low, high = image.get_clim()
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
