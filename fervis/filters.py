@@ -41,6 +41,7 @@ from fervis import models
 from fervis._checks import face_model, keras_model, max_steps, positive_int, real
 from fervis._checks import faces_2d as _images
 from fervis.constants import IMAGE_SIZE
+from fervis.stats import wilson
 
 __all__ = [
     "PRESETS", "Maximization", "Exemplars", "ReceptiveField", "maximize", "feature_maps",
@@ -224,11 +225,13 @@ class Exemplars:
 
     def to_frame(self, labels=None, class_names=None):
         """One row per filter: the strongest peak, the mean over the k faces and, given the
-        dataset's ``labels``, the most common class among the k faces and its share.
+        dataset's ``labels``, the most common class among the faces that drive it, their number
+        ``faces`` and the class's ``share`` of them.
 
-        A filter that no face excites (strongest peak <= 0: a ReLU filter at 0 on every face) has
-        no faces that drive it, only faces picked by their order: its class is ``"none (never
-        fires)"`` and its share 0.
+        Only faces the filter responds to (peak > 0) and that carry a label (not -1) are counted:
+        after a ReLU, the faces beyond the last one that excites the filter are at 0 and were
+        picked by their order. A filter that no face excites has class ``"none (never fires)"``,
+        one whose exciting faces are all unlabelled ``"unlabelled"``; their ``share`` is NaN.
 
         Example
         -------
@@ -241,12 +244,15 @@ class Exemplars:
             entry = {"filter_idx": f, "peak": float(self.values[row, 0]), "mean peak": float(self.values[row].mean())}
             if labels is not None:
                 found = np.asarray(labels)[self.indices[row]]
-                classes, counts = np.unique(found, return_counts=True)
-                best = int(classes[np.argmax(counts)])  # a tie goes to the lower class index
-                fires = entry["peak"] > 0
-                entry["most common class"] = ((class_names[best] if class_names is not None else best) if fires
-                                              else "none (never fires)")
-                entry["share"] = float(counts.max() / len(found)) if fires else 0.0
+                found = found[(self.values[row] > 0) & (found >= 0)]
+                if len(found):
+                    classes, counts = np.unique(found, return_counts=True)
+                    best = int(classes[np.argmax(counts)])  # a tie goes to the lower class index
+                    entry["most common class"] = class_names[best] if class_names is not None else str(best)
+                    entry["faces"], entry["share"] = int(len(found)), float(counts.max() / len(found))
+                else:
+                    entry["most common class"] = "none (never fires)" if entry["peak"] <= 0 else "unlabelled"
+                    entry["faces"], entry["share"] = 0, float("nan")
             rows.append(entry)
         return pd.DataFrame(rows).set_index("filter_idx")
 
@@ -891,17 +897,20 @@ def _ratio(numerator, denominator, what):
 def describe_exemplars(top, labels, class_names=None):
     """Which filter of a layer is most selective for one expression, as a sentence its table supports.
 
-    Among the filters that fire on some face, the one whose ``k`` strongest faces are most often of
-    one class (ties: the stronger peak), with the count, ``k``, and that class's share of all the
-    faces searched (what a filter blind to expression would show on average); the filters that
-    never fire are counted, not ranked.
+    Among the filters with faces that drive them (:meth:`Exemplars.to_frame`: faces the filter
+    responds to, labelled), the one whose faces are most surely of one class: ranked by the lower
+    end of the Wilson interval of that class's share, so 1 face of 1 does not outrank 4 of 5. The
+    sentence gives the count, the faces counted, and the class's share of all the labelled faces
+    searched (what a filter blind to expression would show on average); filters that never fire
+    are counted, not ranked.
 
     Parameters
     ----------
     top : Exemplars
         From :func:`top_activating`.
     labels : array (n,)
-        The labels of the faces ``top`` searched (the dataset passed to :func:`top_activating`).
+        The labels of the faces ``top`` searched (the dataset passed to :func:`top_activating`);
+        -1 for an unlabelled face.
     class_names : sequence of str, optional
 
     Returns
@@ -911,30 +920,35 @@ def describe_exemplars(top, labels, class_names=None):
     Example
     -------
     >>> print(describe_exemplars(top, faces.labels, faces.class_names))  # doctest: +SKIP
-    Filter 2 of block3_act2 is the most selective of 6: 4 of its 5 strongest faces are happy (happy is 25% of the 600 faces searched).
+    Filter 2 of block3_act2 is the most selective of 6: 4 of the 5 faces that drive it hardest are happy (happy is 25% of the 600 labelled faces searched).
     """
     func = "fervis.filters.describe_exemplars"
     if not isinstance(top, Exemplars):
         raise ValueError(f"The 'top' parameter of {func} must be Exemplars from fervis.filters.top_activating. "
                          f"Got {type(top).__name__} instead.")
     labels = np.asarray(labels)
-    if labels.ndim != 1 or len(labels) == 0 or len(labels) <= int(top.indices.max(initial=0)):
-        raise ValueError(f"The 'labels' parameter of {func} must hold one label per face searched by 'top' (at "
-                         f"least {int(top.indices.max(initial=0)) + 1}). Got shape {labels.shape} instead.")
+    if (labels.ndim != 1 or len(labels) <= int(top.indices.max(initial=0))
+            or not np.issubdtype(labels.dtype, np.integer)):
+        raise ValueError(f"The 'labels' parameter of {func} must hold one integer label (-1: unlabelled) per face "
+                         f"searched by 'top' (at least {int(top.indices.max(initial=0)) + 1}). Got shape "
+                         f"{labels.shape}, dtype {labels.dtype} instead.")
     table = top.to_frame(labels, class_names)
-    live = table[table["peak"] > 0]
-    n_filters, k = len(table), top.indices.shape[1]
-    silent = n_filters - len(live)
-    tail = (f" {silent} of the {n_filters} filters never fire on these {len(labels)} faces." if silent else "")
-    if live.empty:
-        return f"No filter of {top.layer_name} shown fires on any of these {len(labels)} faces.".rstrip()
-    best = live.sort_values(["share", "peak"], ascending=False, kind="stable").iloc[0]
-    name = best["most common class"]
+    labelled = int((labels >= 0).sum())
+    n_filters = len(table)
+    silent = int((table["peak"] <= 0).sum())
+    tail = f" {silent} of the {n_filters} filters never fire on these {len(labels)} faces." if silent else ""
+    counted = table[table["faces"] > 0]
+    if counted.empty:
+        what = "fires on any of" if silent == n_filters else "fires on a labelled face among"
+        return f"No filter of {top.layer_name} shown {what} these {len(labels)} faces."
+    surety = [wilson(round(row["share"] * row["faces"]), row["faces"])[0] for _, row in counted.iterrows()]
+    best = counted.assign(surety=surety).sort_values(["surety", "peak"], ascending=False, kind="stable").iloc[0]
+    name, faces = best["most common class"], int(best["faces"])
     index = list(class_names).index(name) if class_names is not None else int(name)
-    base = float((labels == index).mean())
+    base = float((labels == index).sum() / labelled)
     return (f"Filter {best.name} of {top.layer_name} is the most selective of {n_filters}: "
-            f"{int(round(best['share'] * k))} of its {k} strongest faces are {name} "
-            f"({name} is {base:.0%} of the {len(labels)} faces searched).{tail}")
+            f"{int(round(best['share'] * faces))} of the {faces} faces that drive it hardest are {name} "
+            f"({name} is {base:.0%} of the {labelled} labelled faces searched).{tail}")
 
 
 def describe_presets(naive, readable):

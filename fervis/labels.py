@@ -66,8 +66,8 @@ def _int(value, name, func, low=1, high=None):
     return positive_int(value, name, _name(func), low, high)
 
 
-def _real(value, name, func, low, high=None, low_open=False):
-    return real(value, name, _name(func), low, high, low_open)
+def _real(value, name, func, low, high=None, low_open=False, high_open=False):
+    return real(value, name, _name(func), low, high, low_open, high_open)
 
 
 def _classes(class_idx, n, func, class_names=CLASS_NAMES, name="class_idx"):
@@ -320,22 +320,26 @@ def _boundary_intervals(tp, support, predicted, confidence, intervals):
     bootstrap says [0, 0], as if 78 faces settled it. There, recall takes the Wilson interval of
     ``tp`` of ``support``, and F1 bounds from the Wilson intervals of recall R and precision P
     (``tp`` of ``predicted``; [0, 1] for a class never predicted): F1 = 2PR / (P + R) lies between
-    min(P, R) and 2 P_high R_high / (P_high + R_high). Conservative (two intervals at ``confidence``
-    each), and never a point.
+    min(P, R) and 2 P_high R_high / (P_high + R_high), with R and P each at ``(1 + confidence) / 2``
+    so that both hold together at ``confidence`` at least (Bonferroni). Never a point.
     """
     r_low, r_high, f_low, f_high = intervals
+    each = (1 + confidence) / 2
     for c in np.flatnonzero((support > 0) & ((r_low == r_high) | (f_low == f_high))):
-        rl, rh = wilson(tp[c], support[c], confidence)
-        pl, ph = wilson(tp[c], predicted[c], confidence) if predicted[c] > 0 else (0.0, 1.0)
         if r_low[c] == r_high[c]:
-            r_low[c], r_high[c] = rl, rh
+            r_low[c], r_high[c] = wilson(tp[c], support[c], confidence)
         if f_low[c] == f_high[c]:
+            rl, rh = wilson(tp[c], support[c], each)
+            pl, ph = wilson(tp[c], predicted[c], each) if predicted[c] > 0 else (0.0, 1.0)
             f_low[c], f_high[c] = min(pl, rl), (2 * ph * rh / (ph + rh) if ph + rh > 0 else 0.0)
 
 
 def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_NAMES, n_boot=1000,
                  confidence=0.95, seed=0):
-    """Precision, recall, F1 (with bootstrap intervals), support and calibration error per class.
+    """Precision, recall, F1 (with intervals), support and calibration error per class.
+
+    Recall and F1 carry percentile-bootstrap intervals; where every resample gives the same value (a
+    class with no face right, or every face right), Wilson-based bounds instead, never a point.
 
     Parameters
     ----------
@@ -349,8 +353,8 @@ def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_
     class_names : sequence of str
     n_boot : int, default 1000
         Bootstrap resamples of the faces for the intervals of recall and F1.
-    confidence : float, default 0.95
-        Coverage of the percentile intervals.
+    confidence : float in (0, 1), default 0.95
+        Coverage of the intervals.
     seed : int, default 0
         Seeds the resampling: the same faces give the same intervals.
 
@@ -379,7 +383,7 @@ def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_
     y_true = _labels(y_true, len(probs), k, func)
     n_bins = _int(n_bins, "n_bins", func, 1, 1000)
     n_boot = _int(n_boot, "n_boot", func, 10)
-    confidence = _real(confidence, "confidence", func, 0.0, 1.0, low_open=True)
+    confidence = _real(confidence, "confidence", func, 0.0, 1.0, low_open=True, high_open=True)
     seed = _int(seed, "seed", func, 0, 2 ** 32 - 1)
     y_pred = probs.argmax(axis=1) if len(probs) else np.zeros(0, np.int64)
     # From the one confusion matrix, as training.evaluate and the Monitor count: an undefined ratio

@@ -250,22 +250,6 @@ def _this_python_kernel(kernel_name):
 
 
 @contextlib.contextmanager
-def _quiet_tensorflow():
-    """Kernels inherit ``TF_CPP_MIN_LOG_LEVEL``; below 3, TensorFlow's C++ start-up lines (a failed CUDA
-    probe on a CPU machine, oneDNN notices) land in every page as if they were results. Python errors
-    still stop the run and are reported; only those log lines are left out."""
-    saved = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
-        else:
-            os.environ["TF_CPP_MIN_LOG_LEVEL"] = saved
-
-
-@contextlib.contextmanager
 def _inline_figures():
     """Kernels inherit MPLBACKEND; a non-inline one (e.g. Agg, set for tests or headless
     scripts) would leave every figure out of the report, so it is unset while notebooks run."""
@@ -420,12 +404,14 @@ def _static_widgets(nb):
     return nb
 
 
-# TensorFlow's C++ log lines (absl format: severity, date, time, thread, file:line]) and absl's notice
-# before them: written to stderr at `import tensorflow` before TF_CPP_MIN_LOG_LEVEL is read, so the
-# kernels' setting cannot hold them back. They are not results; the pages leave them out (the executed
-# notebooks and the kernel logs keep them).
+# TensorFlow's C++ log lines (absl format: severity, date, time, thread, file:line]), absl's notice before
+# them and the second line of the CPU-feature notice: some are written at `import tensorflow`, before
+# TF_CPP_MIN_LOG_LEVEL is read, so no setting holds them back. They are not results; the pages leave them
+# out, the executed notebooks and the kernel logs keep them (a C++ error is still there to read).
 _TF_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
-                          r"STDERR|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\] .*)$")
+                          r"STDERR|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\] .*"
+                          r"|To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler "
+                          r"flags\.)$")
 
 
 def _without_tf_logs(nb):
@@ -635,7 +621,7 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
     start = time.perf_counter()
     parameters = {"DATA": data_param, "BUDGET": budget, "MODEL": model_param, "MODEL_INPUT": model_input,
                   "CLASS_ORDER": class_order}
-    with _this_python_kernel(kernel_name), _inline_figures(), _quiet_tensorflow():
+    with _this_python_kernel(kernel_name), _inline_figures():
         for i, (path, result) in enumerate(zip(notebooks, report.results), 1):
             if progress:
                 print(f"fervis report: [{i}/{len(notebooks)}] {path.name} (data {data_name(data)}, budget {budget})",

@@ -8,6 +8,8 @@ import pytest
 import tensorflow as tf
 
 from fervis import filters, models, plots
+from fervis.constants import CLASS_NAMES
+
 
 @pytest.fixture(scope="module")
 def faces(synthetic_small):
@@ -179,22 +181,58 @@ def test_a_filter_that_never_fires_is_not_said_to_prefer_a_class(faces):
     top = filters.top_activating(model, faces, "pair_act", k=5)
     table = top.to_frame(faces.labels, faces.class_names)
     assert table.loc[1, "peak"] == 0 and table.loc[1, "most common class"] == "none (never fires)"
-    assert table.loc[1, "share"] == 0.0 and table.loc[0, "peak"] > 0
+    assert table.loc[1, "faces"] == 0 and np.isnan(table.loc[1, "share"]) and table.loc[0, "peak"] > 0
     counts = np.bincount(faces.labels[top.indices[0]], minlength=7)
     name = faces.class_names[int(counts.argmax())]
     base = float((faces.labels == int(counts.argmax())).mean())
     assert filters.describe_exemplars(top, faces.labels, faces.class_names) == (
-        f"Filter 0 of pair_act is the most selective of 2: {counts.max()} of its 5 strongest faces are {name} "
-        f"({name} is {base:.0%} of the {len(faces)} faces searched). 1 of the 2 filters never fire on these "
-        f"{len(faces)} faces.")
+        f"Filter 0 of pair_act is the most selective of 2: {counts.max()} of the 5 faces that drive it hardest are "
+        f"{name} ({name} is {base:.0%} of the {len(faces)} labelled faces searched). 1 of the 2 filters never fire "
+        f"on these {len(faces)} faces.")
     dead = filters.top_activating(model, faces, "pair_act", [1], k=5)
     assert filters.describe_exemplars(dead, faces.labels, faces.class_names) == (
         f"No filter of pair_act shown fires on any of these {len(faces)} faces.")
     with pytest.raises(ValueError, match=r"'labels' parameter of fervis.filters.describe_exemplars must hold one "
-                                         r"label per face searched by 'top'"):
+                                         r"integer label \(-1: unlabelled\) per face searched by 'top'"):
         filters.describe_exemplars(top, faces.labels[:3], faces.class_names)
     with pytest.raises(ValueError, match=r"'top' parameter of fervis.filters.describe_exemplars must be Exemplars"):
         filters.describe_exemplars(table, faces.labels)
+
+
+def _exemplars(values, indices):
+    """Exemplars of a made-up layer: ``values`` and ``indices`` (filters x k), the rest left empty."""
+    values, indices = np.asarray(values, np.float32), np.asarray(indices)
+    f, k = values.shape
+    rf = filters.ReceptiveField(size=(3, 3), jump=(1, 1), start=(0.0, 0.0))
+    return filters.Exemplars(filter_idx=np.arange(f), indices=indices, values=values,
+                             positions=np.zeros((f, k, 2), int), boxes=np.zeros((f, k, 4), int),
+                             faces=np.zeros((f, k, 48, 48), np.uint8), crops=np.zeros((f, k, 3, 3), np.uint8),
+                             receptive_field=rf, layer_name="made_up")
+
+
+def test_exemplar_counts_only_faces_that_drive_the_filter_and_carry_a_label():
+    """After a ReLU, faces past the last exciting one sit at 0 in dataset order, and -1 faces have no class:
+    neither counts. One exciting face of one does not outrank three of four (Wilson lower bound)."""
+    labels = np.array([0, 0, 0, 0, 3, 3, 3, -1, -1, -1, 5, 6])
+    top = _exemplars([[9, 0, 0, 0, 0],    # filter 0: one face excites it, then zeros picked by order (angry)
+                      [8, 7, 6, 5, 4],    # filter 1: 3 happy, 1 unlabelled, 1 surprise
+                      [5, 4, 3, 0, 0],    # filter 2: only unlabelled faces excite it
+                      [0, 0, 0, 0, 0]],   # filter 3: never fires
+                     [[4, 0, 1, 2, 3], [4, 5, 6, 7, 10], [7, 8, 9, 0, 1], [0, 1, 2, 3, 4]])
+    table = top.to_frame(labels, CLASS_NAMES)
+    assert table["most common class"].tolist() == ["happy", "happy", "unlabelled", "none (never fires)"]
+    assert table["faces"].tolist() == [1, 4, 0, 0]
+    assert table.loc[1, "share"] == 0.75 and table.loc[0, "share"] == 1.0 and table["share"].iloc[2:].isna().all()
+    assert filters.describe_exemplars(top, labels, CLASS_NAMES) == (
+        "Filter 1 of made_up is the most selective of 4: 3 of the 4 faces that drive it hardest are happy (happy is "
+        "33% of the 9 labelled faces searched). 1 of the 4 filters never fire on these 12 faces.")
+    # without class names the class is its index, an int
+    assert "are 3 (3 is 33% of the 9 labelled faces" in filters.describe_exemplars(top, labels)
+    only_unlabelled = _exemplars([[5, 4, 3, 0, 0]], [[7, 8, 9, 0, 1]])
+    assert filters.describe_exemplars(only_unlabelled, labels, CLASS_NAMES) == (
+        "No filter of made_up shown fires on a labelled face among these 12 faces.")
+    with pytest.raises(ValueError, match=r"dtype float64 instead"):
+        filters.describe_exemplars(top, labels.astype(float), CLASS_NAMES)
 
 
 @pytest.mark.parametrize("head", ["dense_softmax", "separate_softmax", "logits"])
@@ -431,10 +469,11 @@ def test_exemplar_table_names_the_classes(tiny_model, faces):
     table = top.to_frame(faces.labels, faces.class_names)
     assert table.index.tolist() == [0, 3]
     for row, f in enumerate([0, 3]):
-        found = faces.labels[top.indices[row]]
+        found = faces.labels[top.indices[row]][top.values[row] > 0]  # the faces that excite it
         counts = np.bincount(found, minlength=7)
         assert table.loc[f, "most common class"] == faces.class_names[int(counts.argmax())]
-        assert table.loc[f, "share"] == pytest.approx(counts.max() / 5)
+        assert table.loc[f, "faces"] == len(found) > 0
+        assert table.loc[f, "share"] == pytest.approx(counts.max() / len(found))
         assert table.loc[f, "peak"] == pytest.approx(float(top.values[row, 0]))
     assert list(top.to_frame().columns) == ["peak", "mean peak"]
 

@@ -141,3 +141,5 @@ def test_table_heatmap_rows_carry_their_n(synthetic_small):
     per_cell.attrs["n"].iloc[0, 0] = 3
     labels = [t.get_text() for t in plots.table_heatmap(per_cell).get_yticklabels()]
     assert labels[0] == f"{table.index[0]} (n = 3-5)" and labels[1] == f"{table.index[1]} (n = 5)"
+    shown = per_cell[list(table.columns[1:])]  # pandas carries attrs to a column subset: the hidden cell's n goes
+    assert plots.table_heatmap(shown).get_yticklabels()[0].get_text() == f"{table.index[0]} (n = 5)"

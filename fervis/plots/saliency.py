@@ -121,6 +121,8 @@ def class_mean_grid(means, counts, class_names=CLASS_NAMES, row_names=("correct"
 def _row_labels(table):
     """Each row's name, with its n of faces from ``table.attrs["n"]`` where the table carries it."""
     n = (getattr(table, "attrs", None) or {}).get("n")
+    if hasattr(n, "columns"):  # one n per cell: only the columns shown count
+        n = n.reindex(columns=table.columns)
     labels = []
     for row in table.index:
         counts = None
