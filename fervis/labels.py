@@ -391,9 +391,8 @@ def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_
     # the bootstrap intervals, where scikit-learn's zero_division would give a made-up 0.
     cm = models.confusion_matrix(y_true, y_pred, k)
     tp, support, predicted = cm.diagonal().astype(float), cm.sum(axis=1), cm.sum(axis=0)
-    recall = models.class_recall(cm)
+    recall, precision = models.class_recall(cm), models.class_precision(cm)
     with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), np.nan)
         f1 = np.where(support > 0, 2 * tp / np.maximum(support + predicted, 1), np.nan)
     r_low, r_high, f_low, f_high = _bootstrap_recall_f1(y_true, y_pred, k, n_boot, confidence, seed)
     _boundary_intervals(tp, support, predicted, confidence, (r_low, r_high, f_low, f_high))

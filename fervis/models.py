@@ -42,7 +42,7 @@ __all__ = [
     "pretrained_card", "resolve", "preprocess", "adapt", "find_layer", "named_layers", "layer_paths", "path_of",
     "canonical_layer_name", "conv_layers", "last_conv_layer", "last_conv_layers", "cam_layers", "ensemble_members",
     "truncate_at", "to_logits", "output_layer", "softmax_layer", "bypass_softmax", "ensemble", "forward_graph",
-    "predict", "confusion_matrix", "class_recall",
+    "predict", "confusion_matrix", "class_recall", "class_precision",
 ]
 
 # (filters per block, convs per block, dense width, dropout)
@@ -1385,3 +1385,19 @@ def class_recall(counts):
     support = counts.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(support > 0, counts.diagonal() / np.maximum(support, 1), np.nan)
+
+
+def class_precision(counts):
+    """Per-class precision from a confusion matrix (:func:`confusion_matrix`): NaN for a class never predicted.
+
+    Example
+    -------
+    >>> class_precision(np.array([[3, 1], [0, 0]])).tolist()
+    [1.0, 0.0]
+    >>> class_precision(np.array([[3, 0], [1, 0]])).tolist()
+    [0.75, nan]
+    """
+    counts = np.asarray(counts)
+    predicted = counts.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(predicted > 0, counts.diagonal() / np.maximum(predicted, 1), np.nan)

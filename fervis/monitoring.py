@@ -642,11 +642,8 @@ class Monitor(keras.callbacks.Callback):
                                 for i in range(0, len(self.x), self.batch_size)])
         pred = probs.argmax(axis=1)
         cm = models.confusion_matrix(self.y, pred, k)  # the package's one confusion matrix
-        recall = models.class_recall(cm)
+        recall, precision = models.class_recall(cm), models.class_precision(cm)  # NaN: no faces / never predicted
         names = list(self.class_names) + [str(i) for i in range(len(self.class_names), k)]
-        predicted = cm.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):  # a class never predicted has no precision: NaN
-            precision = np.where(predicted > 0, cm.diagonal() / np.maximum(predicted, 1), np.nan)
         for name, r, pr in zip(names, recall, precision):
             row[f"val_recall_{name}"] = float(r)
             row[f"val_precision_{name}"] = float(pr)

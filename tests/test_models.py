@@ -780,10 +780,15 @@ def test_one_softmax_rule_for_nested_models_and_logit_outputs():
         models.to_logits(logits_model)
 
 
-def test_confusion_matrix_rows_true_columns_predicted_and_recall():
+def test_confusion_matrix_rows_true_columns_predicted_recall_and_precision():
     y_true, y_pred = np.array([0, 0, 1, 2, 2, 2]), np.array([0, 1, 1, 2, 0, 2])
     counts = models.confusion_matrix(y_true, y_pred, 4)
     assert counts.dtype == np.int64 and counts.tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]]
     np.testing.assert_allclose(models.class_recall(counts), [0.5, 1.0, 2 / 3, np.nan])
+    # precision by column: class 3 is never predicted (NaN, not scikit-learn's zero_division 0)
+    np.testing.assert_allclose(models.class_precision(counts), [0.5, 0.5, 1.0, np.nan])
+    from sklearn.metrics import precision_score
+    assert models.class_precision(counts)[:3].tolist() == pytest.approx(
+        precision_score(y_true, y_pred, labels=[0, 1, 2], average=None).tolist())
     assert models.confusion_matrix(y_true, y_pred, 4, normalize="true")[2].tolist() == pytest.approx([1 / 3, 0, 2 / 3, 0])
     assert models.confusion_matrix([], [], 3).tolist() == [[0] * 3] * 3
