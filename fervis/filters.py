@@ -225,13 +225,14 @@ class Exemplars:
 
     def to_frame(self, labels=None, class_names=None):
         """One row per filter: the strongest peak, the mean over the k faces and, given the
-        dataset's ``labels``, the most common class among the faces that drive it, their number
-        ``faces`` and the class's ``share`` of them.
+        dataset's ``labels``, the most common class among the faces that drive it, how many of
+        them are of it (``count``), their number ``faces`` and the class's ``share`` of them.
 
         Only faces the filter responds to (peak > 0) and that carry a label (not -1) are counted:
         after a ReLU, the faces beyond the last one that excites the filter are at 0 and were
         picked by their order. A filter that no face excites has class ``"none (never fires)"``,
-        one whose exciting faces are all unlabelled ``"unlabelled"``; their ``share`` is NaN.
+        one whose exciting faces are all unlabelled ``"unlabelled"``; their ``count`` is 0 and their
+        ``share`` NaN.
 
         Example
         -------
@@ -249,10 +250,11 @@ class Exemplars:
                     classes, counts = np.unique(found, return_counts=True)
                     best = int(classes[np.argmax(counts)])  # a tie goes to the lower class index
                     entry["most common class"] = class_names[best] if class_names is not None else str(best)
-                    entry["faces"], entry["share"] = int(len(found)), float(counts.max() / len(found))
+                    entry["count"], entry["faces"] = int(counts.max()), int(len(found))
+                    entry["share"] = float(counts.max() / len(found))
                 else:
                     entry["most common class"] = "none (never fires)" if entry["peak"] <= 0 else "unlabelled"
-                    entry["faces"], entry["share"] = 0, float("nan")
+                    entry["count"], entry["faces"], entry["share"] = 0, 0, float("nan")
             rows.append(entry)
         return pd.DataFrame(rows).set_index("filter_idx")
 
@@ -941,13 +943,13 @@ def describe_exemplars(top, labels, class_names=None):
     if counted.empty:
         what = "fires on any of" if silent == n_filters else "fires on a labelled face among"
         return f"No filter of {top.layer_name} shown {what} these {len(labels)} faces."
-    surety = [wilson(round(row["share"] * row["faces"]), row["faces"])[0] for _, row in counted.iterrows()]
+    surety = [wilson(int(row["count"]), int(row["faces"]))[0] for _, row in counted.iterrows()]
     best = counted.assign(surety=surety).sort_values(["surety", "peak"], ascending=False, kind="stable").iloc[0]
     name, faces = best["most common class"], int(best["faces"])
     index = list(class_names).index(name) if class_names is not None else int(name)
     base = float((labels == index).sum() / labelled)
     return (f"Filter {best.name} of {top.layer_name} is the most selective of {n_filters}: "
-            f"{int(round(best['share'] * faces))} of the {faces} faces that drive it hardest are {name} "
+            f"{int(best['count'])} of the {faces} faces that drive it hardest are {name} "
             f"({name} is {base:.0%} of the {labelled} labelled faces searched).{tail}")
 
 

@@ -221,7 +221,7 @@ def test_exemplar_counts_only_faces_that_drive_the_filter_and_carry_a_label():
                      [[4, 0, 1, 2, 3], [4, 5, 6, 7, 10], [7, 8, 9, 0, 1], [0, 1, 2, 3, 4]])
     table = top.to_frame(labels, CLASS_NAMES)
     assert table["most common class"].tolist() == ["happy", "happy", "unlabelled", "none (never fires)"]
-    assert table["faces"].tolist() == [1, 4, 0, 0]
+    assert table["count"].tolist() == [1, 3, 0, 0] and table["faces"].tolist() == [1, 4, 0, 0]
     assert table.loc[1, "share"] == 0.75 and table.loc[0, "share"] == 1.0 and table["share"].iloc[2:].isna().all()
     assert filters.describe_exemplars(top, labels, CLASS_NAMES) == (
         "Filter 1 of made_up is the most selective of 4: 3 of the 4 faces that drive it hardest are happy (happy is "
@@ -473,6 +473,7 @@ def test_exemplar_table_names_the_classes(tiny_model, faces):
         counts = np.bincount(found, minlength=7)
         assert table.loc[f, "most common class"] == faces.class_names[int(counts.argmax())]
         assert table.loc[f, "faces"] == len(found) > 0
+        assert table.loc[f, "count"] == counts.max()
         assert table.loc[f, "share"] == pytest.approx(counts.max() / len(found))
         assert table.loc[f, "peak"] == pytest.approx(float(top.values[row, 0]))
     assert list(top.to_frame().columns) == ["peak", "mean peak"]
