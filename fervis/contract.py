@@ -74,7 +74,8 @@ class Contract:
     faces : str
         Which faces, e.g. ``"PublicTest faces"``.
     scores : dict
-        Input convention -> ``(accuracy, n)`` with its best class order.
+        Input convention -> ``(accuracy, n, interval)`` with its best class order (the interval a
+        Wilson 95 % one: the conventions screened out were scored on fewer faces).
     majority : float or None
         The share of the most common class among the faces: what always answering it scores.
     classifies : bool or None
@@ -120,9 +121,9 @@ class Contract:
             low, high = self.interval
             line += (f"; accuracy {100 * self.accuracy:.1f} % (95 % CI {100 * low:.1f}–{100 * high:.1f}) "
                      f"on {self.n:,} {self.faces}")
-            # every figure with its n: a screened convention may have been scored on fewer faces, or on all
-            others = [f"{_LABELS[name].split(' (')[0]}: {100 * acc:.1f} % (n = {n:,})"
-                      for name, (acc, n) in self.scores.items() if name != self.model_input]
+            # every figure with its interval and n: a screened convention was scored on fewer faces
+            others = [f"{_LABELS[name].split(' (')[0]}: {100 * acc:.1f} % (95 % CI {100 * lo:.1f}–{100 * hi:.1f}, "
+                      f"n = {n:,})" for name, (acc, n, (lo, hi)) in self.scores.items() if name != self.model_input]
             if others:
                 line += "; " + ", ".join(others)
         return line
@@ -138,7 +139,7 @@ class Contract:
         out = dataclasses.asdict(self)
         out.update(input_shape=list(self.input_shape), class_order=list(self.class_order),
                    interval=None if self.interval is None else list(self.interval),
-                   scores={k: {"accuracy": a, "n": n} for k, (a, n) in self.scores.items()},
+                   scores={k: {"accuracy": a, "n": n, "interval": list(ci)} for k, (a, n, ci) in self.scores.items()},
                    suggestion=None if self.suggestion is None else list(self.suggestion),
                    evidence=list(self.evidence), warnings=list(self.warnings),
                    verdict=self.verdict, native=self.native)
@@ -345,7 +346,8 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
         if screen < len(y):
             raw[c] = np.concatenate([raw[c], _outputs(model, x[screen:], input_shape, c)])
             hits[c] = correct(raw[c], len(y))
-    scores = {c: (float(hits[c][best_order(hits[c])].mean()), len(hits[c][0])) for c in candidates}
+    right_by = {c: hits[c][best_order(hits[c])] for c in candidates}
+    scores = {c: (float(r.mean()), len(r), wilson(int(r.sum()), len(r))) for c, r in right_by.items()}
     ranked = sorted(survivors, key=lambda c: -scores[c][0])
     best = ranked[0]
     tied = [c for c in ranked if c == best or _mcnemar(hits[best][best_order(hits[best])],
@@ -397,8 +399,7 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
 
     predicted = out.argmax(axis=1)
     k = len(CLASS_NAMES)
-    cm = np.zeros((k, k), np.int64)
-    np.add.at(cm, (predicted, y), 1)  # rows: model output, columns: true class
+    cm = models.confusion_matrix(y, predicted, k).T  # rows: model output, columns: true class
     rows, cols = linear_sum_assignment(-cm)
     read_off = tuple(CLASS_NAMES[cols[i]] for i in np.argsort(rows))
     suggestion = None

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fervis import contract, models, training
+from fervis import contract, models, stats, training
 from fervis.constants import CLASS_NAMES
 
 ALPHABETICAL = tuple(sorted(CLASS_NAMES))
@@ -125,9 +125,14 @@ def test_zoo_contract_is_the_true_one(zoo, synthetic_small, name):
     assert truth > 0.45, f"{name} did not learn ({truth:.3f}): the test would prove nothing"
     assert abs(training.evaluate(contract.apply(model, found), synthetic_small)["accuracy"] - truth) <= 0.005
     assert f"{100 * truth:.1f} %" in found.verdict and f"on {len(test)} PublicTest faces" in found.verdict
-    # every other convention's figure carries its n, also when it was scored on all the faces
+    # every other convention's figure carries its interval and n, also when it was scored on all the faces
     others = [name for name in found.scores if name != found.model_input]
-    assert found.verdict.split(" faces")[-1].count(" (n = ") == len(others) > 0
+    tail = found.verdict.split(" faces")[-1]
+    assert tail.count(", n = ") == tail.count(" (95 % CI ") == len(others) > 0
+    for name in others:
+        accuracy, n, (low, high) = found.scores[name]
+        assert low <= accuracy <= high and (low, high) == stats.wilson(round(accuracy * n), n)
+        assert f"{100 * accuracy:.1f} % (95 % CI {100 * low:.1f}–{100 * high:.1f}, n = {n:,})" in tail
 
 
 def explanations_run(adapted, faces):
@@ -245,6 +250,7 @@ def test_contract_to_dict_is_json(zoo, synthetic_small):
     data = json.loads(json.dumps(found.to_dict()))
     assert data["class_order"] == list(ALPHABETICAL) and data["verdict"] == found.verdict
     assert data["scores"]["0-1"]["n"] == found.n and not data["native"]
+    assert data["scores"]["0-1"]["interval"] == list(found.scores["0-1"][2])
     assert str(found).splitlines()[0] == f"model contract: {found.verdict}"
 
 
