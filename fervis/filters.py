@@ -262,7 +262,7 @@ class Exemplars:
 # --------------------------------------------------------------------------- checks
 
 
-def layer_names(model, spatial=False):
+def layer_names(model, spatial=False, learned=False):
     """Layers whose filters can be visualised: a spatial ``(n, h, w, c)`` or a ``(n, c)`` output.
 
     Parameters
@@ -270,6 +270,10 @@ def layer_names(model, spatial=False):
     model : keras.Model
     spatial : bool, default False
         Only layers with a spatial output (for :func:`feature_maps`).
+    learned : bool, default False
+        Only the layers from the first one with weights on: the input's preprocessing before it (a
+        ``Rescaling``, fervis's ``adapt_*`` layers) has no filters of its own, its channels are the
+        input's (what :func:`fervis.widgets.filter_explorer` offers).
 
     Returns
     -------
@@ -282,10 +286,13 @@ def layer_names(model, spatial=False):
     ['scale', 'block1_conv', 'block1_act']
     """
     keras_model(model, "fervis.filters.layer_names")
-    found = []
+    found, weighted = [], not learned
     for name, layer in models.named_layers(model):
         if isinstance(layer, (keras.layers.InputLayer, keras.Model)):
             continue
+        weighted = weighted or bool(layer.weights)
+        if not weighted:
+            continue  # learned=True: the input's preprocessing, before the first layer with weights
         try:
             rank = len(layer.output.shape)
         except (AttributeError, ValueError):

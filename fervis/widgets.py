@@ -134,7 +134,8 @@ def filter_explorer(model, dataset, layers=None, layer_name=None, steps=None, k=
     dataset : Dataset or array (n, 48, 48)
         The faces searched for exemplars; ``face_idx`` picks the face whose map is shown.
     layers : list of str, optional
-        Default: every layer :func:`fervis.filters.layer_names` lists.
+        Default: every layer :func:`fervis.filters.layer_names` lists from the first one with
+        weights on (``learned=True``; the input's preprocessing has no filters of its own).
     layer_name : str, optional
         The layer shown first; default the last of ``layers``.
     steps : int, optional
@@ -157,7 +158,10 @@ def filter_explorer(model, dataset, layers=None, layer_name=None, steps=None, k=
     from fervis import filters, models, plots
     from fervis._checks import faces_2d, positive_int
 
-    names = filters.layer_names(model) if layers is None else [models.canonical_layer_name(model, n) for n in layers]
+    if layers is None:  # a model without weights (nothing learned) offers every layer
+        names = filters.layer_names(model, learned=True) or filters.layer_names(model)
+    else:
+        names = [models.canonical_layer_name(model, n) for n in layers]
     for name in names:
         filters.layer_width(model, name)  # a clear error for an unknown layer, before any widget
     faces = faces_2d(dataset, "fervis.widgets.filter_explorer", "dataset")

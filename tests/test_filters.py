@@ -640,3 +640,27 @@ def test_preset_numbers_are_finite_on_fer2013(fer2013_path):
     found = re.search(r"ends at (\d+)% of naive's activation", text)
     assert found and int(found.group(1)) == round(100 * readable.activation.mean() / naive.activation.mean())
     assert readable.noise.mean() < naive.noise.mean()
+
+
+def test_explorer_offers_the_learned_layers_not_the_input_preprocessing(tiny_model, faces):
+    """A Rescaling or fervis's adapt_* layers have no filters of their own (their channels are the
+    input's): the explorer's default layers start at the first layer with weights."""
+    from fervis import widgets
+
+    assert filters.layer_names(tiny_model)[0] == "scale"
+    assert filters.layer_names(tiny_model, learned=True)[0] == "block1_conv"
+    assert filters.layer_names(tiny_model, learned=True) == filters.layer_names(tiny_model)[1:]
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="first_conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    homework = keras.Model(inputs, keras.layers.Dense(7, activation="softmax", name="dense")(x), name="homework")
+    adapted = models.adapt(homework, input_shape=(32, 32, 3), scale="0-1")
+    every = filters.layer_names(adapted)
+    assert any(name.startswith("adapt_") for name in every)
+    learned = filters.layer_names(adapted, learned=True)
+    assert learned[0].endswith("first_conv") and not any("adapt_" in name for name in learned)
+    assert filters.layer_names(adapted, spatial=True, learned=True) == [learned[0]]
+    explorer = widgets.filter_explorer(adapted, faces.images[:8], steps=2, k=1)
+    assert list(explorer.layer.options) == learned and explorer.layer.value == learned[-1]
+    weightless = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Rescaling(1 / 255, name="only")])
+    assert filters.layer_names(weightless, learned=True) == [] and filters.layer_names(weightless) == ["only"]
