@@ -74,8 +74,9 @@ class Contract:
     faces : str
         Which faces, e.g. ``"PublicTest faces"``.
     scores : dict
-        Input convention -> ``(accuracy, n, interval)`` with its best class order (the interval a
-        Wilson 95 % one: the conventions screened out were scored on fewer faces).
+        Input convention -> ``(accuracy, n, interval)`` in its best class order (the chosen
+        convention's in the order the contract uses: ``accuracy`` and ``interval``), the interval a
+        Wilson 95 % one; a convention screened out on the first faces was scored on those only.
     majority : float or None
         The share of the most common class among the faces: what always answering it scores.
     classifies : bool or None
@@ -121,7 +122,7 @@ class Contract:
             low, high = self.interval
             line += (f"; accuracy {100 * self.accuracy:.1f} % (95 % CI {100 * low:.1f}–{100 * high:.1f}) "
                      f"on {self.n:,} {self.faces}")
-            # every figure with its interval and n: a screened convention was scored on fewer faces
+            # every figure with its interval and n: a convention screened out was scored on fewer faces
             others = [f"{_LABELS[name].split(' (')[0]}: {100 * acc:.1f} % (95 % CI {100 * lo:.1f}–{100 * hi:.1f}, "
                       f"n = {n:,})" for name, (acc, n, (lo, hi)) in self.scores.items() if name != self.model_input]
             if others:
@@ -222,6 +223,11 @@ def _mcnemar(a, b):
 
     better, worse = int(np.sum(a & ~b)), int(np.sum(~a & b))
     return 1.0 if better + worse == 0 else float(binomtest(better, better + worse, 0.5).pvalue)
+
+
+def _p_value(p):
+    """A McNemar p-value as the evidence prints it: "McNemar p = 0.003", "McNemar p < 0.001"."""
+    return "McNemar p < 0.001" if p < 0.001 else f"McNemar p = {p:.3f}"
 
 
 def _permutation(order):
@@ -362,7 +368,8 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
         # the two are close to the same map).
         chosen = own if own in tied else next(c for c in INPUT_CONVENTIONS if c in tied)
         decided["model_input"] = "model" if chosen == own else "default"
-        listed = ", ".join(f"{_LABELS[c]} {100 * scores[c][0]:.1f} %" for c in tied)
+        listed = ", ".join(f"{_LABELS[c]} {100 * scores[c][0]:.1f} % (95 % CI {100 * scores[c][2][0]:.1f}–"
+                           f"{100 * scores[c][2][1]:.1f})" for c in tied)
         warnings.append(f"the faces do not tell the input convention apart ({listed} on {len(y):,} {where}); using "
                         f"{_LABELS[chosen]}: declare {_HOW_SETTING} if the model was trained otherwise.")
 
@@ -386,7 +393,8 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
         if _mcnemar(chosen_hits[which], chosen_hits[other]) < _ALPHA:
             decided["class_order"] = "detected"
             evidence.append(f"classes in {_order_name(orders[which])} order: {100 * chosen_hits[which].mean():.1f} % "
-                            f"against {100 * chosen_hits[other].mean():.1f} % in {_order_name(orders[other])} order")
+                            f"against {100 * chosen_hits[other].mean():.1f} % in {_order_name(orders[other])} order "
+                            f"on the same {len(y):,} faces ({_p_value(_mcnemar(chosen_hits[which], chosen_hits[other]))})")
         else:
             which, decided["class_order"] = 0, "default"
             warnings.append(f"the faces do not tell FER2013's class order from the alphabetical one; using FER2013's: "
@@ -409,10 +417,12 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
             suggestion = read_off
             warnings.append(f"the classes fit neither FER2013's nor the alphabetical order; the order read off the "
                             f"confusion matrix, {list(read_off)}, scores {100 * suggested.mean():.1f} % against "
-                            f"{100 * right.mean():.1f} %: declare it with {_ORDER_SETTING} if that is how the model "
+                            f"{100 * right.mean():.1f} % on the same {len(y):,} faces "
+                            f"({_p_value(_mcnemar(suggested, right))}): declare it with {_ORDER_SETTING} if that is how the model "
                             "was trained.")
 
     interval = wilson(int(right.sum()), len(y))
+    scores[chosen] = (float(right.mean()), len(right), interval)  # in the class order the contract uses
     best = suggested if suggestion is not None else right  # does it classify at all: in the order that fits best
     hits_n = int(best.sum())
     counts = np.bincount(y, minlength=k)

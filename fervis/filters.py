@@ -271,9 +271,10 @@ def layer_names(model, spatial=False, learned=False):
     spatial : bool, default False
         Only layers with a spatial output (for :func:`feature_maps`).
     learned : bool, default False
-        Only the layers from the first one with weights on: the input's preprocessing before it (a
-        ``Rescaling``, fervis's ``adapt_*`` layers) has no filters of its own, its channels are the
-        input's (what :func:`fervis.widgets.filter_explorer` offers).
+        Only the layers fed by a learned layer (one with weights) or learned themselves: the input's
+        preprocessing (a ``Rescaling`` or ``Normalization``, fervis's ``adapt_*`` layers, in every
+        member of an ensemble) has no filters of its own, its channels are the input's (what
+        :func:`fervis.widgets.filter_explorer` offers).
 
     Returns
     -------
@@ -286,13 +287,12 @@ def layer_names(model, spatial=False, learned=False):
     ['scale', 'block1_conv', 'block1_act']
     """
     keras_model(model, "fervis.filters.layer_names")
-    found, weighted = [], not learned
+    found, kept = [], _learned_layers(model) if learned else None
     for name, layer in models.named_layers(model):
         if isinstance(layer, (keras.layers.InputLayer, keras.Model)):
             continue
-        weighted = weighted or bool(layer.weights)
-        if not weighted:
-            continue  # learned=True: the input's preprocessing, before the first layer with weights
+        if kept is not None and id(layer) not in kept:
+            continue  # learned=True: the input's preprocessing
         try:
             rank = len(layer.output.shape)
         except (AttributeError, ValueError):
@@ -300,6 +300,38 @@ def layer_names(model, spatial=False, learned=False):
         if rank == 4 or (rank == 2 and not spatial):
             found.append(name)
     return found
+
+
+def _learned_layers(model):
+    """The ids of the layers whose output depends on a learned layer: one with weights, other than
+    a ``Normalization`` (its weights are input statistics), reached through the graph, nested
+    models included (an ensemble member's own Rescaling stays the input's preprocessing).
+
+    Walks Keras's layer graph by ``_keras_history`` as :func:`receptive_field` does: Keras 3 has no
+    public API for a tensor's producing layer."""
+    kept = set()
+
+    def walk(graph, statuses):
+        memo = {id(t): s for t, s in zip(graph.inputs, statuses)}
+
+        def status(tensor):
+            key = id(tensor)
+            if key not in memo:
+                layer, node_index, tensor_index = tensor._keras_history
+                inputs = [status(t) for t in layer._inbound_nodes[node_index].input_tensors]
+                if isinstance(layer, keras.Model):
+                    memo[key] = walk(layer, inputs)[tensor_index]
+                else:
+                    own = bool(layer.weights) and not isinstance(layer, keras.layers.Normalization)
+                    memo[key] = own or any(inputs)
+                    if memo[key]:
+                        kept.add(id(layer))
+            return memo[key]
+
+        return [status(t) for t in graph.outputs]
+
+    walk(model, [False] * len(model.inputs))
+    return kept
 
 
 def _check_layer(model, layer_name, func, spatial=False):

@@ -362,8 +362,9 @@ def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_
     -------
     pandas.DataFrame
         One row per class: ``precision``, ``recall``, ``recall_low``, ``recall_high``, ``f1``,
-        ``f1_low``, ``f1_high``, ``support`` (evaluation faces, the n of every number in the
-        row), ``ece`` and, when given, ``train_support``. A class with no face has NaN
+        ``f1_low``, ``f1_high``, ``support`` (evaluation faces of the class: the n of recall, F1
+        and ``ece``), ``predicted`` (faces predicted as the class: the n of precision), ``ece``
+        and, when given, ``train_support``. A class with no face has NaN
         intervals; with few faces the intervals are wide, and with very few (see
         :data:`MIN_SUPPORT`) they are not to be trusted at all.
 
@@ -397,7 +398,7 @@ def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_
     r_low, r_high, f_low, f_high = _bootstrap_recall_f1(y_true, y_pred, k, n_boot, confidence, seed)
     _boundary_intervals(tp, support, predicted, confidence, (r_low, r_high, f_low, f_high))
     table = pd.DataFrame({"precision": precision, "recall": recall, "recall_low": r_low, "recall_high": r_high,
-                          "f1": f1, "f1_low": f_low, "f1_high": f_high, "support": support},
+                          "f1": f1, "f1_low": f_low, "f1_high": f_high, "support": support, "predicted": predicted},
                          index=pd.Index(names, name="class"))
     table["ece"] = [expected_calibration_error(y_true, probs, n_bins, class_idx=c) for c in range(k)]
     counts = _train_counts(train_counts, names, func)

@@ -1342,8 +1342,9 @@ def confusion_matrix(y_true, y_pred, num_classes, normalize=None):
     """The one confusion matrix of fervis: rows are the true class, columns the predicted class.
 
     :func:`sklearn.metrics.confusion_matrix` with every class's row and column kept (also a class
-    no face has). ``fervis.labels.confusion`` (a labelled table), :func:`fervis.training.evaluate`
-    and ``fervis.monitoring.Monitor`` (per epoch) all count with it.
+    no face has). ``fervis.labels.confusion`` (a labelled table), ``fervis.labels.class_report``,
+    :func:`fervis.training.evaluate`, ``fervis.monitoring.Monitor`` (per epoch) and
+    ``fervis.contract.inspect`` (transposed, to read a class order off it) all count with it.
 
     Parameters
     ----------

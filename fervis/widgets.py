@@ -134,8 +134,8 @@ def filter_explorer(model, dataset, layers=None, layer_name=None, steps=None, k=
     dataset : Dataset or array (n, 48, 48)
         The faces searched for exemplars; ``face_idx`` picks the face whose map is shown.
     layers : list of str, optional
-        Default: every layer :func:`fervis.filters.layer_names` lists from the first one with
-        weights on (``learned=True``; the input's preprocessing has no filters of its own).
+        Default: the layers :func:`fervis.filters.layer_names` lists with ``learned=True`` (the
+        input's preprocessing has no filters of its own); every layer for a model without weights.
     layer_name : str, optional
         The layer shown first; default the last of ``layers``.
     steps : int, optional

@@ -117,7 +117,8 @@ def test_zoo_contract_is_the_true_one(zoo, synthetic_small, name):
         (size, size, channels), convention, tuple(order), output), found
     assert found.classifies, found
     if found.decided["model_input"] == "default":  # a tie, broken by the plainest convention: said, with the setting
-        assert any("do not tell the input convention apart" in w and "MODEL_INPUT" in w for w in found.warnings)
+        tie = next(w for w in found.warnings if "do not tell the input convention apart" in w)
+        assert "MODEL_INPUT" in tie and tie.count("% (95 % CI ") >= 2, tie
     else:
         assert found.decided["model_input"] in ("detected", "model"), found
     assert found.n == len(test) and found.faces == "PublicTest faces"
@@ -125,6 +126,10 @@ def test_zoo_contract_is_the_true_one(zoo, synthetic_small, name):
     assert truth > 0.45, f"{name} did not learn ({truth:.3f}): the test would prove nothing"
     assert abs(training.evaluate(contract.apply(model, found), synthetic_small)["accuracy"] - truth) <= 0.005
     assert f"{100 * truth:.1f} %" in found.verdict and f"on {len(test)} PublicTest faces" in found.verdict
+    # the chosen convention's own entry is the contract's figure, in the class order it uses
+    assert found.scores[found.model_input] == (found.accuracy, found.n, found.interval)
+    if found.decided["class_order"] == "detected":  # the order's evidence: both figures on the same faces, tested
+        assert any(f"order on the same {len(test):,} faces (McNemar p" in e for e in found.evidence), found.evidence
     # every other convention's figure carries its interval and n, also when it was scored on all the faces
     others = [name for name in found.scores if name != found.model_input]
     tail = found.verdict.split(" faces")[-1]
@@ -224,7 +229,8 @@ def test_an_order_neither_fer_nor_alphabetical_is_suggested(zoo, synthetic_small
     mixed.set_weights([perm])
     found = contract.inspect(keras.Model(inputs, outputs), synthetic_small.subset("PublicTest"))
     assert found.suggestion == tuple(CLASS_NAMES[-1:] + CLASS_NAMES[:-1]) != shifted_order
-    assert any("fit neither FER2013's nor the alphabetical order" in w for w in found.warnings)
+    assert any("fit neither FER2013's nor the alphabetical order" in w and " on the same " in w and "McNemar p" in w
+               for w in found.warnings)
 
 
 @pytest.mark.parametrize("build, kwargs, match", [

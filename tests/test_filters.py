@@ -662,5 +662,28 @@ def test_explorer_offers_the_learned_layers_not_the_input_preprocessing(tiny_mod
     assert filters.layer_names(adapted, spatial=True, learned=True) == [learned[0]]
     explorer = widgets.filter_explorer(adapted, faces.images[:8], steps=2, k=1)
     assert list(explorer.layer.options) == learned and explorer.layer.value == learned[-1]
+    # by what feeds a layer, not by its place in the list: each ensemble member's own Rescaling, a
+    # preprocessing branch listed after the first convolution, a Normalization (its weights are statistics)
+    pair = models.ensemble([models.build("tiny"), models.build("tiny", seed=1)])
+    assert not any(name.endswith("scale") for name in filters.layer_names(pair, learned=True))
+    assert {"member_a/scale", "member_b/scale"} <= set(filters.layer_names(pair))
+    inputs = keras.Input((48, 48, 1))
+    a = keras.layers.Conv2D(2, 3, padding="same", name="conv_a")(inputs)
+    a = keras.layers.Conv2D(2, 3, padding="same", name="conv_a2")(a)
+    b = keras.layers.Normalization(mean=0.0, variance=1.0, name="norm")(inputs)
+    b = keras.layers.AveragePooling2D(1, name="inpool")(keras.layers.Rescaling(0.5, name="resc2")(b))
+    b = keras.layers.Conv2D(2, 3, padding="same", name="conv_b")(b)
+    joined = keras.layers.Concatenate(name="joined")([a, b])
+    out = keras.layers.Dense(7, activation="softmax", name="out")(keras.layers.GlobalAveragePooling2D(name="gap")(joined))
+    branched = keras.Model(inputs, out)
+    every = filters.layer_names(branched)
+    assert every.index("inpool") > every.index("conv_a")  # listed after a convolution, yet the input's
+    assert filters.layer_names(branched, learned=True) == [
+        name for name in every if name not in ("norm", "resc2", "inpool")]
+    sequential = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Rescaling(1 / 255, name="pre"),
+                                   keras.layers.Conv2D(2, 3, name="c"), keras.layers.Flatten(name="flat")])
+    assert filters.layer_names(sequential, learned=True) == ["c", "flat"]
     weightless = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Rescaling(1 / 255, name="only")])
     assert filters.layer_names(weightless, learned=True) == [] and filters.layer_names(weightless) == ["only"]
+    # a model without a learned layer: the explorer offers every layer rather than none
+    assert list(widgets.filter_explorer(weightless, faces.images[:4], steps=2, k=1).layer.options) == ["only"]

@@ -166,6 +166,7 @@ def test_class_report_matches_hand_counts():
     assert report.loc["angry", "precision"] == pytest.approx(1 / 3)
     assert report.loc["disgust", "f1"] == pytest.approx(2 / 3)
     assert report.loc["happy", "support"] == 4
+    assert report["predicted"].tolist() == [3, 1, 0, 4, 0, 0, 0]  # precision's n: faces predicted as the class
     assert report.loc["neutral", "train_support"] == 7
     assert ((report["ece"] >= 0) & (report["ece"] <= 1)).all()
 
@@ -784,6 +785,6 @@ def test_class_report_counts_recall_as_training_and_the_monitor_do():
     np.testing.assert_array_equal(report["recall"].to_numpy(), counted)
     assert np.isnan(report.loc["disgust", "recall"]) and np.isnan(report.loc["disgust", "f1"])  # no disgust face
     assert report.loc["disgust", "precision"] == 0.0  # predicted once, wrongly
-    assert np.isnan(report.loc["happy", "precision"])  # never predicted
+    assert np.isnan(report.loc["happy", "precision"]) and report.loc["happy", "predicted"] == 0  # never predicted
     assert report.loc["angry", "precision"] == 0.5 and report.loc["angry", "f1"] == pytest.approx(0.5)
     assert report["f1"].mean() == pytest.approx((0.5 + 2 / 3) / 2)  # the macro mean over the classes with faces
