@@ -325,6 +325,23 @@ def best_epoch(history, monitor="val_loss"):
     return int(np.nanargmin(values) if "loss" in monitor else np.nanargmax(values))
 
 
+def _check_n_val(history, n_val):
+    """An accuracy over n faces is a whole number of faces over n: a clear error where a
+    ``val_accuracy`` of the history cannot be one over ``n_val`` (n_val then counts other faces)."""
+    if "val_accuracy" not in history:
+        return
+    accuracy = history["val_accuracy"].to_numpy(dtype=float)
+    faces = accuracy * n_val
+    off = np.flatnonzero(np.isfinite(faces) & (np.abs(faces - np.round(faces)) > 0.01))  # float32 logs
+    if len(off):
+        i = int(off[0])
+        raise ValueError(
+            f"The 'n_val' parameter of fervis.monitoring.summarize must be the number of validation faces behind "
+            f"the history's val_accuracy; got {n_val}, but epoch {int(_epochs_from_one(history)[i])}'s "
+            f"val_accuracy {accuracy[i]:.6g} x {n_val} = {faces[i]:.2f} is not a whole number of faces."
+        )
+
+
 def summarize(history, patience=3, recall_threshold=0.5, settled_threshold=0.8, n_val=None):
     """What a run's history says, as numbers: best epoch, overfitting, learning order, drift.
 
@@ -344,7 +361,8 @@ def summarize(history, patience=3, recall_threshold=0.5, settled_threshold=0.8, 
     n_val : int, optional
         The validation faces behind ``val_accuracy`` (``len(plan.validation)``): the best epoch's
         accuracy then carries its n and 95 % Wilson interval (``best["val_accuracy_low"]``,
-        ``best["val_accuracy_high"]``, ``best["n_val"]``).
+        ``best["val_accuracy_high"]``, ``best["n_val"]``). Refused where an epoch's accuracy
+        times ``n_val`` is not a whole number of faces.
 
     Returns
     -------
@@ -361,9 +379,10 @@ def summarize(history, patience=3, recall_threshold=0.5, settled_threshold=0.8, 
     6
     """
     _check_history(history, "fervis.monitoring.summarize")
+    history = history.reset_index(drop=True)
     if n_val is not None:
         n_val = positive_int(n_val, "n_val", "fervis.monitoring.summarize")
-    history = history.reset_index(drop=True)
+        _check_n_val(history, n_val)
     epochs = _epochs_from_one(history)
     monitor = "val_loss" if "val_loss" in history else "loss"
     best = best_epoch(history, monitor) if monitor in history else None

@@ -241,12 +241,18 @@ def test_summarize_reports_numbers_counted_from_one():
     # Given the validation faces behind it, the best accuracy carries its n and Wilson interval.
     from scipy.stats import binomtest
 
-    best = monitoring.summarize(history, patience=2, n_val=350)["best"]
-    ci = binomtest(210, 350).proportion_ci(0.95, method="wilson")
-    assert best["n_val"] == 350 and best["val_accuracy"] == 0.6
+    best = monitoring.summarize(history, patience=2, n_val=400)["best"]
+    ci = binomtest(240, 400).proportion_ci(0.95, method="wilson")
+    assert best["n_val"] == 400 and best["val_accuracy"] == 0.6
     assert (best["val_accuracy_low"], best["val_accuracy_high"]) == pytest.approx((ci.low, ci.high))
     with pytest.raises(ValueError, match=r"'n_val' parameter of fervis.monitoring.summarize"):
         monitoring.summarize(history, n_val=0)
+    # an n that cannot be behind the accuracies: 0.3 x 350 = 105 faces, but 0.55 x 350 = 192.5 (epoch 3)
+    with pytest.raises(ValueError, match=r"'n_val' .* epoch 3's val_accuracy 0.55 x 350 = 192.50 is not a whole"):
+        monitoring.summarize(history, n_val=350)
+    # Keras logs float32: 2379 of 3589 faces logged as float32 is accepted
+    logged = history.assign(val_accuracy=np.float32([1000 / 3589, 2379 / 3589, 2000 / 3589, 1900 / 3589]))
+    assert monitoring.summarize(logged, patience=2, n_val=3589)["best"]["n_val"] == 3589
 
 
 # --------------------------------------------------------------------------- the callbacks in a run
