@@ -253,6 +253,8 @@ def test_summarize_reports_numbers_counted_from_one():
     # Keras logs float32: 2379 of 3589 faces logged as float32 is accepted
     logged = history.assign(val_accuracy=np.float32([1000 / 3589, 2379 / 3589, 2000 / 3589, 1900 / 3589]))
     assert monitoring.summarize(logged, patience=2, n_val=3589)["best"]["n_val"] == 3589
+    many = history.assign(val_accuracy=np.float32([k / 1_000_003 for k in (300_001, 654_321, 550_002, 500_001)]))
+    assert monitoring.summarize(many, patience=2, n_val=1_000_003)["best"]["n_val"] == 1_000_003
 
 
 # --------------------------------------------------------------------------- the callbacks in a run
