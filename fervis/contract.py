@@ -390,11 +390,12 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
         decided["class_order"] = "declared"
     else:
         other = 1 - which
-        if _mcnemar(chosen_hits[which], chosen_hits[other]) < _ALPHA:
+        p_order = _mcnemar(chosen_hits[which], chosen_hits[other])
+        if p_order < _ALPHA:
             decided["class_order"] = "detected"
             evidence.append(f"classes in {_order_name(orders[which])} order: {100 * chosen_hits[which].mean():.1f} % "
                             f"against {100 * chosen_hits[other].mean():.1f} % in {_order_name(orders[other])} order "
-                            f"on the same {len(y):,} faces ({_p_value(_mcnemar(chosen_hits[which], chosen_hits[other]))})")
+                            f"on the same {len(y):,} faces ({_p_value(p_order)})")
         else:
             which, decided["class_order"] = 0, "default"
             warnings.append(f"the faces do not tell FER2013's class order from the alphabetical one; using FER2013's: "
@@ -413,12 +414,13 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
     suggestion = None
     if read_off not in orders:
         suggested = _permutation(read_off)[predicted] == y
-        if suggested.mean() > right.mean() and _mcnemar(suggested, right) < _ALPHA:
+        p_suggested = _mcnemar(suggested, right) if suggested.mean() > right.mean() else 1.0
+        if p_suggested < _ALPHA:
             suggestion = read_off
             warnings.append(f"the classes fit neither FER2013's nor the alphabetical order; the order read off the "
                             f"confusion matrix, {list(read_off)}, scores {100 * suggested.mean():.1f} % against "
                             f"{100 * right.mean():.1f} % on the same {len(y):,} faces "
-                            f"({_p_value(_mcnemar(suggested, right))}): declare it with {_ORDER_SETTING} if that is how the model "
+                            f"({_p_value(p_suggested)}): declare it with {_ORDER_SETTING} if that is how the model "
                             "was trained.")
 
     interval = wilson(int(right.sum()), len(y))

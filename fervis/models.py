@@ -1382,10 +1382,7 @@ def class_recall(counts):
     >>> class_recall(np.array([[3, 1], [0, 0]])).tolist()
     [0.75, nan]
     """
-    counts = np.asarray(counts)
-    support = counts.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(support > 0, counts.diagonal() / np.maximum(support, 1), np.nan)
+    return _diagonal_share(counts, axis=1)
 
 
 def class_precision(counts):
@@ -1398,7 +1395,12 @@ def class_precision(counts):
     >>> class_precision(np.array([[3, 0], [1, 0]])).tolist()
     [0.75, nan]
     """
+    return _diagonal_share(counts, axis=0)
+
+
+def _diagonal_share(counts, axis):
+    """The diagonal over the row (axis 1) or column (axis 0) sums of a confusion matrix; NaN for an empty one."""
     counts = np.asarray(counts)
-    predicted = counts.sum(axis=0)
+    total = counts.sum(axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(predicted > 0, counts.diagonal() / np.maximum(predicted, 1), np.nan)
+        return np.where(total > 0, counts.diagonal() / np.maximum(total, 1), np.nan)
