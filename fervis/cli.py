@@ -341,10 +341,10 @@ def _parser():
     train = commands.add_parser("train", help="train a model with checkpoints and resume")
     train.add_argument("--data", required=True, type=_path, metavar="SOURCE", help="'synthetic' or a FER2013 file or folder")
     train.add_argument("--out", required=True, type=_path, metavar="DIR", help="run directory (checkpoint, history, model)")
-    train.add_argument("--arch", metavar="NAME", help="tiny, compact or vgg (default: the recipe's)")
+    train.add_argument("--arch", metavar="NAME", help="tiny, compact, small, vgg or vgg-wide (default: the recipe's)")
     train.add_argument("--epochs", type=_positive_int, metavar="N", help="default: the recipe's")
     train.add_argument("--recipe", default="quick", metavar="NAME",
-                       help="tiny, quick, fer2013 or fer2013-kd (default quick)")
+                       help="tiny, quick, fer2013, fer2013-kd or fer2013-wide (default quick)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.set_defaults(func=_train)
 

@@ -100,7 +100,7 @@ def test_train_bad_arguments(capsys, argv, match):
 
 def test_train_unknown_arch_and_recipe(capsys, fer_csv, tmp_path):
     base = ["train", "--data", str(fer_csv), "--out", str(tmp_path / "r")]
-    assert "argument --arch: invalid choice: 'resnet' (choose from tiny, compact, small, vgg)" in _error_line(
+    assert "argument --arch: invalid choice: 'resnet' (choose from tiny, compact, small, vgg, vgg-wide)" in _error_line(
         capsys, base + ["--arch", "resnet"])
     assert "argument --recipe: invalid choice: 'slow'" in _error_line(capsys, base + ["--recipe", "slow"])
 

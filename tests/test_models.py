@@ -54,7 +54,7 @@ class _Marker:
 # --------------------------------------------------------------------------- build
 
 
-@pytest.mark.parametrize("name, convs", [("tiny", 2), ("compact", 6), ("vgg", 8)])
+@pytest.mark.parametrize("name, convs", [("tiny", 2), ("compact", 6), ("vgg", 8), ("vgg-wide", 8)])
 def test_build_names_and_contract(name, convs):
     model = models.build(name, seed=0)
     assert model.input_shape == (None, 48, 48, 1)
@@ -62,6 +62,17 @@ def test_build_names_and_contract(name, convs):
     assert model.get_layer("predictions").activation.__name__ == "softmax"
     assert len(models.conv_layers(model)) == convs
     assert models.conv_layers(model)[0].startswith("block1_conv")
+
+
+def test_vgg_wide_widens_the_last_block_only():
+    """``vgg-wide`` (issue 23) is ``vgg`` with 384 filters in its last block: the same layers, every
+    other width the same, within the 5 M parameters a shipped model may have."""
+    vgg, wide = models.build("vgg", seed=0), models.build("vgg-wide", seed=0)
+    assert [layer.name for layer in vgg.layers] == [layer.name for layer in wide.layers]
+    widths = {m: {layer.name: layer.filters for layer in m.layers if hasattr(layer, "filters")} for m in (vgg, wide)}
+    assert {k for k in widths[vgg] if widths[vgg][k] != widths[wide][k]} == {"block4_conv1", "block4_conv2"}
+    assert widths[wide]["block4_conv2"] == 384
+    assert vgg.count_params() < wide.count_params() == 2_160_679 < 5_000_000
 
 
 def test_build_seed_is_repeatable():
