@@ -73,6 +73,11 @@ class Recipe:
         ``(1 - alpha) * one_hot(label) + alpha * teacher_probabilities``, label smoothing applied
         to it after. Its cross-entropy is ``(1 - alpha) CE(label) + alpha CE(teacher)``: knowledge
         distillation at temperature 1. Above 0 exactly when there is a ``teacher``.
+    mixup : float in [0, 1], default 0.0
+        Mixup (Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018): each training
+        face is blended with another face of its batch, ``lam * a + (1 - lam) * b`` with ``lam`` drawn
+        from Beta(mixup, mixup) per face, and its target with the other's alike; 0: off. The faces
+        are blended before the augmentation layers, so both take the same random transformation.
     """
 
     name: str
@@ -95,12 +100,14 @@ class Recipe:
     seed: int = 0
     teacher: str = ""
     distill: float = 0.0
+    mixup: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.teacher, str):
             raise ValueError(f"Recipe field 'teacher' must be a model spec (str) or ''. Got {self.teacher!r} instead.")
         # float: 1 and 1.0 give one dict, one hash
         object.__setattr__(self, "distill", real(self.distill, "distill", "fervis.recipes.Recipe", 0.0, 1.0))
+        object.__setattr__(self, "mixup", real(self.mixup, "mixup", "fervis.recipes.Recipe", 0.0, 1.0))
         if bool(self.teacher) != (self.distill > 0):
             raise ValueError(
                 f"Recipe fields 'teacher' and 'distill' go together: a teacher needs distill > 0, and distill > 0 "
@@ -168,7 +175,7 @@ _NOT_TRAINING = ("name", "recalibrate_bn", "tta")
 # Fields added after models were cached and runs checkpointed under recipe hashes, with their
 # defaults: Recipe.to_dict leaves them out at these values, so the model cache keys and checkpoints
 # built from it (fervis.training) stay what they were.
-_LATER = {"teacher": "", "distill": 0.0}
+_LATER = {"teacher": "", "distill": 0.0, "mixup": 0.0}
 
 RECIPES = {
     # A few seconds on the CPU; for unit tests only.

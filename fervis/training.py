@@ -9,7 +9,10 @@ number and the history so far) atomically (:func:`fervis.files.write_atomic`), t
 ``resume=True`` continues it with one continuous history. A run holds a lock on ``out_dir``:
 a second run into it is refused while the first is alive. A recipe with a ``teacher`` trains by
 distillation: the teacher's probabilities on the training faces are computed once, before the
-first epoch, and kept in ``teacher.npz`` so a resumed run reads them instead.
+first epoch, and kept in ``teacher.npz`` so a resumed run reads them instead. A recipe with
+``mixup`` trains on batches blended on the data side (:class:`_MixUpBatches`), each epoch's
+drawn from the recipe's seed and the epoch number, so a resumed run sees the batches an
+uninterrupted one would have.
 
 :func:`load_or_train` is what the notebooks call: it returns the model cached for a
 dataset's fingerprint and a recipe, or trains and caches it. :func:`model_for` picks the
@@ -591,6 +594,56 @@ def _targets(model, x, y, recipe, out=None, resuming=False, verbose=False):
     return targets
 
 
+# --------------------------------------------------------------------------- mixup
+
+
+class _MixUpBatches(keras.utils.PyDataset):
+    """The training batches of a recipe with ``mixup``: shuffled faces, each blended with another
+    face of its batch (``lam ~ Beta(alpha, alpha)`` per face), and their targets alike.
+
+    Everything random is drawn from ``(seed, epoch)`` (the order) and ``(seed, epoch, batch)`` (the
+    blend), so a batch depends on nothing but its epoch and index: a resumed run sees what an
+    uninterrupted one would have. :meth:`epoch_setter` tells it the epoch Keras is in.
+    Not ``keras.layers.MixUp``: it mixes an ``{"images", "labels"}`` dict inside a graph, while the
+    training model maps pixels to probabilities and ``fit`` feeds the targets beside them; blending
+    NumPy batches here keeps the compiled model as it is, for any backend. Class weights (by the
+    blended target's largest class) are applied by Keras as for arrays.
+    """
+
+    def __init__(self, x, targets, batch_size, alpha, seed):
+        super().__init__(workers=1, use_multiprocessing=False)  # in order, in this thread
+        self.x, self.targets = x, np.asarray(targets, dtype=np.float32)
+        self.batch_size, self.alpha, self.seed = batch_size, alpha, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.x))
+
+    def epoch_setter(self):
+        batches = self
+
+        class _SetEpoch(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                batches.set_epoch(epoch)
+
+        return _SetEpoch()
+
+    def __len__(self):
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index):
+        rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        lam = rng.beta(self.alpha, self.alpha, size=len(rows)).astype(np.float32)
+        partner = rng.permutation(len(rows))
+        images, targets = np.asarray(self.x[rows], dtype=np.float32), self.targets[rows]
+        weight = lam.reshape((-1,) + (1,) * (images.ndim - 1))
+        images = weight * images + (1.0 - weight) * images[partner]
+        targets = lam[:, None] * targets + (1.0 - lam[:, None]) * targets[partner]
+        return images, targets
+
+
 # --------------------------------------------------------------------------- fit
 
 
@@ -741,11 +794,16 @@ def _fit_run(model, x, y, val, recipe, out, resume, strategy, callbacks, verbose
 
     keras_history = None
     if initial_epoch < recipe.epochs:
+        inputs, outputs, batch_size = x, targets, recipe.batch_size
+        if recipe.mixup:
+            inputs = _MixUpBatches(x, targets, recipe.batch_size, recipe.mixup, recipe.seed)
+            outputs, batch_size = None, None
+            cbs.insert(0, inputs.epoch_setter())
         keras_history = train_model.fit(
-            x, targets, batch_size=recipe.batch_size, epochs=recipe.epochs, initial_epoch=initial_epoch,
+            inputs, outputs, batch_size=batch_size, epochs=recipe.epochs, initial_epoch=initial_epoch,
             validation_data=None if val is None else (val[0], keras.utils.to_categorical(val[1], num_classes)),
             class_weight=_class_weights(y, num_classes) if recipe.class_weights else None,
-            callbacks=cbs, verbose=0, shuffle=True,
+            callbacks=cbs, verbose=0, shuffle=not recipe.mixup,  # _MixUpBatches shuffles by itself
         )
     if divergence.epoch is not None:
         kept = (f" {str(out / CHECKPOINT)!r} still holds the {divergence.epoch} good epochs before it."

@@ -173,7 +173,7 @@ def _recipe_sentence(recipe):
     warmup = recipe["warmup_epochs"]
     aug = [fmt.format(recipe[field]) for field, fmt in (
         ("flip", "flip"), ("shift", "shift {:g}"), ("rotation", "rotation {:g}°"), ("zoom", "zoom {:g}"),
-        ("erasing", "random erasing {:g}")) if recipe[field]]
+        ("erasing", "random erasing {:g}"), ("mixup", "mixup {:g}")) if recipe.get(field)]
     tta = _TTA_NAMES.get(recipe["tta"], recipe["tta"])
     return (
         f"{recipe['epochs']} epochs, batch {recipe['batch_size']}, {opt}, learning rate {recipe['learning_rate']:g}"

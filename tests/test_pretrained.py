@@ -127,6 +127,7 @@ def test_recipe_sentence_follows_the_recipe_fields(ship):
     assert ship._recipe_sentence(dict(bare, recalibrate_bn=True)).endswith(
         ", no augmentation, batch-norm statistics recomputed on the clean training faces after the last epoch, "
         "no test-time augmentation.")
+    assert ship._recipe_sentence(dict(bare, mixup=0.2)).endswith(", mixup 0.2, no test-time augmentation.")
     assert set(ship._TTA_NAMES) == set(recipes.TTA)
 
 

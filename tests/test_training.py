@@ -77,6 +77,78 @@ def test_fit_arrays_progress_and_class_weights(capsys):
     assert "epoch 1/1" in err and "2/2" in err  # one tqdm bar per epoch, over its 2 batches
 
 
+
+def test_mixup_batches_blend_two_faces_of_a_batch_and_their_targets():
+    """Faces 0..n-1 as constant images of their index, each its own class: a blended face's value and
+    target show which two faces were blended, and with what weight."""
+    n, batch = 10, 4
+    x = np.repeat(np.arange(n, dtype=np.float32), 48 * 48).reshape(n, 48, 48, 1)
+    targets = np.eye(n, dtype=np.float32)
+    batches = training._MixUpBatches(x, targets, batch, alpha=0.4, seed=3)
+    assert len(batches) == 3
+    primaries = []
+    for index in range(len(batches)):
+        images, mixed = batches[index]
+        assert images.shape[1:] == (48, 48, 1) and len(images) == len(mixed) == (2 if index == 2 else batch)
+        np.testing.assert_allclose(mixed.sum(axis=1), 1.0, rtol=1e-6)
+        for image, target in zip(images, mixed):
+            assert np.all(image == image[0, 0])  # a blend of two constant faces is constant
+            faces = np.flatnonzero(target > 1e-6)
+            assert 1 <= len(faces) <= 2  # itself, and a partner unless it was blended with itself
+            np.testing.assert_allclose(image[0, 0, 0], faces @ target[faces], rtol=1e-5)
+            primaries.append(faces)
+        # every partner is a face of the same batch
+        assert set(np.flatnonzero(mixed.sum(axis=0) > 1e-6)) == set(batches.order[index * batch:(index + 1) * batch])
+    assert sorted(batches.order) == list(range(n))  # each face once an epoch
+    # A batch depends on its epoch and index only: the same again, another epoch another one.
+    first = batches[1]
+    batches.set_epoch(1)
+    assert not np.array_equal(batches[1][0], first[0])
+    batches.set_epoch(0)
+    np.testing.assert_array_equal(batches[1][0], first[0])
+    np.testing.assert_array_equal(batches[1][1], first[1])
+
+
+def test_fit_with_mixup_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
+    """Without flips the blend is a run's only randomness, so a run stopped after one epoch and resumed
+    ends with the weights of one that was not: each epoch's batches come from its own epoch number."""
+    images, labels = _arrays(96)
+    recipe = TINY4.replace(epochs=2, flip=False, mixup=0.4)
+    seen = []
+    getitem = training._MixUpBatches.__getitem__
+    monkeypatch.setattr(training._MixUpBatches, "__getitem__",
+                        lambda self, index: seen.append((self.epoch, index)) or getitem(self, index))
+    straight, history = training.fit(models.build("tiny", seed=0), (images, labels), recipe,
+                                     out_dir=tmp_path / "a", verbose=False)
+    assert seen[-4:] == [(0, 0), (0, 1), (1, 0), (1, 1)]  # 2 batches an epoch (after Keras's look at the first)
+    assert np.isfinite(history["loss"]).all()
+
+    class StopAfterFirst(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    training.fit(models.build("tiny", seed=0), (images, labels), recipe, out_dir=tmp_path / "b", verbose=False,
+                 callbacks=[StopAfterFirst()])
+    seen.clear()
+    resumed, _ = training.fit(models.build("tiny", seed=7), (images, labels), recipe, out_dir=tmp_path / "b",
+                              resume=True, verbose=False)
+    assert seen[-2:] == [(1, 0), (1, 1)]
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # ...and mixup changes what is learned (the same run without it ends elsewhere).
+    plain, _ = training.fit(models.build("tiny", seed=0), (images, labels), recipe.replace(mixup=0.0), verbose=False)
+    assert any(not np.allclose(a, b) for a, b in zip(plain.get_weights(), straight.get_weights()))
+
+
+def test_mixup_is_a_training_field_left_out_of_older_recipes_dicts():
+    fer = recipes.get("fer2013")
+    assert "mixup" not in fer.to_dict()  # cache keys and checkpoints of runs before it stay what they were
+    assert fer.replace(mixup=0.2).to_dict()["mixup"] == 0.2
+    assert fer.trains_unlike(fer.replace(mixup=0.2)) == ["mixup"]
+    for bad in (-0.1, 1.5, float("nan"), True, "0.2"):
+        with pytest.raises(ValueError, match=r"'mixup' parameter of fervis\.recipes\.Recipe must be a number >= 0\.0 and <= 1\.0"):
+            fer.replace(mixup=bad)
+
 def test_class_weights_are_inverse_frequency():
     weights = training._class_weights(np.array([0, 0, 0, 1]), 7)
     assert weights == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
@@ -164,12 +236,12 @@ def test_resume_and_run_recipe_read_the_training_fields_only(tmp_path):
     assert training.run_recipe(tmp_path).erasing == 0.0
     training.fit(models.build("tiny", seed=3), (images, labels), TINY4.replace(epochs=1), out_dir=tmp_path,
                  resume=True, verbose=False)
-    _rewrite_state(checkpoint, lambda state: state["recipe"].update(mixup=0.2))
+    _rewrite_state(checkpoint, lambda state: state["recipe"].update(cutmix=0.2))
     with pytest.raises(ValueError, match=r"recipe saved in checkpoint .*checkpoint.keras' is not a fervis Recipe: "
-                                         r"unknown fields \['mixup'\]"):
+                                         r"unknown fields \['cutmix'\]"):
         training.run_recipe(tmp_path)
     _rewrite_state(checkpoint, lambda state: state["recipe"].pop("arch"))
-    with pytest.raises(ValueError, match=r"unknown fields \['mixup'\]; missing fields \['arch'\]"):
+    with pytest.raises(ValueError, match=r"unknown fields \['cutmix'\]; missing fields \['arch'\]"):
         training.fit(models.build("tiny", seed=3), (images, labels), TINY4.replace(epochs=1), out_dir=tmp_path,
                      resume=True, verbose=False)
     with pytest.raises(ValueError, match=r"is not a fervis training run: it has no checkpoint.keras"):
