@@ -75,7 +75,8 @@ class Recipe:
         distillation at temperature 1. Above 0 exactly when there is a ``teacher``.
     mixup : float in [0, 1], default 0.0
         Mixup (Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018): each training
-        face is blended with another face of its batch, ``lam * a + (1 - lam) * b`` with ``lam`` drawn
+        face is blended with a face of its batch drawn at random (now and then itself),
+        ``lam * a + (1 - lam) * b`` with ``lam`` drawn
         from Beta(mixup, mixup) per face, and its target with the other's alike; 0: off. The faces
         are blended before the augmentation layers, so both take the same random transformation.
     """
@@ -213,7 +214,7 @@ RECIPES["fer2013-kd"] = RECIPES["fer2013"].replace(name="fer2013-kd", teacher="p
                                                    distill=0.5, seed=1)
 
 # Issue 23's width re-balance: the fer2013 recipe on vgg-wide (last block 384 filters rather than 256;
-# 1.7x the parameters at 1.19x the inference time). Nothing else changes, so its runs-table row
+# 1.7x the parameters at 1.27x the FLOPs). Nothing else changes, so its runs-table row
 # measures the width alone.
 RECIPES["fer2013-wide"] = RECIPES["fer2013"].replace(name="fer2013-wide", arch="vgg-wide")
 

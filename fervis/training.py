@@ -598,11 +598,12 @@ def _targets(model, x, y, recipe, out=None, resuming=False, verbose=False):
 
 
 class _MixUpBatches(keras.utils.PyDataset):
-    """The training batches of a recipe with ``mixup``: shuffled faces, each blended with another
-    face of its batch (``lam ~ Beta(alpha, alpha)`` per face), and their targets alike.
+    """The training batches of a recipe with ``mixup``: shuffled faces, each blended with a face of
+    its batch drawn at random (now and then itself) with ``lam ~ Beta(alpha, alpha)`` per face, and
+    their targets alike.
 
-    Everything random is drawn from ``(seed, epoch)`` (the order) and ``(seed, epoch, batch)`` (the
-    blend), so a batch depends on nothing but its epoch and index: a resumed run sees what an
+    Everything random is drawn from ``(seed, epoch, 0)`` (the order) and ``(seed, epoch, 1, batch)``
+    (the blend), so a batch depends on nothing but its epoch and index: a resumed run sees what an
     uninterrupted one would have. :meth:`epoch_setter` tells it the epoch Keras is in.
     Not ``keras.layers.MixUp``: it mixes an ``{"images", "labels"}`` dict inside a graph, while the
     training model maps pixels to probabilities and ``fit`` feeds the targets beside them; blending
@@ -611,14 +612,14 @@ class _MixUpBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, x, targets, batch_size, alpha, seed):
-        super().__init__(workers=1, use_multiprocessing=False)  # in order, in this thread
+        super().__init__(workers=1, use_multiprocessing=False)  # batches in order, one at a time
         self.x, self.targets = x, np.asarray(targets, dtype=np.float32)
         self.batch_size, self.alpha, self.seed = batch_size, alpha, seed
         self.set_epoch(0)
 
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
-        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.x))
+        self.order = np.random.default_rng([self.seed, self.epoch, 0]).permutation(len(self.x))
 
     def epoch_setter(self):
         batches = self
@@ -634,7 +635,7 @@ class _MixUpBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         rows = self.order[index * self.batch_size:(index + 1) * self.batch_size]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, self.epoch, 1, index])  # not the order's stream
         lam = rng.beta(self.alpha, self.alpha, size=len(rows)).astype(np.float32)
         partner = rng.permutation(len(rows))
         images, targets = np.asarray(self.x[rows], dtype=np.float32), self.targets[rows]
@@ -801,6 +802,7 @@ def _fit_run(model, x, y, val, recipe, out, resume, strategy, callbacks, verbose
             cbs.insert(0, inputs.epoch_setter())
         keras_history = train_model.fit(
             inputs, outputs, batch_size=batch_size, epochs=recipe.epochs, initial_epoch=initial_epoch,
+            validation_batch_size=recipe.batch_size,
             validation_data=None if val is None else (val[0], keras.utils.to_categorical(val[1], num_classes)),
             class_weight=_class_weights(y, num_classes) if recipe.class_weights else None,
             callbacks=cbs, verbose=0, shuffle=not recipe.mixup,  # _MixUpBatches shuffles by itself

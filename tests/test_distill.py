@@ -68,13 +68,6 @@ def test_teacher_and_distill_are_training_fields():
 DISTILL = r"'distill' parameter of fervis\.recipes\.Recipe must be a number >= 0\.0 and <= 1\.0\. Got "
 
 
-def test_fer2013_wide_recipe_differs_from_fer2013_in_its_architecture_only():
-    """Its runs-table row measures the width alone (issue 23)."""
-    base, wide = recipes.get("fer2013"), recipes.get("fer2013-wide")
-    assert base.trains_unlike(wide) == ["arch"]
-    assert wide == base.replace(name="fer2013-wide", arch="vgg-wide")
-
-
 @pytest.mark.parametrize("changes, match", [
     ({"teacher": "t.keras", "distill": 1.5}, DISTILL + r"1.5"),
     ({"teacher": "t.keras", "distill": -0.1}, DISTILL + r"-0.1"),

@@ -77,7 +77,6 @@ def test_fit_arrays_progress_and_class_weights(capsys):
     assert "epoch 1/1" in err and "2/2" in err  # one tqdm bar per epoch, over its 2 batches
 
 
-
 def test_mixup_batches_blend_two_faces_of_a_batch_and_their_targets():
     """Faces 0..n-1 as constant images of their index, each its own class: a blended face's value and
     target show which two faces were blended, and with what weight."""
@@ -110,8 +109,8 @@ def test_mixup_batches_blend_two_faces_of_a_batch_and_their_targets():
 
 
 def test_fit_with_mixup_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path, monkeypatch):
-    """Without flips the blend is a run's only randomness, so a run stopped after one epoch and resumed
-    ends with the weights of one that was not: each epoch's batches come from its own epoch number."""
+    """A run stopped after one epoch and resumed ends with the weights of one that was not: each epoch's
+    batches come from its own epoch number (flips off, so the blend is the only randomness)."""
     images, labels = _arrays(96)
     recipe = TINY4.replace(epochs=2, flip=False, mixup=0.4)
     seen = []
@@ -148,6 +147,57 @@ def test_mixup_is_a_training_field_left_out_of_older_recipes_dicts():
     for bad in (-0.1, 1.5, float("nan"), True, "0.2"):
         with pytest.raises(ValueError, match=r"'mixup' parameter of fervis\.recipes\.Recipe must be a number >= 0\.0 and <= 1\.0"):
             fer.replace(mixup=bad)
+
+
+def test_fer2013_wide_recipe_differs_from_fer2013_in_its_architecture_only():
+    """Its runs-table row measures the width alone (issue 23)."""
+    base, wide = recipes.get("fer2013"), recipes.get("fer2013-wide")
+    assert base.trains_unlike(wide) == ["arch"]
+    assert wide == base.replace(name="fer2013-wide", arch="vgg-wide")
+
+
+def test_mixup_weights_follow_beta_and_change_with_the_epoch():
+    """``lam`` is Beta(alpha, alpha) (U-shaped at 0.4: a uniform draw fails this), and an epoch's blend is
+    its own, not only its order: batch 0 of two epochs has other weights."""
+    from scipy import stats
+
+    n = 512
+    x = np.zeros((n, 48, 48, 1), dtype=np.float32)
+    batches = training._MixUpBatches(x, np.eye(n, dtype=np.float32), 128, alpha=0.4, seed=0)
+
+    def weights(epoch):
+        batches.set_epoch(epoch)
+        lam = []
+        for index in range(len(batches)):
+            _, mixed = batches[index]
+            rows = batches.order[index * 128:(index + 1) * 128]
+            lam.append(mixed[np.arange(len(rows)), rows])  # the face's own share (1 when blended with itself)
+        return np.concatenate(lam)
+
+    first = weights(0)
+    own = first[first < 1.0]
+    assert len(own) > 0.95 * n
+    assert stats.kstest(own, stats.beta(0.4, 0.4).cdf).pvalue > 1e-3
+    assert stats.kstest(own, stats.uniform().cdf).pvalue < 1e-3
+    assert not np.allclose(np.sort(first[:128]), np.sort(weights(1)[:128]))
+
+
+def test_fit_with_mixup_validates_in_the_recipe_batches_and_takes_class_weights():
+    images, labels = _arrays(96)
+    val = _arrays(200, seed=1)
+    recipe = TINY4.replace(epochs=1, mixup=0.3, class_weights=True)
+
+    class CountValidationBatches(keras.callbacks.Callback):
+        count = 0
+
+        def on_test_batch_end(self, batch, logs=None):
+            CountValidationBatches.count += 1
+
+    _, history = training.fit(models.build("tiny", seed=0), (images, labels), recipe, validation=val,
+                              callbacks=[CountValidationBatches()], verbose=False)
+    assert CountValidationBatches.count == 4  # 200 faces in batches of 64, as without mixup
+    assert np.isfinite(history[["loss", "val_loss", "val_accuracy"]].to_numpy()).all()
+
 
 def test_class_weights_are_inverse_frequency():
     weights = training._class_weights(np.array([0, 0, 0, 1]), 7)
