@@ -76,9 +76,9 @@ class Recipe:
     mixup : float in [0, 1], default 0.0
         Mixup (Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018): each training
         face is blended with a face of its batch drawn at random (now and then itself),
-        ``lam * a + (1 - lam) * b`` with ``lam`` drawn
-        from Beta(mixup, mixup) per face, and its target with the other's alike; 0: off. The faces
-        are blended before the augmentation layers, so both take the same random transformation.
+        ``lam * a + (1 - lam) * b`` with ``lam`` drawn from Beta(mixup, mixup) per face, and its
+        target with the other's alike; 0: off. The faces are blended before the augmentation
+        layers, so both take the same random transformation.
     """
 
     name: str
