@@ -430,7 +430,9 @@ class Monitor(keras.callbacks.Callback):
 
     After every epoch: the epoch's logs (loss, accuracy, ``val_*``), the learning rate,
     per-class recall and precision (``val_recall_<class>``, ``val_precision_<class>``; NaN for a
-    class never predicted) and balanced accuracy on ``validation``, the
+    class never predicted) with the number of faces predicted as the class behind each precision
+    (``val_predicted_<class>``; a class's faces behind its recall do not change between epochs)
+    and balanced accuracy on ``validation``, the
     confusion matrix, the probe faces' saliency maps, their Spearman rank correlation with
     the previous epoch's maps (``drift_<class>``, ``drift_mean``; NaN at the first epoch),
     the mean share of the maps on each face region (``share_<region>``) and the overfitting
@@ -664,9 +666,10 @@ class Monitor(keras.callbacks.Callback):
         cm = models.confusion_matrix(self.y, pred, k)  # the package's one confusion matrix
         recall, precision = models.class_recall(cm), models.class_precision(cm)  # NaN: no faces / never predicted
         names = list(self.class_names) + [str(i) for i in range(len(self.class_names), k)]
-        for name, r, pr in zip(names, recall, precision):
+        for name, r, pr, n in zip(names, recall, precision, cm.sum(axis=0)):
             row[f"val_recall_{name}"] = float(r)
             row[f"val_precision_{name}"] = float(pr)
+            row[f"val_predicted_{name}"] = int(n)  # the faces behind the precision
         row["val_balanced_accuracy"] = float(np.nanmean(recall))
         maps = self._saliency(self.probes.images, self.probes.labels)
         previous = self._maps.get(epoch - 1)
@@ -1149,8 +1152,8 @@ _SCALAR_TAGS = {
 def _scalar_tag(key):
     if key in _SCALAR_TAGS:
         return _SCALAR_TAGS[key]
-    for prefix, group in (("val_recall_", "recall/"), ("val_precision_", "precision/"), ("drift_", "drift/"),
-                          ("share_", "region_share/")):
+    for prefix, group in (("val_recall_", "recall/"), ("val_precision_", "precision/"),
+                          ("val_predicted_", "predicted/"), ("drift_", "drift/"), ("share_", "region_share/")):
         if key.startswith(prefix):
             return group + key[len(prefix):]
     return ("validation/" + key[4:]) if key.startswith("val_") else "train/" + key
@@ -1161,7 +1164,8 @@ class TensorBoardWriter(keras.callbacks.Callback):
     probe maps, once per epoch (step = Keras epoch, from 0).
 
     Tags: ``loss/train``, ``loss/validation``, ``accuracy/...``, ``learning_rate``,
-    ``recall/<class>``, ``precision/<class>``, ``drift/<class>`` and ``drift/mean`` (from the second epoch),
+    ``recall/<class>``, ``precision/<class>``, ``predicted/<class>`` (the faces behind the precision),
+    ``drift/<class>`` and ``drift/mean`` (from the second epoch),
     ``region_share/<region>``, ``overfitting`` (scalars); ``weights/<variable path>`` and
     ``gradients/<variable path>`` for every trainable variable (histograms; the gradients
     of the loss on a fixed batch of validation faces, taken in a ``tf.function``);

@@ -622,13 +622,8 @@ class _MixUpBatches(keras.utils.PyDataset):
         self.order = np.random.default_rng([self.seed, self.epoch, 0]).permutation(len(self.x))
 
     def epoch_setter(self):
-        batches = self
-
-        class _SetEpoch(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                batches.set_epoch(epoch)
-
-        return _SetEpoch()
+        """A callback that tells these batches each epoch Keras begins."""
+        return keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: self.set_epoch(epoch))
 
     def __len__(self):
         return math.ceil(len(self.x) / self.batch_size)

@@ -105,6 +105,18 @@ def test_train_unknown_arch_and_recipe(capsys, fer_csv, tmp_path):
     assert "argument --recipe: invalid choice: 'slow'" in _error_line(capsys, base + ["--recipe", "slow"])
 
 
+def test_train_help_names_every_architecture_and_recipe(capsys):
+    """The parser stays Keras-free, so its help names them by hand: this keeps it in step."""
+    from fervis import models, recipes
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--help"])
+    assert exit_.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    for names in (models.ARCHITECTURES, tuple(recipes.RECIPES)):
+        assert ", ".join(names[:-1]) + " or " + names[-1] + " (default" in help_text
+
+
 # --------------------------------------------------------------------------- evaluate
 
 

@@ -292,6 +292,12 @@ def test_history_columns_and_values(run, small):
     assert np.allclose(h["val_balanced_accuracy"], np.nanmean(recall, axis=1))
     precision = h[[f"val_precision_{c}" for c in names]].to_numpy()
     assert np.nanmin(precision) >= 0 and np.nanmax(precision) <= 1
+    # each precision carries its n: the faces predicted as the class, all of them over the classes
+    predicted = h[[f"val_predicted_{c}" for c in names]].to_numpy()
+    assert (predicted.sum(axis=1) == len(val)).all()
+    assert np.array_equal(np.isnan(precision), predicted == 0)
+    hits = precision * predicted
+    assert np.allclose(hits[predicted > 0], np.round(hits[predicted > 0]))  # a whole number of faces
     assert h["learning_rate"].iloc[-1] < h["learning_rate"].iloc[0]
 
 
@@ -334,7 +340,8 @@ def test_tensorboard_events_hold_every_tag_for_every_epoch(run, small):
     scalars = tags["scalars"]
     expected = (["loss/train", "loss/validation", "accuracy/train", "accuracy/validation", "learning_rate",
                  "accuracy/validation_balanced", "overfitting"]
-                + [f"recall/{c}" for c in val.class_names] + [f"region_share/{r}" for r in val.region_names])
+                + [f"recall/{c}" for c in val.class_names] + [f"predicted/{c}" for c in val.class_names]
+                + [f"region_share/{r}" for r in val.region_names])
     for tag in expected:
         assert scalars.get(tag) == every, tag
     # precision is undefined (NaN, not written) at an epoch where the class was never predicted
