@@ -76,6 +76,16 @@ def keras_model(model, func):
 
     if not isinstance(model, keras.Model):
         raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
+    try:
+        defined = bool(model.inputs)
+    except (AttributeError, ValueError):  # Keras's own error for an unbuilt Sequential model
+        defined = False
+    if not defined:
+        raise ValueError(
+            f"The 'model' parameter of {func} must be a model with defined inputs. Got model {model.name!r}, which "
+            "has none yet (a Sequential model built without keras.Input, or a subclassed model): start it with "
+            "keras.Input(shape=...), or call it once on a batch of faces, then pass it again."
+        )
     return model
 
 

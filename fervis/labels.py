@@ -889,10 +889,11 @@ def _penultimate_layers(model, func):
     from fervis import models
 
     named = models.named_layers(model)
+    plumbing = models.adapter_layers(model)  # the class-order Dense of an adapted model is not the classifier's
     found = []
     for part in models.ensemble_members(model) or [model]:
         dense = [layer for _, layer in (named if part is model else models.named_layers(part))
-                 if isinstance(layer, keras.layers.Dense)]
+                 if isinstance(layer, keras.layers.Dense) and not any(layer is p for p in plumbing)]
         source = dense[-1]._inbound_nodes[0].input_tensors[0]._keras_history[0] if dense else None
         if source is None or isinstance(source, keras.layers.InputLayer):
             raise ValueError(f"The 'model' parameter of {_name(func)} has no Dense layer fed by another layer whose "

@@ -41,6 +41,7 @@ __all__ = [
     "ARCHITECTURES", "PRETRAINED", "ModelFileError", "spec", "build", "load", "load_pretrained", "pretrained_path",
     "pretrained_card", "resolve", "preprocess", "adapt", "find_layer", "named_layers", "layer_paths", "path_of",
     "canonical_layer_name", "conv_layers", "last_conv_layer", "last_conv_layers", "cam_layers", "ensemble_members",
+    "adapter_layers",
     "truncate_at", "to_logits", "output_layer", "softmax_layer", "bypass_softmax", "ensemble", "forward_graph",
     "predict", "confusion_matrix", "class_recall", "class_precision",
 ]
@@ -887,6 +888,27 @@ def last_conv_layer(model):
             f"Model {model.name!r} has no convolution layer. Available layers: {_layer_names(model)}."
         )
     return names[-1]
+
+
+def adapter_layers(model):
+    """The layers :func:`adapt` put around the classifier it wraps (resizing, channels, scaling, the
+    class-order permutation, the softmax), in order; ``[]`` for any other model.
+
+    They are fervis's plumbing, not what the user trained: what looks for the classifier's own
+    layers (the last Dense layer's features, the weights a randomisation check re-initialises)
+    leaves them out.
+
+    Example
+    -------
+    >>> [l.name for l in adapter_layers(adapt(build("tiny"), (48, 48, 1), "0-255", "probabilities",
+    ...                                       class_order=sorted(CLASS_NAMES)))]  # doctest: +SKIP
+    ['adapt_scale', 'class_order', 'predictions']
+    """
+    keras_model(model, "fervis.models.adapter_layers")
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if not model.name.startswith("adapted_") or len(nested) != 1:
+        return []
+    return [layer for layer in model.layers if layer is not nested[0] and not isinstance(layer, keras.layers.InputLayer)]
 
 
 def ensemble_members(model):

@@ -93,6 +93,7 @@ def prepare(data="synthetic", model="auto", budget="quick", split="PublicTest", 
             # Only what a model is trained on is capped; the analysed split stays whole.
             trainable = train.sample(caps["max_train"], stratify=True, seed=seed)
     parse_class_order(class_order, "fervis.session.prepare")  # before any training
+    training.check_model_spec(model, "fervis.session.prepare")
     declared_input(model_input, "fervis.session.prepare")
     given = training.model_for(trainable, model)
     evaluation = dataset.subset(split) if split in set(dataset.splits) else dataset

@@ -985,6 +985,7 @@ def check_model_spec(model, func="fervis.training.check_model_spec", allow_model
     >>> check_model_spec("train:fer2013")  # doctest: +SKIP
     """
     if allow_model and isinstance(model, keras.Model):
+        keras_model(model, func)  # one with inputs: an unbuilt Sequential model is refused here, plainly
         return
     spec = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
     kind, colon, name = (spec or "").partition(":")

@@ -149,6 +149,25 @@ def test_face_only_functions_share_one_message(rgb_model, synthetic_small):
         _checks.face_model("vgg", "f")
 
 
+def test_a_model_without_inputs_yet_gets_a_clear_error(synthetic_small):
+    """A Sequential model built without keras.Input has no inputs until called: Keras's own AttributeError,
+    deep in any explanation, became one line that says what to do."""
+    import keras
+
+    from fervis import contract, saliency, session
+
+    model = keras.Sequential([keras.layers.Conv2D(4, 3), keras.layers.Flatten(), keras.layers.Dense(7, activation="softmax")])
+    faces = synthetic_small.images[:2]
+    for func, call in (("fervis.saliency.explain", lambda: saliency.explain(model, faces, "gradient")),
+                       ("fervis.contract.inspect", lambda: contract.inspect(model, synthetic_small)),
+                       ("fervis.session.prepare", lambda: session.prepare("synthetic", model, "quick"))):
+        with pytest.raises(ValueError, match=rf"'model' parameter of {func} must be a model with defined inputs\. "
+                                             r"Got model 'sequential\w*', which has none yet .* call it once"):
+            call()
+    model(faces[..., None].astype("float32"))  # called once: it has inputs now
+    assert saliency.explain(model, faces, "gradient").shape == (2, 48, 48)
+
+
 # --------------------------------------------------------------------------- class_idx
 
 

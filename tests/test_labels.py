@@ -496,6 +496,13 @@ def test_penultimate_features_of_an_adapted_model_and_a_conv_layer(noise_faces):
     third_party = keras.Model(inputs, keras.layers.Dense(7, name="logits")(x), name="third")
     adapted = models.adapt(third_party, input_shape=(64, 64, 3), output="logits")
     assert labels.penultimate_features(adapted, noise_faces).shape == (3, 4)
+    # Reordered classes add fervis's own "class_order" Dense after the model's: the features stay the model's.
+    reordered = models.adapt(third_party, input_shape=(64, 64, 3), output="logits", class_order=sorted(CLASS_NAMES))
+    assert [layer.name for layer in models.adapter_layers(reordered)] == [
+        "adapt_resize", "adapt_channels", "adapt_scale", "class_order", "predictions"]
+    assert models.adapter_layers(third_party) == [] and models.adapter_layers(models.build("tiny")) == []
+    np.testing.assert_allclose(labels.penultimate_features(reordered, noise_faces),
+                               labels.penultimate_features(adapted, noise_faces), rtol=1e-6)
     assert labels.penultimate_features(adapted, noise_faces, layer_name="inner_conv").shape == (3, 4)
     with pytest.raises(ValueError, match="'layer_name' parameter .*inner_conv"):
         labels.penultimate_features(adapted, noise_faces, layer_name="conv9")

@@ -13,6 +13,7 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from fervis import models, plots, regions, saliency, synthetic  # noqa: E402
+from fervis.constants import CLASS_NAMES  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "01_saliency_maps.ipynb"
@@ -472,6 +473,16 @@ def test_randomization_check_cascades_and_restores(faces):
     assert (result.correlation.iloc[1:] < 0.999).all().all()  # re-initialised layers change the maps
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_randomization_of_an_adapted_model_leaves_fervis_plumbing_alone(faces):
+    """Reordered classes add fervis's "class_order" Dense: a permutation, not a trained weight to randomise."""
+    inner = models.build("tiny", seed=2)
+    adapted = models.adapt(inner, input_shape=(48, 48, 1), scale="0-255", class_order=sorted(CLASS_NAMES))
+    assert "class_order" in models.layer_paths(adapted)
+    result = saliency.randomization_check(adapted, faces[0][:3], ["gradient"])
+    assert result.stages == ["trained", "predictions", "block2_conv", "block1_conv"]  # the wrapped model's own
+    np.testing.assert_array_equal(models.find_layer(adapted, "class_order").get_weights()[0].sum(axis=0), np.ones(7))
 
 
 def test_randomization_restores_weights_on_error(faces, monkeypatch):
