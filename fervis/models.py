@@ -1213,6 +1213,10 @@ def to_logits(model):
     target = _require_softmax(model)
 
     def clone_layer(layer):
+        if isinstance(layer, keras.layers.Lambda) and layer is not target:
+            # Shared, not rebuilt: rebuilding it from its config is what safe mode refuses, and it has no
+            # weights to copy (a model in memory holds its function already; files with one stay refused).
+            return layer
         config = layer.get_config()
         if layer is target:
             if isinstance(layer, keras.layers.Softmax):

@@ -426,6 +426,18 @@ def test_to_logits_input_gradient_in_tf_function(residual_model, faces):
     assert g.shape == faces.shape and np.isfinite(g.numpy()).all()
 
 
+def test_to_logits_of_a_model_in_memory_with_a_lambda_layer(faces):
+    """A student's own model, passed as an object, may hold a Lambda (files with one stay refused): its logits
+    copy shares the Lambda instead of rebuilding it, which safe mode refused with a deep Keras error."""
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Lambda(lambda t: t / 127.5 - 1.0, name="to_unit")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="conv")(x))
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax", name="predictions")(x))
+    logits = models.to_logits(model)
+    assert logits.get_layer("to_unit") is model.get_layer("to_unit")
+    np.testing.assert_allclose(keras.ops.softmax(logits(faces)), model(faces), atol=1e-6)
+
+
 def test_to_logits_needs_softmax_output():
     with pytest.raises(ValueError, match="must come from a softmax layer.*'tp_out'"):
         models.to_logits(_third_party(activation=None))
