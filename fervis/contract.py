@@ -163,6 +163,13 @@ def _input_shape(model, func):
             "fervis explains image classifiers with one image input and one class output."
         )
     shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) == 2 and None not in shape:  # grey images without a channel axis: Keras reads (h, w, 1) as them
+        raise ValueError(
+            f"Model {model.name!r} takes inputs shaped {tuple(model.inputs[0].shape)}: grey images without a channel "
+            f"axis, which fervis does not adapt by itself. Pass fervis.models.adapt(model, input_shape={shape + (1,)}, "
+            "scale=...) instead, with the pixel range the model expects (e.g. '0-1' or '0-255'): it feeds the model "
+            "faces it reads as its (height, width) images."
+        )
     if len(shape) != 3 or shape[-1] not in (1, 3):
         raise ValueError(
             f"Model {model.name!r} takes inputs shaped {tuple(model.inputs[0].shape)}, which cannot be made from grey "

@@ -237,6 +237,8 @@ def test_an_order_neither_fer_nor_alphabetical_is_suggested(zoo, synthetic_small
     (lambda: keras.Sequential([keras.Input((2304,)), keras.layers.Dense(7, activation="softmax")]), {},
      r"takes inputs shaped \(None, 2304\), which cannot be made from grey faces"),
     (lambda: small_cnn((48, 48, 4)), {}, "cannot be made from grey faces"),
+    (lambda: keras.Sequential([keras.Input((48, 48)), keras.layers.Flatten(), keras.layers.Dense(7)]), {},
+     r"grey images without a channel axis.* fervis\.models\.adapt\(model, input_shape=\(48, 48, 1\), scale=\.\.\.\)"),
     (lambda: keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten(), keras.layers.Dense(5)]), {},
      r"outputs shape \(None, 5\); fervis needs \(n, 7\)"),
     (lambda: small_cnn((48, 48, 1)), {"model_input": "0-100"}, "'model_input' parameter of fervis.contract.inspect"),
@@ -249,6 +251,16 @@ def test_an_order_neither_fer_nor_alphabetical_is_suggested(zoo, synthetic_small
 def test_bad_input_is_named(build, kwargs, match):
     with pytest.raises(ValueError, match=match):
         contract.inspect(build(), None, **kwargs)
+
+
+def test_a_grey_model_without_a_channel_axis_works_through_the_adapter_the_error_names(synthetic_small):
+    inputs = keras.Input((48, 48))
+    x = keras.layers.Rescaling(1 / 255.0)(keras.layers.Reshape((48, 48, 1))(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(x)))
+    adapted = models.adapt(model, input_shape=(48, 48, 1), scale="0-255")
+    faces = synthetic_small.images[:3].astype("float32")
+    np.testing.assert_allclose(adapted(faces[..., None]), model(faces), atol=1e-6)
+    assert contract.inspect(adapted, synthetic_small.subset("PublicTest")).input_shape == (48, 48, 1)
 
 
 def test_contract_to_dict_is_json(zoo, synthetic_small):
