@@ -165,11 +165,18 @@ def _inspect(args):
 
 def _print_evaluation(result, header):
     print(header)
-    print(f"accuracy {result['accuracy']:.4f}  balanced accuracy {result['balanced_accuracy']:.4f}  "
-          f"(split {result['split'] or 'all'}, n={result['n']}, tta {result['tta']})")
+    low, high = result["accuracy_interval"]
+    print(f"accuracy {result['accuracy']:.4f} (95 % interval {low:.4f}-{high:.4f})  balanced accuracy "
+          f"{result['balanced_accuracy']:.4f}  (split {result['split'] or 'all'}, n={result['n']}, tta {result['tta']})")
     names = result["class_names"]
-    print("\nrecall per class:")
-    print("  " + "  ".join(f"{name} {result['recall'][name]:.3f}" for name in names))
+    print("\nrecall per class (95 % interval; n: the class's faces):")
+    for name in names:
+        n = result["support"][name]
+        if n == 0:
+            print(f"  {name:10} —      (no faces of this class in the split)")
+            continue
+        low, high = result["recall_interval"][name]
+        print(f"  {name:10} {result['recall'][name]:.3f}  ({low:.3f}-{high:.3f}, n={n})")
     print("\nconfusion matrix (rows: true class, columns: predicted class):")
     print(_table(result["confusion_matrix"], names, names))
 

@@ -39,7 +39,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from fervis import files, models, recipes
+from fervis import files, models, recipes, stats
 from fervis._checks import (face_model, image_model, is_dataset, keras_model, labelled_arrays, positive_int,
                             require_dataset)
 from fervis.constants import CLASS_NAMES
@@ -1033,8 +1033,10 @@ def evaluate(model, dataset, split="PublicTest", tta="none", batch_size=256):
     Returns
     -------
     dict
-        ``accuracy``, ``balanced_accuracy`` (mean recall over classes present), ``recall``
-        (class name -> recall, NaN for a class without images), ``confusion_matrix``
+        ``accuracy`` with its 95 % Wilson ``accuracy_interval``, ``balanced_accuracy`` (mean recall
+        over classes present), ``recall`` (class name -> recall, NaN for a class without images),
+        ``support`` (class name -> its faces, the n behind the recall), ``recall_interval``
+        (class name -> 95 % Wilson interval; NaN, NaN without faces), ``confusion_matrix``
         (``(k, k)`` int array, rows true class, columns predicted), ``n``, ``split``,
         ``tta``, ``class_names``.
 
@@ -1073,13 +1075,18 @@ def evaluate(model, dataset, split="PublicTest", tta="none", batch_size=256):
     y_pred = probs.argmax(axis=1)
     cm = models.confusion_matrix(y_true, y_pred, k)
     recall = models.class_recall(cm)
+    support = cm.sum(axis=1)
+    hits = int((y_pred == y_true).sum())
     return {
         "split": split,
         "tta": tta,
         "n": int(len(y_true)),
         "accuracy": float((y_pred == y_true).mean()),
+        "accuracy_interval": list(stats.wilson(hits, len(y_true))),
         "balanced_accuracy": float(np.nanmean(recall)),
         "recall": {name: float(r) for name, r in zip(class_names, recall)},
+        "support": {name: int(n) for name, n in zip(class_names, support)},
+        "recall_interval": {name: list(stats.wilson(int(cm[i, i]), int(support[i]))) for i, name in enumerate(class_names)},
         "confusion_matrix": cm,
         "class_names": class_names,
     }

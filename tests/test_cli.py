@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import pickle
+import re
 import subprocess
 import sys
 
@@ -134,6 +135,15 @@ def test_evaluate_json_contract(capsys, fer_csv, trained_run, synthetic_small):
     assert result["accuracy"] == pytest.approx(np.trace(cm) / 70)
     assert list(result["recall"]) == list(synthetic_small.class_names)
     assert all(r is None or 0 <= r <= 1 for r in result["recall"].values())
+    # every rate carries its n and a 95 % interval around it
+    assert result["support"] == dict(zip(synthetic_small.class_names, cm.sum(axis=1).tolist()))
+    low, high = result["accuracy_interval"]
+    assert low < result["accuracy"] < high
+    for name, (low, high) in result["recall_interval"].items():
+        if result["support"][name]:
+            assert low <= result["recall"][name] <= high and high - low > 0
+        else:
+            assert (low, high, result["recall"][name]) == (None, None, None)
 
 
 def test_evaluate_text_all_splits_and_tta(capsys, fer_csv, trained_run):
@@ -141,6 +151,9 @@ def test_evaluate_text_all_splits_and_tta(capsys, fer_csv, trained_run):
     assert cli.main(["evaluate", "--model", model, "--data", str(fer_csv), "--split", "all", "--tta", "flip"]) == 0
     out = capsys.readouterr().out
     assert "n=220" in out and "tta flip" in out and "confusion matrix" in out and "recall per class" in out
+    assert "95 % interval" in out and "nan" not in out.lower()
+    recall_lines = out.split("recall per class")[1].split("confusion matrix")[0].strip().splitlines()[1:]
+    assert len(recall_lines) == 7 and all(re.search(r"\(0\.\d{3}-[01]\.\d{3}, n=\d+\)$", line) for line in recall_lines)
 
 
 def test_evaluate_bad_files(capsys, fer_csv, tmp_path, monkeypatch):
