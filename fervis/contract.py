@@ -249,10 +249,13 @@ def _faces(dataset, max_faces, seed):
     if not (labels >= 0).any():
         return None, None, "faces"
     labelled = dataset.take(labels >= 0)
+    held_out = np.asarray(labelled.splits) != "Training"
+    if held_out.any() and not held_out.all():
+        labelled = labelled.take(held_out)  # the faces a model may have been trained on would flatter it
     if len(labelled) > max_faces:
         labelled = labelled.sample(max_faces, stratify=True, seed=seed)
     splits = sorted(set(np.asarray(labelled.splits).tolist()))
-    where = f"{splits[0]} faces" if len(splits) == 1 else "faces"
+    where = " and ".join(splits) + " faces"
     # Shuffled: a dataset read from the per-image folders is grouped by class, and the screen runs
     # on the first faces, which must be a fair sample of every class.
     order = np.random.default_rng(seed).permutation(len(labelled))
@@ -270,6 +273,8 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
     dataset : fervis.data.Dataset, optional
         Faces of the data being analysed; up to ``max_faces`` labelled ones (a stratified
         sample) decide what the model's layers leave open. Without labels, the defaults hold.
+        A dataset with ``Training`` and other splits is read on the others only (a model trained
+        on ``Training`` would score its own faces too well); ``contract.faces`` names them.
     model_input : str, default "auto"
         One of :data:`MODEL_INPUTS`; anything but ``"auto"`` is used as declared.
     class_order : str or sequence of str, default "auto"

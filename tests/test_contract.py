@@ -253,6 +253,16 @@ def test_bad_input_is_named(build, kwargs, match):
         contract.inspect(build(), None, **kwargs)
 
 
+def test_a_whole_dataset_is_read_on_its_held_out_faces(zoo, synthetic_small):
+    """Training faces would flatter a model trained on them: with other splits beside them, they are left out."""
+    whole = contract.inspect(zoo["alphabetical"], synthetic_small, max_faces=100_000)
+    held_out = synthetic_small.take(np.asarray(synthetic_small.splits) != "Training")
+    assert whole.faces == " and ".join(sorted(set(held_out.splits))) + " faces" and "Training" not in whole.faces
+    assert whole.n == len(held_out) < len(synthetic_small)
+    only_training = contract.inspect(zoo["alphabetical"], synthetic_small.subset("Training"), max_faces=200)
+    assert only_training.faces == "Training faces" and only_training.n == 200
+
+
 def test_a_grey_model_without_a_channel_axis_works_through_the_adapter_the_error_names(synthetic_small):
     inputs = keras.Input((48, 48))
     x = keras.layers.Rescaling(1 / 255.0)(keras.layers.Reshape((48, 48, 1))(inputs))
