@@ -701,6 +701,10 @@ def test_face_plots_draw_one_panel_per_face(faces, noise_faces):
     shares = pd.DataFrame([[0.25, 0.75]], index=["happy"], columns=["brows", "mouth"])
     ax = plots.region_share_heatmap(shares)
     assert [t.get_text() for t in ax.texts] == ["25", "75"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["happy"]
+    shares.attrs["n"] = pd.Series({"happy": 2})  # as labels.lime_region_shares gives it: each row's faces
+    ax = plots.region_share_heatmap(shares)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["happy (n=2)"]
     x, y = _clusters()
     ax = plots.embedding_scatter(x[:, :2], y)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["angry (60)", "disgust (20)", "happy (60)"]

@@ -346,9 +346,13 @@ def region_share_heatmap(table, ax=None, title=None):
         if np.isfinite(v):
             ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7)
     ax.set_xticks(range(len(table.columns)), list(table.columns), rotation=30, ha="right")
-    ax.set_yticks(range(len(table.index)), list(table.index))
+    counts = table.attrs.get("n")  # the faces behind each row, where the table carries them
+    rows = list(table.index)
+    if counts is not None and hasattr(counts, "get"):
+        rows = [f"{row} (n={counts.get(row)})" if counts.get(row) is not None else str(row) for row in rows]
+    ax.set_yticks(range(len(table.index)), rows)
     ax.set_xlabel("face region")
-    ax.set_ylabel("class explained")
+    ax.set_ylabel("class explained (its faces)" if rows != list(table.index) else "class explained")
     ax.set_title(title or "Share of positive LIME weight per region (%)")
     return ax
 
