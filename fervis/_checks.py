@@ -15,7 +15,7 @@ import numpy as np
 from fervis.constants import CLASS_NAMES, CLASS_ORDERS, IMAGE_SIZE, MODEL_INPUTS
 
 __all__ = [
-    "positive_int", "real", "max_steps", "MAX_STEPS_ENV", "keras_model", "image_model", "face_model", "is_dataset",
+    "positive_int", "real", "max_steps", "MAX_STEPS_ENV", "keras_model", "built_model", "image_model", "face_model", "is_dataset",
     "require_dataset", "images_for", "face_pixels", "faces_2d", "labelled_arrays", "saliency_maps", "probabilities",
     "class_labels", "class_index", "class_indices", "default_names", "region_ids", "declared_input",
     "parse_class_order",
@@ -76,6 +76,13 @@ def keras_model(model, func):
 
     if not isinstance(model, keras.Model):
         raise ValueError(f"The 'model' parameter of {func} must be a keras.Model. Got {model!r} instead.")
+    return model
+
+
+def built_model(model, func):
+    """``model`` if it is a ``keras.Model`` with defined inputs (what reading its input shape needs); a
+    ValueError naming ``func`` and what to do otherwise, not Keras's AttributeError from deep inside."""
+    keras_model(model, func)
     try:
         defined = bool(model.inputs)
     except (AttributeError, ValueError):  # Keras's own error for an unbuilt Sequential model
@@ -83,15 +90,16 @@ def keras_model(model, func):
     if not defined:
         raise ValueError(
             f"The 'model' parameter of {func} must be a model with defined inputs. Got model {model.name!r}, which "
-            "has none yet (a Sequential model built without keras.Input, or a subclassed model): start it with "
-            "keras.Input(shape=...), or call it once on a batch of faces, then pass it again."
+            "has none: a Sequential model built without keras.Input (start it with keras.Input(shape=...) or call "
+            "it once on a batch of faces), or a subclassed model, whose layers fervis cannot follow (build the same "
+            "layers as a functional or Sequential model with keras.Input, and load its weights)."
         )
     return model
 
 
 def image_model(model, func):
     """``(input_shape, num_classes)`` of any Keras image classifier (one 4-d input, one (n, classes) output)."""
-    keras_model(model, func)
+    built_model(model, func)
     shape = model.input_shape
     if isinstance(shape, list) or len(shape) != 4 or None in shape[1:]:
         raise ValueError(
@@ -114,7 +122,7 @@ def face_model(model, func, classifier=True):
     maximisation, training); any other classifier is wrapped with ``fervis.models.adapt`` first.
     ``classifier=False`` accepts any output (a feature extractor) and returns None.
     """
-    keras_model(model, func)
+    built_model(model, func)
     shape = model.input_shape
     if isinstance(shape, list) or tuple(shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE, 1):
         raise ValueError(

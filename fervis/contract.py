@@ -32,7 +32,7 @@ import keras
 import numpy as np
 
 from fervis import models
-from fervis._checks import declared_input, keras_model, parse_class_order, positive_int
+from fervis._checks import built_model, declared_input, parse_class_order, positive_int
 from fervis.constants import CLASS_NAMES, CLASS_ORDERS, IMAGE_SIZE, INPUT_CONVENTIONS, MODEL_INPUTS
 from fervis.stats import wilson
 
@@ -156,7 +156,7 @@ def _order_name(order):
 
 
 def _input_shape(model, func):
-    keras_model(model, func)
+    built_model(model, func)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(
             f"Model {model.name!r} has {len(model.inputs)} input(s) and {len(model.outputs)} output(s); "

@@ -908,7 +908,10 @@ def adapter_layers(model):
     nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     if not model.name.startswith("adapted_") or len(nested) != 1:
         return []
-    return [layer for layer in model.layers if layer is not nested[0] and not isinstance(layer, keras.layers.InputLayer)]
+    around = [layer for layer in model.layers if layer is not nested[0] and not isinstance(layer, keras.layers.InputLayer)]
+    # Only the layers adapt makes, by their names: a user's own "adapted_..." model with a head is not one.
+    ours = all(layer.name.startswith("adapt_") or layer.name in ("class_order", "predictions") for layer in around)
+    return around if ours else []
 
 
 def ensemble_members(model):
@@ -1201,7 +1204,8 @@ def to_logits(model):
     Returns
     -------
     keras.Model
-        Same layer names and weights (copied).
+        Same layer names and weights (copied); a ``Lambda`` layer, which has no weights, is shared
+        with ``model`` rather than rebuilt (safe mode refuses to rebuild one).
 
     Example
     -------

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from fervis import files, models, recipes, stats
-from fervis._checks import (face_model, image_model, is_dataset, keras_model, labelled_arrays, positive_int,
+from fervis._checks import (built_model, face_model, image_model, is_dataset, keras_model, labelled_arrays, positive_int,
                             require_dataset)
 from fervis.constants import CLASS_NAMES
 from fervis.files import write_atomic
@@ -985,7 +985,7 @@ def check_model_spec(model, func="fervis.training.check_model_spec", allow_model
     >>> check_model_spec("train:fer2013")  # doctest: +SKIP
     """
     if allow_model and isinstance(model, keras.Model):
-        keras_model(model, func)  # one with inputs: an unbuilt Sequential model is refused here, plainly
+        built_model(model, func)  # one with inputs: an unbuilt Sequential model is refused here, plainly
         return
     spec = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
     kind, colon, name = (spec or "").partition(":")

@@ -162,8 +162,24 @@ def test_a_model_without_inputs_yet_gets_a_clear_error(synthetic_small):
                        ("fervis.contract.inspect", lambda: contract.inspect(model, synthetic_small)),
                        ("fervis.session.prepare", lambda: session.prepare("synthetic", model, "quick"))):
         with pytest.raises(ValueError, match=rf"'model' parameter of {func} must be a model with defined inputs\. "
-                                             r"Got model 'sequential\w*', which has none yet .* call it once"):
+                                             r"Got model 'sequential\w*', which has none: .* call it once"):
             call()
+    # models.adapt still wraps it (its documented route for such models)
+    from fervis import models
+
+    adapted = models.adapt(model, input_shape=(48, 48, 1), scale="0-255")
+    assert saliency.explain(adapted, faces, "gradient").shape == (2, 48, 48)
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__(name="subclassed")
+            self.flat, self.out = keras.layers.Flatten(), keras.layers.Dense(7, activation="softmax")
+
+        def call(self, x):
+            return self.out(self.flat(x))
+
+    with pytest.raises(ValueError, match=r"which has none: .* subclassed model, whose layers fervis cannot follow"):
+        contract.inspect(Subclassed(), synthetic_small)
     model(faces[..., None].astype("float32"))  # called once: it has inputs now
     assert saliency.explain(model, faces, "gradient").shape == (2, 48, 48)
 

@@ -154,6 +154,10 @@ def test_evaluate_text_all_splits_and_tta(capsys, fer_csv, trained_run):
     assert "95 % interval" in out and "nan" not in out.lower()
     recall_lines = out.split("recall per class")[1].split("confusion matrix")[0].strip().splitlines()[1:]
     assert len(recall_lines) == 7 and all(re.search(r"\(0\.\d{3}-[01]\.\d{3}, n=\d+\)$", line) for line in recall_lines)
+    # PublicTest of this file has no disgust face: a dash and why, never nan
+    assert cli.main(["evaluate", "--model", model, "--data", str(fer_csv)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"disgust +— +\(no faces of this class in the split\)", out) and "nan" not in out.lower()
 
 
 def test_evaluate_bad_files(capsys, fer_csv, tmp_path, monkeypatch):

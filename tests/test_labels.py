@@ -501,6 +501,10 @@ def test_penultimate_features_of_an_adapted_model_and_a_conv_layer(noise_faces):
     assert [layer.name for layer in models.adapter_layers(reordered)] == [
         "adapt_resize", "adapt_channels", "adapt_scale", "class_order", "predictions"]
     assert models.adapter_layers(third_party) == [] and models.adapter_layers(models.build("tiny")) == []
+    # a user's own model named like one, with a trained head around a backbone, is not fervis's adapter
+    inputs = keras.Input((64, 64, 3))
+    head = keras.layers.Dense(7, name="head")(third_party(inputs))
+    assert models.adapter_layers(keras.Model(inputs, head, name="adapted_mine")) == []
     np.testing.assert_allclose(labels.penultimate_features(reordered, noise_faces),
                                labels.penultimate_features(adapted, noise_faces), rtol=1e-6)
     assert labels.penultimate_features(adapted, noise_faces, layer_name="inner_conv").shape == (3, 4)
