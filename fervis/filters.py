@@ -779,7 +779,7 @@ def maximize(model, layer_name, filter_idx, steps=None, preset="readable", seeds
 
     Example
     -------
-    >>> result = maximize(model, "predictions", 3, seeds=3)  # doctest: +SKIP
+    >>> result = maximize(models.build("tiny"), "predictions", 3, seeds=3)
     >>> result.images.shape
     (3, 48, 48)
     """
@@ -1251,7 +1251,8 @@ def top_activating(model, dataset, layer_name, filter_idx=None, k=9, batch_size=
 
     Example
     -------
-    >>> ex = top_activating(model, dataset, "block2_conv", [0, 5], k=4)  # doctest: +SKIP
+    >>> from fervis.data import load
+    >>> ex = top_activating(models.build("tiny"), load("synthetic"), "block2_conv", [0, 5], k=4)
     >>> ex.crops.shape
     (2, 4, 8, 8)
     """

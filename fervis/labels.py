@@ -573,7 +573,9 @@ def lime_explain(model, images, class_idx=None, num_samples=1000, num_segments=5
 
     Example
     -------
-    >>> maps = lime_explain(model, faces[:2], num_samples=300)  # doctest: +SKIP
+    >>> from fervis import data, models
+    >>> faces = data.load("synthetic").x()
+    >>> maps = lime_explain(models.build("tiny"), faces[:2], num_samples=300)
     >>> maps.shape
     (2, 48, 48)
     """
@@ -889,11 +891,10 @@ def _penultimate_layers(model, func):
     from fervis import models
 
     named = models.named_layers(model)
-    plumbing = models.adapter_layers(model)  # the class-order Dense of an adapted model is not the classifier's
     found = []
     for part in models.ensemble_members(model) or [model]:
-        dense = [layer for _, layer in (named if part is model else models.named_layers(part))
-                 if isinstance(layer, keras.layers.Dense) and not any(layer is p for p in plumbing)]
+        # trained_layers: the class-order Dense of an adapted model is fervis's, not the classifier's.
+        dense = [layer for _, layer in models.trained_layers(part) if isinstance(layer, keras.layers.Dense)]
         source = dense[-1]._inbound_nodes[0].input_tensors[0]._keras_history[0] if dense else None
         if source is None or isinstance(source, keras.layers.InputLayer):
             raise ValueError(f"The 'model' parameter of {_name(func)} has no Dense layer fed by another layer whose "

@@ -41,7 +41,7 @@ __all__ = [
     "ARCHITECTURES", "PRETRAINED", "ModelFileError", "spec", "build", "load", "load_pretrained", "pretrained_path",
     "pretrained_card", "resolve", "preprocess", "adapt", "find_layer", "named_layers", "layer_paths", "path_of",
     "canonical_layer_name", "conv_layers", "last_conv_layer", "last_conv_layers", "cam_layers", "ensemble_members",
-    "adapter_layers",
+    "adapter_layers", "trained_layers",
     "truncate_at", "to_logits", "output_layer", "softmax_layer", "bypass_softmax", "ensemble", "forward_graph",
     "predict", "confusion_matrix", "class_recall", "class_precision",
 ]
@@ -330,7 +330,7 @@ def load(path, num_classes=None):
     Example
     -------
     >>> model = load("model.keras", num_classes=7)  # doctest: +SKIP
-    >>> model.output_shape
+    >>> model.output_shape  # doctest: +SKIP
     (None, 7)
     """
     if not isinstance(path, (str, os.PathLike)):
@@ -607,7 +607,9 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
 
     Example
     -------
-    >>> adapted = adapt(third_party, input_shape=(64, 64, 3), scale=(0.0, 1.0))  # doctest: +SKIP
+    >>> third_party = keras.Sequential([keras.Input((64, 64, 3)), keras.layers.Flatten(),
+    ...                                 keras.layers.Dense(7, activation="softmax")])
+    >>> adapted = adapt(third_party, input_shape=(64, 64, 3), scale=(0.0, 1.0))
     >>> adapted.input_shape
     (None, 48, 48, 1)
     """
@@ -900,18 +902,40 @@ def adapter_layers(model):
 
     Example
     -------
-    >>> [l.name for l in adapter_layers(adapt(build("tiny"), (48, 48, 1), "0-255", "probabilities",
-    ...                                       class_order=sorted(CLASS_NAMES)))]  # doctest: +SKIP
+    >>> [l.name for l in adapter_layers(adapt(build("tiny"), (48, 48, 1), "0-1", "probabilities",
+    ...                                       class_order=sorted(CLASS_NAMES)))]
     ['adapt_scale', 'class_order', 'predictions']
     """
     keras_model(model, "fervis.models.adapter_layers")
     nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if not model.name.startswith("adapted_") or len(nested) != 1:
+    if len(nested) != 1:
         return []
     around = [layer for layer in model.layers if layer is not nested[0] and not isinstance(layer, keras.layers.InputLayer)]
-    # Only the layers adapt makes, by their names: a user's own "adapted_..." model with a head is not one.
-    ours = all(layer.name.startswith("adapt_") or layer.name in ("class_order", "predictions") for layer in around)
-    return around if ours else []
+    # Told apart by what adapt makes, not by the model's name (an ensemble renames its members): a
+    # user's head around a backbone has trained weights, adapt's layers have none but the fixed permutation.
+    return around if all(_made_by_adapt(layer) for layer in around) else []
+
+
+def _made_by_adapt(layer):
+    if layer.name == "class_order":
+        return isinstance(layer, keras.layers.Dense) and not layer.use_bias and not layer.trainable
+    if layer.name == "predictions":
+        return isinstance(layer, keras.layers.Activation) and not layer.weights
+    return layer.name.startswith("adapt_") and not layer.trainable_weights
+
+
+def trained_layers(model):
+    """:func:`named_layers` without :func:`adapter_layers`: the ``(name, layer)`` pairs of what the
+    user trained, for code that looks for the classifier's own layers.
+
+    Example
+    -------
+    >>> adapted = adapt(build("tiny"), (48, 48, 1), "0-1", "probabilities", class_order=sorted(CLASS_NAMES))
+    >>> [name for name, _ in trained_layers(adapted)][-2:]
+    ['flatten', 'tiny/predictions']
+    """
+    plumbing = adapter_layers(model)
+    return [(name, layer) for name, layer in named_layers(model) if not any(layer is p for p in plumbing)]
 
 
 def ensemble_members(model):

@@ -164,7 +164,8 @@ def probe_set(dataset, seed=0):
 
     Example
     -------
-    >>> probes = probe_set(data.load("synthetic").subset("PublicTest"))  # doctest: +SKIP
+    >>> from fervis import data
+    >>> probes = probe_set(data.load("synthetic").subset("PublicTest"))
     >>> probes.names
     ['angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral']
     """
@@ -858,7 +859,7 @@ def probe_maps(log_dir):
     Example
     -------
     >>> ph = probe_maps("runs/a")  # doctest: +SKIP
-    >>> ph.maps.shape
+    >>> ph.maps.shape  # doctest: +SKIP
     (6, 7, 48, 48)
     """
     if isinstance(log_dir, Monitor):

@@ -593,7 +593,7 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
     Example
     -------
     >>> report = run("synthetic", budget="quick")  # doctest: +SKIP
-    >>> report.index
+    >>> report.index  # doctest: +SKIP
     PosixPath('reports/synthetic/index.html')
     """
     _check(data, budget, model, out)

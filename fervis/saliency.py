@@ -1652,9 +1652,8 @@ def randomization_check(model, images, methods=("gradient", "smoothgrad", "gradc
     class_idx = _check_class_idx(class_idx, len(x), k, func)
     class_idx = np.where(class_idx < 0, predict(model, x).argmax(axis=1), class_idx) if len(x) else class_idx
     extra = dict(explain_kwargs or {})
-    plumbing = models.adapter_layers(model)  # an adapted model's class-order permutation is fervis's, not trained
-    layers = [layer for _, layer in models.named_layers(model)
-              if not isinstance(layer, keras.Model) and layer.weights and not any(layer is p for p in plumbing)]
+    # trained_layers: an adapted model's class-order permutation is fervis's, not trained.
+    layers = [layer for _, layer in models.trained_layers(model) if not isinstance(layer, keras.Model) and layer.weights]
     kernels = [i for i, layer in enumerate(layers) if any(v.path.endswith("kernel") for v in layer.weights)]
     if not kernels:
         raise ValueError(f"The 'model' parameter of {func} must have layers with weights to re-initialise. "

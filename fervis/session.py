@@ -72,7 +72,7 @@ def prepare(data="synthetic", model="auto", budget="quick", split="PublicTest", 
     Example
     -------
     >>> s = prepare("synthetic", budget="quick")  # doctest: +SKIP
-    >>> s.model.output_shape
+    >>> s.model.output_shape  # doctest: +SKIP
     (None, 7)
     """
     from fervis import contract as contract_mod

@@ -507,6 +507,12 @@ def test_penultimate_features_of_an_adapted_model_and_a_conv_layer(noise_faces):
     assert models.adapter_layers(keras.Model(inputs, head, name="adapted_mine")) == []
     np.testing.assert_allclose(labels.penultimate_features(reordered, noise_faces),
                                labels.penultimate_features(adapted, noise_faces), rtol=1e-6)
+    assert [name for name, _ in models.trained_layers(reordered)][-3:] == ["inner_conv", "inner_gap", "logits"]
+    # An ensemble renames its members ("member_a"): each adapted member's features are still its own model's
+    # (4 each), not its class-order permutation's input (7 logits each).
+    both = models.ensemble([reordered, models.adapt(third_party, input_shape=(64, 64, 3), output="logits",
+                                                    class_order=sorted(CLASS_NAMES))])
+    assert labels.penultimate_features(both, noise_faces).shape == (3, 8)
     assert labels.penultimate_features(adapted, noise_faces, layer_name="inner_conv").shape == (3, 4)
     with pytest.raises(ValueError, match="'layer_name' parameter .*inner_conv"):
         labels.penultimate_features(adapted, noise_faces, layer_name="conv9")
