@@ -57,7 +57,8 @@ class Recipe:
     erasing : float
         Probability of erasing one random patch (random erasing).
     class_weights : bool
-        Weight the loss by inverse class frequency.
+        Weight the loss by inverse class frequency, each face by its own label's class (also when
+        a teacher or ``mixup`` makes its target soft; a mixup blend weighs as its two faces do).
     recalibrate_bn : bool
         After the last epoch, recompute the batch-norm statistics on the clean training images
         in inference mode (:func:`fervis.training.recalibrate_batchnorm`).

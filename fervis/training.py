@@ -607,13 +607,16 @@ class _MixUpBatches(keras.utils.PyDataset):
     uninterrupted one would have. :meth:`epoch_setter` tells it the epoch Keras is in.
     Not ``keras.layers.MixUp``: it mixes an ``{"images", "labels"}`` dict inside a graph, while the
     training model maps pixels to probabilities and ``fit`` feeds the targets beside them; blending
-    NumPy batches here keeps the compiled model as it is, for any backend. Class weights (by the
-    blended target's largest class) are applied by Keras as for arrays.
+    NumPy batches here keeps the compiled model as it is, for any backend. ``weights`` (each face's
+    class weight, or None) are blended with the same ``lam``: a blend of a rare and a common face
+    weighs what its parts do, not what its larger part's class does (Keras's ``class_weight`` on soft
+    targets).
     """
 
-    def __init__(self, x, targets, batch_size, alpha, seed):
+    def __init__(self, x, targets, batch_size, alpha, seed, weights=None):
         super().__init__(workers=1, use_multiprocessing=False)  # batches in order, one at a time
         self.x, self.targets = x, np.asarray(targets, dtype=np.float32)
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32)
         self.batch_size, self.alpha, self.seed = batch_size, alpha, seed
         self.set_epoch(0)
 
@@ -637,7 +640,10 @@ class _MixUpBatches(keras.utils.PyDataset):
         weight = lam.reshape((-1,) + (1,) * (images.ndim - 1))
         images = weight * images + (1.0 - weight) * images[partner]
         targets = lam[:, None] * targets + (1.0 - lam[:, None]) * targets[partner]
-        return images, targets
+        if self.weights is None:
+            return images, targets
+        weights = self.weights[rows]
+        return images, targets, lam * weights + (1.0 - lam) * weights[partner]
 
 
 # --------------------------------------------------------------------------- fit
@@ -791,16 +797,21 @@ def _fit_run(model, x, y, val, recipe, out, resume, strategy, callbacks, verbose
     keras_history = None
     if initial_epoch < recipe.epochs:
         inputs, outputs, batch_size = x, targets, recipe.batch_size
+        # Each face weighs its true label's class weight (not, as Keras's class_weight would, the
+        # largest class of a target a teacher or mixup made soft).
+        weights = None
+        if recipe.class_weights:
+            by_class = _class_weights(y, num_classes)
+            weights = np.array([by_class[label] for label in y], dtype=np.float32)
         if recipe.mixup:
-            inputs = _MixUpBatches(x, targets, recipe.batch_size, recipe.mixup, recipe.seed)
-            outputs, batch_size = None, None
+            inputs = _MixUpBatches(x, targets, recipe.batch_size, recipe.mixup, recipe.seed, weights)
+            outputs, batch_size, weights = None, None, None  # the batches carry the blended weights
             cbs.insert(0, inputs.epoch_setter())
         keras_history = train_model.fit(
             inputs, outputs, batch_size=batch_size, epochs=recipe.epochs, initial_epoch=initial_epoch,
             validation_batch_size=recipe.batch_size,
             validation_data=None if val is None else (val[0], keras.utils.to_categorical(val[1], num_classes)),
-            class_weight=_class_weights(y, num_classes) if recipe.class_weights else None,
-            callbacks=cbs, verbose=0, shuffle=not recipe.mixup,  # _MixUpBatches shuffles by itself
+            sample_weight=weights, callbacks=cbs, verbose=0, shuffle=not recipe.mixup,  # _MixUpBatches shuffles by itself
         )
     if divergence.epoch is not None:
         kept = (f" {str(out / CHECKPOINT)!r} still holds the {divergence.epoch} good epochs before it."

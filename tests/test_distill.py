@@ -276,3 +276,26 @@ def test_fervis_train_with_the_fer2013_kd_recipe(synthetic_small, tmp_path, caps
     with np.load(out / training.TEACHER) as teacher:
         assert teacher["probs"].shape == (150, 7) and str(teacher["tta"]) == "tencrop"
         np.testing.assert_allclose(teacher["probs"].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_class_weights_follow_the_true_label_not_the_largest_class_of_a_soft_target(teacher_path, synthetic_small):
+    """With a teacher, a face's target is mostly the teacher's guess; its class weight is still its own
+    label's (Keras's class_weight would take the target's largest class). One batch, a learning rate
+    too small to move the weights: the first epoch's loss is the weighted mean at the initial weights."""
+    teacher = models.load(str(teacher_path))
+    images = synthetic_small.subset("Training").x()[:64]
+    guess = models.predict(teacher, images).argmax(axis=1)
+    labels = np.where(np.arange(64) < 24, (guess + 1) % 7, guess)  # 24 faces the teacher gets wrong
+    recipe = TINY.replace(epochs=1, batch_size=64, learning_rate=1e-9, flip=False, erasing=0.0,
+                          teacher=str(teacher_path), distill=0.9, class_weights=True)
+    student = models.build("tiny", seed=0)
+    p = np.clip(models.predict(student, images), 1e-7, 1.0 - 1e-7)
+    targets = 0.1 * np.eye(7)[labels] + 0.9 * models.predict(teacher, images)
+    by_class = training._class_weights(labels, 7)
+    own = np.array([by_class[c] for c in labels])
+    largest = np.array([by_class.get(c, 0.0) for c in targets.argmax(axis=1)])
+    assert not np.allclose(own, largest)  # the two readings weigh these faces differently
+    cross_entropy = -(targets * np.log(p)).sum(axis=1)
+    _, history = training.fit(student, (images, labels), recipe, verbose=False)
+    assert history["loss"].iloc[0] == pytest.approx((own * cross_entropy).mean(), rel=1e-3)
+    assert history["loss"].iloc[0] != pytest.approx((largest * cross_entropy).mean(), rel=1e-2)

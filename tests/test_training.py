@@ -182,6 +182,23 @@ def test_mixup_weights_follow_beta_and_change_with_the_epoch():
     assert not np.allclose(np.sort(first[:128]), np.sort(weights(1)[:128]))
 
 
+def test_mixup_blends_class_weights_as_it_blends_targets():
+    """A blend of a rare face (weight 5) and a common one (weight 0.5) weighs lam * 5 + (1 - lam) * 0.5,
+    not the weight of its larger part's class."""
+    n = 12
+    x = np.zeros((n, 48, 48, 1), np.float32)
+    targets = np.eye(n, dtype=np.float32)
+    weights = np.where(np.arange(n) % 3 == 0, 5.0, 0.5).astype(np.float32)
+    batches = training._MixUpBatches(x, targets, 6, alpha=0.4, seed=1, weights=weights)
+    blended = 0
+    for index in range(len(batches)):
+        _, mixed, got = batches[index]
+        np.testing.assert_allclose(got, mixed @ weights, rtol=1e-5)  # each target row says which faces, how much
+        blended += int(((got > 0.5 + 1e-3) & (got < 5.0 - 1e-3)).sum())
+    assert blended > 0  # some blends weigh between the two classes' weights
+    assert len(training._MixUpBatches(x, targets, 6, alpha=0.4, seed=1)[0]) == 2  # no weights: (images, targets)
+
+
 def test_fit_with_mixup_validates_in_the_recipe_batches_and_takes_class_weights():
     images, labels = _arrays(96)
     val = _arrays(200, seed=1)
