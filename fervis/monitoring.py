@@ -1440,10 +1440,13 @@ class TrainingPlan:
     Attributes
     ----------
     model : keras.Model
-        Untrained, same architecture as the session's model.
+        Untrained, same architecture as the session's model (unless ``stands_in_for``).
     train, validation : fervis.data.Dataset
     recipe : fervis.recipes.Recipe
     probes : Probes
+    stands_in_for : str or None
+        The session model's name when the budget trains another architecture in its place (the
+        quick budget on real faces); None when ``model`` is a fresh copy of it.
     """
 
     model: object
@@ -1451,10 +1454,13 @@ class TrainingPlan:
     validation: object
     recipe: object
     probes: Probes
+    stands_in_for: object = None
 
     def __repr__(self):
         weights = int(sum(np.prod(v.shape) for v in self.model.trainable_weights))
-        return (f"TrainingPlan: model {self.model.name!r} ({weights:,} trainable weights, fresh), "
+        instead = (f"; in place of the session's model {self.stands_in_for!r}, which budget 'full' trains a fresh "
+                   f"copy of" if self.stands_in_for else "")
+        return (f"TrainingPlan: model {self.model.name!r} ({weights:,} trainable weights, fresh{instead}), "
                 f"{len(self.train)} training faces, {len(self.validation)} validation faces, "
                 f"{self.recipe.epochs} epochs of batches of {self.recipe.batch_size} "
                 f"({self.recipe.optimizer}, peak learning rate {self.recipe.learning_rate:g}); "
@@ -1525,7 +1531,7 @@ def training_plan(session, epochs=None, n_train=None, n_val=None, batch_size=Non
     keras.utils.set_random_seed(seed)
     if defaults.get("architecture"):
         return TrainingPlan(models.build(defaults["architecture"], seed=seed), train, validation, recipe,
-                            probe_set(validation, seed=seed))
+                            probe_set(validation, seed=seed), stands_in_for=session.model.name)
     try:
         model = keras.models.clone_model(session.model)  # same layers, new (seeded) weights
     except Exception as err:  # a subclassed model cannot be cloned from its config

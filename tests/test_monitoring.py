@@ -678,6 +678,9 @@ def test_training_plan_is_a_fresh_copy_on_a_sample(synthetic_small):
     real = dataclasses.replace(synthetic_small, regions=None, region_names=None)
     plan = monitoring.training_plan(types.SimpleNamespace(**{**vars(session), "dataset": real}), n_train=100)
     assert plan.model.name == "small" and plan.recipe.epochs == 8 and plan.recipe.batch_size == 64
+    # ...and says so: the user's own model is named as the one it stands in for.
+    assert plan.stands_in_for == tiny_model.name and f"in place of the session's model {tiny_model.name!r}" in repr(plan)
+    assert full.stands_in_for is None and "in place of" not in repr(full)
     assert len(plan.train) == 100 and len(plan.validation) == 280  # the evaluation split, under 350 faces
     with pytest.raises(ValueError, match="'epochs' parameter .* an int >= 1"):
         monitoring.training_plan(session, epochs=0)
