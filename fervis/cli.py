@@ -21,12 +21,10 @@ TensorFlow is imported only by the commands that need it, after the cheap checks
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import sys
-import tempfile
 
 from fervis._checks import parse_class_order, positive_int
 from fervis.constants import BUDGETS, MODEL_INPUTS, TTA
@@ -60,43 +58,13 @@ def _path(text):
     return text
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Hide what TensorFlow's C++ start-up writes straight to file descriptor 2.
-
-    Those lines come before absl's logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide
-    them; on an import error the captured text is shown after all.
-    """
-    if "tensorflow" in sys.modules:
-        yield
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no real stderr (embedded interpreters): nothing to hide
-        yield
-        return
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 def _keras_modules():
     """fervis.models, recipes and training (these import Keras/TensorFlow)."""
-    with _quiet_stderr():
-        import keras  # noqa: F401  (the import that starts TensorFlow)
+    from fervis._startup import start_tensorflow
 
-        from fervis import models, recipes, training
+    start_tensorflow()  # its C++ start-up text hidden, not printed before the command's output
+    from fervis import models, recipes, training
+
     return models, recipes, training
 
 

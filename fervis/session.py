@@ -13,7 +13,12 @@ from __future__ import annotations
 import dataclasses
 
 from fervis._checks import declared_input, parse_class_order
+from fervis._startup import start_tensorflow
 from fervis.constants import BUDGETS  # the one budget table, re-exported: every notebook's BUDGET
+
+# Every notebook imports this module first: TensorFlow starts here, its C++ start-up text (a "CUDA
+# error" on a machine without a GPU) kept out of the first cell's output.
+start_tensorflow()
 
 __all__ = ["BUDGETS", "Session", "prepare"]
 

@@ -1,11 +1,45 @@
 """fervis.session: the first cell of every notebook, and the one budget table it shares."""
 
+import os
+import subprocess
+import sys
 import types
 
 import pytest
 
 from fervis import constants, monitoring, report, session
 from fervis.dataset import Dataset
+
+
+def _stderr_of(code, **env):
+    """What a fresh Python running ``code`` writes to stderr (file descriptor 2 included)."""
+    env = {**os.environ, **env}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    return done.returncode, done.stderr
+
+
+def test_the_notebooks_first_import_keeps_tensorflows_start_up_text_out():
+    """``import fervis.session`` (every notebook's first cell) starts TensorFlow with its C++ start-up text
+    hidden: no absl notice, no oneDNN line, no "CUDA error" of a machine without a GPU in the output."""
+    chatter = ("absl::InitializeLog", "I0000", "E0000", "cuInit")
+    _, plain = _stderr_of("import tensorflow as tf; tf.config.list_physical_devices()")
+    if not any(text in plain for text in chatter):
+        pytest.skip("this TensorFlow writes nothing at start-up here: nothing to hide")
+    code, ours = _stderr_of("import fervis.session, numpy as np\nfrom fervis import models\n"
+                            "models.predict(models.build('tiny'), np.zeros((1, 48, 48, 1), 'float32'))")
+    assert code == 0 and not any(text in ours for text in chatter), ours
+
+
+def test_a_failing_tensorflow_start_shows_what_it_wrote(tmp_path):
+    """What TensorFlow wrote before failing to import is the user's clue: it is shown, then the error."""
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("import os\nos.write(2, b'libfoo.so: cannot open shared object\\n')\n"
+                                      "raise ImportError('no tensorflow here')\n")
+    code, err = _stderr_of("import fervis.session", PYTHONPATH=str(tmp_path))
+    assert code == 1 and "libfoo.so: cannot open shared object" in err and "no tensorflow here" in err
+    assert err.index("libfoo.so") < err.index("no tensorflow here")
 
 
 def test_one_budget_table_for_every_reader():
