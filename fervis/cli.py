@@ -319,7 +319,7 @@ def _parser():
     train.add_argument("--arch", metavar="NAME", help="tiny, compact, small, vgg or vgg-wide (default: the recipe's)")
     train.add_argument("--epochs", type=_positive_int, metavar="N", help="default: the recipe's")
     train.add_argument("--recipe", default="quick", metavar="NAME",
-                       help="tiny, quick, fer2013, fer2013-kd or fer2013-wide (default quick)")
+                       help="tiny, quick, fer2013, fer2013-kd, fer2013-wide or fer2013-mixup (default quick)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.set_defaults(func=_train)
 

@@ -156,6 +156,12 @@ def test_fer2013_wide_recipe_differs_from_fer2013_in_its_architecture_only():
     assert wide == base.replace(name="fer2013-wide", arch="vgg-wide")
 
 
+def test_fer2013_mixup_recipe_differs_from_fer2013_in_mixup_only():
+    base, mixup = recipes.get("fer2013"), recipes.get("fer2013-mixup")
+    assert base.trains_unlike(mixup) == ["mixup"] and mixup.mixup == 0.2
+    assert training._recipe_hash(mixup) != training._recipe_hash(base)  # its own cache key and checkpoints
+
+
 def test_mixup_weights_follow_beta_and_change_with_the_epoch():
     """``lam`` is Beta(alpha, alpha) (U-shaped at 0.4: a uniform draw fails this), and an epoch's blend is
     its own, not only its order: batch 0 of two epochs has other weights."""
