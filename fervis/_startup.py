@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 
 __all__ = ["start_tensorflow"]
 
@@ -22,30 +23,42 @@ def start_tensorflow():
     """Import TensorFlow and list its devices with file descriptor 2 hidden; once per process.
 
     Does nothing when TensorFlow is already imported (its text is out already, or was wanted).
-    On an error the hidden text is written to stderr after all, then the error is raised.
+    Hides nothing when ``TF_CPP_MIN_LOG_LEVEL`` asks for TensorFlow's notices (0 or 1; fervis
+    sets 2 when it is unset). On an error the hidden text is written to stderr after all, then
+    the error is raised.
     """
-    if "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no real stderr (embedded interpreters): nothing to hide
-        saved = None
-    if saved is None:
-        _import_and_find_devices()
-        return
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
+    with _LOCK:  # two threads must not swap file descriptor 2 around each other
+        if "tensorflow" in sys.modules:
+            return
+        if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "").strip() in ("0", "1"):
             _import_and_find_devices()
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            return
+        if sys.stderr is not None:  # None when Python started without a stderr (2>&-, pythonw)
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no file descriptor 2: nothing to hide
+            _import_and_find_devices()
+            return
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                _import_and_find_devices()
+            except BaseException:
+                os.dup2(saved, 2)
+                captured.seek(0)
+                text = captured.read()
+                if sys.stderr is not None:
+                    sys.stderr.write(text.decode(errors="replace"))
+                else:
+                    os.write(2, text)
+                raise
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+
+
+_LOCK = threading.Lock()
 
 
 def _import_and_find_devices():

@@ -894,7 +894,9 @@ def last_conv_layer(model):
 
 def adapter_layers(model):
     """The layers :func:`adapt` put around the classifier it wraps (resizing, channels, scaling, the
-    class-order permutation, the softmax), in order; ``[]`` for any other model.
+    class-order permutation, the softmax), in order; ``[]`` for a model without such layers (a
+    model of the same shape, one nested classifier and a weightless softmax named ``predictions``,
+    reads as one: its softmax is all it returns).
 
     They are fervis's plumbing, not what the user trained: what looks for the classifier's own
     layers (the last Dense layer's features, the weights a randomisation check re-initialises)
@@ -917,16 +919,21 @@ def adapter_layers(model):
 
 
 def _made_by_adapt(layer):
-    if layer.name == "class_order":
-        return isinstance(layer, keras.layers.Dense) and not layer.use_bias and not layer.trainable
+    if layer.name == "class_order":  # a fixed permutation, whatever `trainable` a user set on the model since
+        if not isinstance(layer, keras.layers.Dense) or layer.use_bias or len(layer.weights) != 1:
+            return False
+        kernel = np.asarray(layer.weights[0])
+        return (kernel.ndim == 2 and kernel.shape[0] == kernel.shape[1] and np.isin(kernel, (0.0, 1.0)).all()
+                and (kernel.sum(axis=0) == 1).all() and (kernel.sum(axis=1) == 1).all())
     if layer.name == "predictions":
         return isinstance(layer, keras.layers.Activation) and not layer.weights
     return layer.name.startswith("adapt_") and not layer.trainable_weights
 
 
 def trained_layers(model):
-    """:func:`named_layers` without :func:`adapter_layers`: the ``(name, layer)`` pairs of what the
-    user trained, for code that looks for the classifier's own layers.
+    """:func:`named_layers` without :func:`adapter_layers` (the model's, and in an :func:`ensemble`
+    each member's): the ``(name, layer)`` pairs of what the user trained, for code that looks for
+    the classifier's own layers.
 
     Example
     -------
@@ -934,7 +941,7 @@ def trained_layers(model):
     >>> [name for name, _ in trained_layers(adapted)][-2:]
     ['flatten', 'tiny/predictions']
     """
-    plumbing = adapter_layers(model)
+    plumbing = [layer for part in [model, *ensemble_members(model)] for layer in adapter_layers(part)]
     return [(name, layer) for name, layer in named_layers(model) if not any(layer is p for p in plumbing)]
 
 

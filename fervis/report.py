@@ -406,8 +406,10 @@ def _static_widgets(nb):
 
 # TensorFlow's C++ log lines (absl format: severity, date, time, thread, file:line]), absl's notice before
 # them and the second line of the CPU-feature notice: some are written at `import tensorflow`, before
-# TF_CPP_MIN_LOG_LEVEL is read, so no setting holds them back. They are not results; the pages leave them
-# out, the executed notebooks and the kernel logs keep them (a C++ error is still there to read).
+# TF_CPP_MIN_LOG_LEVEL is read, so no setting holds them back. fervis.session hides the start-up ones
+# (fervis._startup), but a notebook may import TensorFlow before it, and TensorFlow logs so at run time
+# too. They are not results; the pages leave them out, the executed notebooks and the kernel logs keep
+# them (a C++ error is still there to read).
 _TF_LOG_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to "
                           r"STDERR|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\] .*"
                           r"|To enable the following instructions: .*rebuild TensorFlow with the appropriate compiler "

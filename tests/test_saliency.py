@@ -483,6 +483,15 @@ def test_randomization_of_an_adapted_model_leaves_fervis_plumbing_alone(faces):
     result = saliency.randomization_check(adapted, faces[0][:3], ["gradient"])
     assert result.stages == ["trained", "predictions", "block2_conv", "block1_conv"]  # the wrapped model's own
     np.testing.assert_array_equal(models.find_layer(adapted, "class_order").get_weights()[0].sum(axis=0), np.ones(7))
+    # Still told apart after the usual freeze-then-unfreeze (Keras sets every inner layer trainable again)...
+    adapted.trainable = False
+    adapted.trainable = True
+    assert [layer.name for layer in models.adapter_layers(adapted)] == ["class_order", "predictions"]
+    # ...and in an ensemble of adapted members (renamed "member_a", "member_b").
+    twin = models.adapt(models.build("tiny", seed=4), input_shape=(48, 48, 1), scale="0-255",
+                        class_order=sorted(CLASS_NAMES))
+    both = saliency.randomization_check(models.ensemble([adapted, twin]), faces[0][:3], ["gradient"])
+    assert not any("class_order" in stage for stage in both.stages) and len(both.stages) == 1 + 2 * 3
 
 
 def test_randomization_restores_weights_on_error(faces, monkeypatch):

@@ -11,11 +11,12 @@ from fervis import constants, monitoring, report, session
 from fervis.dataset import Dataset
 
 
-def _stderr_of(code, **env):
-    """What a fresh Python running ``code`` writes to stderr (file descriptor 2 included)."""
-    env = {**os.environ, **env}
-    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+def _stderr_of(code, stderr=subprocess.PIPE, **env):
+    """What a fresh Python running ``code`` writes to stderr (file descriptor 2 included), in a shell
+    without TF_CPP_MIN_LOG_LEVEL unless ``env`` sets it."""
+    env = {**{k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}, **env}
+    done = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
+                          timeout=300)
     return done.returncode, done.stderr
 
 
@@ -29,6 +30,12 @@ def test_the_notebooks_first_import_keeps_tensorflows_start_up_text_out():
     code, ours = _stderr_of("import fervis.session, numpy as np\nfrom fervis import models\n"
                             "models.predict(models.build('tiny'), np.zeros((1, 48, 48, 1), 'float32'))")
     assert code == 0 and not any(text in ours for text in chatter), ours
+    # A user who asks for TensorFlow's notices gets them; a Python without stderr (2>&-) still starts.
+    _, wanted = _stderr_of("import fervis.session", TF_CPP_MIN_LOG_LEVEL="0")
+    assert any(text in wanted for text in chatter)
+    assert _stderr_of("import fervis.session", stderr=subprocess.DEVNULL)[0] == 0
+    code, _ = _stderr_of("import os, sys; os.close(2); sys.stderr = None; import fervis.session; print('ok')")
+    assert code == 0
 
 
 def test_a_failing_tensorflow_start_shows_what_it_wrote(tmp_path):
