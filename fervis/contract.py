@@ -38,7 +38,7 @@ from fervis.stats import wilson
 
 __all__ = ["Contract", "MODEL_INPUTS", "CLASS_ORDERS", "OUTPUTS", "MAX_FACES", "inspect", "apply", "parse_class_order"]
 
-OUTPUTS = ("auto", "probabilities", "logits")
+OUTPUTS = ("auto", "probabilities", "logits", "sigmoid")
 #: Labelled faces used to detect a contract, at most.
 MAX_FACES = 1000
 _SCREEN = 250  # every convention is tried on this many faces first
@@ -63,7 +63,9 @@ class Contract:
         One of :data:`fervis.INPUT_CONVENTIONS`.
     class_order : tuple of str
         The class names in the order of the model's outputs.
-    output : {"probabilities", "logits"}
+    output : {"probabilities", "logits", "sigmoid"}
+        ``"sigmoid"``: a score in 0-1 per class from a final sigmoid (trained one-vs-rest), not
+        a distribution; :func:`apply` explains the logits before it and reads their softmax.
     decided : dict
         For ``model_input``, ``class_order`` and ``output``: ``"declared"``, ``"detected"`` (from
         faces), ``"model"`` (from its layers) or ``"default"``.
@@ -117,7 +119,7 @@ class Contract:
         order = _order_name(self.class_order)
         line = (f"{self.model_name}: {h}×{w}×{c} input, pixels in {_LABELS[self.model_input]} "
                 f"({self.decided['model_input']}); classes in {order} order ({self.decided['class_order']}); "
-                f"outputs {self.output} ({self.decided['output']})")
+                f"outputs {_OUTPUT_LABELS[self.output]} ({self.decided['output']})")
         if self.n:
             low, high = self.interval
             line += (f"; accuracy {100 * self.accuracy:.1f} % (95 % CI {100 * low:.1f}–{100 * high:.1f}) "
@@ -209,8 +211,17 @@ def _own_scaling(model):
 
 
 def _softmax_output(model):
-    """Whether ``model``'s output is a softmax (the rule of :func:`fervis.models.softmax_layer`), and its output layer's name."""
-    return models.softmax_layer(model) is not None, models.output_layer(model).name
+    """How ``model``'s output is squashed (:func:`fervis.models.output_activation`: "softmax", "sigmoid" or
+    None), and its output layer's name."""
+    return models.output_activation(model), models.output_layer(model).name
+
+
+def _last_layer_text(last, squash):
+    return f"its last layer {last!r} is " + {"softmax": "a softmax", "sigmoid": "a sigmoid"}.get(squash, "not a softmax")
+
+
+# How the verdict names each output kind.
+_OUTPUT_LABELS = {"probabilities": "probabilities", "logits": "logits", "sigmoid": "a sigmoid score per class"}
 
 
 def _outputs(model, faces, input_shape, convention):
@@ -279,7 +290,9 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
         One of :data:`MODEL_INPUTS`; anything but ``"auto"`` is used as declared.
     class_order : str or sequence of str, default "auto"
         ``"auto"``, ``"fer2013"``, ``"alphabetical"`` or the class names in output order.
-    output : {"auto", "probabilities", "logits"}, default "auto"
+    output : {"auto", "probabilities", "logits", "sigmoid"}, default "auto"
+        ``"auto"``: a final sigmoid is read from the model's last layer, probabilities and
+        logits from its outputs on the faces (or from its last layer without faces).
     max_faces : int, default 1000
     seed : int, default 0
 
@@ -321,7 +334,7 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
             f"The 'model_input' setting ({model_input!r}) contradicts model {model.name!r}: {own_text}. "
             "Declare '0-255' (or 'auto'), or check that this is the model you meant."
         )
-    softmax, last = _softmax_output(model)
+    squash, last = _softmax_output(model)
     decided = {}
     x, y, where = _faces(dataset, max_faces, seed)
 
@@ -333,9 +346,9 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
         decided["model_input"] = "declared" if model_input != "auto" else "model" if own else "default"
         chosen_order = orders[0]
         decided["class_order"] = "declared" if order != "auto" else "default"
-        kind = output if output != "auto" else "probabilities" if softmax else "logits"
+        kind = output if output != "auto" else {"softmax": "probabilities", "sigmoid": "sigmoid"}.get(squash, "logits")
         decided["output"] = "declared" if output != "auto" else "model"
-        evidence.append(f"its last layer {last!r} is {'a softmax' if softmax else 'not a softmax'}")
+        evidence.append(_last_layer_text(last, squash))
         unsure = [s for s, how in ((_HOW_SETTING, decided["model_input"]), (_ORDER_SETTING, decided["class_order"]))
                   if how == "default"]
         if unsure:
@@ -388,11 +401,18 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
     out = raw[chosen]
     if output != "auto":
         kind, decided["output"] = output, "declared"
+    elif squash == "sigmoid":
+        # Its sigmoid outputs can sum to about 1 on some faces and not on others: the layer decides.
+        sums = out.sum(axis=1)
+        kind, decided["output"] = "sigmoid", "model"
+        evidence.append(f"its last layer {last!r} ends in a sigmoid: each class scored on its own, not a distribution "
+                        f"(row sums {sums.min():.3g} to {sums.max():.3g} on {len(y):,} faces); fervis explains the "
+                        "logits before it and reads their softmax as probabilities")
     else:
         sums = out.sum(axis=1)
         is_prob = bool((out >= -1e-6).all() and np.allclose(sums, 1.0, atol=1e-3))
         kind, decided["output"] = ("probabilities" if is_prob else "logits"), "detected"
-        evidence.append(f"its last layer {last!r} is {'a softmax' if softmax else 'not a softmax'}; its outputs on "
+        evidence.append(f"{_last_layer_text(last, squash)}; its outputs on "
                         f"{len(y):,} faces " + ("are probabilities (non-negative, each row sums to 1)" if is_prob else
                                                 f"are not probabilities (row sums {sums.min():.3g} to {sums.max():.3g})"))
 

@@ -42,7 +42,7 @@ __all__ = [
     "pretrained_card", "resolve", "preprocess", "adapt", "find_layer", "named_layers", "layer_paths", "path_of",
     "canonical_layer_name", "conv_layers", "last_conv_layer", "last_conv_layers", "cam_layers", "ensemble_members",
     "adapter_layers", "trained_layers",
-    "truncate_at", "to_logits", "output_layer", "softmax_layer", "bypass_softmax", "ensemble", "forward_graph",
+    "truncate_at", "to_logits", "output_layer", "softmax_layer", "output_activation", "bypass_softmax", "ensemble", "forward_graph",
     "predict", "confusion_matrix", "class_recall", "class_precision",
 ]
 
@@ -591,9 +591,11 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
     scale : tuple (low, high) or str, default (-1.0, 1.0)
         The value range ``model`` expects (0 maps to ``low`` and 255 to ``high``), or one of
         :data:`fervis.constants.INPUT_CONVENTIONS` ("0-255", "0-1", "-1-1", "standardized", "imagenet", "caffe").
-    output : {"probabilities", "logits"}, default "probabilities"
+    output : {"probabilities", "logits", "sigmoid"}, default "probabilities"
         What ``model`` outputs. For ``"logits"`` a softmax ``Activation`` named
-        ``predictions`` is appended, so the adapted model outputs probabilities.
+        ``predictions`` is appended, so the adapted model outputs probabilities. ``"sigmoid"``:
+        a score in 0-1 per class from a final sigmoid (a model trained one-vs-rest); the adapted
+        model takes the logits before it (:func:`to_logits`) and outputs their softmax.
     class_order : sequence of str, optional
         The class names in the order of ``model``'s outputs, e.g. alphabetical for a model trained
         with ``keras.utils.image_dataset_from_directory``; a permutation of FER2013's
@@ -641,20 +643,27 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
             f"which is {expected}. Got {input_shape} instead."
         )
     _scale_range(scale, func)
-    if output not in ("probabilities", "logits"):
+    if output not in ("probabilities", "logits", "sigmoid"):
         raise ValueError(
-            f"The 'output' parameter of {func} must be one of ['probabilities', 'logits']. Got {output!r} instead."
+            f"The 'output' parameter of {func} must be one of ['probabilities', 'logits', 'sigmoid']. "
+            f"Got {output!r} instead."
         )
     permutation = _class_permutation(class_order, func)
+    if output == "sigmoid" and output_activation(model) != "sigmoid":
+        raise ValueError(
+            f"The 'output' parameter of {func} must name what model {model.name!r} outputs: its last layer "
+            f"{output_layer(model).name!r} does not end in a sigmoid, so "
+            f"{'probabilities' if output_activation(model) == 'softmax' else 'logits'!r}. Got 'sigmoid' instead."
+        )
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="pixels")
     x = preprocess(inputs, input_shape, scale)
-    if permutation is None:
+    if permutation is None and output != "sigmoid":
         outputs = model(x)
         if output == "logits":
             outputs = keras.layers.Activation("softmax", name="predictions")(outputs)
         return keras.Model(inputs, outputs, name=f"adapted_{model.name}")
     inner = model
-    if output == "probabilities":
+    if output != "logits":  # reordered classes, or sigmoid scores: both need the logits
         try:
             inner = to_logits(model)
         except ValueError:
@@ -664,11 +673,12 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
                 "when you build the model, or give a model whose last layer is a softmax."
             ) from None
     logits = inner(x)
-    reorder = keras.layers.Dense(len(permutation), use_bias=False, trainable=False, name="class_order")
-    logits = reorder(logits)
-    matrix = np.zeros((len(permutation), len(permutation)), np.float32)
-    matrix[np.arange(len(permutation)), permutation] = 1.0  # model output i -> FER2013 class permutation[i]
-    reorder.set_weights([matrix])
+    if permutation is not None:
+        reorder = keras.layers.Dense(len(permutation), use_bias=False, trainable=False, name="class_order")
+        logits = reorder(logits)
+        matrix = np.zeros((len(permutation), len(permutation)), np.float32)
+        matrix[np.arange(len(permutation)), permutation] = 1.0  # model output i -> FER2013 class permutation[i]
+        reorder.set_weights([matrix])
     outputs = keras.layers.Activation("softmax", name="predictions")(logits)
     return keras.Model(inputs, outputs, name=f"adapted_{model.name}")
 
@@ -1115,10 +1125,12 @@ def truncate_at(model, layer_name):
     return keras.Model(_single(model.inputs), _output_in(chain), name=name)
 
 
-def _is_softmax(layer):
+def _squash(layer):
+    """``"softmax"`` or ``"sigmoid"`` when ``layer`` ends in one, else None."""
     if isinstance(layer, keras.layers.Softmax):
-        return True
-    return getattr(getattr(layer, "activation", None), "__name__", None) == "softmax"
+        return "softmax"
+    name = getattr(getattr(layer, "activation", None), "__name__", None)
+    return name if name in ("softmax", "sigmoid") else None
 
 
 def output_layer(model):
@@ -1134,10 +1146,12 @@ def output_layer(model):
 
 
 def softmax_layer(model):
-    """The layer whose softmax produces ``model``'s output, or ``None`` when the output is not a softmax.
+    """The layer whose softmax produces ``model``'s output, or ``None`` when the output is logits.
 
     The one rule for finding the softmax to bypass: the output layer (:func:`output_layer`,
-    nested models followed) is a ``Softmax`` layer or has ``activation=softmax``.
+    nested models followed) is a ``Softmax`` layer or has ``activation=softmax``, or ends in a
+    sigmoid (a model trained one-vs-rest, with binary cross-entropy: its per-class scores have
+    logits too, before the sigmoid; :func:`output_activation` tells the two apart).
     :func:`to_logits` and :func:`bypass_softmax` both use it.
 
     Example
@@ -1148,7 +1162,20 @@ def softmax_layer(model):
     if len(model.outputs) != 1:
         return None
     layer = output_layer(model)
-    return layer if _is_softmax(layer) else None
+    return layer if _squash(layer) else None
+
+
+def output_activation(model):
+    """How ``model``'s output is squashed: ``"softmax"`` (probabilities), ``"sigmoid"`` (a score in
+    0-1 per class, each on its own: not a distribution) or ``None`` (logits).
+
+    Example
+    -------
+    >>> output_activation(build("tiny")), output_activation(to_logits(build("tiny")))
+    ('softmax', None)
+    """
+    layer = softmax_layer(model)
+    return None if layer is None else _squash(layer)
 
 
 def _require_softmax(model):
@@ -1156,7 +1183,7 @@ def _require_softmax(model):
     if layer is None:
         name = getattr(output_layer(model), "name", None) if len(model.outputs) == 1 else None
         raise ValueError(
-            f"The output of model {model.name!r} must come from a softmax layer for to_logits. "
+            f"The output of model {model.name!r} must come from a softmax (or sigmoid) layer for to_logits. "
             f"Got output layer {name!r} instead."
         )
     return layer
@@ -1164,7 +1191,8 @@ def _require_softmax(model):
 
 @contextlib.contextmanager
 def bypass_softmax(model):
-    """Within the block, ``model`` itself outputs logits: its softmax (:func:`softmax_layer`) is linear.
+    """Within the block, ``model`` itself outputs logits: its softmax (or sigmoid, :func:`softmax_layer`)
+    is linear.
 
     The live-weights twin of :func:`to_logits`: nothing is copied, so a ``tf.function`` traced
     inside the block keeps the linear output and keeps following ``model``'s weights as it goes
@@ -1218,7 +1246,7 @@ class _PassThrough(keras.layers.Layer):
 
 
 def to_logits(model):
-    """A copy of ``model`` whose final softmax is linear, so it outputs pre-softmax scores.
+    """A copy of ``model`` whose final softmax (or sigmoid) is linear, so it outputs the scores before it.
 
     Saliency on logits avoids the saturation of softmax probabilities. ``model`` itself is
     not changed (unlike ``tf_keras_vis``'s in-place ``ReplaceToLinear``). The copy is taken

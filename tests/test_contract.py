@@ -79,6 +79,8 @@ ZOO = {
     "alphabetical": (lambda: small_cnn((48, 48, 1)), "0-1", 48, 1, ALPHABETICAL, "probabilities", 15),
     # Not 0-255: a ReLU network with small biases gives nearly the same argmax for x and x / 255.
     "logits": (lambda: small_cnn((48, 48, 1), head=None), "-1-1", 48, 1, CLASS_NAMES, "logits", 15),
+    # One-vs-rest homework: a sigmoid per class, trained with binary cross-entropy on one-hot labels.
+    "sigmoid": (lambda: small_cnn((48, 48, 1), head="sigmoid"), "0-1", 48, 1, CLASS_NAMES, "sigmoid", 15),
     "rgb_backbone": (nested_rgb, "imagenet", 64, 3, CLASS_NAMES, "probabilities", 10),
 }
 
@@ -93,8 +95,12 @@ def zoo(synthetic_small):
         model = build()
         x = preprocess(train.images, convention, size, channels)
         y = np.array([order.index(CLASS_NAMES[label]) for label in train.labels])
-        model.compile(keras.optimizers.Adam(1e-3),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=output == "logits"))
+        if output == "sigmoid":
+            model.compile(keras.optimizers.Adam(1e-3), keras.losses.BinaryCrossentropy())
+            y = keras.utils.to_categorical(y, 7)
+        else:
+            model.compile(keras.optimizers.Adam(1e-3),
+                          keras.losses.SparseCategoricalCrossentropy(from_logits=output == "logits"))
         model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
         if name == "rgb_backbone":  # its batch norms' running averages lag far behind a short training
             training.recalibrate_batchnorm(model, x, progress=False)
@@ -158,6 +164,33 @@ def explanations_run(adapted, faces):
 def test_zoo_every_explanation_runs_on_the_adapted_model(zoo, synthetic_small, name):
     adapted = contract.apply(zoo[name], contract.inspect(zoo[name], synthetic_small.subset("PublicTest")))
     explanations_run(adapted, synthetic_small.subset("PublicTest").images[:2])
+
+
+def test_a_sigmoid_model_is_read_as_one_and_explained_on_its_logits(zoo, synthetic_small):
+    """A final sigmoid scores each class on its own: the contract says so (from the layer, also without
+    faces), and the adapted model outputs the softmax of the logits before it: a distribution with the
+    sigmoid's ranking, not the sigmoid scores (whose rows do not sum to 1) read as probabilities."""
+    model, test = zoo["sigmoid"], synthetic_small.subset("PublicTest")
+    found = contract.inspect(model, test)
+    assert found.decided["output"] == "model" and "a sigmoid score per class (model)" in found.verdict
+    assert any("ends in a sigmoid" in e and "row sums" in e for e in found.evidence), found.evidence
+    assert contract.inspect(model).output == "sigmoid" and not found.native
+    x = preprocess(test.images, "0-1")
+    scores = model.predict(x, verbose=0)
+    assert not np.allclose(scores.sum(axis=1), 1.0, atol=0.05)  # what the test would otherwise prove nothing about
+    adapted = contract.apply(model, found)
+    probabilities = adapted.predict(test.x(), verbose=0)
+    logits = models.to_logits(model).predict(x, verbose=0)
+    np.testing.assert_allclose(1 / (1 + np.exp(-logits)), scores, atol=1e-5)  # the logits before the sigmoid
+    np.testing.assert_allclose(probabilities, tf.nn.softmax(logits).numpy(), atol=1e-5)
+    np.testing.assert_array_equal(probabilities.argmax(axis=1), scores.argmax(axis=1))
+    assert models.output_activation(model) == "sigmoid" and models.output_activation(adapted) == "softmax"
+    with pytest.raises(ValueError, match=r"'output' parameter .* does not end in a sigmoid, so 'probabilities'\. "
+                                         r"Got 'sigmoid' instead"):
+        models.adapt(zoo["unit"], (48, 48, 1), "0-1", output="sigmoid")
+    # reordered classes on a sigmoid model: the permutation acts on the same logits
+    reordered = models.adapt(model, (48, 48, 1), "0-1", output="sigmoid", class_order=list(reversed(CLASS_NAMES)))
+    np.testing.assert_allclose(reordered.predict(test.x(), verbose=0), probabilities[:, ::-1], atol=1e-5)
 
 
 def test_adapted_zoo_model_saves_and_loads_under_safe_mode(zoo, synthetic_small, tmp_path):

@@ -439,8 +439,17 @@ def test_to_logits_of_a_model_in_memory_with_a_lambda_layer(faces):
 
 
 def test_to_logits_needs_softmax_output():
-    with pytest.raises(ValueError, match="must come from a softmax layer.*'tp_out'"):
+    with pytest.raises(ValueError, match="must come from a softmax \\(or sigmoid\\) layer.*'tp_out'"):
         models.to_logits(_third_party(activation=None))
+    # A final sigmoid has logits before it too: bypassed in place as to_logits copies it.
+    sigmoid = _third_party(activation="sigmoid")
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 1)).astype("float32")
+    scores = np.asarray(sigmoid(x))
+    with models.bypass_softmax(sigmoid):
+        inside = np.asarray(sigmoid(x))
+    np.testing.assert_allclose(inside, np.asarray(models.to_logits(sigmoid)(x)), atol=1e-6)
+    np.testing.assert_allclose(1 / (1 + np.exp(-inside)), scores, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(sigmoid(x)), scores)  # restored on leaving the block
 
 
 def _ensemble():
@@ -623,7 +632,7 @@ def test_ensemble_refuses_members_that_do_not_agree(tiny):
                              name="three")
     with pytest.raises(ValueError, match=r"same number of classes for all. Got 'tiny' \(None, 7\), 'three' \(None, 3\)"):
         models.ensemble([tiny, three])
-    with pytest.raises(ValueError, match=r"Member 1 of fervis.models.ensemble: .*must come from a softmax layer.*'tp_out'"):
+    with pytest.raises(ValueError, match=r"Member 1 of fervis.models.ensemble: .*must come from a softmax \(or sigmoid\) layer.*'tp_out'"):
         models.ensemble([tiny, models.adapt(_third_party(activation=None))])
 
 
@@ -799,7 +808,7 @@ def test_one_softmax_rule_for_nested_models_and_logit_outputs():
     x = np.ones((1, 48, 48, 1), "float32")
     with models.bypass_softmax(logits_model):  # nothing to bypass: the model is left as it is
         np.testing.assert_array_equal(np.asarray(logits_model(x)), np.asarray(logits_model(x)))
-    with pytest.raises(ValueError, match="must come from a softmax layer for to_logits.*'scores'"):
+    with pytest.raises(ValueError, match="must come from a softmax \\(or sigmoid\\) layer for to_logits.*'scores'"):
         models.to_logits(logits_model)
 
 
