@@ -383,8 +383,12 @@ def test_real_faces_homework_models_are_read_right(fer2013_public):
     out = reorder(logits(keras.layers.Rescaling(127.5, offset=127.5)(x)))
     reorder.set_weights([np.eye(7, dtype=np.float32)[:, [CLASS_NAMES.index(n) for n in ALPHABETICAL]]])
     rgb = keras.Model(inputs, out, name="rgb_fer")
+    # A sigmoid per class (one-vs-rest) on the shipped model's logits.
+    inputs = keras.Input((48, 48, 1))
+    sigmoid = keras.Model(inputs, keras.layers.Activation("sigmoid")(logits(inputs)), name="sigmoid_fer")
     cases = [(unit, "unit", "0-1", (48, 48, 1), CLASS_NAMES, "probabilities"),
-             (rgb, "rgb", "-1-1", (64, 64, 3), ALPHABETICAL, "logits")]
+             (rgb, "rgb", "-1-1", (64, 64, 3), ALPHABETICAL, "logits"),
+             (sigmoid, "sigmoid", "0-255", (48, 48, 1), CLASS_NAMES, "sigmoid")]
     faces = fer2013_public.sample(1000, stratify=True, seed=0)
     for model, label, convention, shape, order, output in cases:
         found = contract.inspect(model, faces)
