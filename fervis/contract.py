@@ -172,6 +172,15 @@ def _input_shape(model, func):
             "scale=...) instead, with the pixel range the model expects (e.g. '0-1' or '0-255'): it feeds the model "
             "faces it reads as its (height, width) images."
         )
+    side = {c: int(round((shape[0] / c) ** 0.5)) for c in (1, 3)} if len(shape) == 1 and shape[0] else {}
+    square = [(s, s, c) for c, s in side.items() if s * s * c == shape[0] and s >= 8]
+    if square:  # flattened images, as FER2013's pixel strings: which size they are is the user's to say
+        raise ValueError(
+            f"Model {model.name!r} takes inputs shaped {tuple(model.inputs[0].shape)}: flattened images ("
+            f"{' or '.join(f'{h}×{w}×{c}' for h, w, c in square)}, row by row), which fervis does not adapt by itself. "
+            f"Pass fervis.models.adapt(model, input_shape={square[0]}, scale=...) instead, with the pixel range the "
+            "model expects (e.g. '0-1' or '0-255'): it flattens the faces the same way."
+        )
     if len(shape) != 3 or shape[-1] not in (1, 3):
         raise ValueError(
             f"Model {model.name!r} takes inputs shaped {tuple(model.inputs[0].shape)}, which cannot be made from grey "

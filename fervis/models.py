@@ -587,7 +587,8 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
     model : keras.Model
         The classifier, taking ``input_shape`` images in the ``scale`` convention.
     input_shape : tuple (height, width, channels), default (64, 64, 1)
-        What ``model`` expects; ``None`` reads it from the model.
+        What ``model`` expects; ``None`` reads it from the model. A model that takes flattened
+        images (``height * width * channels`` values per face, row by row) gets them flattened.
     scale : tuple (low, high) or str, default (-1.0, 1.0)
         The value range ``model`` expects (0 maps to ``low`` and 255 to ``high``), or one of
         :data:`fervis.constants.INPUT_CONVENTIONS` ("0-255", "0-1", "-1-1", "standardized", "imagenet", "caffe").
@@ -636,11 +637,13 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
             f"of positive ints. Got {input_shape!r} instead."
         )
     input_shape = tuple(input_shape)
-    if expected is not None and len(expected) == 3 and any(
-            e is not None and e != d for e, d in zip(expected, input_shape)):
+    size = int(np.prod(input_shape))
+    flat = expected is not None and len(expected) == 1  # flattened images, as FER2013's pixel strings are
+    if (expected is not None and len(expected) == 3 and any(
+            e is not None and e != d for e, d in zip(expected, input_shape))) or (flat and expected[0] not in (None, size)):
         raise ValueError(
             f"The 'input_shape' parameter of {func} must match the input of model {model.name!r}, "
-            f"which is {expected}. Got {input_shape} instead."
+            f"which is {expected}{' (flattened images of as many pixels)' if flat else ''}. Got {input_shape} instead."
         )
     _scale_range(scale, func)
     if output not in ("probabilities", "logits", "sigmoid"):
@@ -657,6 +660,8 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
         )
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="pixels")
     x = preprocess(inputs, input_shape, scale)
+    if flat:  # row by row, channels last: how numpy's reshape(n, -1) flattens a batch of images
+        x = keras.layers.Reshape((size,), name="adapt_flatten")(x)
     if permutation is None and output != "sigmoid":
         outputs = model(x)
         if output == "logits":

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fervis import contract, models, stats, training
+from fervis import contract, models, saliency, stats, training
 from fervis.constants import CLASS_NAMES
 
 ALPHABETICAL = tuple(sorted(CLASS_NAMES))
@@ -304,6 +304,32 @@ def test_a_grey_model_without_a_channel_axis_works_through_the_adapter_the_error
     faces = synthetic_small.images[:3].astype("float32")
     np.testing.assert_allclose(adapted(faces[..., None]), model(faces), atol=1e-6)
     assert contract.inspect(adapted, synthetic_small.subset("PublicTest")).input_shape == (48, 48, 1)
+
+
+def test_a_model_of_flattened_faces_works_through_the_adapter_the_error_names(synthetic_small):
+    """FER2013's pixels are a string of 2,304 values per face: a homework MLP takes them flat. The contract
+    names the adapter call; the adapter flattens the faces row by row, as numpy's reshape does."""
+    train, test = synthetic_small.subset("Training"), synthetic_small.subset("PublicTest")
+    keras.utils.set_random_seed(0)
+    mlp = keras.Sequential([keras.Input((2304,)), keras.layers.Dense(32, activation="relu"),
+                            keras.layers.Dense(7, activation="softmax")], name="mlp")
+    mlp.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    mlp.fit(train.images.reshape(len(train), -1) / 255.0, train.labels, epochs=30, batch_size=32, verbose=0)
+    with pytest.raises(ValueError, match=r"flattened images \(48×48×1, row by row\).*"
+                                         r"models\.adapt\(model, input_shape=\(48, 48, 1\), scale=\.\.\.\)"):
+        contract.inspect(mlp, test)
+    adapted = models.adapt(mlp, input_shape=(48, 48, 1), scale="0-1")
+    truth = mlp.predict(test.images.reshape(len(test), -1) / 255.0, verbose=0)
+    assert (truth.argmax(axis=1) == test.labels).mean() > 0.3  # it learned (chance: 1 in 7): the contract has evidence
+    np.testing.assert_allclose(adapted.predict(test.x(), verbose=0), truth, atol=1e-5)
+    found = contract.inspect(adapted, test)
+    assert found.native and found.classifies, found
+    for method in ("gradient", "integrated_gradients"):  # no convolution: the CAM methods have no map to read
+        maps = saliency.explain(adapted, test.x()[:2], method=method, steps=4)
+        assert np.isfinite(maps).all() and (np.abs(maps).reshape(2, -1).max(axis=1) > 0).all()
+    with pytest.raises(ValueError, match=r"'input_shape' parameter .* which is \(2304,\) \(flattened images of as "
+                                         r"many pixels\)\. Got \(64, 64, 1\) instead"):
+        models.adapt(mlp, input_shape=(64, 64, 1), scale="0-1")
 
 
 def test_contract_to_dict_is_json(zoo, synthetic_small):
