@@ -168,18 +168,20 @@ def _input_shape(model, func):
     if len(shape) == 2 and None not in shape:  # grey images without a channel axis: Keras reads (h, w, 1) as them
         raise ValueError(
             f"Model {model.name!r} takes inputs shaped {tuple(model.inputs[0].shape)}: grey images without a channel "
-            f"axis, which fervis does not adapt by itself. Pass fervis.models.adapt(model, input_shape={shape + (1,)}, "
-            "scale=...) instead, with the pixel range the model expects (e.g. '0-1' or '0-255'): it feeds the model "
-            "faces it reads as its (height, width) images."
+            f"axis, which fervis does not adapt by itself. Pass {_adapt_call(model, shape + (1,))} instead, with the "
+            "pixel range the model expects (e.g. '0-1' or '0-255'): it feeds the model faces it reads as its "
+            "(height, width) images."
         )
     side = {c: int(round((shape[0] / c) ** 0.5)) for c in (1, 3)} if len(shape) == 1 and shape[0] else {}
     square = [(s, s, c) for c, s in side.items() if s * s * c == shape[0] and s >= 8]
+    if shape == (None,):  # flat, of any length: FER2013's own size is the one to suggest
+        square = [(IMAGE_SIZE, IMAGE_SIZE, 1)]
     if square:  # flattened images, as FER2013's pixel strings: which size they are is the user's to say
         raise ValueError(
             f"Model {model.name!r} takes inputs shaped {tuple(model.inputs[0].shape)}: flattened images ("
             f"{' or '.join(f'{h}×{w}×{c}' for h, w, c in square)}, row by row), which fervis does not adapt by itself. "
-            f"Pass fervis.models.adapt(model, input_shape={square[0]}, scale=...) instead, with the pixel range the "
-            "model expects (e.g. '0-1' or '0-255'): it flattens the faces the same way."
+            f"Pass {_adapt_call(model, square[0])} instead, with the pixel range the model expects (e.g. '0-1' or "
+            "'0-255'): it flattens the faces the same way."
         )
     if len(shape) != 3 or shape[-1] not in (1, 3):
         raise ValueError(
@@ -193,6 +195,12 @@ def _input_shape(model, func):
             f"class {list(CLASS_NAMES)}."
         )
     return tuple(IMAGE_SIZE if d is None else int(d) for d in shape)
+
+
+def _adapt_call(model, shape):
+    """The ``fervis.models.adapt`` call an error suggests, with the output the model's last layer has."""
+    output = {"sigmoid": ", output='sigmoid'", None: ", output='logits'"}.get(models.output_activation(model), "")
+    return f"fervis.models.adapt(model, input_shape={shape}, scale=...{output})"
 
 
 def _own_scaling(model):
@@ -344,6 +352,13 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
             "Declare '0-255' (or 'auto'), or check that this is the model you meant."
         )
     squash, last = _softmax_output(model)
+    if output != "auto" and (output == "sigmoid") != (squash == "sigmoid"):
+        raise ValueError(
+            f"The 'output' setting ({output!r}) contradicts model {model.name!r}: {_last_layer_text(last, squash)}, "
+            f"so its outputs are {'sigmoid scores' if squash == 'sigmoid' else 'not sigmoid scores'}. Declare "
+            f"{'sigmoid' if squash == 'sigmoid' else 'probabilities or logits'} (or 'auto'), or check that this is "
+            "the model you meant."
+        )
     decided = {}
     x, y, where = _faces(dataset, max_faces, seed)
 

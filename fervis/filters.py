@@ -86,7 +86,7 @@ class Maximization:
         Which filter and which seed (0..seeds-1) each image belongs to.
     activation : ndarray, float32, (m,)
         The filter's mean activation over positions on the image (the logit for a softmax
-        output), the objective that was maximised.
+        or sigmoid output), the objective that was maximised.
     fraction : ndarray, float32, (m,)
         ``activation`` divided by the largest mean activation of that filter on any face of the
         ``dataset`` passed; NaN (undefined, the reason in ``fraction_note``) without a dataset or
@@ -449,7 +449,7 @@ def _settings(preset, func):
 
 
 def _part(model, layer_name):
-    """``model`` truncated at ``layer_name``; a softmax output is read as logits."""
+    """``model`` truncated at ``layer_name``; a softmax (or sigmoid) output is read as logits."""
     layer = models.find_layer(model, layer_name)
     # The output softmax: probabilities saturate, so ascend the logit instead (another softmax
     # layer, inside the network, is ascended as it is).
@@ -753,7 +753,7 @@ def maximize(model, layer_name, filter_idx, steps=None, preset="readable", seeds
         Takes raw faces ``(n, 48, 48, 1)`` (a fervis model or one from ``models.adapt``).
     layer_name : str
         A convolution, batch-norm, activation or dense layer (its own name, also inside an
-        adapted model). For a softmax output such as ``"predictions"`` the logit is ascended:
+        adapted model). For a softmax (or sigmoid) output such as ``"predictions"`` the logit is ascended:
         filter 3 of ``predictions`` gives what the model thinks a "happy" face is.
     filter_idx : int or list of int
         Channels (or units) of the layer, each in ``[0, width)``.

@@ -580,7 +580,8 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
     expects, and reorders its outputs to FER2013's class order, with built-in Keras layers only,
     so the adapted model saves and loads under ``safe_mode``. The wrapped model stays reachable
     as ``adapted.get_layer(model.name)`` (a copy with a linear output when the classes are
-    reordered). :func:`fervis.contract.inspect` finds these settings for a model by itself.
+    reordered or its output is a sigmoid). :func:`fervis.contract.inspect` finds these settings
+    for a model by itself.
 
     Parameters
     ----------
@@ -588,7 +589,8 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
         The classifier, taking ``input_shape`` images in the ``scale`` convention.
     input_shape : tuple (height, width, channels), default (64, 64, 1)
         What ``model`` expects; ``None`` reads it from the model. A model that takes flattened
-        images (``height * width * channels`` values per face, row by row) gets them flattened.
+        images (``height * width * channels`` values per face, row by row) gets them flattened;
+        its ``input_shape`` must be given (a flat input does not say which image it was).
     scale : tuple (low, high) or str, default (-1.0, 1.0)
         The value range ``model`` expects (0 maps to ``low`` and 255 to ``high``), or one of
         :data:`fervis.constants.INPUT_CONVENTIONS` ("0-255", "0-1", "-1-1", "standardized", "imagenet", "caffe").
@@ -596,12 +598,14 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
         What ``model`` outputs. For ``"logits"`` a softmax ``Activation`` named
         ``predictions`` is appended, so the adapted model outputs probabilities. ``"sigmoid"``:
         a score in 0-1 per class from a final sigmoid (a model trained one-vs-rest); the adapted
-        model takes the logits before it (:func:`to_logits`) and outputs their softmax.
+        model takes the logits before it (:func:`to_logits`) and outputs their softmax. It must
+        say what the last layer does: a sigmoid is ``"sigmoid"`` and nothing else is.
     class_order : sequence of str, optional
         The class names in the order of ``model``'s outputs, e.g. alphabetical for a model trained
         with ``keras.utils.image_dataset_from_directory``; a permutation of FER2013's
         :data:`fervis.constants.CLASS_NAMES`. ``None`` (default): already in FER2013's order.
-        Reordering works on logits: a probability output must come from a softmax layer.
+        Reordering works on logits: a probability output must come from a softmax (or, for
+        ``"sigmoid"``, a sigmoid) layer.
 
     Returns
     -------
@@ -624,6 +628,12 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
     except (AttributeError, ValueError, TypeError):
         pass  # an unbuilt Sequential: nothing to check against
     if input_shape is None:
+        if expected is not None and len(expected) == 1:
+            raise ValueError(
+                f"The 'input_shape' parameter of {func} must be given for model {model.name!r}, whose input "
+                f"{expected} is flattened images: the (height, width, channels) they were, e.g. (48, 48, 1). "
+                "Got None instead."
+            )
         if expected is None or len(expected) != 3 or None in expected:
             raise ValueError(
                 f"The 'input_shape' parameter of {func} must be given for model {model.name!r}, "
@@ -652,11 +662,13 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
             f"Got {output!r} instead."
         )
     permutation = _class_permutation(class_order, func)
-    if output == "sigmoid" and output_activation(model) != "sigmoid":
+    squash = output_activation(model)
+    if (output == "sigmoid") != (squash == "sigmoid"):  # sigmoid scores are neither probabilities nor logits
         raise ValueError(
             f"The 'output' parameter of {func} must name what model {model.name!r} outputs: its last layer "
-            f"{output_layer(model).name!r} does not end in a sigmoid, so "
-            f"{'probabilities' if output_activation(model) == 'softmax' else 'logits'!r}. Got 'sigmoid' instead."
+            f"{output_layer(model).name!r} {'ends' if squash == 'sigmoid' else 'does not end'} in a sigmoid, so "
+            f"{'sigmoid' if squash == 'sigmoid' else 'probabilities' if squash == 'softmax' else 'logits'!r}. "
+            f"Got {output!r} instead."
         )
     inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="pixels")
     x = preprocess(inputs, input_shape, scale)
@@ -1312,7 +1324,8 @@ def ensemble(members, name="ensemble"):
     ----------
     members : sequence of keras.Model
         At least two classifiers with the same input shape and the same number of classes,
-        each ending in a softmax (fervis models, adapted models). They are copied, not changed.
+        each ending in a softmax (fervis models, adapted models) or a sigmoid (its logits averaged as
+        a softmax's are). They are copied, not changed.
     name : str, default "ensemble"
 
     Returns

@@ -188,6 +188,14 @@ def test_a_sigmoid_model_is_read_as_one_and_explained_on_its_logits(zoo, synthet
     with pytest.raises(ValueError, match=r"'output' parameter .* does not end in a sigmoid, so 'probabilities'\. "
                                          r"Got 'sigmoid' instead"):
         models.adapt(zoo["unit"], (48, 48, 1), "0-1", output="sigmoid")
+    # What the last layer does is not the user's to contradict: sigmoid scores are neither probabilities nor logits.
+    for wrong in ("probabilities", "logits"):
+        with pytest.raises(ValueError, match=rf"'output' parameter .* ends in a sigmoid, so 'sigmoid'\. Got '{wrong}'"):
+            models.adapt(model, (48, 48, 1), "0-1", output=wrong)
+        with pytest.raises(ValueError, match=rf"'output' setting \('{wrong}'\) contradicts model .* is a sigmoid"):
+            contract.inspect(model, test, output=wrong)
+    with pytest.raises(ValueError, match=r"'output' setting \('sigmoid'\) contradicts model .* not sigmoid scores"):
+        contract.inspect(zoo["unit"], test, output="sigmoid")
     # reordered classes on a sigmoid model: the permutation acts on the same logits
     reordered = models.adapt(model, (48, 48, 1), "0-1", output="sigmoid", class_order=list(reversed(CLASS_NAMES)))
     np.testing.assert_allclose(reordered.predict(test.x(), verbose=0), probabilities[:, ::-1], atol=1e-5)
@@ -271,7 +279,7 @@ def test_an_order_neither_fer_nor_alphabetical_is_suggested(zoo, synthetic_small
      r"takes inputs shaped \(None, 40\), which cannot be made from grey faces"),
     (lambda: small_cnn((48, 48, 4)), {}, "cannot be made from grey faces"),
     (lambda: keras.Sequential([keras.Input((48, 48)), keras.layers.Flatten(), keras.layers.Dense(7)]), {},
-     r"grey images without a channel axis.* fervis\.models\.adapt\(model, input_shape=\(48, 48, 1\), scale=\.\.\.\)"),
+     r"grey images without a channel axis.* fervis\.models\.adapt\(model, input_shape=\(48, 48, 1\), scale=\.\.\., output='logits'\)"),
     (lambda: keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten(), keras.layers.Dense(5)]), {},
      r"outputs shape \(None, 5\); fervis needs \(n, 7\)"),
     (lambda: small_cnn((48, 48, 1)), {"model_input": "0-100"}, "'model_input' parameter of fervis.contract.inspect"),
@@ -306,7 +314,7 @@ def test_a_grey_model_without_a_channel_axis_works_through_the_adapter_the_error
     assert contract.inspect(adapted, synthetic_small.subset("PublicTest")).input_shape == (48, 48, 1)
 
 
-def test_a_model_of_flattened_faces_works_through_the_adapter_the_error_names(synthetic_small):
+def test_a_model_of_flattened_faces_works_through_the_adapter_the_error_names(synthetic_small, tmp_path):
     """FER2013's pixels are a string of 2,304 values per face: a homework MLP takes them flat. The contract
     names the adapter call; the adapter flattens the faces row by row, as numpy's reshape does."""
     train, test = synthetic_small.subset("Training"), synthetic_small.subset("PublicTest")
@@ -330,6 +338,16 @@ def test_a_model_of_flattened_faces_works_through_the_adapter_the_error_names(sy
     with pytest.raises(ValueError, match=r"'input_shape' parameter .* which is \(2304,\) \(flattened images of as "
                                          r"many pixels\)\. Got \(64, 64, 1\) instead"):
         models.adapt(mlp, input_shape=(64, 64, 1), scale="0-1")
+    with pytest.raises(ValueError, match=r"'input_shape' parameter .* flattened images: the \(height, width, channels\)"):
+        models.adapt(mlp, input_shape=None, scale="0-1")
+    adapted.save(tmp_path / "flat.keras")  # built-in layers only: it saves and loads under safe mode
+    np.testing.assert_allclose(models.load(tmp_path / "flat.keras", num_classes=7).predict(test.x()[:4], verbose=0),
+                               truth[:4], atol=1e-5)
+    # The suggested call carries the output the last layer has: a sigmoid MLP's says so.
+    sigmoid_mlp = keras.Sequential([keras.Input((2304,)), keras.layers.Dense(7, activation="sigmoid")])
+    with pytest.raises(ValueError, match=r"adapt\(model, input_shape=\(48, 48, 1\), scale=\.\.\., output='sigmoid'\)"):
+        contract.inspect(sigmoid_mlp, test)
+    assert models.adapt(sigmoid_mlp, (48, 48, 1), "0-1", output="sigmoid").output_shape == (None, 7)
 
 
 def test_contract_to_dict_is_json(zoo, synthetic_small):
