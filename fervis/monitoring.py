@@ -42,7 +42,7 @@ from fervis import models, regions
 from fervis._checks import image_model, is_dataset, labelled_arrays, positive_int, real, require_dataset
 from fervis.constants import BUDGETS, CLASS_NAMES, IMAGE_SIZE, OVERFIT_MIN_RISE
 from fervis.files import write_atomic
-from fervis.stats import wilson
+from fervis.stats import shown, wilson
 
 __all__ = [
     "Probes", "probe_set", "spearman",
@@ -837,8 +837,7 @@ def epoch_table(history, columns=("loss", "val_loss", "accuracy", "val_accuracy"
     kept = [c for c in columns if c in history]
     table = history[kept].copy()
     table.index = pd.Index(_epochs_from_one(history), name="epoch")
-    table = table.round({c: decimals + 3 if c == "learning_rate" else decimals for c in kept})
-    return table.astype(object).where(table.notna(), "—") if table.isna().any().any() else table
+    return shown(table, {c: decimals + 3 if c == "learning_rate" else decimals for c in kept})
 
 
 def _epochs_from_one(history):
