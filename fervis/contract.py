@@ -221,10 +221,18 @@ def _own_scaling(model):
                                  "pixels")
             return None, f"its own Normalization layer {layer.name!r} (mean {mean:.3g}) expects scaled pixels"
         if isinstance(layer, (keras.layers.Resizing, keras.layers.Reshape, keras.layers.Concatenate,
-                              keras.layers.Activation)):
+                              keras.layers.Activation) + _AUGMENTATION):
             continue
         return None, None
     return None, None
+
+
+# Random augmentation layers, the identity at inference: Keras's tutorials put them before the Rescaling.
+_AUGMENTATION = tuple(getattr(keras.layers, name) for name in (
+    "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation", "RandomCrop", "RandomContrast",
+    "RandomBrightness", "RandomErasing", "RandomGaussianBlur", "RandomSharpness", "RandomShear",
+    "RandomGrayscale", "RandomColorJitter", "RandomPerspective", "GaussianNoise", "GaussianDropout")
+    if hasattr(keras.layers, name))
 
 
 def _softmax_output(model):

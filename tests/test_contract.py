@@ -247,6 +247,15 @@ def test_declared_convention_contradicting_the_models_rescaling(zoo):
     with pytest.raises(ValueError, match=r"'model_input' setting \('0-1'\) contradicts model .*Rescaling layer "
                                          r"'own_scale'"):
         contract.inspect(zoo["rescaling"], None, model_input="0-1")
+    # Keras's tutorial layout: random augmentation layers (the identity at inference) before the Rescaling.
+    tutorial = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.RandomFlip("horizontal"),
+                                 keras.layers.RandomRotation(0.1), keras.layers.RandomZoom(0.1),
+                                 keras.layers.Rescaling(1 / 255.0, name="tutorial_scale"), keras.layers.Flatten(),
+                                 keras.layers.Dense(7, activation="softmax")])
+    found = contract.inspect(tutorial)
+    assert found.model_input == "0-255" and found.decided["model_input"] == "model", found
+    with pytest.raises(ValueError, match=r"'model_input' setting \('0-1'\) contradicts .*'tutorial_scale'"):
+        contract.inspect(tutorial, None, model_input="0-1")
 
 
 def test_without_labels_the_default_is_used_and_named(zoo, synthetic_small):
