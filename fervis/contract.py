@@ -15,7 +15,8 @@ its input that maps 0-255 pixels down says it takes raw pixels. With labelled fa
 tried, one forward pass each (each on 250 faces first; only those not clearly worse than the
 best go on to all of them), and each class order is scored from the same predictions. The best
 candidate is used when a paired test on the same faces (McNemar's exact test) says it beats the
-runner-up at the 1 % level; otherwise the model's own evidence, or the first of the tied
+runner-up at the 1 % level; otherwise the model's own evidence, or the one tied convention whose
+mean confidence matches its accuracy (a paired bootstrap, :func:`_calibration_tiebreak`), or the first of the tied
 conventions in the order of :data:`fervis.constants.INPUT_CONVENTIONS` (0-255 first; FER2013's class
 order), is kept and a warning names the setting to declare. A model whose best accuracy is not
 above always answering the most common class is said not to classify these faces. Declared
@@ -268,6 +269,51 @@ def _mcnemar(a, b):
     return 1.0 if better + worse == 0 else float(binomtest(better, better + worse, 0.5).pvalue)
 
 
+def _probabilities(out, squash):
+    """A model's outputs as a distribution over classes, whatever its last layer gives."""
+    out = np.asarray(out, dtype=np.float64)
+    if squash == "sigmoid":
+        clipped = np.clip(out, 1e-7, 1 - 1e-7)
+        out = np.log(clipped / (1 - clipped))  # the logits before the sigmoid
+    elif (out >= -1e-6).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
+        return out
+    shifted = np.exp(out - out.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _calibration_tiebreak(raws, hits, squash, where, seed, n_boot=1000):
+    """``(convention, sentence)`` when, among conventions that classify alike, one alone gives
+    confidences that match its accuracy; else None.
+
+    Scaling a network's input scales its logits: fed 0-255 pixels, a model trained on 0-1 keeps
+    much of its ranking (so accuracy cannot tell the two apart) but answers with near-certainty
+    while right a third of the time; fed 0-1, a 0-255 model answers near-uniformly. The gap
+    between mean top probability and accuracy (the one-bin calibration error) is smallest under
+    the convention the model was trained with. Decided by a paired bootstrap over the faces: the
+    smallest gap must be the smallest in ``1 - _ALPHA`` of the resamples against each other one.
+    """
+    conf = {c: _probabilities(r, squash).max(axis=1) for c, r in raws.items()}
+    right = {c: np.asarray(h, dtype=np.float64) for c, h in hits.items()}
+    gap = {c: abs(conf[c].mean() - right[c].mean()) for c in raws}
+    best = min(gap, key=gap.get)
+    n = len(right[best])
+    rows = np.random.default_rng(seed).integers(0, n, (n_boot, n))
+
+    def resampled(c):
+        return np.abs(conf[c][rows].mean(axis=1) - right[c][rows].mean(axis=1))
+
+    ref = resampled(best)
+    p = max(float(np.mean(ref >= resampled(c))) for c in raws if c != best)
+    if p >= _ALPHA:
+        return None
+    figures = "; ".join(f"{100 * conf[c].mean():.1f} % and {100 * right[c].mean():.1f} % under {_LABELS[c]}"
+                        for c in [best] + [c for c in raws if c != best])
+    return best, (f"{' and '.join(_LABELS[c] for c in raws)} classify these faces alike, but only under "
+                  f"{_LABELS[best]} do its confidences match its accuracy: mean top probability and accuracy "
+                  f"{figures}, on {n:,} {where} (paired bootstrap, {n_boot:,} resamples, "
+                  f"{'p < 0.001' if p < 0.001 else f'p = {p:.3f}'})")
+
+
 def _p_value(p):
     """A McNemar p-value as the evidence prints it: "McNemar p = 0.003", "McNemar p < 0.001"."""
     return "McNemar p < 0.001" if p < 0.001 else f"McNemar p = {p:.3f}"
@@ -423,12 +469,19 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
         # The model's own layers decide a tie; else the first tied convention in the order of
         # INPUT_CONVENTIONS, plain ranges before per-image standardisation (on evenly lit faces
         # the two are close to the same map).
-        chosen = own if own in tied else next(c for c in INPUT_CONVENTIONS if c in tied)
-        decided["model_input"] = "model" if chosen == own else "default"
-        listed = ", ".join(f"{_LABELS[c]} {100 * scores[c][0]:.1f} % (95 % CI {100 * scores[c][2][0]:.1f}–"
-                           f"{100 * scores[c][2][1]:.1f})" for c in tied)
-        warnings.append(f"the faces do not tell the input convention apart ({listed} on {len(y):,} {where}); using "
-                        f"{_LABELS[chosen]}: declare {_HOW_SETTING} if the model was trained otherwise.")
+        calibrated = None if own in tied else _calibration_tiebreak(
+            {c: raw[c] for c in tied}, {c: right_by[c] for c in tied}, squash, where, seed)
+        if calibrated:
+            chosen, sentence = calibrated
+            decided["model_input"] = "detected"
+            evidence.append(sentence)
+        else:
+            chosen = own if own in tied else next(c for c in INPUT_CONVENTIONS if c in tied)
+            decided["model_input"] = "model" if chosen == own else "default"
+            listed = ", ".join(f"{_LABELS[c]} {100 * scores[c][0]:.1f} % (95 % CI {100 * scores[c][2][0]:.1f}–"
+                               f"{100 * scores[c][2][1]:.1f})" for c in tied)
+            warnings.append(f"the faces do not tell the input convention apart ({listed} on {len(y):,} {where}); "
+                            f"using {_LABELS[chosen]}: declare {_HOW_SETTING} if the model was trained otherwise.")
 
     out = raw[chosen]
     if output != "auto":

@@ -243,6 +243,25 @@ def test_declared_beats_detected(zoo, synthetic_small):
     assert contract.inspect(zoo["alphabetical"], test, class_order=listed).class_order == ALPHABETICAL
 
 
+def test_conventions_that_classify_alike_are_told_apart_by_calibration(synthetic_small):
+    """A network without biases is homogeneous: fed 0-255 instead of 0-1 it ranks every face exactly as before, so
+    accuracy cannot tell the two apart, but it answers with near-certainty. The convention whose confidences match
+    its accuracy is the one it was trained with (the new-user trial's /255 homework model got 0-255 by default)."""
+    train, test = synthetic_small.subset("Training"), synthetic_small.subset("PublicTest")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((48, 48, 1)),
+                              keras.layers.Conv2D(8, 3, activation="relu", use_bias=False), keras.layers.MaxPooling2D(4),
+                              keras.layers.Flatten(), keras.layers.Dense(7, use_bias=False)], name="no_bias")
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(preprocess(train.images, "0-1"), train.labels, epochs=10, batch_size=32, verbose=0)
+    found = contract.inspect(model, test)
+    assert found.scores["0-1"][0] == found.scores["0-255"][0]  # the same ranking: a tie McNemar cannot break
+    assert found.model_input == "0-1" and found.decided["model_input"] == "detected", found
+    sentence = next(e for e in found.evidence if "classify these faces alike" in e)
+    assert "only under 0–1 do its confidences match its accuracy" in sentence and "paired bootstrap" in sentence
+    assert not any("do not tell the input convention apart" in w for w in found.warnings)
+
+
 def test_declared_convention_contradicting_the_models_rescaling(zoo):
     with pytest.raises(ValueError, match=r"'model_input' setting \('0-1'\) contradicts model .*Rescaling layer "
                                          r"'own_scale'"):
