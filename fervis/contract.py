@@ -528,17 +528,17 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
     cm = models.confusion_matrix(y, predicted, k).T  # rows: model output, columns: true class
     rows, cols = linear_sum_assignment(-cm)
     read_off = tuple(CLASS_NAMES[cols[i]] for i in np.argsort(rows))
-    suggestion = None
+    suggestion, suggested_text = None, None
     if read_off not in orders:
         suggested = _permutation(read_off)[predicted] == y
         p_suggested = _mcnemar(suggested, right) if suggested.mean() > right.mean() else 1.0
         if p_suggested < _ALPHA:
             suggestion = read_off
-            warnings.append(f"the classes fit neither FER2013's nor the alphabetical order; the order read off the "
-                            f"confusion matrix, {list(read_off)}, scores {100 * suggested.mean():.1f} % against "
-                            f"{100 * right.mean():.1f} % on the same {len(y):,} faces "
-                            f"({_p_value(p_suggested)}): declare it with {_ORDER_SETTING} if that is how the model "
-                            "was trained.")
+            suggested_text = (f"the classes fit neither FER2013's nor the alphabetical order; the order read off the "
+                              f"confusion matrix, {list(read_off)}, scores {100 * suggested.mean():.1f} % against "
+                              f"{100 * right.mean():.1f} % on the same {len(y):,} faces "
+                              f"({_p_value(p_suggested)}): declare it with {_ORDER_SETTING} if that is how the model "
+                              "was trained.")
 
     interval = wilson(int(right.sum()), len(y))
     scores[chosen] = (float(right.mean()), len(right), interval)  # in the class order the contract uses
@@ -547,11 +547,18 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
     counts = np.bincount(y, minlength=k)
     majority = float(counts.max() / len(y))
     classifies = bool(binomtest(hits_n, len(y), majority, alternative="greater").pvalue < _ALPHA)
+    if suggested_text and classifies:
+        warnings.append(suggested_text)
     if not classifies:
+        # Nothing about its pixels or class order can be read from a model that does not classify: the ties and
+        # the order read off its confusion matrix (one class for every face fits any order) would only mislead.
+        suggestion = None
+        warnings[:] = [w for w in warnings if not w.startswith(("the faces do not tell", "the classes fit neither"))]
         warnings.append(f"model {model.name!r} does not seem to classify these faces: {100 * best.mean():.1f} % at "
                         f"best on {len(y):,} {where}, where always answering {CLASS_NAMES[int(counts.argmax())]!r} "
-                        f"scores {100 * majority:.1f} %. Its explanations would describe noise: check that this is "
-                        "the model you meant and how it was trained.")
+                        f"scores {100 * majority:.1f} %, so its pixel range and class order cannot be read from them "
+                        "either. Its explanations would describe noise: check that this is the model you meant and how "
+                        "it was trained.")
     return Contract(model.name, input_shape, chosen, tuple(chosen_order), kind, decided,
                     accuracy=float(right.mean()), interval=interval, n=len(y), faces=where, scores=scores,
                     majority=majority, classifies=classifies, suggestion=suggestion, evidence=tuple(evidence),

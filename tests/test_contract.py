@@ -232,6 +232,14 @@ def test_untrained_model_does_not_classify(synthetic_small):
     found = contract.inspect(small_cnn((48, 48, 1)), synthetic_small.subset("PublicTest"))
     assert found.classifies is False
     assert any("does not seem to classify these faces" in w and "always answering" in w for w in found.warnings)
+    # One answer for every face (a collapsed homework model): it fits any class order as well as another, so no
+    # order is suggested and no tie is reported beside the one warning that matters.
+    inputs = keras.Input((48, 48, 1))
+    constant = keras.layers.Dense(7, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(
+        [0.0, 5.0, 0, 0, 0, 0, 0]), activation="softmax")(keras.layers.Flatten()(inputs))
+    collapsed = contract.inspect(keras.Model(inputs, constant, name="collapsed"), synthetic_small.subset("PublicTest"))
+    assert collapsed.classifies is False and collapsed.suggestion is None
+    assert len(collapsed.warnings) == 1 and "cannot be read from them either" in collapsed.warnings[0], collapsed.warnings
 
 
 def test_declared_beats_detected(zoo, synthetic_small):
