@@ -942,8 +942,9 @@ def describe_exemplars(top, labels, class_names=None):
     responds to, labelled), the one whose faces are most surely of one class: ranked by the lower
     end of the Wilson interval of that class's share, so 1 face of 1 does not outrank 4 of 5. The
     sentence gives the count, the faces counted, and the class's share of all the labelled faces
-    searched (what a filter blind to expression would show on average); filters that never fire
-    are counted, not ranked.
+    searched (what a filter blind to expression would show on average) with a one-sided binomial
+    test against it; filters as sure as the best are named as a tie; filters that never fire are
+    counted, not ranked.
 
     Parameters
     ----------
@@ -961,7 +962,7 @@ def describe_exemplars(top, labels, class_names=None):
     Example
     -------
     >>> print(describe_exemplars(top, faces.labels, faces.class_names))  # doctest: +SKIP
-    Filter 2 of block3_act2 is the most selective of 6: 4 of the 5 faces that drive it hardest are happy (happy is 25% of the 600 labelled faces searched).
+    Filter 2 of block3_act2 is the most selective of 6: 4 of the 5 faces that drive it hardest are happy (happy is 25% of the 600 labelled faces searched; binomial p = 0.016, above what a filter blind to expression would show).
     """
     func = "fervis.filters.describe_exemplars"
     if not isinstance(top, Exemplars):
@@ -982,14 +983,26 @@ def describe_exemplars(top, labels, class_names=None):
     if counted.empty:
         what = "fires on any of" if silent == n_filters else "fires on a labelled face among"
         return f"No filter of {top.layer_name} shown {what} these {len(labels)} faces."
+    from scipy.stats import binomtest
+
     surety = [wilson(int(row["count"]), int(row["faces"]))[0] for _, row in counted.iterrows()]
-    best = counted.assign(surety=surety).sort_values(["surety", "peak"], ascending=False, kind="stable").iloc[0]
-    name, faces = best["most common class"], int(best["faces"])
+    ranked = counted.assign(surety=surety).sort_values(["surety", "peak"], ascending=False, kind="stable")
+    best = ranked.iloc[0]
+    name, faces, count = best["most common class"], int(best["faces"]), int(best["count"])
     index = list(class_names).index(name) if class_names is not None else int(name)
     base = float((labels == index).sum() / labelled)
-    return (f"Filter {best.name} of {top.layer_name} is the most selective of {n_filters}: "
-            f"{int(best['count'])} of the {faces} faces that drive it hardest are {name} "
-            f"({name} is {base:.0%} of the {labelled} labelled faces searched).{tail}")
+    tied = [int(i) for i in ranked.index[ranked["surety"] == best["surety"]]]
+    if len(tied) > 1:  # as sure as one another: none of them is "the" most selective
+        listed = ", ".join(str(i) for i in sorted(tied)[:-1]) + f" and {sorted(tied)[-1]}"
+        lead = f"Filters {listed} of {top.layer_name} tie as the most selective of {n_filters}; filter {best.name}: "
+    else:
+        lead = f"Filter {best.name} of {top.layer_name} is the most selective of {n_filters}: "
+    # Against a filter blind to expression, whose faces would be of this class at its base rate.
+    p = float(binomtest(count, faces, base, alternative="greater").pvalue)
+    above = "above" if p < 0.05 else "not clearly above"
+    return (f"{lead}{count} of the {faces} faces that drive it hardest are {name} "
+            f"({name} is {base:.0%} of the {labelled} labelled faces searched; binomial p = {p:.2g}, {above} what a "
+            f"filter blind to expression would show).{tail}")
 
 
 def describe_presets(naive, readable):

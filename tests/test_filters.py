@@ -5,6 +5,7 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 import tensorflow as tf
 
 from fervis import filters, models, plots
@@ -185,10 +186,12 @@ def test_a_filter_that_never_fires_is_not_said_to_prefer_a_class(faces):
     counts = np.bincount(faces.labels[top.indices[0]], minlength=7)
     name = faces.class_names[int(counts.argmax())]
     base = float((faces.labels == int(counts.argmax())).mean())
+    p = binomtest(int(counts.max()), 5, base, alternative="greater").pvalue
     assert filters.describe_exemplars(top, faces.labels, faces.class_names) == (
         f"Filter 0 of pair_act is the most selective of 2: {counts.max()} of the 5 faces that drive it hardest are "
-        f"{name} ({name} is {base:.0%} of the {len(faces)} labelled faces searched). 1 of the 2 filters never fire "
-        f"on these {len(faces)} faces.")
+        f"{name} ({name} is {base:.0%} of the {len(faces)} labelled faces searched; binomial p = {p:.2g}, "
+        f"{'above' if p < 0.05 else 'not clearly above'} what a filter blind to expression would show). 1 of the 2 "
+        f"filters never fire on these {len(faces)} faces.")
     dead = filters.top_activating(model, faces, "pair_act", [1], k=5)
     assert filters.describe_exemplars(dead, faces.labels, faces.class_names) == (
         f"No filter of pair_act shown fires on any of these {len(faces)} faces.")
@@ -225,7 +228,13 @@ def test_exemplar_counts_only_faces_that_drive_the_filter_and_carry_a_label():
     assert table.loc[1, "share"] == 0.75 and table.loc[0, "share"] == 1.0 and table["share"].iloc[2:].isna().all()
     assert filters.describe_exemplars(top, labels, CLASS_NAMES) == (
         "Filter 1 of made_up is the most selective of 4: 3 of the 4 faces that drive it hardest are happy (happy is "
-        "33% of the 9 labelled faces searched). 1 of the 4 filters never fire on these 12 faces.")
+        "33% of the 9 labelled faces searched; binomial p = 0.11, not clearly above what a filter blind to expression "
+        "would show). 1 of the 4 filters never fire on these 12 faces.")
+    # Filters as sure as one another are a tie, not "the most selective" (the new-user trial: five filters at 2 of 5).
+    twins = _exemplars([[8, 7, 6, 5, 4], [9, 8, 7, 6, 5]], [[4, 5, 6, 7, 10], [4, 5, 6, 8, 11]])
+    assert filters.describe_exemplars(twins, labels, CLASS_NAMES).startswith(
+        "Filters 0 and 1 of made_up tie as the most selective of 2; filter 1: 3 of the 4 faces that drive it hardest "
+        "are happy")
     # without class names the class is its index, an int
     assert "are 3 (3 is 33% of the 9 labelled faces" in filters.describe_exemplars(top, labels)
     only_unlabelled = _exemplars([[5, 4, 3, 0, 0]], [[7, 8, 9, 0, 1]])
