@@ -88,6 +88,9 @@ class Report:
         The notebooks' ``MODEL_INPUT`` and ``CLASS_ORDER`` ("auto": found on the faces).
     contract : str or None
         The model contract the first notebook printed (its ``model contract:`` line).
+    contract_warnings : tuple of str
+        The warnings printed under it (a setting the faces could not decide, a model that does
+        not classify them): the index shows them beside the contract.
     """
 
     folder: pathlib.Path
@@ -101,6 +104,7 @@ class Report:
     model_input: str = "auto"
     class_order: str = "auto"
     contract: str | None = None
+    contract_warnings: tuple = ()
 
     @property
     def ok(self):
@@ -484,6 +488,7 @@ def _write_index(report):
 <dt>model</dt><dd>{esc(report.model)}</dd>
 <dt>model input / class order</dt><dd>{esc(report.model_input)} / {esc(report.class_order)}</dd>
 <dt>model contract</dt><dd>{esc(report.contract or "not known yet")}</dd>
+{"".join(f'<dd class="failed">warning: {esc(w)}</dd>' for w in report.contract_warnings)}
 <dt>date</dt><dd>{report.started.strftime("%Y-%m-%d %H:%M:%S")}</dd>
 <dt>run time</dt><dd>{report.seconds:.0f} s</dd>
 <dt>fervis</dt><dd>{esc(__version__)}</dd>
@@ -528,19 +533,22 @@ def _check_contract(model_input, class_order):
 
 
 def _contract_line(ipynb):
-    """The ``model contract: ...`` line an executed notebook printed, or None."""
+    """The ``model contract: ...`` line an executed notebook printed and the ``warning:`` lines under
+    it, or ``(None, ())``."""
     try:
         cells = json.loads(pathlib.Path(ipynb).read_text()).get("cells", [])
     except (OSError, ValueError):
-        return None
+        return None, ()
     for cell in cells:
         for output in cell.get("outputs", []):
             text = output.get("text", "")
-            text = "".join(text) if isinstance(text, list) else text
-            for line in text.splitlines():
+            lines = ("".join(text) if isinstance(text, list) else text).splitlines()
+            for at, line in enumerate(lines):
                 if line.startswith("model contract: "):
-                    return line.removeprefix("model contract: ")
-    return None
+                    warnings = tuple(w.strip().removeprefix("warning: ") for w in lines[at + 1:]
+                                     if w.strip().startswith("warning: "))
+                    return line.removeprefix("model contract: "), warnings
+    return None, ()
 
 
 def _absolute(spec, keep):
@@ -656,7 +664,7 @@ def run(data="synthetic", budget="quick", model="auto", out="reports", notebooks
             else:
                 result.ipynb = None
             if report.contract is None and result.ipynb is not None:
-                report.contract = _contract_line(result.ipynb)
+                report.contract, report.contract_warnings = _contract_line(result.ipynb)
             if failure is None:
                 result.status = _PASSED
                 report.seconds = time.perf_counter() - start

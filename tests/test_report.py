@@ -32,7 +32,8 @@ def _notebook(path, *sources):
 
 
 PASSING = ('import sys\nprint(f"settings {DATA}|{BUDGET}|{MODEL}")\nprint("kernel", sys.executable)\n'
-           'print(f"model contract: read as {MODEL_INPUT} with {CLASS_ORDER}")',
+           'print(f"model contract: read as {MODEL_INPUT} with {CLASS_ORDER}\\n  evidence: a layer\\n'
+           '  warning: the faces do not tell <these> apart")',
            "import matplotlib.pyplot as plt\nplt.figure(figsize=(1, 1), dpi=20)\nplt.plot([0, 1])\nplt.show()",
            # what `import tensorflow` writes to stderr before any setting is read, then a warning of the notebook's own
            # (split in the source, which the page shows: only the output must lose them)
@@ -170,6 +171,9 @@ def test_passing_notebook_got_parameters_and_this_python(failed_run):
                     "<dt>date</dt>", "<dt>run time</dt>", "<dd>0-1 / alphabetical</dd>",
                     "<dt>model contract</dt><dd>read as 0-1 with alphabetical</dd>"):
         assert setting in index
+    # the contract's warnings stand beside it on the front page, escaped; its evidence stays in the notebook
+    assert '<dd class="failed">warning: the faces do not tell &lt;these&gt; apart</dd>' in index
+    assert "a layer" not in index
 
 
 # --------------------------------------------------------------------------- the command
