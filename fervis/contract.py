@@ -554,8 +554,9 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
         # the order read off its confusion matrix (one class for every face fits any order) would only mislead.
         suggestion = None
         warnings[:] = [w for w in warnings if not w.startswith(("the faces do not tell", "the classes fit neither"))]
-        warnings.append(f"model {model.name!r} does not seem to classify these faces: {100 * best.mean():.1f} % at "
-                        f"best on {len(y):,} {where}, where always answering {CLASS_NAMES[int(counts.argmax())]!r} "
+        tried = "at best" if model_input == "auto" else f"at best with the declared {_LABELS[chosen]} pixels"
+        warnings.append(f"model {model.name!r} does not seem to classify these faces: {100 * best.mean():.1f} % "
+                        f"{tried} on {len(y):,} {where}, where always answering {CLASS_NAMES[int(counts.argmax())]!r} "
                         f"scores {100 * majority:.1f} %, so its pixel range and class order cannot be read from them "
                         "either. Its explanations would describe noise: check that this is the model you meant and how "
                         "it was trained.")

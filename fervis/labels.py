@@ -364,8 +364,9 @@ def class_report(y_true, probs, train_counts=None, n_bins=10, class_names=CLASS_
         One row per class: ``precision``, ``recall``, ``recall_low``, ``recall_high``, ``f1``,
         ``f1_low``, ``f1_high``, ``support`` (evaluation faces of the class: the n of recall, F1
         and ``ece``), ``predicted`` (faces predicted as the class: the n of precision), ``ece``
-        and, when given, ``train_support``. A class with no face has NaN
-        intervals; with few faces the intervals are wide, and with very few (see
+        and, when given, ``train_support``. A class with no face has NaN recall, F1 and
+        intervals, a class never predicted (``predicted`` 0) NaN precision (undefined, shown as
+        "—" by :func:`fervis.stats.shown`); with few faces the intervals are wide, and with very few (see
         :data:`MIN_SUPPORT`) they are not to be trusted at all.
 
     Example

@@ -240,6 +240,11 @@ def test_untrained_model_does_not_classify(synthetic_small):
     collapsed = contract.inspect(keras.Model(inputs, constant, name="collapsed"), synthetic_small.subset("PublicTest"))
     assert collapsed.classifies is False and collapsed.suggestion is None
     assert len(collapsed.warnings) == 1 and "cannot be read from them either" in collapsed.warnings[0], collapsed.warnings
+    assert "% at best on " in collapsed.warnings[0]
+    # declared, only that range was tried: the warning says so
+    declared = contract.inspect(keras.Model(inputs, constant, name="collapsed"), synthetic_small.subset("PublicTest"),
+                                model_input="0-1")
+    assert "% at best with the declared 0–1 pixels on " in declared.warnings[-1], declared.warnings
 
 
 def test_declared_beats_detected(zoo, synthetic_small):
