@@ -662,6 +662,10 @@ def adapt(model, input_shape=(64, 64, 1), scale=(-1.0, 1.0), output="probabiliti
             f"Got {output!r} instead."
         )
     permutation = _class_permutation(class_order, func)
+    try:
+        model.outputs
+    except AttributeError:  # an unbuilt Sequential: called on the input it will get, it builds (as below anyway)
+        model(keras.Input(input_shape))
     squash = output_activation(model)
     if (output == "sigmoid") != (squash == "sigmoid"):  # sigmoid scores are neither probabilities nor logits
         raise ValueError(
