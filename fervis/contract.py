@@ -269,13 +269,18 @@ def _mcnemar(a, b):
     return 1.0 if better + worse == 0 else float(binomtest(better, better + worse, 0.5).pvalue)
 
 
+def _is_distribution(out):
+    """Whether every row of a model's outputs is a probability distribution (non-negative, sums to 1)."""
+    return bool((np.asarray(out) >= -1e-6).all() and np.allclose(np.sum(out, axis=1), 1.0, atol=1e-3))
+
+
 def _probabilities(out, squash):
     """A model's outputs as a distribution over classes, whatever its last layer gives."""
     out = np.asarray(out, dtype=np.float64)
     if squash == "sigmoid":
         clipped = np.clip(out, 1e-7, 1 - 1e-7)
         out = np.log(clipped / (1 - clipped))  # the logits before the sigmoid
-    elif (out >= -1e-6).all() and np.allclose(out.sum(axis=1), 1.0, atol=1e-3):
+    elif _is_distribution(out):
         return out
     shifted = np.exp(out - out.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
@@ -495,7 +500,7 @@ def inspect(model, dataset=None, model_input="auto", class_order="auto", output=
                         "logits before it and reads their softmax as probabilities")
     else:
         sums = out.sum(axis=1)
-        is_prob = bool((out >= -1e-6).all() and np.allclose(sums, 1.0, atol=1e-3))
+        is_prob = _is_distribution(out)
         kind, decided["output"] = ("probabilities" if is_prob else "logits"), "detected"
         evidence.append(f"{_last_layer_text(last, squash)}; its outputs on "
                         f"{len(y):,} faces " + ("are probabilities (non-negative, each row sums to 1)" if is_prob else

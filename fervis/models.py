@@ -972,8 +972,8 @@ def trained_layers(model):
     >>> [name for name, _ in trained_layers(adapted)][-2:]
     ['flatten', 'tiny/predictions']
     """
-    plumbing = [layer for part in [model, *ensemble_members(model)] for layer in adapter_layers(part)]
-    return [(name, layer) for name, layer in named_layers(model) if not any(layer is p for p in plumbing)]
+    plumbing = {id(layer) for part in [model, *ensemble_members(model)] for layer in adapter_layers(part)}
+    return [(name, layer) for name, layer in named_layers(model) if id(layer) not in plumbing]
 
 
 def ensemble_members(model):
